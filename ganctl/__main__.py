@@ -1,0 +1,5 @@
+import sys
+
+from ganctl.cli import main
+
+sys.exit(main())

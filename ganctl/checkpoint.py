@@ -1,0 +1,113 @@
+"""Checkpoints: plain dicts of tensors and containers, written atomically, read with weights_only.
+
+A checkpoint holds everything needed to continue a run or to sample from it with nothing but the
+file: the networks' and optimizers' state dicts, the step, the RNG states, and the resolved config
+as plain containers. Nothing in it can run code when loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganctl.errors import GanctlError
+
+FORMAT = "ganctl-checkpoint"
+VERSION = 1
+
+
+def step_path(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
+
+
+def last_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "last.pt"
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory meaning its checkpoints/last.pt."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidate = last_path(path)
+        if not candidate.is_file():
+            raise GanctlError(
+                f"No checkpoint in {path}: expected {candidate}. Pass a run directory written by "
+                "`ganctl train` or the path of a .pt checkpoint."
+            )
+        return candidate
+    if not path.is_file():
+        raise GanctlError(f"Checkpoint not found: {path}. Pass a .pt file or a ganctl run directory.")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint belongs to (<run>/checkpoints/<name>.pt)."""
+    return checkpoint.resolve().parent.parent
+
+
+def save(state: dict[str, Any], *paths: Path) -> None:
+    """Serialise once, then write each path atomically: temporary file, fsync, rename.
+
+    A crash at any moment leaves either the previous complete file or the new complete one.
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a ganctl checkpoint with weights_only=True; a clear GanctlError for anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise GanctlError(
+            f"Refusing to load {path}: it is not a plain ganctl checkpoint (it contains objects that "
+            f"could run code when unpickled, which ganctl never loads). Details: {str(error).splitlines()[0]}"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise GanctlError(
+            f"Cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint "
+            f"({type(error).__name__}). Use another checkpoint, e.g. an earlier checkpoints/step_<N>.pt."
+        ) from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise GanctlError(f"{path} is a PyTorch file but not a ganctl checkpoint (no '{FORMAT}' marker).")
+    return state
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """Every RNG the run draws from, in forms that weights_only loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])

@@ -1,0 +1,55 @@
+"""`ganctl`: dispatch a subcommand to where it lives. No logic here, and no torch import for --help."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: ganctl <command> [arguments]
+
+Train GANs from composable Hydra configs.
+
+commands:
+  train    train a GAN: ganctl train [key=value ...] [-m] [--cfg job]
+           e.g. ganctl train model=dcgan loss=bce train.steps=2000
+  sample   write samples from a checkpoint: ganctl sample <checkpoint or run dir> [--num N] ...
+
+`ganctl train --help` lists the config groups and options; `ganctl sample --help` its flags.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from ganctl import __version__
+
+        print(f"ganctl {__version__}")
+        return 0
+    command, args = argv[0], argv[1:]
+    from ganctl.errors import GanctlError
+
+    try:
+        if command == "train":
+            from ganctl.app import main as train_main
+
+            return train_main(args)
+        if command == "sample":
+            from ganctl.sample import main as sample_main
+
+            return sample_main(args)
+    except GanctlError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        from ganctl.logger import console
+
+        console.print(f"[bold red]error:[/] {error}")
+        return 1
+    print(f"ganctl: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

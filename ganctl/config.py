@@ -1,0 +1,135 @@
+"""The config's typed schema, its checks, and how a resumed run's stored config takes overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from ganctl.errors import GanctlError
+
+GROUPS = ("model", "loss", "optimizer", "dataset")
+
+# Keys a resumed run may change: when and how often things happen, never what is trained.
+SCHEDULE_KEYS = (
+    "train.steps",
+    "train.log_every",
+    "train.sample_every",
+    "train.ckpt_every",
+    "train.device",
+)
+
+
+@dataclass
+class EMASettings:
+    decay: float = MISSING
+    start: int = MISSING
+
+
+@dataclass
+class TrainSettings:
+    """Types only; the values live in conf/train.yaml. Hydra rejects e.g. train.batch_size=abc."""
+
+    steps: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    device: str = MISSING
+    log_every: int = MISSING
+    sample_every: int = MISSING
+    ckpt_every: int = MISSING
+    num_samples: int = MISSING
+    ema: EMASettings = field(default_factory=EMASettings)
+
+
+@dataclass
+class Schema:
+    model: Any = MISSING
+    loss: Any = MISSING
+    optimizer: Any = MISSING
+    dataset: Any = MISSING
+    train: TrainSettings = field(default_factory=TrainSettings)
+    resume: Optional[str] = None
+
+
+ConfigStore.instance().store(name="schema", node=Schema)
+
+
+def check(cfg: DictConfig) -> None:
+    """Value checks the types cannot express; one clear GanctlError for the first problem."""
+    train = cfg.train
+    for key in ("steps", "batch_size"):
+        if train[key] < 1:
+            raise GanctlError(f"train.{key} must be at least 1, got {train[key]}.")
+    for key in ("log_every", "sample_every", "ckpt_every", "num_samples"):
+        if train[key] < 0:
+            raise GanctlError(f"train.{key} must be 0 or more, got {train[key]}.")
+    if train.log_every == 0:
+        raise GanctlError("train.log_every must be at least 1.")
+    if not 0.0 <= train.ema.decay < 1.0:
+        raise GanctlError(f"train.ema.decay must be in [0, 1), got {train.ema.decay} (0 turns EMA off).")
+    for net in ("g", "d"):
+        lr = OmegaConf.select(cfg, f"optimizer.{net}.lr")
+        if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
+            raise GanctlError(f"optimizer.{net}.lr must be a positive number, got {lr!r}.")
+    if cfg.loss.critic_steps < 1:
+        raise GanctlError(f"loss.critic_steps must be at least 1, got {cfg.loss.critic_steps}.")
+    check_targets(cfg)
+
+
+def check_targets(cfg: Any, where: str = "") -> None:
+    """Only ganctl's own components and torch.optim may be instantiated (configs come from files
+    and checkpoints, and _target_ names a callable to import and call)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(cfg, dict):
+        target = cfg.get("_target_")
+        if target is not None and not str(target).startswith(("ganctl.", "torch.optim.")):
+            raise GanctlError(
+                f"Refusing to instantiate '{target}' at {where or 'the top level'}: only ganctl's own "
+                "components and torch.optim optimizers may be named by _target_."
+            )
+        for key, value in cfg.items():
+            check_targets(value, f"{where}.{key}" if where else key)
+    elif isinstance(cfg, list):
+        for i, value in enumerate(cfg):
+            check_targets(value, f"{where}[{i}]")
+
+
+def override_key(override: str) -> str:
+    """'train.steps=2000' -> 'train.steps'; '+a.b=1' -> 'a.b'; 'model=mlp' -> 'model'."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resumed_config(
+    stored: dict, stored_choices: dict, current: DictConfig, overrides: list[str], choices: dict
+) -> DictConfig:
+    """The stored config of a run being resumed, with the command line's schedule overrides applied.
+
+    Any override that would change what is trained (architecture, loss, optimizer, data) is
+    refused: a checkpoint's weights only make sense with the config that produced them.
+    """
+    cfg = OmegaConf.create(stored)
+    for override in overrides:
+        key = override_key(override)
+        if key == "resume":
+            continue
+        if key in GROUPS:
+            if choices[key] != stored_choices.get(key):
+                raise GanctlError(
+                    f"Cannot resume with {override}: the run was trained with {key}={stored_choices.get(key)}. "
+                    "A resumed run keeps its model, loss, optimizer and dataset; start a new run instead."
+                )
+            continue
+        new, old = OmegaConf.select(current, key), OmegaConf.select(cfg, key)
+        if new == old:
+            continue
+        if key not in SCHEDULE_KEYS:
+            raise GanctlError(
+                f"Cannot resume with {override}: the run was trained with {key}={old}, and a resumed run "
+                f"keeps its architecture, loss, optimizer and data. Only these may change: "
+                f"{', '.join(SCHEDULE_KEYS)}. Start a new run to change {key}."
+            )
+        OmegaConf.update(cfg, key, new)
+    return cfg

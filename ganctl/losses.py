@@ -1,0 +1,23 @@
+"""GAN losses as small pure functions of discriminator scores.
+
+Sign convention, stated once: a discriminator returns raw scores (logits, no sigmoid), one per
+image, shape (B,); higher means "more real". Every discriminator loss takes (real_scores,
+fake_scores) and every generator loss takes fake_scores; both return a scalar to minimise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    """-log D(x) - log(1 - D(G(z))) on logits; real_target < 1 is one-sided label smoothing."""
+    real = F.binary_cross_entropy_with_logits(real_scores, torch.full_like(real_scores, real_target))
+    fake = F.binary_cross_entropy_with_logits(fake_scores, torch.zeros_like(fake_scores))
+    return real + fake
+
+
+def bce_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: maximise log D(G(z)), i.e. minimise -log D(G(z))."""
+    return F.binary_cross_entropy_with_logits(fake_scores, torch.ones_like(fake_scores))

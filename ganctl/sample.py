@@ -1,0 +1,89 @@
+"""`ganctl sample`: rebuild G from a checkpoint alone and write a grid and, optionally, image files."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+from torchvision.utils import save_image
+
+from ganctl import checkpoint
+from ganctl.config import check_targets
+from ganctl.errors import GanctlError
+from ganctl.logger import console
+
+
+def load_generator(state: dict[str, Any], device: torch.device, ema: bool = True) -> nn.Module:
+    """G as stored in a checkpoint, in eval mode: the EMA weights when present and asked for."""
+    generator_cfg = state["config"]["model"]["generator"]
+    check_targets(generator_cfg, "model.generator")
+    generator = instantiate(generator_cfg, **state["data"])
+    weights = state.get("generator_ema") if ema else None
+    generator.load_state_dict(weights if weights is not None else state["generator"])
+    return generator.to(device).eval()
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, num: int, seed: int, batch_size: int = 250) -> torch.Tensor:
+    """num images (num, C, H, W) in [-1, 1] on the CPU. Latents are drawn on the CPU from `seed`,
+    so the same checkpoint and seed give the same images on any device."""
+    device = next(generator.parameters()).device
+    latents = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in latents.split(batch_size)])
+
+
+def sample(
+    path: str | Path,
+    num: int = 64,
+    nrow: int = 8,
+    seed: int = 0,
+    out: str | Path | None = None,
+    images_dir: str | Path | None = None,
+    device: str = "auto",
+    ema: bool = True,
+) -> Path:
+    from ganctl.train import resolve_device
+
+    if num < 1:
+        raise GanctlError(f"--num must be at least 1, got {num}.")
+    if nrow < 1:
+        raise GanctlError(f"--nrow must be at least 1, got {nrow}.")
+    ckpt_path = checkpoint.resolve(path)
+    state = checkpoint.load(ckpt_path)
+    out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / f"sample_step{state['step']:07d}_seed{seed}.png"
+    if out.is_dir():
+        raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'grid.png'}.")
+    images = generate(load_generator(state, resolve_device(device), ema), num, seed)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+        if images_dir:
+            images_dir = Path(images_dir)
+            images_dir.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                save_image(image, images_dir / f"{i:04d}.png", normalize=True, value_range=(-1, 1))
+    except OSError as error:
+        raise GanctlError(f"Cannot write the samples: {error}") from error
+    console.print(f"Wrote a grid of {num} samples from step {state['step']} to {out}")
+    if images_dir:
+        console.print(f"Wrote {num} images to {images_dir}/0000.png ... {num - 1:04d}.png")
+    return out
+
+
+def main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ganctl sample", description="Write samples from a ganctl checkpoint.")
+    parser.add_argument("checkpoint", help="a checkpoint .pt file, or a run directory (its checkpoints/last.pt)")
+    parser.add_argument("--num", type=int, default=64, help="number of samples (default 64)")
+    parser.add_argument("--nrow", type=int, default=8, help="images per row of the grid (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
+    parser.add_argument("--out", help="grid file (default <run>/samples/sample_step<N>_seed<S>.png)")
+    parser.add_argument("--images-dir", help="also write each sample as <dir>/0000.png, 0001.png, ...")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    parser.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw generator, not its EMA")
+    options = parser.parse_args(args)
+    sample(options.checkpoint, options.num, options.nrow, options.seed, options.out, options.images_dir, options.device, options.ema)
+    return 0

@@ -1,0 +1,277 @@
+"""Build the parts of a run from its config, then the one training loop."""
+
+from __future__ import annotations
+
+import copy
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchvision.utils import make_grid, save_image
+
+from ganctl import checkpoint
+from ganctl.data import InMemoryImages
+from ganctl.errors import GanctlError
+from ganctl.logger import RunLogger, console, print_summary, write_summary
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise GanctlError(f"train.device={name} is not a device: use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise GanctlError(f"train.device={name}, but no such CUDA GPU is visible here. Use train.device=auto or cpu.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise GanctlError("train.device=mps, but Apple's MPS backend is not available here. Use train.device=auto or cpu.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise GanctlError(f"train.device={name} is not supported: use auto, cpu, cuda, cuda:N or mps.")
+    return device
+
+
+@dataclass
+class Parts:
+    """Everything the loop trains with, built from the config."""
+
+    data: InMemoryImages
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_ema: Optional[nn.Module]
+    optimizer_g: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer
+    d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    g_loss: Callable[[torch.Tensor], torch.Tensor]
+
+
+def build(cfg: DictConfig, device: torch.device) -> Parts:
+    data = InMemoryImages(instantiate(cfg.dataset), device)
+    shape = {"channels": data.channels, "image_size": data.image_size}
+    generator = instantiate(cfg.model.generator, **shape).to(device)
+    discriminator = instantiate(cfg.model.discriminator, **shape).to(device)
+    generator_ema = None
+    if cfg.train.ema.decay > 0:
+        generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    return Parts(
+        data=data,
+        generator=generator,
+        discriminator=discriminator,
+        generator_ema=generator_ema,
+        optimizer_g=instantiate(cfg.optimizer.g)(generator.parameters()),
+        optimizer_d=instantiate(cfg.optimizer.d)(discriminator.parameters()),
+        d_loss=instantiate(cfg.loss.discriminator),
+        g_loss=instantiate(cfg.loss.generator),
+    )
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model for weights; buffers (BatchNorm statistics) are copied."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+        ema_buffer.copy_(buffer)
+
+
+def ema_decay(decay: float, steps_averaged: int) -> float:
+    """The EMA's decay after `steps_averaged` steps: warmed up as min(decay, (1 + t) / (10 + t)) so
+    that early averages are not dominated by the random initial weights; 0 (a copy) before the start."""
+    if steps_averaged <= 0:
+        return 0.0
+    return min(decay, (1 + steps_averaged) / (10 + steps_averaged))
+
+
+@torch.no_grad()
+def render(generator: nn.Module, latents: torch.Tensor) -> torch.Tensor:
+    """Images for the given latents with G in eval mode (BatchNorm uses its running statistics)."""
+    was_training = generator.training
+    generator.eval()
+    images = generator(latents)
+    generator.train(was_training)
+    return images
+
+
+class GracefulStop:
+    """SIGINT / SIGTERM / SIGUSR2 ask the loop to stop after the current step; a second one aborts."""
+
+    SIGNALS = tuple(s for s in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, s))
+
+    def __init__(self) -> None:
+        self.requested: Optional[str] = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name)
+                self.previous[number] = signal.signal(number, self.handle)
+        return self
+
+    def handle(self, number: int, frame: Any) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt  # the second signal: stop now, last.pt stays as it was
+        self.requested = signal.Signals(number).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    summary: dict[str, Any]
+    interrupted_by: Optional[str] = None  # the signal's name when the run was stopped early
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]] = None) -> RunResult:
+    """Train G and D as the config says, writing checkpoints, logs and samples into run_dir."""
+    run_dir = Path(run_dir)
+    settings = cfg.train
+    device = resolve_device(settings.device)
+    if resume is None and checkpoint.last_path(run_dir).exists():
+        raise GanctlError(
+            f"{run_dir} already holds a run (checkpoints/last.pt). Continue it with "
+            f"`ganctl train resume={run_dir}`, or choose a new directory with hydra.run.dir=<dir>."
+        )
+    seed_everything(settings.seed)
+    parts = build(cfg, device)
+    G, D = parts.generator, parts.discriminator
+    start_step, wall_before = 0, 0.0
+    if resume is not None:
+        G.load_state_dict(resume["generator"])
+        D.load_state_dict(resume["discriminator"])
+        parts.optimizer_g.load_state_dict(resume["optimizer_g"])
+        parts.optimizer_d.load_state_dict(resume["optimizer_d"])
+        if parts.generator_ema is not None:
+            parts.generator_ema.load_state_dict(resume["generator_ema"])
+        checkpoint.restore_rng_states(resume["rng"], device)
+        start_step, wall_before = resume["step"], resume["wall_seconds"]
+    if start_step >= settings.steps:
+        console.print(f"{run_dir} already reached {start_step} of train.steps={settings.steps}; nothing to do. "
+                      f"Pass a larger train.steps to train further.")
+        return RunResult(run_dir, start_step, {})
+
+    # The fixed-latent grid uses its own generator so that drawing it never shifts the training RNG.
+    fixed_latents = torch.randn(settings.num_samples or 64, G.latent_dim, generator=torch.Generator().manual_seed(settings.seed)).to(device)
+    sample_model = parts.generator_ema or G
+    logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size)
+    stats = torch.zeros(4, device=device)  # running sums of d_loss, g_loss, D(real), D(fake): read once per log
+    stats_count, last_logged, last_saved = 0, {}, -1
+    batch_size, critic_steps = settings.batch_size, cfg.loss.critic_steps
+
+    def snapshot(step: int, periodic: bool) -> None:
+        state = {
+            "format": checkpoint.FORMAT,
+            "version": checkpoint.VERSION,
+            "step": step,
+            "wall_seconds": wall_before + time.perf_counter() - started,
+            "generator": G.state_dict(),
+            "discriminator": D.state_dict(),
+            "generator_ema": parts.generator_ema.state_dict() if parts.generator_ema is not None else None,
+            "optimizer_g": parts.optimizer_g.state_dict(),
+            "optimizer_d": parts.optimizer_d.state_dict(),
+            "rng": checkpoint.rng_states(device),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "choices": dict(choices),
+            "data": {"channels": parts.data.channels, "image_size": parts.data.image_size},
+        }
+        paths = [checkpoint.step_path(run_dir, step)] if periodic else []
+        checkpoint.save(state, *paths, checkpoint.last_path(run_dir))
+
+    def write_grid(step: int) -> None:
+        grid = make_grid(render(sample_model, fixed_latents), nrow=8, normalize=True, value_range=(-1, 1))
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
+        logger.image("samples/fixed_latents", grid, step)
+
+    started = time.perf_counter()
+    step = start_step
+    with GracefulStop() as stop:
+        try:
+            for step in range(start_step + 1, settings.steps + 1):
+                # Critic update(s). The last one's fakes keep their graph for G's update.
+                for critic_step in range(critic_steps):
+                    real = parts.data.sample(batch_size)  # (B, C, H, W) in [-1, 1]
+                    latents = torch.randn(batch_size, G.latent_dim, device=device)
+                    with torch.set_grad_enabled(critic_step == critic_steps - 1):
+                        fake = G(latents)
+                    real_scores, fake_scores = D(real), D(fake.detach())
+                    d_loss = parts.d_loss(real_scores, fake_scores)
+                    parts.optimizer_d.zero_grad(set_to_none=True)
+                    d_loss.backward()
+                    parts.optimizer_d.step()
+
+                # Generator update on the same fakes, scored by the updated D.
+                g_loss = parts.g_loss(D(fake))
+                parts.optimizer_g.zero_grad(set_to_none=True)
+                g_loss.backward()
+                parts.optimizer_g.step()
+
+                if parts.generator_ema is not None:
+                    update_ema(parts.generator_ema, G, ema_decay(settings.ema.decay, step - settings.ema.start))
+
+                stats += torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean()]).detach()
+                stats_count += 1
+                if step % settings.log_every == 0 or step == settings.steps or stop.requested:
+                    d_value, g_value, d_real, d_fake = (stats / stats_count).tolist()  # the one host sync
+                    last_logged = {"loss/d": d_value, "loss/g": g_value, "d/real": d_real, "d/fake": d_fake}
+                    logger.log(last_logged, step)
+                    stats.zero_()
+                    stats_count = 0
+                if settings.sample_every and step % settings.sample_every == 0:
+                    write_grid(step)
+                if settings.ckpt_every and step % settings.ckpt_every == 0:
+                    snapshot(step, periodic=True)
+                    last_saved = step
+                if stop.requested:
+                    break
+            if last_saved != step:
+                snapshot(step, periodic=False)
+            if not settings.sample_every or step % settings.sample_every:
+                write_grid(step)
+        finally:
+            logger.close()
+
+    wall = time.perf_counter() - started
+    summary = {
+        "steps": step,
+        "wall_seconds": wall_before + wall,
+        "images_per_second": (step - start_step) * batch_size / max(wall, 1e-9),
+        "losses": {"d_loss": last_logged.get("loss/d"), "g_loss": last_logged.get("loss/g")},
+        "d_real": last_logged.get("d/real"),
+        "d_fake": last_logged.get("d/fake"),
+        **{group: choices.get(group) for group in ("model", "loss", "optimizer", "dataset")},
+        "device": str(device),
+        "run_dir": str(run_dir),
+    }
+    if stop.requested:
+        console.print(
+            f"[yellow]Stopped by {stop.requested} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"
+            f"Continue with:\n  ganctl train resume={run_dir}"
+        )
+        return RunResult(run_dir, step, summary, interrupted_by=stop.requested)
+    write_summary(run_dir, summary)
+    print_summary(summary, run_dir)
+    return RunResult(run_dir, step, summary)
