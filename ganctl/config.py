@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ganctl.errors import GanctlError
@@ -133,3 +135,15 @@ def resumed_config(
             )
         OmegaConf.update(cfg, key, new)
     return cfg
+
+
+def build(node: Any, where: str, **runtime: Any) -> Any:
+    """hydra.utils.instantiate, with a clear GanctlError naming the config node when it fails."""
+    check_targets(node, where)
+    try:
+        return instantiate(node, **runtime)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, GanctlError):
+            raise cause from None
+        raise GanctlError(f"Cannot build {where} from its config: {cause or error}") from error

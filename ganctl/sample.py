@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torchvision.utils import save_image
 
 from ganctl import checkpoint
-from ganctl.config import check_targets
+from ganctl.config import build
 from ganctl.errors import GanctlError
 from ganctl.logger import console
 
@@ -20,8 +19,7 @@ from ganctl.logger import console
 def load_generator(state: dict[str, Any], device: torch.device, ema: bool = True) -> nn.Module:
     """G as stored in a checkpoint, in eval mode: the EMA weights when present and asked for."""
     generator_cfg = state["config"]["model"]["generator"]
-    check_targets(generator_cfg, "model.generator")
-    generator = instantiate(generator_cfg, **state["data"])
+    generator = build(generator_cfg, "model.generator", **state["data"])
     weights = state.get("generator_ema") if ema else None
     generator.load_state_dict(weights if weights is not None else state["generator"])
     return generator.to(device).eval()

@@ -13,12 +13,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from ganctl import checkpoint
+from ganctl.config import build as instantiate
 from ganctl.data import InMemoryImages
 from ganctl.errors import GanctlError
 from ganctl.logger import RunLogger, console, print_summary, write_summary
@@ -60,10 +60,10 @@ class Parts:
 
 
 def build(cfg: DictConfig, device: torch.device) -> Parts:
-    data = InMemoryImages(instantiate(cfg.dataset), device)
+    data = InMemoryImages(instantiate(cfg.dataset, "dataset"), device)
     shape = {"channels": data.channels, "image_size": data.image_size}
-    generator = instantiate(cfg.model.generator, **shape).to(device)
-    discriminator = instantiate(cfg.model.discriminator, **shape).to(device)
+    generator = instantiate(cfg.model.generator, "model.generator", **shape).to(device)
+    discriminator = instantiate(cfg.model.discriminator, "model.discriminator", **shape).to(device)
     generator_ema = None
     if cfg.train.ema.decay > 0:
         generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
@@ -72,10 +72,10 @@ def build(cfg: DictConfig, device: torch.device) -> Parts:
         generator=generator,
         discriminator=discriminator,
         generator_ema=generator_ema,
-        optimizer_g=instantiate(cfg.optimizer.g)(generator.parameters()),
-        optimizer_d=instantiate(cfg.optimizer.d)(discriminator.parameters()),
-        d_loss=instantiate(cfg.loss.discriminator),
-        g_loss=instantiate(cfg.loss.generator),
+        optimizer_g=instantiate(cfg.optimizer.g, "optimizer.g")(generator.parameters()),
+        optimizer_d=instantiate(cfg.optimizer.d, "optimizer.d")(discriminator.parameters()),
+        d_loss=instantiate(cfg.loss.discriminator, "loss.discriminator"),
+        g_loss=instantiate(cfg.loss.generator, "loss.generator"),
     )
 
 

@@ -1,0 +1,50 @@
+"""Test helpers: the real composed config with tiny CPU overrides, and running the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from ganctl.app import config_dir
+from ganctl import config  # noqa: F401  (registers the schema with Hydra's ConfigStore)
+
+# Small networks and few steps: every test trains in seconds on a CPU.
+TINY = [
+    "train.steps=4",
+    "train.batch_size=8",
+    "train.log_every=2",
+    "train.sample_every=2",
+    "train.ckpt_every=2",
+    "train.num_samples=16",
+    "train.device=cpu",
+]
+TINY_DCGAN = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16"]
+
+
+def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
+    """The config `ganctl train <overrides>` would run with, and the chosen group options."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    choices = {group: cfg.hydra.runtime.choices[group] for group in config.GROUPS}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `ganctl` console script (falling back to `python -m ganctl`)."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "ganctl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )

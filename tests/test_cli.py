@@ -1,0 +1,145 @@
+"""The command line as a user meets it: real subprocesses, exit codes, messages, no tracebacks."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganctl import checkpoint
+from helpers import TINY, TINY_DCGAN, run_cli
+
+TINY_ARGS = [*TINY, *TINY_DCGAN]
+
+
+def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in output, output
+
+
+def test_help_lists_the_subcommands() -> None:
+    ganctl = Path(sys.executable).parent / "ganctl"
+    result = subprocess.run([str(ganctl), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert "train" in result.stdout and "sample" in result.stdout
+
+
+def test_help_does_not_import_torch() -> None:
+    code = "import sys; from ganctl.cli import main; main(['--help']); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=30)
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
+    result = run_cli("train", "--cfg", "job", "model=mlp", "optimizer.d.lr=4e-4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "MLPGenerator" in result.stdout and "lr: 0.0004" in result.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real `ganctl train` run that the tests below read (and never modify)."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    result = run_cli("train", *TINY_ARGS, f"hydra.run.dir={run_dir}", cwd=run_dir.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return run_dir
+
+
+def test_train_then_sample_from_the_command_line(trained_run: Path, tmp_path: Path) -> None:
+    assert (trained_run / ".hydra" / "config.yaml").exists()
+    assert (trained_run / "summary.json").exists()
+    result = run_cli("sample", str(trained_run), "--num", "12", "--out", str(tmp_path / "g.png"),
+                     "--images-dir", str(tmp_path / "img"), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "g.png").exists() and len(list((tmp_path / "img").glob("*.png"))) == 12
+
+
+def test_resume_continues_in_the_same_run_directory(trained_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    import shutil
+
+    shutil.copytree(trained_run, run_dir)
+    original_hydra_config = (run_dir / ".hydra" / "config.yaml").read_text()
+    result = run_cli("train", f"resume={run_dir}", "train.steps=6", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["step"] == 6
+    assert not (tmp_path / "outputs").exists()
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == original_hydra_config
+
+    again = run_cli("train", f"resume={run_dir}", cwd=tmp_path)
+    assert again.returncode == 0 and "already reached 6" in again.stdout + again.stderr
+
+    refused = run_cli("train", f"resume={run_dir}", "train.steps=8", "model.generator.base_filters=16", cwd=tmp_path)
+    assert_clean_error(refused, "model.generator.base_filters")
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["step"] == 6
+
+
+@pytest.mark.parametrize(
+    "args,fragments",
+    [
+        (["train", "train.stepz=3"], ["train.stepz"]),
+        (["train", "model=nosuchmodel"], ["nosuchmodel", "dcgan"]),
+        (["train", "train.batch_size=abc"], ["batch_size", "abc"]),
+        (["train", "dataset.root=missing_folder", *TINY_ARGS], ["MNIST files not found", "dataset.download=true"]),
+        (["train", "resume=no/such/run"], ["Checkpoint not found"]),
+        (["sample", "no/such/run"], ["Checkpoint not found"]),
+        (["sample", ".", "--num", "0"], []),
+        (["nosuchcommand"], ["unknown command"]),
+    ],
+)
+def test_user_mistakes_get_one_clear_message(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
+    result = run_cli(*args, "hydra.run.dir=run" if args[0] == "train" else "--device=cpu", cwd=tmp_path) if args[0] in ("train", "sample") else run_cli(*args, cwd=tmp_path)
+    assert_clean_error(result, *fragments)
+
+
+def test_truncated_foreign_and_malicious_checkpoints(trained_run: Path, tmp_path: Path) -> None:
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((trained_run / "checkpoints" / "last.pt").read_bytes()[:5000])
+    assert_clean_error(run_cli("sample", str(truncated), cwd=tmp_path), "truncated")
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    assert_clean_error(run_cli("sample", str(foreign), cwd=tmp_path), "not a ganctl checkpoint")
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name, write in [("plain.pt", lambda p: p.write_bytes(pickle.dumps(Payload()))),
+                        ("zip.pt", lambda p: torch.save({"x": Payload()}, p))]:
+        path = tmp_path / name
+        write(path)
+        assert_clean_error(run_cli("sample", str(path), cwd=tmp_path))
+        assert_clean_error(run_cli("train", f"resume={path}", cwd=tmp_path))
+        assert not marker.exists()
+
+
+def test_sigint_saves_last_checkpoint_and_prints_the_resume_command(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*TINY_ARGS, "train.steps=100000", "train.ckpt_every=0", "train.sample_every=0", f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([sys.executable, "-m", "ganctl", "train", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while not (run_dir / "tb").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output
+    assert f"ganctl train resume={run_dir}" in output.replace("\n", "")
+    state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    assert 0 < state["step"] < 100000

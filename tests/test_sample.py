@@ -1,0 +1,64 @@
+"""`ganctl sample` rebuilds G from the checkpoint alone and is deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from ganctl import config
+from ganctl.errors import GanctlError
+from ganctl.sample import sample
+from ganctl.train import train
+from helpers import compose_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers import TINY, TINY_DCGAN
+
+    directory = tmp_path_factory.mktemp("run")
+    cfg, choices = compose_config(*TINY, *TINY_DCGAN)
+    config.check(cfg)
+    train(cfg, directory, choices)
+    return directory
+
+
+def test_grid_and_images_from_a_run_directory(run_dir: Path, tmp_path: Path) -> None:
+    out = sample(run_dir, num=10, nrow=5, seed=3, out=tmp_path / "grid.png", images_dir=tmp_path / "images", device="cpu")
+    assert out == tmp_path / "grid.png"
+    assert Image.open(out).size == (5 * 30 + 2, 2 * 30 + 2)  # make_grid: 28 px + 2 px padding per cell
+    files = sorted((tmp_path / "images").iterdir())
+    assert [f.name for f in files] == [f"{i:04d}.png" for i in range(10)]
+    assert all(Image.open(f).size == (28, 28) for f in files)
+
+
+def test_same_checkpoint_and_seed_give_identical_bytes(run_dir: Path, tmp_path: Path) -> None:
+    checkpoint = run_dir / "checkpoints" / "step_0000002.pt"
+    a = sample(checkpoint, num=16, seed=7, out=tmp_path / "a.png", device="cpu").read_bytes()
+    b = sample(checkpoint, num=16, seed=7, out=tmp_path / "b.png", device="cpu").read_bytes()
+    c = sample(checkpoint, num=16, seed=8, out=tmp_path / "c.png", device="cpu").read_bytes()
+    assert a == b != c
+
+
+def test_ema_and_raw_generators_differ(run_dir: Path, tmp_path: Path) -> None:
+    ema = sample(run_dir, num=16, out=tmp_path / "ema.png", device="cpu").read_bytes()
+    raw = sample(run_dir, num=16, out=tmp_path / "raw.png", device="cpu", ema=False).read_bytes()
+    assert ema != raw
+
+
+def test_default_output_goes_into_the_run(run_dir: Path) -> None:
+    out = sample(run_dir, num=4, seed=1, device="cpu")
+    assert out.parent == run_dir / "samples" and out.exists()
+
+
+@pytest.mark.parametrize("kwargs,message", [({"num": 0}, "--num must be at least 1"), ({"nrow": 0}, "--nrow")])
+def test_bad_sample_arguments(run_dir: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(GanctlError, match=message):
+        sample(run_dir, device="cpu", **kwargs)
+
+
+def test_output_that_is_a_directory(run_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(GanctlError, match="is a directory"):
+        sample(run_dir, out=tmp_path, device="cpu")

@@ -1,0 +1,148 @@
+"""A few-step run writes what it promises; resume is exact; resumed configs refuse changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from ganctl import checkpoint, config
+from ganctl.errors import GanctlError
+from ganctl.train import ema_decay, train, update_ema
+from helpers import compose_config
+
+
+def run(run_dir: Path, *overrides: str, resume: dict | None = None):
+    cfg, choices = compose_config(*overrides)
+    if resume is not None:
+        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
+        choices = resume["choices"]
+    config.check(cfg)
+    return train(cfg, run_dir, choices, resume=resume)
+
+
+def test_short_run_writes_checkpoints_logs_samples_and_summary(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    result = run(tmp_path, *tiny_overrides)
+    assert result.step == 4 and result.interrupted_by is None
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.pt", "step_0000002.pt", "step_0000004.pt"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 4
+    assert summary["wall_seconds"] > 0 and summary["images_per_second"] > 0
+    assert set(summary["losses"]) == {"d_loss", "g_loss"}
+    assert all(isinstance(v, float) for v in summary["losses"].values())
+    assert (summary["model"], summary["loss"], summary["dataset"], summary["optimizer"]) == ("dcgan", "bce", "mnist", "adam")
+
+    events = EventAccumulator(str(tmp_path / "tb")).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"loss/d", "loss/g", "d/real", "d/fake", "speed/images_per_second"} <= scalars
+    assert [e.step for e in events.Scalars("loss/d")] == [2, 4]
+    assert events.Tags()["images"] == ["samples/fixed_latents"]
+
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 4
+    assert state["config"]["train"]["steps"] == 4
+    assert state["choices"]["model"] == "dcgan"
+    assert set(state["rng"]) >= {"torch", "numpy", "python"}
+
+
+def test_mlp_trains_with_finite_losses(tmp_path: Path) -> None:
+    result = run(tmp_path, "model=mlp", "model.generator.hidden=[32,64]", "model.discriminator.hidden=[32]", "train.steps=3",
+                 "train.batch_size=8", "train.device=cpu")
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
+
+
+def weights_and_optimizers(path: Path) -> dict:
+    state = checkpoint.load(path)
+    return {k: state[k] for k in ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d")}
+
+
+def test_resume_is_exact(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    straight = tmp_path / "straight"
+    run(straight, *tiny_overrides, "train.steps=6", "train.ckpt_every=0")
+
+    resumed = tmp_path / "resumed"
+    run(resumed, *tiny_overrides, "train.steps=3", "train.ckpt_every=0")
+    state = checkpoint.load(resumed / "checkpoints" / "last.pt")
+    assert state["step"] == 3
+    run(resumed, f"resume={resumed}", "train.steps=6", resume=state)
+
+    a, b = weights_and_optimizers(straight / "checkpoints" / "last.pt"), weights_and_optimizers(resumed / "checkpoints" / "last.pt")
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert checkpoint.load(resumed / "checkpoints" / "last.pt")["step"] == 6
+
+
+def test_resume_refuses_architecture_changes(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    run(tmp_path, *tiny_overrides)
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    cfg, choices = compose_config(*tiny_overrides, "model.generator.base_filters=16")
+    with pytest.raises(GanctlError, match="model.generator.base_filters"):
+        config.resumed_config(state["config"], state["choices"], cfg, ["model.generator.base_filters=16"], choices)
+    cfg, choices = compose_config("model=mlp")
+    with pytest.raises(GanctlError, match="model=dcgan"):
+        config.resumed_config(state["config"], state["choices"], cfg, ["model=mlp"], choices)
+    # Schedule keys may change, and a key given with its stored value is fine.
+    cfg, choices = compose_config("train.steps=10", "train.log_every=5", "train.batch_size=8")
+    merged = config.resumed_config(state["config"], state["choices"], cfg,
+                                   ["train.steps=10", "train.log_every=5", "train.batch_size=8"], choices)
+    assert (merged.train.steps, merged.train.log_every, merged.model.generator.base_filters) == (10, 5, 8)
+
+
+def test_resume_of_a_finished_run_does_nothing(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    run(tmp_path, *tiny_overrides)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    result = run(tmp_path, f"resume={tmp_path}", resume=state)
+    assert result.step == 4
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_a_new_run_never_overwrites_an_existing_one(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    run(tmp_path, *tiny_overrides)
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(GanctlError, match="resume="):
+        run(tmp_path, *tiny_overrides)
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_ema_update_by_hand() -> None:
+    model, ema = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+        ema.weight.fill_(1.0)
+        model.running_mean.fill_(5.0)
+    update_ema(ema, model, decay=0.9)
+    torch.testing.assert_close(ema.weight, torch.full((2,), 0.9 * 1.0 + 0.1 * 3.0))
+    torch.testing.assert_close(ema.running_mean, torch.full((2,), 5.0))  # buffers are copied, not averaged
+
+
+def test_ema_decay_warms_up() -> None:
+    assert ema_decay(0.999, 0) == 0.0
+    assert ema_decay(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay(0.999, 100_000) == 0.999
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("train.steps=0", "train.steps must be at least 1"),
+        ("train.batch_size=-2", "train.batch_size must be at least 1"),
+        ("optimizer.g.lr=-1e-3", "optimizer.g.lr must be a positive number"),
+        ("train.ema.decay=1.5", "train.ema.decay"),
+        ("train.device=tpu", "not a device"),
+        ("dataset.image_size=30", "cannot make 30x30"),
+    ],
+)
+def test_bad_values_are_clear_errors(tmp_path: Path, tiny_overrides: list[str], override: str, message: str) -> None:
+    with pytest.raises(GanctlError, match=message):
+        run(tmp_path, *tiny_overrides, override)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_foreign_targets_are_refused() -> None:
+    with pytest.raises(GanctlError, match="os.system"):
+        config.check_targets({"model": {"generator": {"_target_": "os.system", "command": "touch x"}}})
