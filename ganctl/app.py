@@ -11,9 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganctl import checkpoint, config
+from ganctl import config
 from ganctl.errors import GanctlError
-from ganctl.logger import console
 
 
 def config_dir() -> str:
@@ -33,6 +32,8 @@ def hydra_train(cfg: DictConfig) -> float | None:
     except GanctlError as error:
         if hydra_cfg.mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise  # a sweep records the failed job and goes on
+        from ganctl.logger import console
+
         console.print(f"[bold red]error:[/] {error}")
         sys.exit(1)
     if result.interrupted_by:
@@ -41,7 +42,9 @@ def hydra_train(cfg: DictConfig) -> float | None:
 
 
 def run(cfg: DictConfig, hydra_cfg: DictConfig):
-    from ganctl.train import train  # torch loads here, after Hydra has parsed the command line
+    # torch loads here, after Hydra has parsed the command line: `--cfg job` and --help stay fast.
+    from ganctl import checkpoint
+    from ganctl.train import train
 
     choices = {group: hydra_cfg.runtime.choices[group] for group in config.GROUPS}
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -61,6 +64,8 @@ def resume_arguments(args: list[str]) -> list[str]:
     resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     if resume in (None, "", "null") or any(a.startswith("hydra.run.dir=") for a in args):
         return args
+    from ganctl import checkpoint
+
     run_dir = checkpoint.run_dir_of(checkpoint.resolve(resume))
     return [*args, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
 

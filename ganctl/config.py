@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
@@ -42,6 +42,7 @@ class TrainSettings:
     sample_every: int = MISSING
     ckpt_every: int = MISSING
     num_samples: int = MISSING
+    augment: List[str] = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
 
 
@@ -75,6 +76,11 @@ def check(cfg: DictConfig) -> None:
         lr = OmegaConf.select(cfg, f"optimizer.{net}.lr")
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
             raise GanctlError(f"optimizer.{net}.lr must be a positive number, got {lr!r}.")
+    from ganctl.augment import POLICIES
+
+    unknown = [name for name in train.augment if name not in POLICIES]
+    if unknown:
+        raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
     if cfg.loss.critic_steps < 1:
         raise GanctlError(f"loss.critic_steps must be at least 1, got {cfg.loss.critic_steps}.")
     check_targets(cfg)

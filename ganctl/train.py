@@ -19,6 +19,7 @@ from torchvision.utils import make_grid, save_image
 
 from ganctl import checkpoint
 from ganctl.config import build as instantiate
+from ganctl.augment import augment
 from ganctl.data import InMemoryImages
 from ganctl.errors import GanctlError
 from ganctl.logger import RunLogger, console, print_summary, write_summary
@@ -179,7 +180,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
     logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size)
     stats = torch.zeros(4, device=device)  # running sums of d_loss, g_loss, D(real), D(fake): read once per log
     stats_count, last_logged, last_saved = 0, {}, -1
-    batch_size, critic_steps = settings.batch_size, cfg.loss.critic_steps
+    batch_size, critic_steps, policy = settings.batch_size, cfg.loss.critic_steps, list(settings.augment)
 
     def snapshot(step: int, periodic: bool) -> None:
         state = {
@@ -217,14 +218,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                     latents = torch.randn(batch_size, G.latent_dim, device=device)
                     with torch.set_grad_enabled(critic_step == critic_steps - 1):
                         fake = G(latents)
-                    real_scores, fake_scores = D(real), D(fake.detach())
+                    real_scores, fake_scores = D(augment(real, policy)), D(augment(fake.detach(), policy))
                     d_loss = parts.d_loss(real_scores, fake_scores)
                     parts.optimizer_d.zero_grad(set_to_none=True)
                     d_loss.backward()
                     parts.optimizer_d.step()
 
                 # Generator update on the same fakes, scored by the updated D.
-                g_loss = parts.g_loss(D(fake))
+                g_loss = parts.g_loss(D(augment(fake, policy)))
                 parts.optimizer_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 parts.optimizer_g.step()
