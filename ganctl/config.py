@@ -42,6 +42,7 @@ class TrainSettings:
     sample_every: int = MISSING
     ckpt_every: int = MISSING
     num_samples: int = MISSING
+    lr_schedule: str = MISSING
     augment: List[str] = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
 
@@ -76,6 +77,8 @@ def check(cfg: DictConfig) -> None:
         lr = OmegaConf.select(cfg, f"optimizer.{net}.lr")
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):
             raise GanctlError(f"optimizer.{net}.lr must be a positive number, got {lr!r}.")
+    if train.lr_schedule not in ("constant", "linear", "cosine"):
+        raise GanctlError(f"train.lr_schedule must be constant, linear or cosine, got {train.lr_schedule!r}.")
     from ganctl.augment import POLICIES
 
     unknown = [name for name in train.augment if name not in POLICIES]

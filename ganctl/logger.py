@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
+log = logging.getLogger("ganctl")
 console = Console(stderr=True, soft_wrap=True)  # soft wrap: commands stay copyable
 
 
@@ -47,6 +49,7 @@ class RunLogger:
         losses = "  ".join(f"{name.split('/')[-1]} {value:.3f}" for name, value in metrics.items() if name.startswith("loss/"))
         speed = f"{steps_per_second:.1f} steps/s  {self.images_per_second:.0f} img/s"
         self.progress.update(self.task, completed=step, speed=speed, losses=losses)
+        log.info("step %d  %s  %s", step, speed, losses)
 
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
         self.writer.add_image(tag, grid, step)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
+import logging
 import random
 import signal
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -23,6 +26,8 @@ from ganctl.augment import augment
 from ganctl.data import InMemoryImages
 from ganctl.errors import GanctlError
 from ganctl.logger import RunLogger, console, print_summary, write_summary
+
+log = logging.getLogger("ganctl")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,6 +61,7 @@ class Parts:
     generator_ema: Optional[nn.Module]
     optimizer_g: torch.optim.Optimizer
     optimizer_d: torch.optim.Optimizer
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler]  # G's, then D's; stepped once per G step
     d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g_loss: Callable[[torch.Tensor], torch.Tensor]
 
@@ -68,16 +74,31 @@ def build(cfg: DictConfig, device: torch.device) -> Parts:
     generator_ema = None
     if cfg.train.ema.decay > 0:
         generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    optimizer_g = instantiate(cfg.optimizer.g, "optimizer.g")(generator.parameters())
+    optimizer_d = instantiate(cfg.optimizer.d, "optimizer.d")(discriminator.parameters())
+    factor = partial(lr_factor, cfg.train.lr_schedule, total_steps=cfg.train.steps)
     return Parts(
         data=data,
         generator=generator,
         discriminator=discriminator,
         generator_ema=generator_ema,
-        optimizer_g=instantiate(cfg.optimizer.g, "optimizer.g")(generator.parameters()),
-        optimizer_d=instantiate(cfg.optimizer.d, "optimizer.d")(discriminator.parameters()),
+        optimizer_g=optimizer_g,
+        optimizer_d=optimizer_d,
+        schedulers=[torch.optim.lr_scheduler.LambdaLR(optimizer, factor) for optimizer in (optimizer_g, optimizer_d)],
         d_loss=instantiate(cfg.loss.discriminator, "loss.discriminator"),
         g_loss=instantiate(cfg.loss.generator, "loss.generator"),
     )
+
+
+def lr_factor(schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate's multiplier after `step` generator steps: constant, or decaying to 0 at
+    the last step, linearly or along a half cosine."""
+    progress = min(step / total_steps, 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
 
 
 @torch.no_grad()
@@ -165,6 +186,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
         D.load_state_dict(resume["discriminator"])
         parts.optimizer_g.load_state_dict(resume["optimizer_g"])
         parts.optimizer_d.load_state_dict(resume["optimizer_d"])
+        for scheduler, state in zip(parts.schedulers, resume["schedulers"]):
+            scheduler.load_state_dict(state)
         if parts.generator_ema is not None:
             parts.generator_ema.load_state_dict(resume["generator_ema"])
         checkpoint.restore_rng_states(resume["rng"], device)
@@ -174,6 +197,13 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                       f"Pass a larger train.steps to train further.")
         return RunResult(run_dir, start_step, {})
 
+    log.info(
+        "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d",
+        "Resuming" if resume else "Training", run_dir, ", ".join(f"{k}={v}" for k, v in choices.items()),
+        len(parts.data), parts.data.channels, parts.data.image_size, parts.data.image_size,
+        sum(p.numel() for p in G.parameters()) / 1e6, sum(p.numel() for p in D.parameters()) / 1e6,
+        start_step, settings.steps,
+    )
     # The fixed-latent grid uses its own generator so that drawing it never shifts the training RNG.
     fixed_latents = torch.randn(settings.num_samples or 64, G.latent_dim, generator=torch.Generator().manual_seed(settings.seed)).to(device)
     sample_model = parts.generator_ema or G
@@ -193,6 +223,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
             "generator_ema": parts.generator_ema.state_dict() if parts.generator_ema is not None else None,
             "optimizer_g": parts.optimizer_g.state_dict(),
             "optimizer_d": parts.optimizer_d.state_dict(),
+            "schedulers": [scheduler.state_dict() for scheduler in parts.schedulers],
             "rng": checkpoint.rng_states(device),
             "config": OmegaConf.to_container(cfg, resolve=True),
             "choices": dict(choices),
@@ -229,6 +260,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                 parts.optimizer_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 parts.optimizer_g.step()
+                for scheduler in parts.schedulers:
+                    scheduler.step()
 
                 if parts.generator_ema is not None:
                     update_ema(parts.generator_ema, G, ema_decay(settings.ema.decay, step - settings.ema.start))
@@ -272,7 +305,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
             f"[yellow]Stopped by {stop.requested} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"
             f"Continue with:\n  ganctl train resume={run_dir}"
         )
+        log.info("Stopped by %s after step %d; saved last.pt", stop.requested, step)
         return RunResult(run_dir, step, summary, interrupted_by=stop.requested)
+    log.info("Finished: %s", summary)
     write_summary(run_dir, summary)
     print_summary(summary, run_dir)
     return RunResult(run_dir, step, summary)

@@ -146,3 +146,47 @@ def test_bad_values_are_clear_errors(tmp_path: Path, tiny_overrides: list[str], 
 def test_foreign_targets_are_refused() -> None:
     with pytest.raises(GanctlError, match="os.system"):
         config.check_targets({"model": {"generator": {"_target_": "os.system", "command": "touch x"}}})
+
+
+def test_a_signal_mid_run_then_resume_is_exact(tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT after step 3 of 6 (raised for real, from inside the loop), then resume: the same
+    weights, optimizer and schedule states as 6 steps straight, here with a decaying learning rate."""
+    import signal
+
+    import ganctl.train as train_module
+
+    overrides = [*tiny_overrides, "train.steps=6", "train.lr_schedule=linear"]
+    run(tmp_path / "straight", *overrides)
+
+    calls = 0
+    real_update_ema = train_module.update_ema
+
+    def update_ema_then_interrupt(*args, **kwargs):
+        nonlocal calls
+        real_update_ema(*args, **kwargs)
+        calls += 1
+        if calls == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(train_module, "update_ema", update_ema_then_interrupt)
+    interrupted = run(tmp_path / "resumed", *overrides)
+    assert (interrupted.step, interrupted.interrupted_by) == (3, "SIGINT")
+    monkeypatch.setattr(train_module, "update_ema", real_update_ema)
+
+    state = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert state["step"] == 3
+    run(tmp_path / "resumed", f"resume={tmp_path / 'resumed'}", resume=state)
+    a = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    for key in ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d", "schedulers"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert b["optimizer_g"]["param_groups"][0]["lr"] == 0.0  # linear decay reached 0 at the last step
+
+
+def test_lr_schedules() -> None:
+    from ganctl.train import lr_factor
+
+    assert [lr_factor("constant", s, 4) for s in (0, 2, 4)] == [1.0, 1.0, 1.0]
+    assert [lr_factor("linear", s, 4) for s in (0, 1, 4)] == [1.0, 0.75, 0.0]
+    assert lr_factor("cosine", 2, 4) == pytest.approx(0.5)
+    assert lr_factor("cosine", 4, 4) == pytest.approx(0.0)
