@@ -21,3 +21,13 @@ def bce_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor,
 def bce_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     """Non-saturating generator loss: maximise log D(G(z)), i.e. minimise -log D(G(z))."""
     return F.binary_cross_entropy_with_logits(fake_scores, torch.ones_like(fake_scores))
+
+
+def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """max(0, 1 - D(x)) + max(0, 1 + D(G(z))): D stops pushing scores once they clear the margin."""
+    return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+
+
+def hinge_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """-D(G(z)): G raises its fakes' scores."""
+    return -fake_scores.mean()

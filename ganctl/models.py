@@ -101,7 +101,9 @@ def _upsample(kind: str, in_channels: int, out_channels: int) -> list[nn.Module]
 class DCGANDiscriminator(nn.Module):
     """(B, C, H, W) -> S strided 4x4 convs halving the size -> a start x start conv -> (B,) logits."""
 
-    def __init__(self, base_filters: int, channels: int, image_size: int, norm: str = "batch") -> None:
+    def __init__(
+        self, base_filters: int, channels: int, image_size: int, norm: str = "batch", spectral_norm: bool = False
+    ) -> None:
         super().__init__()
         start, stages = dcgan_layout(image_size)
         width = base_filters
@@ -116,6 +118,10 @@ class DCGANDiscriminator(nn.Module):
         layers.append(nn.Conv2d(width, 1, start, 1, 0))  # (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if spectral_norm:  # Miyato et al. 2018: each conv's largest singular value held at 1
+            for layer in self.net:
+                if isinstance(layer, nn.Conv2d):
+                    nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images).flatten()

@@ -20,7 +20,7 @@ GROUP_OPTIONS = {
 
 
 def test_every_group_has_options() -> None:
-    assert GROUP_OPTIONS["model"] == ["dcgan", "mlp"]
+    assert GROUP_OPTIONS["model"] == ["dcgan", "dcgan_small", "mlp"]
     assert all(GROUP_OPTIONS.values())
 
 
@@ -65,7 +65,7 @@ def test_dcgan_shapes(size: int, channels: int) -> None:
 
 def test_dcgan_defaults_are_the_paper_network() -> None:
     """64 base filters, latent 100, 64x64x1: about 3.6M G and 2.8M D parameters."""
-    cfg, _ = compose_config()
+    cfg, _ = compose_config("model=dcgan")
     generator = instantiate(cfg.model.generator, channels=1, image_size=64)
     discriminator = instantiate(cfg.model.discriminator, channels=1, image_size=64)
     assert sum(p.numel() for p in generator.parameters()) == pytest.approx(3.57e6, rel=0.01)
@@ -85,3 +85,14 @@ def test_nearest_upsampling_generator() -> None:
     generator = DCGANGenerator(latent_dim=8, base_filters=8, channels=3, image_size=32, upsample="nearest")
     assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in list(generator.modules())[3:])
     assert generator(torch.randn(2, 8)).shape == (2, 3, 32, 32)
+
+
+def test_spectral_norm_discriminator() -> None:
+    discriminator = DCGANDiscriminator(base_filters=8, channels=1, image_size=28, norm="none", spectral_norm=True)
+    convs = [m for m in discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in discriminator.modules())
+    discriminator(torch.randn(4, 1, 28, 28))  # a training-mode forward runs the power iteration
+    for conv in convs:
+        top_singular_value = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2).item()
+        assert top_singular_value == pytest.approx(1.0, abs=0.2)

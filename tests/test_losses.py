@@ -43,3 +43,12 @@ def test_bce_discriminator_gradient_signs() -> None:
     fake = torch.tensor([0.0], requires_grad=True)
     bce_discriminator_loss(real, fake).backward()
     assert real.grad.item() < 0 < fake.grad.item()
+
+
+def test_hinge_losses_by_hand() -> None:
+    from ganctl.losses import hinge_discriminator_loss, hinge_generator_loss
+
+    real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-3.0, 0.0])
+    # real: max(0, 1 - 2) = 0, max(0, 1 - 0.5) = 0.5; fake: max(0, 1 - 3) = 0, max(0, 1 + 0) = 1
+    assert_close(hinge_discriminator_loss(real, fake), torch.tensor(0.25 + 0.5))
+    assert_close(hinge_generator_loss(fake), torch.tensor(1.5))
