@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -90,16 +91,23 @@ def test_resume_continues_in_the_same_run_directory(trained_run: Path, tmp_path:
         (["train", "train.stepz=3"], ["train.stepz"]),
         (["train", "model=nosuchmodel"], ["nosuchmodel", "dcgan"]),
         (["train", "train.batch_size=abc"], ["batch_size", "abc"]),
+        (["train", "train.steps=-5"], ["train.steps must be at least 1"]),
         (["train", "dataset.root=missing_folder", *TINY_ARGS], ["MNIST files not found", "dataset.download=true"]),
         (["train", "resume=no/such/run"], ["Checkpoint not found"]),
         (["sample", "no/such/run"], ["Checkpoint not found"]),
-        (["sample", ".", "--num", "0"], []),
+        (["sample", "."], ["No checkpoint in ."]),
         (["nosuchcommand"], ["unknown command"]),
     ],
 )
 def test_user_mistakes_get_one_clear_message(tmp_path: Path, args: list[str], fragments: list[str]) -> None:
-    result = run_cli(*args, "hydra.run.dir=run" if args[0] == "train" else "--device=cpu", cwd=tmp_path) if args[0] in ("train", "sample") else run_cli(*args, cwd=tmp_path)
-    assert_clean_error(result, *fragments)
+    if args[0] == "train":
+        args = [*args, "hydra.run.dir=run"]
+    assert_clean_error(run_cli(*args, cwd=tmp_path), *fragments)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_sample_refuses_zero_samples(trained_run: Path, tmp_path: Path) -> None:
+    assert_clean_error(run_cli("sample", str(trained_run), "--num", "0", cwd=tmp_path), "--num must be at least 1")
 
 
 def test_truncated_foreign_and_malicious_checkpoints(trained_run: Path, tmp_path: Path) -> None:
@@ -143,3 +151,13 @@ def test_sigint_saves_last_checkpoint_and_prints_the_resume_command(tmp_path: Pa
     assert f"ganctl train resume={run_dir}" in output.replace("\n", "")
     state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
     assert 0 < state["step"] < 100000
+
+
+def test_multirun_writes_one_run_directory_per_combination(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", *TINY_ARGS, "train.steps=2", "loss=bce,hinge", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for job, loss in (("0", "bce"), ("1", "hinge")):
+        summary = json.loads((sweep_dir / job / "summary.json").read_text())
+        assert (summary["loss"], summary["steps"]) == (loss, 2)
+        assert (sweep_dir / job / "checkpoints" / "last.pt").exists()

@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from ganctl.app import config_dir
+from ganctl.data import bundled_mnist
 from ganctl.errors import GanctlError
 from ganctl.models import DCGANDiscriminator, DCGANGenerator, dcgan_layout
 from helpers import compose_config
@@ -43,7 +44,7 @@ def test_dataset_default_is_the_bundled_digits() -> None:
     cfg, _ = compose_config()
     images = instantiate(cfg.dataset)
     assert images.dtype == torch.uint8 and images.shape == (4000, 1, 28, 28)
-    counts = torch.bincount(__import__("ganctl.data", fromlist=["x"]).bundled_mnist()[1], minlength=10)
+    counts = torch.bincount(bundled_mnist()[1], minlength=10)
     assert counts.tolist() == [400] * 10
 
 
