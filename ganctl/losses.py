@@ -31,3 +31,22 @@ def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tenso
 def hinge_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     """-D(G(z)): G raises its fakes' scores."""
     return -fake_scores.mean()
+
+
+def minimax_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """The original saturating generator loss: minimise log(1 - D(G(z))) (Goodfellow et al. 2014).
+
+    Its gradient vanishes when D confidently rejects the fakes, which is why `bce` (non-saturating)
+    is the default; this one is here for comparison. log(1 - sigmoid(s)) = -softplus(s).
+    """
+    return -F.softplus(fake_scores).mean()
+
+
+def lsgan_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Least squares (Mao et al. 2017): 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2 on raw scores."""
+    return 0.5 * ((real_scores - 1.0) ** 2).mean() + 0.5 * (fake_scores**2).mean()
+
+
+def lsgan_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """Least squares: 1/2 (D(G(z)) - 1)^2."""
+    return 0.5 * ((fake_scores - 1.0) ** 2).mean()

@@ -52,3 +52,24 @@ def test_hinge_losses_by_hand() -> None:
     # real: max(0, 1 - 2) = 0, max(0, 1 - 0.5) = 0.5; fake: max(0, 1 - 3) = 0, max(0, 1 + 0) = 1
     assert_close(hinge_discriminator_loss(real, fake), torch.tensor(0.25 + 0.5))
     assert_close(hinge_generator_loss(fake), torch.tensor(1.5))
+
+
+def test_minimax_generator_loss_saturates() -> None:
+    from ganctl.losses import minimax_generator_loss
+
+    fake = torch.tensor([-5.0, 1.0], requires_grad=True)
+    loss = minimax_generator_loss(fake)
+    # log(1 - sigmoid(s)) for s = -5 and 1
+    expected = (math.log(1 - 1 / (1 + math.exp(5.0))) + math.log(1 - 1 / (1 + math.exp(-1.0)))) / 2
+    assert_close(loss, torch.tensor(expected))
+    loss.backward()
+    assert (fake.grad < 0).all()
+    assert fake.grad[0].abs() < 0.01  # where D rejects the fake, the gradient all but vanishes
+
+
+def test_lsgan_losses_by_hand() -> None:
+    from ganctl.losses import lsgan_discriminator_loss, lsgan_generator_loss
+
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.0, -2.0])
+    assert_close(lsgan_discriminator_loss(real, fake), torch.tensor(0.5 * (0 + 4) / 2 + 0.5 * (0 + 4) / 2))
+    assert_close(lsgan_generator_loss(fake), torch.tensor(0.5 * (1 + 9) / 2))

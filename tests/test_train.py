@@ -10,6 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ganctl import checkpoint, config
+from ganctl.app import config_dir
 from ganctl.errors import GanctlError
 from ganctl.train import ema_decay, train, update_ema
 from helpers import compose_config
@@ -190,3 +191,10 @@ def test_lr_schedules() -> None:
     assert [lr_factor("linear", s, 4) for s in (0, 1, 4)] == [1.0, 0.75, 0.0]
     assert lr_factor("cosine", 2, 4) == pytest.approx(0.5)
     assert lr_factor("cosine", 4, 4) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("loss", sorted(p.stem for p in (Path(config_dir()) / "loss").glob("*.yaml")))
+def test_every_loss_trains_with_finite_losses(tmp_path: Path, tiny_overrides: list[str], loss: str) -> None:
+    result = run(tmp_path, *tiny_overrides, f"loss={loss}", "train.steps=3")
+    assert result.summary["loss"] == loss
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
