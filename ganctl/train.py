@@ -205,7 +205,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
         start_step, settings.steps,
     )
     # The fixed-latent grid uses its own generator so that drawing it never shifts the training RNG.
-    fixed_latents = torch.randn(settings.num_samples or 64, G.latent_dim, generator=torch.Generator().manual_seed(settings.seed)).to(device)
+    fixed_latents = torch.randn(settings.num_samples, G.latent_dim, generator=torch.Generator().manual_seed(settings.seed)).to(device)
     sample_model = parts.generator_ema or G
     logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size)
     stats = torch.zeros(4, device=device)  # running sums of d_loss, g_loss, D(real), D(fake): read once per log

@@ -132,6 +132,8 @@ def test_ema_decay_warms_up() -> None:
     [
         ("train.steps=0", "train.steps must be at least 1"),
         ("train.batch_size=-2", "train.batch_size must be at least 1"),
+        ("train.log_every=-1", "train.log_every must be at least 1"),
+        ("train.num_samples=0", "train.num_samples must be at least 1"),
         ("optimizer.g.lr=-1e-3", "optimizer.g.lr must be a positive number"),
         ("train.ema.decay=1.5", "train.ema.decay"),
         ("train.device=tpu", "not a device"),
