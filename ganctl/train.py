@@ -23,6 +23,7 @@ from torchvision.utils import make_grid, save_image
 from ganctl import checkpoint
 from ganctl.config import build as instantiate
 from ganctl.augment import augment
+from ganctl import data as datasets
 from ganctl.data import InMemoryImages
 from ganctl.errors import GanctlError
 from ganctl.logger import RunLogger, console, print_summary, write_summary
@@ -67,7 +68,7 @@ class Parts:
 
 
 def build(cfg: DictConfig, device: torch.device) -> Parts:
-    data = InMemoryImages(instantiate(cfg.dataset, "dataset"), device)
+    data = datasets.build(cfg.dataset, device)
     shape = {"channels": data.channels, "image_size": data.image_size}
     generator = instantiate(cfg.model.generator, "model.generator", **shape).to(device)
     discriminator = instantiate(cfg.model.discriminator, "model.discriminator", **shape).to(device)
