@@ -73,3 +73,97 @@ def test_lsgan_losses_by_hand() -> None:
     real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.0, -2.0])
     assert_close(lsgan_discriminator_loss(real, fake), torch.tensor(0.5 * (0 + 4) / 2 + 0.5 * (0 + 4) / 2))
     assert_close(lsgan_generator_loss(fake), torch.tensor(0.5 * (1 + 9) / 2))
+
+
+def test_label_noise_keeps_targets_inside_zero_one() -> None:
+    from ganctl.losses import bce_targets
+
+    torch.manual_seed(0)
+    scores = torch.zeros(10_000)
+    real = bce_targets(scores, 1.0, label_noise=0.3, flip_prob=0.0, other_target=0.0)
+    fake = bce_targets(scores, 0.0, label_noise=0.3, flip_prob=0.0, other_target=1.0)
+    assert 0.7 <= real.min() and real.max() <= 1.0 and real.std() > 0.05
+    assert 0.0 <= fake.min() and fake.max() <= 0.3 and fake.std() > 0.05
+    smoothed = bce_targets(scores, 0.9, label_noise=0.5, flip_prob=0.0, other_target=0.0)
+    assert 0.4 <= smoothed.min() and smoothed.max() <= 0.9
+
+
+def test_noisy_bce_discriminator_loss_is_never_negative() -> None:
+    # The tutorial bug ganctl avoids: targets pushed above 1 make BCE negative for confident D.
+    torch.manual_seed(0)
+    real, fake = torch.full((1000,), 20.0), torch.full((1000,), -20.0)
+    loss = bce_discriminator_loss(real, fake, label_noise=0.2, flip_prob=0.0)
+    assert loss.item() >= 0.0
+
+
+def test_label_flip_swaps_the_expected_fraction() -> None:
+    from ganctl.losses import bce_targets
+
+    torch.manual_seed(0)
+    targets = bce_targets(torch.zeros(20_000), 1.0, label_noise=0.0, flip_prob=0.1, other_target=0.0)
+    assert set(targets.unique().tolist()) == {0.0, 1.0}
+    assert abs((targets == 0).float().mean().item() - 0.1) < 0.01
+    # flip_prob=1 turns D's loss into the loss of the swapped labels exactly
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    assert_close(bce_discriminator_loss(real, fake, flip_prob=1.0), bce_discriminator_loss(fake, real))
+
+
+def test_wasserstein_losses_by_hand_and_gradient_signs() -> None:
+    from ganctl.losses import wasserstein_discriminator_loss, wasserstein_generator_loss
+
+    real = torch.tensor([3.0, 1.0], requires_grad=True)
+    fake = torch.tensor([-2.0, 0.0], requires_grad=True)
+    loss = wasserstein_discriminator_loss(real, fake)
+    assert_close(loss, torch.tensor(-1.0 - 2.0))  # mean fake (-1) - mean real (2)
+    loss.backward()
+    assert (real.grad < 0).all() and (fake.grad > 0).all()  # D raises real scores, lowers fakes
+    fake_g = torch.tensor([-2.0, 0.0], requires_grad=True)
+    generator_loss = wasserstein_generator_loss(fake_g)
+    assert_close(generator_loss, torch.tensor(1.0))
+    generator_loss.backward()
+    assert (fake_g.grad < 0).all()
+
+
+class LinearCritic(torch.nn.Module):
+    """D(x) = w . flatten(x): its gradient with respect to every image is w."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) @ self.weight
+
+
+def test_gradient_penalty_is_zero_for_a_unit_gradient_critic_and_positive_otherwise() -> None:
+    from ganctl.losses import gradient_penalty
+
+    torch.manual_seed(0)
+    real, fake = torch.randn(8, 1, 4, 4), torch.randn(8, 1, 4, 4)
+    unit = torch.randn(16)
+    unit /= unit.norm()
+    assert gradient_penalty(LinearCritic(unit), real, fake).item() < 1e-10
+    assert_close(gradient_penalty(LinearCritic(3.0 * unit), real, fake), torch.tensor(4.0))  # (3 - 1)^2
+    assert_close(gradient_penalty(LinearCritic(0.5 * unit), real, fake), torch.tensor(0.25))
+
+
+def test_gradient_penalty_trains_the_critic_towards_unit_gradients() -> None:
+    from ganctl.losses import gradient_penalty
+
+    critic = LinearCritic(torch.full((16,), 1.0))  # gradient norm 4
+    real, fake = torch.randn(8, 1, 4, 4), torch.randn(8, 1, 4, 4)
+    gradient_penalty(critic, real, fake).backward()  # a double backward through autograd.grad
+    assert critic.weight.grad is not None and (critic.weight.grad > 0).all()  # shrinking w lowers it
+
+
+def test_clip_weights_clamps_every_parameter() -> None:
+    from ganctl.losses import clip_weights
+
+    critic = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+    with torch.no_grad():
+        for parameter in critic.parameters():
+            parameter.normal_()  # every tensor has entries beyond the bound (BatchNorm's too)
+    clip_weights(critic, 0.01)
+    bound = torch.tensor(0.01)  # in float32, like the parameters
+    assert all(parameter.abs().max() <= bound for parameter in critic.parameters())
+    assert all(parameter.abs().max() == bound for parameter in critic.parameters())  # each had a larger entry
