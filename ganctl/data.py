@@ -1,30 +1,70 @@
 """Datasets as uint8 image tensors, and batches drawn from them by index on the training device.
 
-A dataset option in conf/dataset/ names a loader function here that returns every image as one
-uint8 tensor (N, C, H, W) at the configured image size. Training keeps that tensor on the device
-and draws each batch by random index -- no DataLoader, no per-sample Python work in the loop.
+A dataset option in conf/dataset/ names a loader function here. It returns the images of one split at
+the configured size and channels, in one of three forms that `build` turns into a source:
+
+- a uint8 tensor (N, C, H, W): the whole dataset, kept on the device; each batch is drawn by random
+  index there, with no DataLoader and no per-sample Python work in the training loop;
+- `Decoded`: the same, with a fingerprint that was cheaper to compute than hashing the pixels;
+- `ImageFiles`: a folder too large to hold in memory, streamed through a torch DataLoader with workers.
+
+Every source offers `channels`, `image_size`, `len()`, `sample(batch_size)` (floats in [-1, 1], like
+G's tanh), `batches(batch_size)` (every image once, in order, as uint8) and `fingerprint`.
+
+Decoding a folder of images is slow, so its result is cached as an .npz file in the cache directory
+(`dataset.cache`, else $GANCTL_CACHE_DIR, $XDG_CACHE_HOME/ganctl or ~/.cache/ganctl), keyed by the
+files' paths, sizes and modification times and the decoding settings; the next run loads it in a moment.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
 from importlib import resources
-from typing import Iterator
+from itertools import chain
 from pathlib import Path
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ganctl.errors import GanctlError
+from ganctl.logger import warn
+
+log = logging.getLogger("ganctl")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CACHE_FORMAT = 1  # bump when decoding changes what a cache file would hold
+IN_MEMORY_LIMIT = 4 * 2**30  # bytes; `in_memory: auto` streams datasets larger than this (or RAM / 4)
+QUICKDRAW_PIXELS = 28 * 28
 
 
-def build(node, device: torch.device, split: str = "train") -> "InMemoryImages":
+@dataclass
+class Decoded:
+    """A dataset function's in-memory result when it knows a fingerprint without hashing the pixels."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    fingerprint: str
+
+
+def build(node, device: torch.device, split: str = "train") -> Union["InMemoryImages", "StreamingImages"]:
     """The images named by the config's dataset node (its `split`, if it has splits), ready to draw
     batches from on the device."""
     from ganctl.config import build as instantiate
 
-    return InMemoryImages(instantiate(node, "dataset", split=split), device)
+    result = instantiate(node, "dataset", split=split)
+    if isinstance(result, ImageFiles):
+        return StreamingImages(result, device)
+    if isinstance(result, Decoded):
+        return InMemoryImages(result.images, device, result.fingerprint)
+    return InMemoryImages(result, device)
 
 
 class InMemoryImages:
@@ -72,6 +112,19 @@ def check_split(split: str) -> None:
         raise GanctlError(f"Unknown split '{split}': use train or test.")
 
 
+def check_no_test_split(split: str, what: str) -> None:
+    """Datasets without an official split have no held-out images: say so rather than invent one."""
+    check_split(split)
+    if split == "test":
+        raise GanctlError(
+            f"{what} has no test split: all its images are training images. Compare with the training "
+            "images instead (metrics.split=train), or keep held-out images in a folder of their own."
+        )
+
+
+# ----------------------------------------------------------------------------- torchvision's datasets
+
+
 def bundled_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """The 5,000 real MNIST digits that ship inside ganctl: (images (N, 1, 28, 28) uint8, labels (N,)).
 
@@ -84,6 +137,25 @@ def bundled_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels)
 
 
+def torchvision_dataset(name: str, root: str, download: bool, expected: str, hint: str = "", **kwargs: Any):
+    """torchvision.datasets.<name>(root, download, **kwargs), with its failures as GanctlErrors;
+    `expected` names the files torchvision looks for under root."""
+    import torchvision.datasets
+
+    try:
+        return getattr(torchvision.datasets, name)(root=root, download=download, **kwargs)
+    except RuntimeError as error:  # "Dataset not found or corrupted. You can use download=True ..."
+        if download:
+            raise GanctlError(f"Could not download {name} into {Path(root).resolve()}: {error}") from error
+        raise GanctlError(
+            f"{name} files not found or incomplete: expected {Path(root).resolve()}/{expected}, as torchvision "
+            f"lays them out. Point dataset.root at the folder that holds {expected.split('/')[0]}/, or add dataset.download=true "
+            f"to fetch them (needs internet).{hint}"
+        ) from error
+    except OSError as error:  # download failed: offline, or a host that refuses
+        raise GanctlError(f"Could not download {name} into {Path(root).resolve()}: {error}") from error
+
+
 def mnist(root: str | None, download: bool, image_size: int, split: str = "train") -> torch.Tensor:
     """MNIST digits through torchvision's reader, or the bundled subset when root is None."""
     check_split(split)
@@ -94,17 +166,440 @@ def mnist(root: str | None, download: bool, image_size: int, split: str = "train
                 "e.g. dataset.root=data."
             )
         return resize(bundled_mnist(split)[0], image_size)
-    from torchvision.datasets import MNIST
-
-    try:
-        dataset = MNIST(root=root, train=split == "train", download=download)
-    except RuntimeError as error:  # torchvision: "Dataset not found. You can use download=True ..."
-        raise GanctlError(
-            f"MNIST files not found: looked in {Path(root, 'MNIST', 'raw').resolve()} for torchvision's "
-            "IDX files (train-images-idx3-ubyte, ...). Point dataset.root at the folder that contains "
-            "MNIST/raw, or add dataset.download=true to fetch them (needs internet). "
-            "Leave dataset.root unset to use the digits bundled with ganctl."
-        ) from error
-    except OSError as error:  # download failed: offline, or a host that refuses
-        raise GanctlError(f"Could not download MNIST into {Path(root).resolve()}: {error}") from error
+    dataset = torchvision_dataset(
+        "MNIST", root, download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
+        " Leave dataset.root unset to use the digits bundled with ganctl.", train=split == "train",
+    )
     return resize(dataset.data.unsqueeze(1), image_size)  # (N, 1, H, W) uint8
+
+
+def fashion_mnist(root: str | None, download: bool, image_size: int, split: str = "train") -> torch.Tensor:
+    """Fashion-MNIST (Zalando's 28x28 grayscale clothing) through torchvision's reader."""
+    check_split(split)
+    root = require_root(root, "fashion_mnist", "the folder that holds FashionMNIST/raw/ (or where to download it)")
+    expected = "FashionMNIST/raw/train-images-idx3-ubyte and the other IDX files"
+    dataset = torchvision_dataset("FashionMNIST", root, download, expected, train=split == "train")
+    return resize(dataset.data.unsqueeze(1), image_size)  # (N, 1, H, W) uint8
+
+
+def cifar10(root: str | None, download: bool, image_size: int, split: str = "train") -> torch.Tensor:
+    """CIFAR-10 through torchvision's reader, which checks each file's MD5 before unpickling it."""
+    check_split(split)
+    root = require_root(root, "cifar10", "the folder that holds cifar-10-batches-py/ (or where to download it)")
+    expected = "cifar-10-batches-py/ with data_batch_1 to data_batch_5, test_batch and batches.meta (their checksums are checked)"
+    dataset = torchvision_dataset("CIFAR10", root, download, expected, train=split == "train")
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+    return resize(images, image_size)
+
+
+def require_root(root: str | None, option: str, what: str) -> str:
+    if root is None:
+        raise GanctlError(
+            f"dataset={option} needs dataset.root: {what}. Add dataset.root=<path> to the command, "
+            f"e.g. `ganctl train dataset={option} dataset.root=data/{option}`."
+        )
+    return str(root)
+
+
+# ----------------------------------------------------------------------------- folders of image files
+
+
+def decode_image(path: Union[str, Path], channels: int, image_size: int) -> torch.Tensor:
+    """One image file as uint8 (channels, image_size, image_size): transparency composited onto
+    white, converted to grayscale or RGB, its shorter side resized to image_size, then center-cropped."""
+    with Image.open(path) as image:
+        image.draft("RGB" if channels == 3 else "L", (image_size, image_size))  # JPEG: decode at a reduced scale
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        elif image.mode.startswith("I;16"):  # 16-bit grayscale PNG: keep the high byte
+            image = Image.fromarray((np.asarray(image, dtype=np.uint16) >> 8).astype(np.uint8))
+        pixels = TF.pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))  # (C, h, w) uint8
+    if min(pixels.shape[-2:]) != image_size:
+        pixels = TF.resize(pixels, image_size, antialias=True)  # shorter side -> image_size
+    return TF.center_crop(pixels, [image_size, image_size])
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files decoded one at a time; an unreadable file gives None (see `collate`).
+
+    Used to decode a folder into memory with DataLoader workers, and to stream folders too large for it.
+    """
+
+    def __init__(self, files: list[Path], root: Path, channels: int, image_size: int, fingerprint: str, strict: bool) -> None:
+        self.files, self.root = files, root
+        self.channels, self.image_size = channels, image_size
+        self.fingerprint, self.strict = fingerprint, strict
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Optional[torch.Tensor], str]:
+        path = self.files[index]
+        try:
+            return decode_image(path, self.channels, self.image_size), str(path)
+        except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError):  # PIL on bad files
+            return None, str(path)
+
+
+def collate(items: list[tuple[Optional[torch.Tensor], str]]) -> tuple[torch.Tensor, list[str]]:
+    """Stack the decoded images of a batch; return the paths of the unreadable ones beside them."""
+    images = [image for image, _ in items if image is not None]
+    bad = [path for image, path in items if image is None]
+    return (torch.stack(images) if images else torch.empty(0, dtype=torch.uint8)), bad
+
+
+def loader_workers(count: int) -> int:
+    """DataLoader workers: none for a few hundred images (starting workers costs more than it saves)."""
+    return 0 if count < 512 else min(8, os.cpu_count() or 1)
+
+
+def report_unreadable(bad: list[str], root: Path, strict: bool, total: int) -> None:
+    if not bad:
+        return
+    names = [os.path.relpath(path, root) for path in bad]
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    if strict:
+        raise GanctlError(
+            f"{len(bad)} of {total} image files under {root} could not be read: {listed}. Remove or replace "
+            "them, or set dataset.strict=false to skip unreadable files with a warning."
+        )
+    warn(f"skipped {len(bad)} unreadable image file{'s' if len(bad) > 1 else ''} of {total} under {root}: {listed}")
+
+
+def find_images(root: Path) -> list[Path]:
+    """Every image file under root, searched recursively, in sorted order; hidden files and macOS
+    resource forks (__MACOSX/, ._name.jpg) left out."""
+    found = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
+        found += [Path(folder, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith(".")]
+    return sorted(found)
+
+
+def spread(count: int, max_items: Optional[int]) -> list[int]:
+    """Up to max_items indices spread evenly over range(count), so every class subfolder is represented."""
+    if max_items is None or max_items >= count:
+        return list(range(count))
+    if max_items < 1:
+        raise GanctlError(f"dataset.max_items must be at least 1 (or null for all), got {max_items}.")
+    return np.linspace(0, count - 1, max_items).round().astype(int).tolist()
+
+
+def check_image_settings(channels: int, image_size: int) -> None:
+    if channels not in (1, 3):
+        raise GanctlError(f"dataset.channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
+    if not isinstance(image_size, int) or image_size < 4:
+        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 4, got {image_size}.")
+
+
+def files_key(files: list[Path], root: Path, settings: dict[str, Any]) -> tuple[str, str]:
+    """(prefix, key): the prefix names the dataset and decoding settings, the key adds every file's
+    path, size and modification time, so it changes when a file is added, removed or rewritten."""
+    prefix = hashlib.sha256(json.dumps({"root": str(root.resolve()), **settings}, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(prefix.encode())
+    for path in files:
+        try:
+            stat = path.stat()
+            facts = f"{stat.st_size}\0{stat.st_mtime_ns}"
+        except FileNotFoundError:  # listed (e.g. in CelebA's partition file) but absent: reported when decoded
+            facts = "missing"
+        digest.update(f"{os.path.relpath(path, root)}\0{facts}\n".encode())
+    return prefix, f"{prefix}-{digest.hexdigest()[:32]}"
+
+
+def image_folder(
+    name: str,
+    root: Path,
+    files: list[Path],
+    split: str,
+    channels: int,
+    image_size: int,
+    max_items: Optional[int],
+    strict: bool,
+    cache: Union[str, bool, None],
+    in_memory: Union[str, bool],
+) -> Union[Decoded, ImageFiles]:
+    """The images in `files` (all under `root`), decoded into memory (cached) or streamed."""
+    check_image_settings(channels, image_size)
+    files = [files[i] for i in spread(len(files), max_items)]
+    settings = {"dataset": name, "split": split, "channels": channels, "image_size": image_size,
+                "max_items": max_items, "format": CACHE_FORMAT}
+    prefix, key = files_key(files, root, settings)
+    source = ImageFiles(files, root, channels, image_size, key, strict)
+    if not keep_in_memory(in_memory, len(files) * channels * image_size**2):
+        log.info("Streaming %d images from %s (dataset.in_memory=%s)", len(files), root, in_memory)
+        return source
+    directory = cache_dir(cache)
+    cached = load_cache(directory, key) if directory else None
+    if cached is not None:
+        images, bad = cached
+    else:
+        images, bad = decode_all(source, f"{name}: {root}")
+        if directory:
+            save_cache(directory, prefix, key, images, bad)
+    report_unreadable(bad, root, strict, len(files))
+    if len(images) == 0:
+        raise GanctlError(f"None of the {len(files)} image files under {root} could be read; they are not images PIL can open.")
+    return Decoded(images, key)
+
+
+def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, list[str]]:
+    """Decode every file once (DataLoader workers for large folders) with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ganctl.logger import console
+
+    workers = loader_workers(len(source))
+    loader = torch.utils.data.DataLoader(source, batch_size=64, num_workers=workers, collate_fn=collate)
+    images = torch.empty(len(source), source.channels, source.image_size, source.image_size, dtype=torch.uint8)
+    count, bad = 0, []
+    columns = (TextColumn("[bold]decoding"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), TextColumn(description))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("decode", total=len(source))
+        for batch, unreadable in loader:
+            if len(batch):
+                images[count : count + len(batch)] = batch
+                count += len(batch)
+            bad += unreadable
+            progress.advance(task, len(batch) + len(unreadable))
+    log.info("Decoded %d images (%d unreadable) with %d workers: %s", count, len(bad), workers, description)
+    return images[:count], bad
+
+
+def keep_in_memory(in_memory: Union[str, bool], nbytes: int) -> bool:
+    """`auto`: in memory when the uint8 images take at most 4 GiB and a quarter of the machine's RAM."""
+    if in_memory in (True, False):
+        return in_memory
+    if in_memory != "auto":
+        raise GanctlError(f"dataset.in_memory must be auto, true or false, got {in_memory!r}.")
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        ram = 4 * IN_MEMORY_LIMIT
+    return nbytes <= min(IN_MEMORY_LIMIT, ram // 4)
+
+
+def folder(
+    root: Optional[str],
+    image_size: int,
+    channels: int,
+    max_items: Optional[int],
+    strict: bool,
+    cache: Union[str, bool, None],
+    in_memory: Union[str, bool],
+    split: str = "train",
+) -> Union[Decoded, ImageFiles]:
+    """Every PNG, JPEG, WEBP and BMP image under root (class subfolders or none)."""
+    check_no_test_split(split, "dataset=folder")
+    check_image_settings(channels, image_size)
+    path = existing_root(require_root(root, "folder", "a folder of images (subfolders are searched too)"))
+    if not path.is_dir():
+        raise GanctlError(f"dataset.root={root} is a file; dataset=folder needs a folder of images. Point it at the folder that holds them.")
+    files = find_images(path)
+    if not files:
+        raise GanctlError(
+            f"No images found under {path}: dataset=folder looks for {', '.join(IMAGE_SUFFIXES)} files in it "
+            "and its subfolders. Point dataset.root at the folder that holds your images."
+        )
+    return image_folder("folder", path, files, split, channels, image_size, max_items, strict, cache, in_memory)
+
+
+def existing_root(root: str) -> Path:
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise GanctlError(
+            f"dataset.root={root} does not exist (resolved to {path.resolve()}). Check the path; a relative "
+            "path is taken from the directory you run ganctl in."
+        )
+    return path
+
+
+def celeba(
+    root: Optional[str],
+    image_size: int,
+    max_items: Optional[int],
+    strict: bool,
+    cache: Union[str, bool, None],
+    in_memory: Union[str, bool],
+    split: str = "train",
+) -> Union[Decoded, ImageFiles]:
+    """CelebA's aligned faces: torchvision's layout (root/celeba/img_align_celeba/ and the annotation
+    files; its official train/test partition) when it is there, otherwise a plain folder of the images
+    (every image is a training image). Center-cropped to a square and resized to image_size."""
+    check_split(split)
+    path = existing_root(require_root(root, "celeba", "the folder that holds celeba/ (torchvision's layout) or the img_align_celeba/ images"))
+    if path.name == "celeba" and (path / "list_eval_partition.txt").exists():
+        path = path.parent  # pointed at celeba/ itself: torchvision wants the folder above it
+    if (path / "celeba" / "list_eval_partition.txt").exists():
+        dataset = torchvision_dataset(
+            "CelebA", str(path), False,
+            "celeba/img_align_celeba/ and the annotation files list_eval_partition.txt, list_attr_celeba.txt, "
+            "identity_CelebA.txt, list_bbox_celeba.txt and list_landmarks_align_celeba.txt (their checksums are checked)",
+            " To use the images without the annotations, point dataset.root at the img_align_celeba folder itself.",
+            split=split, target_type=[],
+        )
+        images = path / "celeba" / "img_align_celeba"
+        files = [images / name for name in dataset.filename]
+        return image_folder("celeba", path / "celeba", files, split, 3, image_size, max_items, strict, cache, in_memory)
+    check_no_test_split(split, f"dataset=celeba as a plain folder of images ({path}, without torchvision's list_eval_partition.txt)")
+    files = find_images(path)
+    if not files:
+        raise GanctlError(
+            f"No CelebA images found under {path}. dataset=celeba expects either torchvision's layout "
+            f"({path}/celeba/img_align_celeba/ with list_eval_partition.txt and the other annotation files) or "
+            "a folder of the aligned face images (img_align_celeba/000001.jpg, ...). Point dataset.root at one of them."
+        )
+    return image_folder("celeba", path, files, split, 3, image_size, max_items, strict, cache, in_memory)
+
+
+# ----------------------------------------------------------------------------- Quick, Draw!
+
+
+def quickdraw(root: Optional[str], image_size: int, max_items: Optional[int], split: str = "train") -> Decoded:
+    """Quick, Draw! 28x28 bitmaps: one `.npy` file (N, 784) uint8 or a folder of them; max_items is
+    shared evenly between the files (the first ones of each)."""
+    check_no_test_split(split, "dataset=quickdraw")
+    path = existing_root(require_root(root, "quickdraw", "a Quick, Draw! .npy bitmap file (e.g. full_numpy_bitmap_camel.npy) or a folder of them"))
+    files = sorted(path.rglob("*.npy")) if path.is_dir() else [path]
+    if not files:
+        raise GanctlError(
+            f"No .npy files found under {path}. dataset=quickdraw expects Quick, Draw! numpy bitmaps "
+            "(full_numpy_bitmap_<category>.npy, N x 784 uint8). Point dataset.root at one or at their folder."
+        )
+    check_image_settings(1, image_size)
+    arrays = [quickdraw_array(file) for file in files]
+    if max_items is not None and max_items < 1:
+        raise GanctlError(f"dataset.max_items must be at least 1 (or null for all), got {max_items}.")
+    per_file = None if max_items is None else -(-max_items // len(files))  # ceil
+    parts = [array[:per_file] for array in arrays]
+    count = sum(len(part) for part in parts) if max_items is None else min(sum(len(part) for part in parts), max_items)
+    if count * image_size**2 > IN_MEMORY_LIMIT:
+        raise GanctlError(
+            f"{count:,} Quick, Draw! drawings at {image_size}x{image_size} would take more than 4 GiB in memory. "
+            "Set dataset.max_items (e.g. dataset.max_items=200000) to use fewer."
+        )
+    bitmaps = np.concatenate(parts)[:count]  # reads only these rows from the memory-mapped files
+    images = torch.from_numpy(bitmaps).view(-1, 1, 28, 28)
+    settings = {"dataset": "quickdraw", "image_size": image_size, "max_items": max_items}
+    _, key = files_key(files, path if path.is_dir() else path.parent, settings)
+    return Decoded(resize(images, image_size), key)
+
+
+def quickdraw_array(file: Path) -> np.ndarray:
+    try:
+        array = np.load(file, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise GanctlError(f"{file} is not a readable .npy file ({error}). Quick, Draw! bitmaps are .npy files of N x 784 uint8.") from error
+    if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != QUICKDRAW_PIXELS or len(array) == 0:
+        raise GanctlError(
+            f"{file} holds a {array.dtype} array of shape {array.shape}; a Quick, Draw! bitmap file is "
+            "N x 784 uint8 (each row a 28x28 drawing), like full_numpy_bitmap_camel.npy from "
+            "https://console.cloud.google.com/storage/browser/quickdraw_dataset/full/numpy_bitmap."
+        )
+    return array
+
+
+# ----------------------------------------------------------------------------- the decoded-image cache
+
+
+def cache_dir(setting: Union[str, bool, None]) -> Optional[Path]:
+    """dataset.cache: false turns caching off, a path is the directory, null means the default:
+    $GANCTL_CACHE_DIR, else $XDG_CACHE_HOME/ganctl, else ~/.cache/ganctl."""
+    if setting is False:
+        return None
+    if setting not in (None, True, ""):
+        return Path(str(setting)).expanduser()
+    if os.environ.get("GANCTL_CACHE_DIR"):
+        return Path(os.environ["GANCTL_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg).expanduser() / "ganctl" if xdg else Path.home() / ".cache" / "ganctl"
+
+
+def load_cache(directory: Path, key: str) -> Optional[tuple[torch.Tensor, list[str]]]:
+    """The cached (images, unreadable paths) for key, or None; a damaged file is ignored (and rewritten)."""
+    path = directory / f"{key}.npz"
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            images, bad = torch.from_numpy(arrays["images"].copy()), arrays["unreadable"].tolist()
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warn(f"ignoring the damaged cache file {path} ({error}); decoding again")
+        return None
+    log.info("Loaded %d decoded images from the cache %s", len(images), path)
+    return images, bad
+
+
+def save_cache(directory: Path, prefix: str, key: str, images: torch.Tensor, bad: list[str]) -> None:
+    """Write atomically (temporary file, then rename), and drop older versions of the same dataset."""
+    path = directory / f"{key}.npz"
+    temporary = directory / f".{key}.{os.getpid()}.tmp"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as f:
+            np.savez(f, images=images.numpy(), unreadable=np.array(bad, dtype=str))
+        os.replace(temporary, path)
+        for old in directory.glob(f"{prefix}-*.npz"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as error:  # a read-only or full disk costs a re-decode next time, not the run
+        temporary.unlink(missing_ok=True)
+        warn(f"could not write the dataset cache {path} ({error}); set dataset.cache=<folder> or dataset.cache=false")
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+class StreamingImages:
+    """A folder too large for memory, decoded on the fly by DataLoader workers (same interface as
+    InMemoryImages). Batches come from shuffled passes over the files, seeded once from torch's global
+    RNG: a run is repeatable from its seed, but a resumed run does not continue the exact stream."""
+
+    def __init__(self, files: ImageFiles, device: torch.device) -> None:
+        self.files, self.device = files, device
+        self.channels, self.image_size, self.fingerprint = files.channels, files.image_size, files.fingerprint
+        self.unreadable: set[str] = set()
+        self.stream: Optional[Iterator[torch.Tensor]] = None
+        self.stream_batch_size = 0
+        self.pending = torch.empty(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def loader(self, batch_size: int, shuffle: bool, generator: Optional[torch.Generator] = None):
+        return torch.utils.data.DataLoader(
+            self.files, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate,
+            num_workers=loader_workers(len(self.files)), pin_memory=self.device.type == "cuda",
+            persistent_workers=shuffle and loader_workers(len(self.files)) > 0, prefetch_factor=None,
+        )
+
+    def checked(self, batches) -> Iterator[torch.Tensor]:
+        """The decoded images of each batch; unreadable files are reported (or raise, when strict)."""
+        for images, bad in batches:
+            new = [path for path in bad if path not in self.unreadable]
+            if new:
+                self.unreadable.update(new)
+                if len(self.unreadable) == len(self.files):
+                    raise GanctlError(f"None of the {len(self.files)} image files under {self.files.root} could be read; they are not images PIL can open.")
+                report_unreadable(sorted(self.unreadable), self.files.root, self.files.strict, len(self.files))
+            if len(images):
+                yield images
+
+    def sample(self, batch_size: int) -> torch.Tensor:
+        """The next batch of a shuffled pass over the files, scaled to [-1, 1] like tanh."""
+        if self.stream is None or batch_size != self.stream_batch_size:
+            seed = int(torch.randint(2**62, (1,)).item())  # from the global RNG: repeatable per run seed
+            generator = torch.Generator().manual_seed(seed)
+            loader = self.loader(batch_size, True, generator)
+            passes = (loader for _ in iter(int, 1))  # endless; each pass reshuffles
+            self.stream, self.stream_batch_size = self.checked(chain.from_iterable(passes)), batch_size
+        while len(self.pending) < batch_size:  # unreadable files leave a batch short: top it up
+            self.pending = torch.cat([self.pending, next(self.stream)])
+        batch, self.pending = self.pending[:batch_size], self.pending[batch_size:]
+        return batch.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """Every readable image once, in order, as uint8 batches (B, C, H, W) on the device."""
+        for images in self.checked(self.loader(batch_size, False)):
+            yield images.to(self.device)

@@ -1,0 +1,423 @@
+"""Every dataset option loads small files written here in its real format, through the real readers."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import datasets as tv_datasets
+
+from ganctl import data
+from ganctl.data import InMemoryImages, StreamingImages
+from ganctl.errors import GanctlError
+from helpers import TINY, TINY_DCGAN, compose_config, run_cli
+
+SHARED_MNIST = Path(__file__).parents[2] / "shared" / "data"
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every cache this module writes goes under tmp_path, never to $HOME."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GANCTL_CACHE_DIR", str(cache))
+    return cache
+
+
+def load(option: str, *overrides: str, split: str = "train"):
+    cfg, _ = compose_config(f"dataset={option}", *overrides)
+    return data.build(cfg.dataset, CPU, split=split)
+
+
+# ----------------------------------------------------------------------------- files in real formats
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST's IDX format: big-endian magic (0x0803 images, 0x0801 labels), the sizes, then the bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, n, h, w) + images.tobytes())
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, n) + labels.tobytes())
+
+
+def write_cifar10(root: Path, monkeypatch: pytest.MonkeyPatch, per_batch: int = 3) -> np.ndarray:
+    """cifar-10-batches-py as torchvision expects it; torchvision's MD5 list is pointed at these files.
+    Returns the training rows (N, 3072): 1024 red, then 1024 green, then 1024 blue values."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    rows = {name: rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8) for name in names}
+    for name in names:
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": rows[name], "labels": [0] * per_batch, "batch_label": name}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+
+    def md5(name: str) -> str:
+        return hashlib.md5((folder / name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(tv_datasets.CIFAR10, "train_list", [[n, md5(n)] for n in names[:5]])
+    monkeypatch.setattr(tv_datasets.CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
+    monkeypatch.setattr(tv_datasets.CIFAR10, "meta", {**tv_datasets.CIFAR10.meta, "md5": md5("batches.meta")})
+    return np.concatenate([rows[name] for name in names[:5]])
+
+
+def solid(mode: str, size: tuple[int, int], color) -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+def write_mixed_folder(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Images of every supported format and mode, in class subfolders and at the top, plus a corrupt
+    file, a hidden file and a non-image. Returns each readable file's expected RGB colour."""
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs" / "nested").mkdir(parents=True)
+    palette = solid("P", (40, 30), 0)
+    palette.putpalette([10, 200, 30] + [0] * 765)
+    transparent_palette = solid("P", (30, 30), 0)
+    transparent_palette.putpalette([0, 0, 0] * 256)
+    images = {
+        "cats/red.png": (solid("RGB", (32, 32), (255, 0, 0)), (255, 0, 0)),
+        "cats/blue.jpg": (solid("RGB", (50, 40), (0, 0, 255)), (0, 0, 255)),
+        "cats/gray.png": (solid("L", (20, 20), 100), (100, 100, 100)),
+        "dogs/green.webp": (solid("RGB", (64, 64), (0, 255, 0)), (0, 255, 0)),
+        "dogs/nested/yellow.bmp": (solid("RGB", (16, 24), (255, 255, 0)), (255, 255, 0)),
+        "dogs/transparent.png": (solid("RGBA", (32, 32), (0, 0, 0, 0)), (255, 255, 255)),  # onto white
+        "dogs/half_alpha.png": (solid("RGBA", (32, 32), (0, 0, 0, 128)), (127, 127, 127)),
+        "palette.png": (palette, (10, 200, 30)),
+        "palette_transparent.png": (transparent_palette, (255, 255, 255)),
+        "upper.JPEG": (solid("RGB", (30, 30), (200, 100, 50)), (200, 100, 50)),
+    }
+    for name, (image, _) in images.items():
+        if name == "palette_transparent.png":
+            image.save(root / name, transparency=0)
+        else:
+            image.save(root / name)
+    (root / "dogs" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # PNG magic, no image
+    (root / ".hidden.png").write_bytes(b"junk")  # hidden: ignored, not reported
+    (root / "notes.txt").write_text("not an image")
+    return {name: color for name, (_, color) in images.items()}
+
+
+# ----------------------------------------------------------------------------- MNIST and Fashion-MNIST
+
+
+def test_default_is_the_bundled_mnist() -> None:
+    source = load("mnist")
+    assert isinstance(source, InMemoryImages)
+    assert (len(source), source.channels, source.image_size) == (4000, 1, 28)
+    assert len(load("mnist", split="test")) == 1000
+
+
+@pytest.mark.skipif(not (SHARED_MNIST / "MNIST" / "raw").is_dir(), reason="shared MNIST files not present")
+def test_real_mnist_files_through_torchvision() -> None:
+    """The shared IDX files are the bundled digits re-encoded: both paths must agree pixel for pixel."""
+    source = load("mnist", f"dataset.root={SHARED_MNIST}")
+    torch.testing.assert_close(source.images, data.bundled_mnist("train")[0])
+    test = load("mnist", f"dataset.root={SHARED_MNIST}", split="test")
+    torch.testing.assert_close(test.images, data.bundled_mnist("test")[0])
+
+
+@pytest.mark.parametrize("option,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_idx_files_load_with_their_split(tmp_path: Path, option: str, folder: str) -> None:
+    rng = np.random.default_rng(1)
+    train, test = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8), rng.integers(0, 256, (2, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / folder / "raw", "train", train, np.zeros(6, np.uint8))
+    write_idx(tmp_path / folder / "raw", "t10k", test, np.zeros(2, np.uint8))
+    source = load(option, f"dataset.root={tmp_path}")
+    assert torch.equal(source.images, torch.from_numpy(train).unsqueeze(1))
+    assert torch.equal(load(option, f"dataset.root={tmp_path}", split="test").images, torch.from_numpy(test).unsqueeze(1))
+    assert load(option, f"dataset.root={tmp_path}", "dataset.image_size=32").images.shape == (6, 1, 32, 32)
+
+
+def test_fashion_mnist_needs_a_root_and_its_files(tmp_path: Path) -> None:
+    with pytest.raises(GanctlError, match="needs dataset.root"):
+        load("fashion_mnist")
+    with pytest.raises(GanctlError, match=r"FashionMNIST/raw/train-images-idx3-ubyte.*dataset.download=true"):
+        load("fashion_mnist", f"dataset.root={tmp_path}")
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+
+def test_cifar10_pickle_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = write_cifar10(tmp_path, monkeypatch)
+    source = load("cifar10", f"dataset.root={tmp_path}")
+    assert (len(source), source.channels, source.image_size) == (15, 3, 32)
+    expected = torch.from_numpy(rows).view(15, 3, 32, 32)  # each row is the red, green, blue planes
+    assert torch.equal(source.images, expected)
+    assert len(load("cifar10", f"dataset.root={tmp_path}", split="test")) == 3
+    assert load("cifar10", f"dataset.root={tmp_path}", "dataset.image_size=64").images.shape == (15, 3, 64, 64)
+
+
+def test_cifar10_files_that_fail_their_checksum_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torchvision unpickles these files: a file that is not the one it knows must never be opened."""
+    write_cifar10(tmp_path, monkeypatch)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(GanctlError, match="cifar-10-batches-py/ with data_batch_1"):
+        load("cifar10", f"dataset.root={tmp_path}")
+
+
+# ----------------------------------------------------------------------------- folders of images
+
+
+def test_folder_of_mixed_images(tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture) -> None:
+    colors = write_mixed_folder(tmp_path / "images")
+    with caplog.at_level(logging.WARNING, logger="ganctl"):
+        source = load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=16")
+    assert (len(source), source.channels, source.image_size) == (len(colors), 3, 16)
+    # sorted relative paths: the decoded colours come back in that order, each exact (JPEG/WEBP nearly)
+    for image, name in zip(source.images, sorted(colors)):
+        expected = torch.tensor(colors[name], dtype=torch.float32).view(3, 1, 1).expand(3, 16, 16)
+        torch.testing.assert_close(image.float(), expected, atol=4, rtol=0, msg=name)
+    warning = "skipped 1 unreadable image file of 11 under"
+    assert warning in caplog.text and "corrupt.png" in caplog.text
+    assert warning in capsys.readouterr().err
+
+
+def test_folder_grayscale_and_center_crop(tmp_path: Path) -> None:
+    write_mixed_folder(tmp_path / "images")
+    source = load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8", "dataset.channels=1")
+    assert source.images.shape == (10, 1, 8, 8)
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    pixels = np.zeros((10, 30, 3), np.uint8)
+    pixels[:, 10:20] = 255  # only the middle third is white: a center crop keeps it, squashing would not
+    Image.fromarray(pixels).save(wide / "wide.png")
+    image = load("folder", f"dataset.root={wide}", "dataset.image_size=10").images[0]
+    assert image.shape == (3, 10, 10) and image.min() == 255
+    image = load("folder", f"dataset.root={wide}", "dataset.image_size=5").images[0]  # 30x10 -> 15x5, then crop
+    assert image.shape == (3, 5, 5) and image[:, :, 1:4].min() == 255 and image[:, :, 0].max() < 255
+
+
+def test_folder_strict_makes_a_corrupt_file_an_error(tmp_path: Path) -> None:
+    write_mixed_folder(tmp_path / "images")
+    with pytest.raises(GanctlError, match=r"1 of 11 image files .* could not be read: dogs/corrupt.png"):
+        load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.strict=true")
+
+
+def test_folder_mistakes_are_clear_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    with pytest.raises(GanctlError, match="No images found under"):
+        load("folder", f"dataset.root={tmp_path / 'empty'}")
+    with pytest.raises(GanctlError, match="does not exist"):
+        load("folder", f"dataset.root={tmp_path / 'nowhere'}")
+    with pytest.raises(GanctlError, match="needs dataset.root"):
+        load("folder")
+    with pytest.raises(GanctlError, match="must be 1 .* or 3"):
+        load("folder", f"dataset.root={SHARED_MNIST}", "dataset.channels=4")
+    (tmp_path / "only_bad").mkdir()
+    (tmp_path / "only_bad" / "a.jpg").write_bytes(b"nope")
+    with pytest.raises(GanctlError, match="None of the 1 image files"):
+        load("folder", f"dataset.root={tmp_path / 'only_bad'}")
+
+
+def test_folder_has_no_test_split(tmp_path: Path) -> None:
+    write_mixed_folder(tmp_path / "images")
+    with pytest.raises(GanctlError, match="no test split"):
+        load("folder", f"dataset.root={tmp_path / 'images'}", split="test")
+
+
+def test_max_items_spreads_over_subfolders(tmp_path: Path) -> None:
+    for label, value in (("a", 0), ("b", 255)):
+        (tmp_path / label).mkdir()
+        for i in range(5):
+            Image.new("L", (8, 8), value).save(tmp_path / label / f"{i}.png")
+    images = load("folder", f"dataset.root={tmp_path}", "dataset.image_size=8", "dataset.channels=1", "dataset.max_items=4").images
+    assert images.shape == (4, 1, 8, 8)
+    assert images[:, 0, 0, 0].tolist() == [0, 0, 255, 255]
+
+
+def test_decoded_folder_is_cached_and_refreshed_when_a_file_changes(
+    tmp_path: Path, cache_in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "images"
+    write_mixed_folder(root)
+    first = load("folder", f"dataset.root={root}", "dataset.image_size=16")
+    cached = list(cache_in_tmp.glob("*.npz"))
+    assert len(cached) == 1 and not list(cache_in_tmp.glob(".*.tmp"))
+    with np.load(cached[0], allow_pickle=False) as arrays:  # safe to load: plain arrays only
+        assert np.array_equal(arrays["images"], first.images.numpy())
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although the cache is valid")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(data, "decode_image", no_decoding)
+        again = load("folder", f"dataset.root={root}", "dataset.image_size=16")
+    assert torch.equal(again.images, first.images) and again.fingerprint == first.fingerprint
+
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(root / "cats" / "red.png")  # rewritten: new size and mtime
+    os.utime(root / "cats" / "red.png", ns=(1, 1))
+    changed = load("folder", f"dataset.root={root}", "dataset.image_size=16")
+    assert changed.fingerprint != first.fingerprint
+    assert changed.images[sorted(write_names(root)).index("cats/red.png")][:, 0, 0].tolist() == [1, 2, 3]
+    assert len(list(cache_in_tmp.glob("*.npz"))) == 1  # the outdated entry was replaced
+
+    load("folder", f"dataset.root={root}", "dataset.image_size=24", f"dataset.cache={tmp_path / 'mine'}")
+    assert len(list((tmp_path / "mine").glob("*.npz"))) == 1
+    load("folder", f"dataset.root={root}", "dataset.image_size=20", "dataset.cache=false")
+    assert len(list(cache_in_tmp.glob("*.npz"))) == 1
+
+
+def write_names(root: Path) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in data.find_images(root) if p.name != "corrupt.png"]
+
+
+def test_a_damaged_cache_file_is_decoded_again(tmp_path: Path, cache_in_tmp: Path) -> None:
+    write_mixed_folder(tmp_path / "images")
+    first = load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8")
+    (cached,) = cache_in_tmp.glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])
+    again = load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8")
+    assert torch.equal(again.images, first.images)
+
+
+def test_streaming_matches_in_memory(tmp_path: Path, cache_in_tmp: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "images"
+    write_mixed_folder(root)
+    in_memory = load("folder", f"dataset.root={root}", "dataset.image_size=16")
+    capsys.readouterr()
+    streamed = load("folder", f"dataset.root={root}", "dataset.image_size=16", "dataset.in_memory=false")
+    assert isinstance(streamed, StreamingImages)
+    assert (streamed.channels, streamed.image_size, streamed.fingerprint) == (3, 16, in_memory.fingerprint)
+    assert torch.equal(torch.cat(list(streamed.batches(4))), in_memory.images)
+    assert "skipped 1 unreadable image file" in capsys.readouterr().err
+    torch.manual_seed(0)
+    for _ in range(3):  # 11 files, one unreadable: batches of 7 must still be full
+        batch = streamed.sample(7)
+        assert batch.shape == (7, 3, 16, 16) and batch.dtype == torch.float32
+        assert -1.0 <= batch.min() and batch.max() <= 1.0
+
+
+def test_in_memory_auto_streams_what_does_not_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_mixed_folder(tmp_path / "images")
+    monkeypatch.setattr(data, "IN_MEMORY_LIMIT", 10 * 3 * 16 * 16)  # fewer bytes than 11 images take
+    assert isinstance(load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=16"), StreamingImages)
+    with pytest.raises(GanctlError, match="in_memory must be auto, true or false"):
+        load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.in_memory=maybe")
+
+
+def test_sample_is_in_tanh_range_and_follows_the_global_rng() -> None:
+    source = load("mnist")
+    torch.manual_seed(3)
+    first = source.sample(16)
+    torch.manual_seed(3)
+    torch.testing.assert_close(source.sample(16), first)
+    assert first.min() >= -1.0 and first.max() <= 1.0 and first.min() < -0.99 and first.max() > 0.99
+
+
+# ----------------------------------------------------------------------------- CelebA
+
+
+def write_celeba_jpegs(folder: Path, count: int) -> None:
+    """Aligned-CelebA-style images: 178x218 JPEGs named 000001.jpg, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(1, count + 1):
+        pixels = np.full((218, 178, 3), 20 * i, np.uint8)
+        pixels[:20] = 255  # a white band at the top: cropped away by the center crop at 64
+        Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=95)
+
+
+def test_celeba_as_a_plain_folder_of_jpegs(tmp_path: Path) -> None:
+    write_celeba_jpegs(tmp_path / "img_align_celeba", 5)
+    for root in (tmp_path, tmp_path / "img_align_celeba"):
+        source = load("celeba", f"dataset.root={root}")
+        assert (len(source), source.channels, source.image_size) == (5, 3, 64)
+        torch.testing.assert_close(source.images[2].float().mean(), torch.tensor(60.0), atol=2, rtol=0)
+        assert source.images[:, :, 0].float().mean() < 200  # the top band lies outside the square crop
+    with pytest.raises(GanctlError, match="no test split"):
+        load("celeba", f"dataset.root={tmp_path}", split="test")
+
+
+def test_celeba_in_torchvision_layout_uses_the_official_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "celeba"
+    write_celeba_jpegs(folder / "img_align_celeba", 6)
+    names = [f"{i:06d}.jpg" for i in range(1, 7)]
+    partition = [0, 0, 0, 1, 2, 2]  # train, train, train, valid, test, test
+    (folder / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, partition)))
+    (folder / "identity_CelebA.txt").write_text("".join(f"{n} 1\n" for n in names))
+    (folder / "list_attr_celeba.txt").write_text("6\nSmiling\n" + "".join(f"{n} 1\n" for n in names))
+    (folder / "list_bbox_celeba.txt").write_text("6\nimage_id x_1 y_1 width height\n" + "".join(f"{n} 0 0 1 1\n" for n in names))
+    (folder / "list_landmarks_align_celeba.txt").write_text("6\nlefteye_x lefteye_y\n" + "".join(f"{n} 1 1\n" for n in names))
+    files = [(entry[0], hashlib.md5((folder / entry[2]).read_bytes()).hexdigest(), entry[2]) for entry in tv_datasets.CelebA.file_list if entry[2].endswith(".txt")]
+    monkeypatch.setattr(tv_datasets.CelebA, "file_list", files)
+
+    train = load("celeba", f"dataset.root={tmp_path}", "dataset.image_size=32")
+    assert train.images.shape == (3, 3, 32, 32)
+    assert train.images.float().mean(dim=(1, 2, 3)).round().tolist() == [20.0, 40.0, 60.0]
+    test = load("celeba", f"dataset.root={folder}", "dataset.image_size=32", split="test")  # celeba/ itself works too
+    assert test.images.float().mean(dim=(1, 2, 3)).round().tolist() == [100.0, 120.0]
+
+    (folder / "list_attr_celeba.txt").write_text("damaged")
+    with pytest.raises(GanctlError, match="CelebA files not found or incomplete.*img_align_celeba folder itself"):
+        load("celeba", f"dataset.root={tmp_path}")
+
+
+# ----------------------------------------------------------------------------- Quick, Draw!
+
+
+def test_quickdraw_bitmap_file_and_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    camel = rng.integers(0, 256, (10, 784), dtype=np.uint8)
+    np.save(tmp_path / "full_numpy_bitmap_camel.npy", camel)
+    source = load("quickdraw", f"dataset.root={tmp_path / 'full_numpy_bitmap_camel.npy'}")
+    assert (len(source), source.channels, source.image_size) == (10, 1, 28)
+    assert torch.equal(source.images, torch.from_numpy(camel).view(10, 1, 28, 28))
+    assert load("quickdraw", f"dataset.root={tmp_path / 'full_numpy_bitmap_camel.npy'}", "dataset.max_items=4").images.shape[0] == 4
+
+    cat = rng.integers(0, 256, (10, 784), dtype=np.uint8)
+    np.save(tmp_path / "full_numpy_bitmap_cat.npy", cat)
+    both = load("quickdraw", f"dataset.root={tmp_path}", "dataset.max_items=6", "dataset.image_size=32")
+    assert both.images.shape == (6, 1, 32, 32)
+    small = load("quickdraw", f"dataset.root={tmp_path}", "dataset.max_items=6").images
+    assert torch.equal(small, torch.from_numpy(np.concatenate([camel[:3], cat[:3]])).view(6, 1, 28, 28))
+    with pytest.raises(GanctlError, match="no test split"):
+        load("quickdraw", f"dataset.root={tmp_path}", split="test")
+
+
+def test_quickdraw_wrong_arrays_are_clear_errors(tmp_path: Path) -> None:
+    np.save(tmp_path / "wrong.npy", np.zeros((5, 28, 28), np.uint8))
+    with pytest.raises(GanctlError, match=r"shape \(5, 28, 28\).*N x 784 uint8"):
+        load("quickdraw", f"dataset.root={tmp_path / 'wrong.npy'}")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(GanctlError, match="not a readable .npy file"):  # pickled objects are never loaded
+        load("quickdraw", f"dataset.root={tmp_path / 'objects.npy'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(GanctlError, match="No .npy files found"):
+        load("quickdraw", f"dataset.root={tmp_path / 'empty'}")
+
+
+# ----------------------------------------------------------------------------- through training
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("GANCTL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.cache_dir(None) == tmp_path / "xdg" / "ganctl"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data.cache_dir(None) == Path.home() / ".cache" / "ganctl"
+    assert data.cache_dir(False) is None and data.cache_dir("~/x") == Path.home() / "x"
+
+
+def test_train_on_a_folder_through_the_cli(tmp_path: Path) -> None:
+    write_mixed_folder(tmp_path / "images")
+    result = run_cli(
+        "train", "dataset=folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=32",
+        *TINY, *TINY_DCGAN, "hydra.run.dir=run", cwd=tmp_path, env={"GANCTL_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 unreadable image file" in result.stderr
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    assert list((tmp_path / "cache").glob("*.npz"))
+
