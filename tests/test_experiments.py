@@ -1,0 +1,83 @@
+"""Every classic setup (conf/experiment/) composes to what its file says and trains two steps on
+small stand-in data in its dataset's real format."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganctl import config
+from ganctl.app import config_dir
+from ganctl.train import train
+from helpers import compose_config
+from test_data import write_celeba_jpegs, write_cifar10, write_mixed_folder
+
+EXPERIMENTS = sorted(path.stem for path in (Path(config_dir()) / "experiment").glob("*.yaml"))
+
+
+def stand_in_data(experiment: str, root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Small files in the experiment's dataset format; the overrides that point the config at them."""
+    if experiment.startswith("mnist"):
+        return []  # the bundled digits
+    if experiment == "camel_gan":
+        np.save(root / "full_numpy_bitmap_camel.npy", np.random.default_rng(0).integers(0, 256, (12, 784), dtype=np.uint8))
+        return [f"dataset.root={root / 'full_numpy_bitmap_camel.npy'}"]
+    if experiment == "cifar10_wgan":
+        write_cifar10(root, monkeypatch)
+        return [f"dataset.root={root}"]
+    if experiment == "celeba_wgangp":
+        write_celeba_jpegs(root / "img_align_celeba", 6)
+        return [f"dataset.root={root / 'img_align_celeba'}"]
+    if experiment == "lego_dcgan":
+        write_mixed_folder(root / "lego")
+        return [f"dataset.root={root / 'lego'}"]
+    raise AssertionError(f"no stand-in data for the new experiment {experiment}: add it here")
+
+
+def test_every_experiment_is_tested() -> None:
+    assert set(EXPERIMENTS) == {"mnist_vanilla", "mnist_mlp_bn", "lego_dcgan", "camel_gan", "cifar10_wgan", "celeba_wgangp"}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANCTL_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "data").mkdir()
+    overrides = [f"experiment={experiment}", *stand_in_data(experiment, tmp_path / "data", monkeypatch),
+                 "train.steps=2", "train.batch_size=4", "train.num_samples=4", "train.log_every=1", "train.device=cpu"]
+    cfg, choices = compose_config(*overrides)
+    config.check(cfg)
+    result = train(cfg, tmp_path / "run", choices)
+    assert result.step == 2
+    assert all(math.isfinite(value) for value in result.summary["losses"].values())
+
+
+@pytest.mark.parametrize("experiment,expected", [
+    ("mnist_vanilla", {"model": "mlp", "train.batch_size": 128, "loss.discriminator.real_target": 0.9,
+                       "model.discriminator.dropout": 0.3, "model.generator.batch_norm": False, "optimizer.d.lr": 2e-4}),
+    ("mnist_mlp_bn", {"model.generator.latent_dim": 10, "model.generator.hidden": [128, 256, 512, 1024],
+                      "model.discriminator.hidden": [512, 256, 128], "loss": "bce"}),
+    ("lego_dcgan", {"dataset": "folder", "dataset.image_size": 64, "dataset.channels": 1, "model": "dcgan",
+                    "optimizer.g.betas": [0.4, 0.999], "loss.discriminator.label_noise": 0.1, "train.batch_size": 128}),
+    ("camel_gan", {"dataset": "quickdraw", "model": "conv", "optimizer.d.lr": 8e-4, "optimizer.g.lr": 4e-4,
+                   "model.discriminator.strides": [2, 2, 2, 1], "model.discriminator.dropout": 0.4}),
+    ("cifar10_wgan", {"dataset": "cifar10", "loss.clip": 0.01, "loss.critic_steps": 5, "optimizer.d.lr": 5e-5,
+                      "optimizer.d._target_": "torch.optim.RMSprop", "dataset.image_size": 32}),
+    ("celeba_wgangp", {"dataset": "celeba", "dataset.image_size": 64, "loss.gradient_penalty": 10.0,
+                       "model.discriminator.norm": "layer", "optimizer.d.betas": [0.0, 0.9]}),
+])
+def test_experiment_has_its_classic_settings(experiment: str, expected: dict) -> None:
+    from omegaconf import OmegaConf
+
+    cfg, choices = compose_config(f"experiment={experiment}")
+    for key, value in expected.items():
+        actual = choices[key] if key in choices else OmegaConf.select(cfg, key)
+        actual = OmegaConf.to_container(actual) if OmegaConf.is_config(actual) else actual
+        assert actual == value, key
+
+
+def test_command_line_wins_over_an_experiment() -> None:
+    cfg, choices = compose_config("experiment=camel_gan", "train.steps=10", "optimizer=adam")
+    assert cfg.train.steps == 10 and choices["optimizer"] == "adam" and choices["model"] == "conv"
