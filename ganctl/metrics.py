@@ -1,0 +1,494 @@
+"""Image-quality metrics (FID, KID, Inception Score) on torchmetrics, and the card that says how each
+number was made.
+
+The numbers come from the ecosystem's code: torch-fidelity's Inception-v3 (the TensorFlow FID network,
+ported) extracts the features, torchmetrics' FrechetInceptionDistance, KernelInceptionDistance and
+InceptionScore do the statistics. Features are extracted once per image and handed to the three
+metrics through a pass-through module, so any feature extractor can stand in for Inception:
+
+    feature extractor: uint8 images (B, C, H, W) at the dataset's size -> features (B, D)
+
+The Inception backbone repeats grayscale to 3 channels and resizes to 299x299 itself. The features
+of the real images are computed once per (dataset fingerprint, split, count, backbone, weights) and
+cached on disk. In the training loop:
+
+    evaluator = metrics.Evaluator(cfg.metrics, real_source, device)  # real features: cache or compute
+    cards = evaluator(generator, step)                               # one card per metric
+    metrics.append_jsonl(run_dir, cards)                             # <run>/metrics.jsonl
+    logger.log(metrics.scalars(cards), step)                         # {"metrics/fid": ..., ...}
+    if metrics.is_better("fid", value, best): ...                    # keep checkpoints/best.pt
+
+Sampling for metrics draws its latents from its own torch.Generator and forks the global RNG around
+the metrics' own random subsets (KID, IS), so evaluating never changes what training draws next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import pickle
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ganctl import data
+from ganctl.errors import GanctlError
+
+NAMES = ("fid", "kid", "is")
+HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True}
+WEIGHTS_ENV = "GANCTL_INCEPTION_WEIGHTS"
+CACHE_FORMAT, CACHE_VERSION = "ganctl-real-features", 1
+# torch-fidelity's Inception-v3 weights (the TF 2015-12-05 graph, converted); torchmetrics uses the same
+# file. The name's suffix is the start of its SHA-256, as torch.hub checks on download.
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+INCEPTION_SHA256_PREFIX = "6726825d"
+KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS = 100, 1000, 10
+
+
+# --------------------------------------------------------------------------- where files live
+
+
+def hub_weights_path() -> Path:
+    """Where torch.hub (and so torch-fidelity and torchmetrics) keeps the Inception weights:
+    $TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+
+
+def missing_weights_message(reason: str) -> str:
+    return (
+        f"FID, KID and IS need the Inception-v3 weights file {INCEPTION_FILE}, and {reason}. "
+        f"On a machine with internet, download it from {INCEPTION_URL} and put it in "
+        f"{hub_weights_path().parent}/ (torch's hub cache, found automatically), or anywhere and point at it "
+        f"with the environment variable {WEIGHTS_ENV}=/path/to/{INCEPTION_FILE}, the config key "
+        f"metrics.inception_weights=/path/to/{INCEPTION_FILE} (ganctl train) or --inception-weights (ganctl eval)."
+    )
+
+
+def inception_weights(configured: Optional[str] = None) -> Path:
+    """The local Inception weights file: `configured` (metrics.inception_weights or --inception-weights),
+    else $GANCTL_INCEPTION_WEIGHTS, else torch's hub cache, downloading it there once when online.
+    A GanctlError naming the file, its URL and where to put it when none of these works."""
+    for where, value in (("metrics.inception_weights", configured), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV))):
+        if value:
+            path = Path(value).expanduser()
+            if path.is_file():
+                return path
+            raise GanctlError(missing_weights_message(f"{where} points at {path}, which is not a file"))
+    cached = hub_weights_path()
+    if cached.is_file():
+        return cached
+    from ganctl.logger import console
+
+    console.print(f"Downloading the Inception-v3 weights once, into {cached} ...")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(INCEPTION_URL, str(cached), hash_prefix=INCEPTION_SHA256_PREFIX, progress=False)
+    except (OSError, RuntimeError, ValueError, http.client.HTTPException) as error:  # offline, refused, bad hash
+        reason = f"it is not in {cached.parent} and downloading it failed ({type(error).__name__}: {error})"
+        raise GanctlError(missing_weights_message(reason)) from None
+    return cached
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_sha256(module: nn.Module) -> str:
+    """A digest of a module's weights (names, shapes and values), for extractors without a file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- feature extractors
+
+
+class InceptionFeatures(nn.Module):
+    """torch-fidelity's Inception-v3: uint8 images (B, 1 or 3, H, W) -> (pool features (B, 2048),
+    class logits (B, 1008)) in one pass. Grayscale is repeated to RGB; torch-fidelity resizes to
+    299x299 with TensorFlow 1.x's bilinear interpolation, as the original FID code does."""
+
+    resize = "bilinear, TensorFlow 1.x compatible, to 299x299 (torch-fidelity)"
+
+    def __init__(self, weights: Path) -> None:
+        super().__init__()
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        # torch-fidelity reads the file with weights_only=False: read it safely first, so that a
+        # file that could run code when unpickled is refused before it gets there.
+        try:
+            torch.load(weights, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise GanctlError(
+                f"Refusing to load {weights}: it holds objects that could run code when unpickled. "
+                + missing_weights_message("this file is not it")
+            ) from None
+        except Exception as error:  # torch.load fails in many ways on a truncated or foreign file
+            raise GanctlError(
+                missing_weights_message(f"{weights} cannot be read ({type(error).__name__}: truncated or not a PyTorch file)")
+            ) from None
+        try:
+            self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"], str(weights))
+        except RuntimeError as error:  # load_state_dict: other keys or shapes
+            raise GanctlError(
+                missing_weights_message(f"{weights} holds other weights ({str(error).splitlines()[0]})")
+            ) from None
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.shape[1] == 1:
+            images = images.repeat(1, 3, 1, 1)  # grayscale -> RGB, (B, 3, H, W)
+        features, logits = self.net(images)
+        return features, logits
+
+
+class PooledPixels(nn.Module):
+    """A tiny feature extractor without weights: each image average-pooled to size x size pixels,
+    scaled to [0, 1], (B, C * size * size). For tests and quick offline checks; its numbers are not
+    comparable with Inception FIDs. Config: metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}."""
+
+    def __init__(self, size: int = 8) -> None:
+        super().__init__()
+        self.size = size
+        self.resize = f"adaptive average pooling to {size}x{size}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.adaptive_avg_pool2d(images.float() / 255.0, self.size)  # (B, C, size, size)
+        return pooled.flatten(1)
+
+
+class Passthrough(nn.Module):
+    """Hands precomputed features to a torchmetrics metric as if it had extracted them."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+@dataclass
+class Backbone:
+    """A feature extractor and what the card says about it."""
+
+    module: nn.Module
+    name: str
+    weights_sha256: str
+    resize: str
+    has_logits: bool  # forward returns (features, logits): Inception, whose logits IS needs
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        out = self.module(images)
+        features, logits = out if self.has_logits else (out, None)
+        if features.ndim != 2 or features.shape[0] != images.shape[0]:
+            raise GanctlError(
+                f"The feature extractor {self.name} returned {tuple(features.shape)} for {images.shape[0]} images; "
+                "it must map uint8 images (B, C, H, W) to features (B, D)."
+            )
+        return features.float().cpu(), None if logits is None else logits.float().cpu()
+
+
+def build_backbone(feature: Any, device: torch.device, inception_weights_path: Optional[str] = None) -> Backbone:
+    """'inception', a config node with _target_ (a ganctl component), or any nn.Module."""
+    from ganctl.logger import console
+
+    if isinstance(feature, str) and feature == "inception":
+        weights = inception_weights(inception_weights_path)
+        sha256 = file_sha256(weights)
+        if not sha256.startswith(INCEPTION_SHA256_PREFIX):
+            console.print(
+                f"[yellow]warning:[/] {weights} is not torch-fidelity's {INCEPTION_FILE} (SHA-256 {sha256[:12]}...): "
+                "its scores are not comparable with published ones."
+            )
+        module = InceptionFeatures(weights)
+        name = "inception-v3 pool3 2048-d (torch-fidelity)"
+        return Backbone(module.to(device).eval(), name, sha256, module.resize, has_logits=True)
+    if isinstance(feature, nn.Module):
+        module, name = feature, f"{type(feature).__module__}.{type(feature).__qualname__}"
+    elif isinstance(feature, (dict, DictConfig)) and "_target_" in feature:
+        from ganctl.config import build
+
+        node = OmegaConf.to_container(feature, resolve=True) if isinstance(feature, DictConfig) else dict(feature)
+        module = build(node, "metrics.feature")
+        if not isinstance(module, nn.Module):
+            raise GanctlError(f"metrics.feature must build a torch.nn.Module, got {type(module).__name__}.")
+        arguments = ",".join(f"{key}={value}" for key, value in node.items() if key != "_target_")
+        name = f"{node['_target_']}({arguments})"
+    else:
+        raise GanctlError(
+            f"metrics.feature must be 'inception' or a config node with _target_ naming a ganctl feature "
+            f"extractor (e.g. {{_target_: ganctl.metrics.PooledPixels, size: 8}}), got {feature!r}."
+        )
+    module = module.to(device).eval().requires_grad_(False)
+    return Backbone(module, name, state_sha256(module), str(getattr(module, "resize", "none")), has_logits=False)
+
+
+# --------------------------------------------------------------------------- real statistics, cached
+
+
+@torch.no_grad()
+def extract(backbone: Backbone, batches: Iterable[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Features (N, D) and logits (N, K) or None of uint8 image batches, on the CPU."""
+    features, logits = [], []
+    for images in batches:
+        batch_features, batch_logits = backbone(images.to(device))
+        features.append(batch_features)
+        logits.append(batch_logits)
+    return torch.cat(features), None if logits[0] is None else torch.cat(logits)
+
+
+def first(batches: Iterable[torch.Tensor], num: int) -> Iterator[torch.Tensor]:
+    """The first num images of a stream of batches."""
+    for images in batches:
+        if num <= 0:
+            return
+        yield images[:num]
+        num -= images.shape[0]
+
+
+def real_features(
+    real: Any, split: str, num_real: Optional[int], batch_size: int, backbone: Backbone, device: torch.device
+) -> tuple[torch.Tensor, Path, bool]:
+    """The backbone's features (N, D) of the first num_real real images (all when None), from the disk
+    cache when it has them: (features, cache file, whether it was a cache hit). The key covers the
+    data (its fingerprint changes with the images and their size), the split, the count and the
+    backbone with its weights, so any change computes them afresh."""
+    from ganctl.logger import console
+
+    count = len(real) if num_real is None else min(num_real, len(real))
+    meta = {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "dataset": real.fingerprint,
+        "split": split,
+        "channels": int(real.channels),
+        "image_size": int(real.image_size),
+        "num_real": count,
+        "backbone": backbone.name,
+        "weights_sha256": backbone.weights_sha256,
+        "resize": backbone.resize,
+    }
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    path = data.cache_dir(None) / "real_features" / f"{key[:32]}.pt"
+    if path.is_file():
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(stored, dict) and stored.get("meta") == meta and isinstance(stored.get("features"), torch.Tensor):
+                return stored["features"], path, True
+        except Exception:  # unreadable in any way: computed afresh below
+            pass
+        console.print(f"[yellow]warning:[/] ignoring the unreadable or foreign cache file {path}; recomputing it.")
+    console.print(f"Computing {backbone.name} features of {count} real {split} images (once; cached in {path.parent})")
+    features, _ = extract(backbone, first(real.batches(batch_size), count), device)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save({"meta": meta, "features": features}, tmp)
+        os.replace(tmp, path)
+    except OSError as error:  # a read-only cache costs time, not the result
+        console.print(f"[yellow]warning:[/] cannot cache the real features in {path}: {error}")
+    return features, path, False
+
+
+# --------------------------------------------------------------------------- the metrics
+
+
+def check_names(names: Iterable[str]) -> list[str]:
+    """The metric names, lower-cased and without repeats; a GanctlError for an unknown one."""
+    names = [str(name).lower() for name in names]
+    unknown = [name for name in names if name not in NAMES]
+    if unknown:
+        raise GanctlError(f"Unknown metric {unknown[0]!r} (metrics.names or --metrics): choose from {', '.join(NAMES)}.")
+    if not names:
+        raise GanctlError(f"No metric given (metrics.names or --metrics): choose from {', '.join(NAMES)}.")
+    return list(dict.fromkeys(names))
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """G's images in [-1, 1] -> uint8, rounded exactly as torchvision's save_image writes PNGs."""
+    return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+
+
+@dataclass
+class Settings:
+    """The metrics block of the config (see conf/train.yaml), as plain values."""
+
+    names: list[str]
+    num_fake: int
+    num_real: Optional[int]
+    batch_size: int
+    feature: Any
+    inception_weights: Optional[str]
+    split: str
+    seed: int
+
+    @classmethod
+    def from_config(cls, node: Any) -> "Settings":
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        fields = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
+        return cls(**fields)
+
+
+class Evaluator:
+    """FID / KID / IS of a generator against one real dataset split.
+
+    `Evaluator(settings, real, device, feature_extractor=None)`: settings is the config's `metrics`
+    block (a DictConfig, dict or Settings); real is a ganctl.data source (`.batches`, `.fingerprint`,
+    `.channels`, `.image_size`); feature_extractor, any nn.Module mapping uint8 images (B, C, H, W) to
+    (B, D) features, replaces settings.feature. Building it loads (or computes and caches) the real
+    features, so it is built once per run. `evaluator(generator, step)` returns one card per metric.
+    """
+
+    def __init__(self, settings: Any, real: Any, device: torch.device, feature_extractor: Optional[nn.Module] = None) -> None:
+        self.settings = settings if isinstance(settings, Settings) else Settings.from_config(settings)
+        self.names = check_names(self.settings.names)
+        self.device, self.real = torch.device(device), real
+        self.backbone = build_backbone(feature_extractor if feature_extractor is not None else self.settings.feature, self.device, self.settings.inception_weights)
+        if "is" in self.names and not (self.backbone.has_logits and real.channels == 3):
+            raise GanctlError(
+                "The Inception Score needs the Inception backbone and 3-channel images (it scores ImageNet classes); "
+                f"this run has {real.channels}-channel images and the {self.backbone.name} backbone. Use fid and kid."
+            )
+        features, self.cache_path, self.cache_hit = real_features(
+            real, self.settings.split, self.settings.num_real, self.settings.batch_size, self.backbone, self.device
+        )
+        self.num_real = features.shape[0]
+        if self.num_real < 2:
+            raise GanctlError(f"FID and KID need at least 2 real images; the {self.settings.split} split has {self.num_real}.")
+        self.metrics = self._build_metrics(features)
+
+    def _build_metrics(self, real: torch.Tensor) -> dict[str, Any]:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.inception import InceptionScore
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        dim = real.shape[1]
+        metrics: dict[str, Any] = {}
+        with warnings.catch_warnings():  # KID and IS warn that they keep every feature: that is the point
+            warnings.simplefilter("ignore", UserWarning)
+            if "fid" in self.names:
+                metrics["fid"] = FrechetInceptionDistance(feature=Passthrough(dim), reset_real_features=False)
+            if "kid" in self.names:
+                metrics["kid"] = KernelInceptionDistance(
+                    feature=Passthrough(dim), subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, reset_real_features=False
+                )
+            if "is" in self.names:
+                metrics["is"] = InceptionScore(feature=Passthrough(1008), splits=IS_SPLITS)
+        for name in ("fid", "kid"):
+            if name in metrics:
+                for chunk in real.split(1000):
+                    metrics[name].update(chunk, real=True)
+        return metrics
+
+    @torch.no_grad()
+    def fake_batches(self, generator: nn.Module) -> Iterator[torch.Tensor]:
+        """settings.num_fake uint8 images from G in eval mode. The latents are those of
+        `ganctl sample --seed <metrics.seed>`, drawn from their own torch.Generator on the CPU."""
+        latents = torch.randn(
+            self.settings.num_fake, generator.latent_dim, generator=torch.Generator().manual_seed(self.settings.seed)
+        )
+        was_training = generator.training
+        generator.eval()  # BatchNorm uses its running statistics and does not update them
+        try:
+            for chunk in latents.split(self.settings.batch_size):
+                device = next(generator.parameters()).device
+                yield to_uint8(generator(chunk.to(device)).float())  # (B, C, H, W)
+        finally:
+            generator.train(was_training)
+
+    def __call__(self, generator: nn.Module, step: int) -> list[dict[str, Any]]:
+        """The configured metrics of G's samples at `step`, as cards."""
+        return self.score(self.fake_batches(generator), step)
+
+    @torch.no_grad()
+    def score(self, batches: Iterable[torch.Tensor], step: int) -> list[dict[str, Any]]:
+        """The configured metrics of any uint8 image batches (B, C, H, W) against the real images."""
+        features, logits = extract(self.backbone, batches, self.device)
+        num_fake = features.shape[0]
+        if num_fake < 2:
+            raise GanctlError(f"FID, KID and IS need at least 2 generated images, got {num_fake}.")
+        cards = []
+        # KID and IS draw random subsets from the global RNG: fork it, so training draws the same
+        # numbers as without evaluation, and seed it, so the same features give the same score.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.settings.seed)
+            for name in self.names:
+                metric = self.metrics[name]
+                metric.reset()  # fake features only: the real ones stay (reset_real_features=False)
+                if name == "is":
+                    metric.update(logits)
+                else:
+                    for chunk in features.split(1000):
+                        metric.update(chunk, real=False)
+                if name == "kid":  # torchmetrics needs subsets no larger than either set
+                    metric.subset_size = min(KID_SUBSET_SIZE, self.num_real, num_fake)
+                result = metric.compute()
+                value, std = (result, None) if name == "fid" else result
+                cards.append(self.card(name, float(value), None if std is None else float(std), num_fake, step))
+                metric.reset()
+        return cards
+
+    def card(self, name: str, value: float, std: Optional[float], num_fake: int, step: int) -> dict[str, Any]:
+        """How a number was made: enough to reproduce it, or to see why two numbers differ."""
+        options: dict[str, Any] = {"seed": self.settings.seed}
+        if name == "kid":
+            options.update(subsets=KID_SUBSETS, subset_size=self.metrics["kid"].subset_size, degree=3)
+        if name == "is":
+            options.update(splits=IS_SPLITS)
+        from importlib.metadata import version
+
+        return {
+            "metric": name,
+            "value": value,
+            "std": std,
+            "step": step,
+            "num_real": self.num_real,
+            "num_fake": num_fake,
+            "split": self.settings.split,
+            "dataset": self.real.fingerprint,
+            "image_size": int(self.real.image_size),
+            "channels": int(self.real.channels),
+            "backbone": self.backbone.name,
+            "weights_sha256": self.backbone.weights_sha256,
+            "resize": self.backbone.resize,
+            "options": options,
+            "library": f"torchmetrics {version('torchmetrics')}",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+
+def scalars(cards: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """{"metrics/fid": 12.3, ...} for RunLogger.log / TensorBoard."""
+    return {f"metrics/{card['metric']}": card["value"] for card in cards}
+
+
+def is_better(name: str, new: float, old: Optional[float]) -> bool:
+    """Whether `new` beats `old` (None: nothing yet) for metric `name` (FID, KID lower; IS higher)."""
+    if old is None:
+        return True
+    return new > old if HIGHER_IS_BETTER[name] else new < old
+
+
+def append_jsonl(run_dir: str | os.PathLike, cards: Iterable[dict[str, Any]]) -> Path:
+    """Append each card as one JSON line to <run_dir>/metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        for card in cards:
+            f.write(json.dumps(card) + "\n")
+    return path
