@@ -1,0 +1,342 @@
+"""Sweeps (`ganctl train -m`): each job's status, its objective, and the sweep's summary table.
+
+Every job of a sweep writes `status.json` into its run directory (running, finished, failed,
+interrupted, requeued) with its overrides and final numbers. The summary is read back from those
+files, so it can be rebuilt at any time: by the `SweepSummary` Hydra callback when the sweep ends,
+and by `ganctl summary <sweep dir>` while it runs or after it was cut off.
+No torch import here: Hydra instantiates the callback for every `ganctl train`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from ganctl.errors import GanctlError
+
+STATUS_FILE = "status.json"
+SWEEP_FILE = "sweep.json"  # the sweep's swept keys and objective, written when it starts
+SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
+PROXY = "d_gap"  # the objective when no FID was measured: see objective()
+
+# Set while `ganctl train -m` runs in this process, for app.main: the sweep's directory once it
+# started, and whether the callback wrote its summary (then also how many jobs failed).
+current_sweep: dict[str, Any] = {}
+
+
+class SweepSummary(Callback):
+    """Hydra callback: records what a sweep varies when it starts; writes and prints the summary
+    when it ends. `objective` names what each job returns to the sweeper (see objective())."""
+
+    def __init__(self, objective: str = "fid") -> None:
+        self.objective = objective
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time()}
+        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        current_sweep.clear()
+        current_sweep["dir"] = sweep_dir
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        rows = finish(Path(config.hydra.sweep.dir))
+        current_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
+
+
+def finish(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Write summary.csv and summary.md into the sweep directory and print the table."""
+    rows = read_sweep(sweep_dir)
+    write_tables(sweep_dir, rows)
+    console = Console(stderr=True, soft_wrap=True)  # beside the jobs' progress, as ganctl.logger's
+    print_table(sweep_dir, rows, console)
+    console.print(f"Summary: {sweep_dir / SUMMARY_CSV} and {SUMMARY_MD}; again any time with `ganctl summary {sweep_dir}`")
+    current_sweep["summarized"] = True
+    return rows
+
+
+def swept_keys(hydra_cfg: DictConfig) -> list[str]:
+    """The keys a sweep varies: command-line sweep overrides (a,b / range / choice / interval)
+    and the sweeper's `params` (how the Optuna sweeper is usually given its search space)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = [
+        override.get_key_element()
+        for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+        if override.is_sweep_override()
+    ]
+    params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
+    keys += [key for key in params if key not in keys]
+    return [key.lstrip("+~") for key in keys if not key.startswith("hydra.")]
+
+
+def swept_in(sweep_dir: Path) -> Optional[list[str]]:
+    """The swept keys recorded in the sweep directory when the sweep started (None: no record)."""
+    record = read_json(Path(sweep_dir) / SWEEP_FILE)
+    return record["swept"] if record else None
+
+
+# ---------------------------------------------------------------- one job
+
+
+def write_status(run_dir: Path, status: str, **fields: Any) -> None:
+    """Replace the job's status.json atomically (a reader never sees half a file)."""
+    path = Path(run_dir) / STATUS_FILE
+    previous = read_json(path) or {}
+    record = {**previous, **fields, "status": status, "updated": time.time()}
+    if status == "running":
+        record.update(pid=os.getpid(), host=socket.gethostname())
+        for stale in ("error", "signal", "objective", "objective_source", "summary"):
+            record.pop(stale, None)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def latest_metric(run_dir: Path, name: str) -> Optional[dict[str, Any]]:
+    """The newest {"metric": name, "value": ..., "step": ...} line of run_dir/metrics.jsonl."""
+    latest = None
+    try:
+        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if isinstance(record, dict) and record.get("metric") == name and isinstance(record.get("value"), (int, float)):
+            if latest is None or record.get("step", 0) >= latest.get("step", 0):
+                latest = record
+    return latest
+
+
+def objective(run_dir: Path, summary: dict[str, Any], name: str) -> tuple[float, str]:
+    """What the job returns to the sweeper, always to be minimised, and where it came from.
+
+    `name` is a metric of metrics.jsonl (`fid`, the default, or `kid`): its newest value. When the
+    run logged none, or `name` is `d_gap`, the proxy: |mean D(real) - mean D(fake)| over the last
+    logging window, i.e. how well D still tells real from fake. It is weak (a D that learned nothing
+    also scores 0) and not comparable across losses or discriminators, whose scores have different
+    scales. `g_loss` and `d_loss` name the final losses, which are weaker still.
+    """
+    if name != PROXY:
+        record = latest_metric(run_dir, name)
+        if record is not None:
+            return float(record["value"]), f"{name}@{record.get('step', '?')}"
+    if name in ("g_loss", "d_loss"):
+        value = (summary.get("losses") or {}).get(name)
+        return (float(value) if value is not None else math.nan), name
+    real, fake = summary.get("d_real"), summary.get("d_fake")
+    if real is None or fake is None:
+        return math.nan, PROXY
+    return abs(real - fake), PROXY
+
+
+def hparam_value(text: str) -> Any:
+    """An override's value as TensorBoard's HParams wants it: a number when it is one."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def override_values(overrides: list[str]) -> dict[str, str]:
+    """['loss=hinge', '+a.b=1'] -> {'loss': 'hinge', 'a.b': '1'}"""
+    pairs = (override.split("=", 1) for override in overrides if "=" in override)
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def write_hparams(run_dir: Path, hparams: dict[str, Any], metrics: dict[str, Optional[float]], step: int) -> None:
+    """The job's swept values and final metrics for TensorBoard's HParams view, as one more event
+    file in run_dir/tb beside its scalars (so `tensorboard --logdir <sweep dir>` compares the jobs)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    metrics = {f"hparams/{name}": value for name, value in metrics.items() if value is not None and not math.isnan(value)}
+    with SummaryWriter(log_dir=str(Path(run_dir) / "tb")) as writer:
+        for summary in hparams_summaries(hparams, metrics):  # experiment, session start, session end
+            writer.file_writer.add_summary(summary)
+        for name, value in metrics.items():
+            writer.add_scalar(name, value, step)
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """Run directories under a sweep directory: those with Hydra's .hydra/overrides.yaml."""
+    found = [path.parent.parent for path in sweep_dir.rglob(".hydra/overrides.yaml")]
+    return sorted(path for path in found if path != sweep_dir and ".submitit" not in path.parts)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_job(run_dir: Path) -> dict[str, Any]:
+    """One row of the summary from a run directory's status.json and summary.json."""
+    status = read_json(run_dir / STATUS_FILE) or {}
+    summary = status.get("summary") or read_json(run_dir / "summary.json") or {}
+    state = status.get("status")
+    if state is None:  # a job from before status.json, or one that never reached ganctl's code
+        state = "finished" if (run_dir / "summary.json").exists() else "unknown"
+    if state == "running" and status.get("host") == socket.gethostname() and not process_alive(status.get("pid", -1)):
+        state = "interrupted"  # killed without a chance to say so (SIGKILL, out of memory, power)
+    overrides = status.get("overrides")
+    if overrides is None:
+        overrides = list(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    losses = summary.get("losses") or {}
+    return {
+        "job": status.get("job", run_dir.name),
+        "values": override_values(overrides),
+        "status": state,
+        "detail": detail(status),
+        "objective": status.get("objective"),
+        "objective_source": status.get("objective_source", ""),
+        "d_loss": losses.get("d_loss"),
+        "g_loss": losses.get("g_loss"),
+        "images_per_second": summary.get("images_per_second"),
+        "wall_seconds": summary.get("wall_seconds"),
+        "steps": summary.get("steps", status.get("step")),
+        "run_dir": str(run_dir),
+    }
+
+
+def detail(status: dict[str, Any]) -> str:
+    """What the status alone does not say: the error, the signal, how often it was requeued."""
+    parts = [status["error"]] if status.get("error") else []
+    if status.get("signal") and status.get("status") in ("interrupted", "requeued"):
+        parts.append(f"{status['signal']} after step {status.get('step')}")
+    if status.get("requeues"):
+        parts.append(f"requeued {status['requeues']}x")
+    return "; ".join(parts)
+
+
+def read_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise GanctlError(f"Sweep directory not found: {sweep_dir}. Pass the hydra.sweep.dir of a `ganctl train -m` run.")
+    if (sweep_dir / ".hydra" / "overrides.yaml").exists() and not (sweep_dir / SWEEP_FILE).exists():
+        raise GanctlError(
+            f"{sweep_dir} is the directory of a single run, not of a sweep. `ganctl summary` reads the "
+            f"directory a `ganctl train -m` run writes its jobs into (hydra.sweep.dir, by default multirun/<date>/<time>)."
+        )
+    swept = swept_in(sweep_dir)
+    if swept is None and not (sweep_dir / "multirun.yaml").exists():
+        raise GanctlError(
+            f"{sweep_dir} is not a ganctl sweep directory (it has no {SWEEP_FILE} or multirun.yaml). Pass the "
+            f"directory a `ganctl train -m` run writes its jobs into (hydra.sweep.dir, by default multirun/<date>/<time>)."
+        )
+    rows = [read_job(run_dir) for run_dir in job_dirs(sweep_dir)]
+    swept = varying_keys(rows) if swept is None else swept
+    for row in rows:
+        row["values"] = {key: row["values"].get(key, "") for key in swept}
+    return sorted(rows, key=lambda row: (int(row["job"]) if str(row["job"]).isdigit() else math.inf, row["run_dir"]))
+
+
+def varying_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Without sweep.json (a sweep from an older ganctl): the overrides whose values differ."""
+    keys = list(dict.fromkeys(key for row in rows for key in row["values"]))
+    return [key for key in keys if len({row["values"].get(key) for row in rows}) > 1]
+
+
+COLUMNS = ["job", "status", "objective", "objective_source", "d_loss", "g_loss", "images_per_second", "wall_seconds", "steps", "run_dir"]
+
+
+def flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with the swept values as columns, status and its detail in one cell."""
+    status = f"{row['status']}: {row['detail']}" if row["detail"] else row["status"]
+    return {**{key: value for key, value in row["values"].items()}, **{key: row[key] for key in COLUMNS}, "status": status}
+
+
+def number(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
+def write_tables(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """summary.csv (every number at full precision) and summary.md (rounded, for reading)."""
+    flat_rows = [flat(row) for row in rows]
+    header = list(flat_rows[0]) if flat_rows else COLUMNS
+    with open(sweep_dir / SUMMARY_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in flat_rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in flat_rows:
+        cells = (number(row[key]).replace("|", "\\|") for key in header)
+        lines.append("| " + " | ".join(cells) + " |")
+    (sweep_dir / SUMMARY_MD).write_text(f"# Sweep {sweep_dir}\n\n" + "\n".join(lines) + "\n")
+
+
+def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -> None:
+    swept = list(rows[0]["values"]) if rows else []
+    if not console.is_terminal:
+        console.width = 160  # a log file or pipe: no terminal to fit, keep one line per job
+    table = Table(title=f"sweep {sweep_dir}", title_justify="left")
+    for name in ["job", *swept, "status", "objective", "d_loss", "g_loss", "img/s", "wall s", "run dir"]:
+        wraps = name in ("status", "run dir")
+        table.add_column(name, overflow="fold", no_wrap=not wraps, min_width=12 if name == "status" else None)
+    colour = {"finished": "green", "failed": "red", "interrupted": "yellow", "requeued": "yellow", "running": "cyan"}
+    for row in rows:
+        status = f"[{colour.get(row['status'], 'white')}]{row['status']}[/]" + (f": {row['detail']}" if row["detail"] else "")
+        run_dir = Path(row["run_dir"])
+        table.add_row(
+            str(row["job"]), *(row["values"][key] for key in swept), status, number(row["objective"]),
+            number(row["d_loss"]), number(row["g_loss"]), number(row["images_per_second"], 3),
+            number(row["wall_seconds"], 3), str(run_dir.relative_to(sweep_dir) if run_dir.is_relative_to(sweep_dir) else run_dir),
+        )
+    console.print(table)
+    counts = {state: sum(row["status"] == state for row in rows) for state in colour}
+    sources = sorted({row["objective_source"].split("@")[0] for row in rows if row["objective_source"]})
+    console.print(
+        (", ".join(f"{count} {state}" for state, count in counts.items() if count) or "no jobs yet")
+        + (f"; objective: {', '.join(sources)} (lower is better)" if sources else "")
+        + f"; run dirs under {sweep_dir}"
+    )
+
+
+USAGE = """usage: ganctl summary <sweep dir>
+
+Print the table of a sweep's jobs (`ganctl train -m ...`): swept values, status, objective, final
+losses, images/s, wall time and run directory. Works while the sweep runs and after it was cut off.
+"""
+
+
+def main(args: list[str]) -> int:
+    """`ganctl summary <sweep dir>`"""
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    sweep_dir = Path(args[0]).expanduser()
+    print_table(sweep_dir, read_sweep(sweep_dir), Console())
+    return 0

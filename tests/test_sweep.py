@@ -1,0 +1,194 @@
+"""Sweeps: `ganctl train -m` with Hydra's launchers and sweepers, the summary, TensorBoard HParams,
+and submitit's requeue-and-resume protocol. Real subprocesses with tiny configs on the CPU."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganctl import checkpoint, sweep
+from helpers import TINY, TINY_DCGAN, run_cli
+
+TINY_ARGS = [*TINY, *TINY_DCGAN]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def failed_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A 2 x 2 sweep on the default (sequential) launcher in which the two jobs with lr=-1 fail."""
+    sweep_dir = tmp_path_factory.mktemp("sweep") / "sweep"
+    result = run_cli("train", "-m", *TINY_ARGS, "loss=bce,hinge", "optimizer.g.lr=2e-4,-1",
+                     f"hydra.sweep.dir={sweep_dir}", cwd=sweep_dir.parent)
+    return sweep_dir, result
+
+
+def test_a_failing_job_lands_in_the_summary_and_the_sweep_goes_on(failed_sweep) -> None:
+    sweep_dir, result = failed_sweep
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output  # all jobs ran, and the exit code says some failed
+    assert "Traceback" not in output, output
+    assert output.count("error:") == 2, output
+    assert "job 1 (loss=bce optimizer.g.lr=-1) failed: optimizer.g.lr must be a positive number" in output
+
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [(row["job"], row["loss"], row["optimizer.g.lr"]) for row in rows] == [
+        ("0", "bce", "0.0002"), ("1", "bce", "-1"), ("2", "hinge", "0.0002"), ("3", "hinge", "-1")]
+    for row in rows:
+        if row["optimizer.g.lr"] == "-1":
+            assert row["status"] == "failed: optimizer.g.lr must be a positive number, got -1.", row
+            assert row["objective"] == ""
+            continue
+        assert row["status"] == "finished", row
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        assert float(row["g_loss"]) == pytest.approx(summary["losses"]["g_loss"])
+        assert float(row["images_per_second"]) == pytest.approx(summary["images_per_second"])
+        assert float(row["objective"]) == pytest.approx(abs(summary["d_real"] - summary["d_fake"]))
+        assert row["objective_source"] == "d_gap"
+        assert row["steps"] == "4"
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert "| loss | optimizer.g.lr | job | status |" in markdown and markdown.count("| failed: ") == 2
+
+
+def test_each_job_has_a_full_run_directory_and_hparams(failed_sweep) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    sweep_dir, _ = failed_sweep
+    run_dir = sweep_dir / "2"
+    for name in ("checkpoints/last.pt", "summary.json", "train.log", ".hydra/config.yaml"):
+        assert (run_dir / name).exists(), name
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["step"] == 4
+    events = EventAccumulator(str(run_dir / "tb"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["loss"].string_value == "hinge"
+    assert hparams["optimizer.g.lr"].number_value == pytest.approx(2e-4)
+    objective = events.Scalars("hparams/objective")[-1]
+    assert objective.step == 4
+    status = json.loads((run_dir / "status.json").read_text())
+    assert objective.value == pytest.approx(status["objective"])
+
+
+def test_summary_command_prints_the_table_again(failed_sweep) -> None:
+    sweep_dir, _ = failed_sweep
+    result = run_cli("summary", str(sweep_dir))
+    assert result.returncode == 0, result.stderr
+    assert "2 finished, 2 failed" in result.stdout
+    assert "optimizer.g.lr must be a positive number" in result.stdout
+
+
+def test_summary_of_a_cut_off_sweep(failed_sweep, tmp_path: Path) -> None:
+    """A job whose process died without a word (SIGKILL, out of memory) reads as interrupted."""
+    sweep_dir = tmp_path / "cut"
+    shutil.copytree(failed_sweep[0], sweep_dir)
+    status_path = sweep_dir / "2" / "status.json"
+    status = json.loads(status_path.read_text())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    status.update(status="running", pid=dead.pid)
+    status_path.write_text(json.dumps(status))
+    shutil.rmtree(sweep_dir / "3")  # never started
+    rows = sweep.read_sweep(sweep_dir)
+    assert [row["status"] for row in rows] == ["finished", "failed", "interrupted"]
+
+
+@pytest.mark.parametrize("make", ["nothing", "single run"])
+def test_summary_of_a_folder_that_is_not_a_sweep(tmp_path: Path, make: str) -> None:
+    if make == "single run":
+        (tmp_path / ".hydra").mkdir()
+        (tmp_path / ".hydra" / "overrides.yaml").write_text("[]\n")
+    result = run_cli("summary", str(tmp_path))
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert ("single run" if make == "single run" else "not a ganctl sweep directory") in output
+
+
+def test_objective_is_the_latest_fid_else_the_proxy(tmp_path: Path) -> None:
+    summary = {"d_real": 0.9, "d_fake": 0.4, "losses": {"g_loss": 1.5, "d_loss": 0.7}}
+    assert sweep.objective(tmp_path, summary, "fid") == (pytest.approx(0.5), "d_gap")
+    lines = [{"metric": "fid", "value": 80.0, "step": 100}, {"metric": "kid", "value": 0.1, "step": 200},
+             {"metric": "fid", "value": 42.5, "step": 200}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"metric": "fi')
+    assert sweep.objective(tmp_path, summary, "fid") == (42.5, "fid@200")
+    assert sweep.objective(tmp_path, summary, "kid") == (0.1, "kid@200")
+    assert sweep.objective(tmp_path, summary, "d_gap") == (pytest.approx(0.5), "d_gap")
+    assert sweep.objective(tmp_path, summary, "g_loss") == (1.5, "g_loss")
+    assert math.isnan(sweep.objective(tmp_path, {}, "d_gap")[0])
+
+
+def test_joblib_runs_jobs_side_by_side_sharing_the_cores(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", *TINY_ARGS, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                     "loss=bce,hinge", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+                     env={"OMP_NUM_THREADS": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert [(row["loss"], row["status"]) for row in rows] == [("bce", "finished"), ("hinge", "finished")]
+    pids = {json.loads((sweep_dir / job / "status.json").read_text())["pid"] for job in ("0", "1")}
+    assert len(pids) == 2  # two worker processes
+    cores = len(os.sched_getaffinity(0))
+    threads = max(1, cores // min(2, cores))
+    assert f"{threads} torch threads for this job ({cores} cores here)" in (sweep_dir / "0" / "train.log").read_text()
+
+
+def test_optuna_searches_a_space_in_memory(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", *TINY_ARGS, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+                     "hydra.sweeper.n_jobs=1", "hydra.sweeper.sampler.seed=0",
+                     "optimizer.g.lr=tag(log, interval(1e-4, 1e-2))", "loss=choice(bce, hinge)",
+                     f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert len(rows) == 3 and all(row["status"] == "finished" for row in rows)
+    assert all(1e-4 <= float(row["optimizer.g.lr"]) <= 1e-2 and row["loss"] in ("bce", "hinge") for row in rows)
+    best = (sweep_dir / "optimization_results.yaml").read_text()
+    assert f"best_value: {min(float(row['objective']) for row in rows)}" in best
+
+
+def test_submitit_requeues_a_preempted_job_which_resumes_without_losing_steps(tmp_path: Path) -> None:
+    """SIGUSR2 (SLURM's preemption / time-limit signal) to job 0: it saves last.pt, submitit
+    requeues it, and it resumes in the same run directory. Job 1 runs the same training straight
+    through (train.log_every does not change what is trained), so the weights must match."""
+    sweep_dir = tmp_path / "sweep"
+    steps = 100
+    args = [*TINY_ARGS, f"train.steps={steps}", "train.sample_every=0", "train.ckpt_every=0", "train.log_every=1,2",
+            "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1", f"hydra.sweep.dir={sweep_dir}"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([sys.executable, "-m", "ganctl", "train", "-m", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log, deadline = sweep_dir / "0" / "train.log", time.time() + 120
+    while not (log.exists() and "step 1 " in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(json.loads((sweep_dir / "0" / "status.json").read_text())["pid"], signal.SIGUSR2)
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output
+
+    text = log.read_text()
+    stopped = int(text.split("Stopped by SIGUSR2 after step ")[1].split(";")[0])
+    assert 0 < stopped < steps, text
+    assert f"steps {stopped} -> {steps}" in text  # the requeued job resumed from that step
+    status = json.loads((sweep_dir / "0" / "status.json").read_text())
+    assert (status["status"], status["requeues"]) == ("finished", 1)
+    resumed = checkpoint.load(sweep_dir / "0" / "checkpoints" / "last.pt")
+    straight = checkpoint.load(sweep_dir / "1" / "checkpoints" / "last.pt")
+    assert resumed["step"] == straight["step"] == steps
+    for name, tensor in straight["generator"].items():
+        torch.testing.assert_close(resumed["generator"][name], tensor, rtol=0, atol=0)
+    assert "requeued 1x" in (sweep_dir / "summary.csv").read_text()
