@@ -32,6 +32,10 @@ def last_path(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints" / "last.pt"
 
 
+def best_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "checkpoints" / "best.pt"
+
+
 def resolve(path: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory meaning its checkpoints/last.pt."""
     path = Path(path).expanduser()

@@ -13,6 +13,8 @@ commands:
   train    train a GAN: ganctl train [key=value ...] [-m] [--cfg job]
            e.g. ganctl train model=dcgan loss=bce train.steps=2000
   sample   write samples from a checkpoint: ganctl sample <checkpoint or run dir> [--num N] ...
+  eval     FID/KID/IS of a checkpoint: ganctl eval <checkpoint or run dir> [--metrics fid,kid] [--nearest K] ...
+  summary  the table of a sweep's jobs: ganctl summary <sweep dir>  (sweeps: ganctl train -m ...)
 
 `ganctl train --help` lists the config groups and options; `ganctl sample --help` its flags.
 """
@@ -40,6 +42,14 @@ def main(argv: list[str] | None = None) -> int:
             from ganctl.sample import main as sample_main
 
             return sample_main(args)
+        if command == "eval":
+            from ganctl.evaluate import main as eval_main
+
+            return eval_main(args)
+        if command == "summary":
+            from ganctl.sweep import main as summary_main
+
+            return summary_main(args)
     except GanctlError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

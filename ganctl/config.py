@@ -21,6 +21,7 @@ SCHEDULE_KEYS = (
     "train.sample_every",
     "train.ckpt_every",
     "train.device",
+    "train.eval_every",
 )
 
 
@@ -44,16 +45,45 @@ class TrainSettings:
     num_samples: int = MISSING
     lr_schedule: str = MISSING
     augment: List[str] = MISSING
+    eval_every: int = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
+
+
+@dataclass
+class MetricsSettings:
+    """The metrics block (ganctl/metrics.py); values in conf/train.yaml."""
+
+    names: List[str] = MISSING
+    num_fake: int = MISSING
+    num_real: Optional[int] = None
+    batch_size: int = MISSING
+    feature: Any = MISSING  # "inception" or a node with _target_
+    inception_weights: Optional[str] = None
+    split: str = MISSING
+    best: str = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class LossSettings:
+    """A loss option: D's and G's loss functions (_partial_ targets) and how the critic is trained."""
+
+    discriminator: Any = MISSING
+    generator: Any = MISSING
+    critic_steps: int = 1  # D updates per G update
+    gradient_penalty: float = 0.0  # weight of the WGAN-GP penalty; 0 = none
+    clip: float = 0.0  # WGAN weight clipping bound; 0 = none
+    report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
 
 
 @dataclass
 class Schema:
     model: Any = MISSING
-    loss: Any = MISSING
+    loss: LossSettings = field(default_factory=LossSettings)
     optimizer: Any = MISSING
     dataset: Any = MISSING
     train: TrainSettings = field(default_factory=TrainSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     resume: Optional[str] = None
 
 
@@ -82,8 +112,52 @@ def check(cfg: DictConfig) -> None:
     unknown = [name for name in train.augment if name not in POLICIES]
     if unknown:
         raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
-    if cfg.loss.critic_steps < 1:
-        raise GanctlError(f"loss.critic_steps must be at least 1, got {cfg.loss.critic_steps}.")
+    check_loss(cfg.loss)
+    if OmegaConf.select(cfg, "train.eval_every", default=0) < 0:
+        raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
+    if OmegaConf.select(cfg, "metrics") is not None:
+        check_metrics(cfg.metrics)
+
+
+def check_metrics(metrics: DictConfig) -> None:
+    """The metrics block: known names, sizes that torchmetrics can use, a best metric among the names."""
+    from ganctl.metrics import check_names
+
+    names = check_names(metrics.names)
+    if metrics.num_fake < 2:
+        raise GanctlError(f"metrics.num_fake must be at least 2, got {metrics.num_fake}.")
+    if metrics.num_real is not None and metrics.num_real < 2:
+        raise GanctlError(f"metrics.num_real must be at least 2 or null (every image), got {metrics.num_real}.")
+    if metrics.batch_size < 1:
+        raise GanctlError(f"metrics.batch_size must be at least 1, got {metrics.batch_size}.")
+    if metrics.split not in ("train", "test"):
+        raise GanctlError(f"metrics.split must be train or test, got {metrics.split!r}.")
+    if metrics.best not in names:
+        raise GanctlError(f"metrics.best={metrics.best} must be one of metrics.names ({', '.join(names)}).")
+    feature = metrics.feature
+    if not (feature == "inception" or (isinstance(feature, DictConfig) and "_target_" in feature)):
+        raise GanctlError(
+            f"metrics.feature must be inception or a node with _target_ naming a ganctl feature extractor, "
+            f"e.g. metrics.feature={{_target_:ganctl.metrics.PooledPixels,size:8}}; got {feature!r}."
+        )
+
+
+REPORTS = ("probability", "wasserstein", "scores")
+
+
+def check_loss(loss: DictConfig) -> None:
+    if loss.critic_steps < 1:
+        raise GanctlError(f"loss.critic_steps must be at least 1, got {loss.critic_steps}.")
+    for key in ("gradient_penalty", "clip"):
+        if loss[key] < 0:
+            raise GanctlError(f"loss.{key} must be 0 (off) or positive, got {loss[key]}.")
+    if loss.report not in REPORTS:
+        raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {loss.report!r}.")
+    labels = OmegaConf.select(loss, "discriminator", default={})
+    for key, low, high in (("real_target", 0.0, 1.0), ("label_noise", 0.0, 1.0), ("flip_prob", 0.0, 1.0)):
+        value = labels.get(key)
+        if value is not None and not low <= value <= high:
+            raise GanctlError(f"loss.discriminator.{key} must be in [{low}, {high}], got {value}.")
 
 
 def check_targets(cfg: Any, where: str = "") -> None:
@@ -123,6 +197,11 @@ def resumed_config(
         key = override_key(override)
         if key == "resume":
             continue
+        if key == "experiment":
+            raise GanctlError(
+                f"Cannot resume with {override}: a resumed run keeps the config it was started with. "
+                "Start a new run to use an experiment."
+            )
         if key in GROUPS:
             if choices[key] != stored_choices.get(key):
                 raise GanctlError(

@@ -18,6 +18,18 @@ log = logging.getLogger("ganctl")
 console = Console(stderr=True, soft_wrap=True)  # soft wrap: commands stay copyable
 
 
+def warn(message: str) -> None:
+    """One warning line to the run's log file and, in yellow, to the terminal."""
+    from rich.markup import escape
+
+    log.warning(message)
+    console.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+# How the progress bar and train.log show the watched scalars.
+SHORT_NAMES = {"loss/d": "d", "loss/g": "g", "d/real": "D(x)", "d/fake": "D(G(z))", "wasserstein": "W", "gradient_penalty": "gp"}
+
+
 class RunLogger:
     """`log(metrics, step)` to the progress bar and TensorBoard, `image(grid, step)`, `close()`."""
 
@@ -46,10 +58,18 @@ class RunLogger:
         self.images_per_second = steps_per_second * self.batch_size
         for name, value in {**metrics, "speed/images_per_second": self.images_per_second}.items():
             self.writer.add_scalar(name, value, step)
-        losses = "  ".join(f"{name.split('/')[-1]} {value:.3f}" for name, value in metrics.items() if name.startswith("loss/"))
+        losses = "  ".join(f"{SHORT_NAMES[name]} {value:.3f}" for name, value in metrics.items() if name in SHORT_NAMES)
         speed = f"{steps_per_second:.1f} steps/s  {self.images_per_second:.0f} img/s"
         self.progress.update(self.task, completed=step, speed=speed, losses=losses)
         log.info("step %d  %s  %s", step, speed, losses)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Scalars measured now and then (image-quality metrics): TensorBoard and train.log."""
+        for name, value in values.items():
+            self.writer.add_scalar(name, value, step)
+        text = "  ".join(f"{name.split('/')[-1]} {value:.4g}" for name, value in values.items())
+        self.progress.console.print(f"step {step}  {text}")
+        log.info("step %d  %s", step, text)
 
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
         self.writer.add_image(tag, grid, step)
@@ -74,6 +94,9 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("images/s", f"{summary['images_per_second']:.0f}")
     for name, value in summary["losses"].items():
         table.add_row(name, f"{value:.4f}")
+    for name in ("wasserstein", "gradient_penalty"):
+        if summary.get(name) is not None:
+            table.add_row(name, f"{summary[name]:.4f}")
     table.add_row("run directory", str(run_dir))
     console.print(table)
     console.print(f"Sample from it:\n  ganctl sample {run_dir} --num 64 --out {Path(run_dir) / 'samples' / 'grid.png'}")

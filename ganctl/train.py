@@ -23,10 +23,10 @@ from torchvision.utils import make_grid, save_image
 from ganctl import checkpoint
 from ganctl.config import build as instantiate
 from ganctl.augment import augment
+from ganctl.losses import clip_weights, gradient_penalty
 from ganctl import data as datasets
-from ganctl.data import InMemoryImages
 from ganctl.errors import GanctlError
-from ganctl.logger import RunLogger, console, print_summary, write_summary
+from ganctl.logger import RunLogger, console, print_summary, warn, write_summary
 
 log = logging.getLogger("ganctl")
 
@@ -56,7 +56,7 @@ def resolve_device(name: str) -> torch.device:
 class Parts:
     """Everything the loop trains with, built from the config."""
 
-    data: InMemoryImages
+    data: datasets.InMemoryImages | datasets.StreamingImages
     generator: nn.Module
     discriminator: nn.Module
     generator_ema: Optional[nn.Module]
@@ -75,6 +75,7 @@ def build(cfg: DictConfig, device: torch.device) -> Parts:
     generator_ema = None
     if cfg.train.ema.decay > 0:
         generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    check_critic(cfg.loss, cfg.optimizer, discriminator)
     optimizer_g = instantiate(cfg.optimizer.g, "optimizer.g")(generator.parameters())
     optimizer_d = instantiate(cfg.optimizer.d, "optimizer.d")(discriminator.parameters())
     factor = partial(lr_factor, cfg.train.lr_schedule, total_steps=cfg.train.steps)
@@ -89,6 +90,35 @@ def build(cfg: DictConfig, device: torch.device) -> Parts:
         d_loss=instantiate(cfg.loss.discriminator, "loss.discriminator"),
         g_loss=instantiate(cfg.loss.generator, "loss.generator"),
     )
+
+
+MOMENTUM_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.NAdam", "torch.optim.RAdam", "torch.optim.Adamax")
+
+
+def check_critic(loss: DictConfig, optimizer: DictConfig, critic: nn.Module) -> None:
+    """Refuse loss x critic pairs known to be wrong; warn about ones known to be unwise."""
+    if loss.gradient_penalty > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules()):
+        raise GanctlError(
+            "A gradient penalty needs a critic without BatchNorm: the penalty is on each image's own "
+            "gradient, and BatchNorm makes every score depend on the whole batch (Gulrajani et al. 2017). "
+            "Use model=wgangp, or set model.discriminator.norm=layer (or none) for the DCGAN critic, or "
+            "model.discriminator.batch_norm_momentum=null for the conv critic."
+        )
+    if loss.report == "wasserstein" and isinstance(list(critic.modules())[-1], nn.Sigmoid):
+        raise GanctlError(
+            "A Wasserstein critic must output unbounded scores, but this discriminator ends in a sigmoid. "
+            "Remove the sigmoid, or use a BCE-family loss (loss=bce), which applies the sigmoid itself."
+        )
+    if loss.report == "wasserstein" and not (loss.clip > 0 or loss.gradient_penalty > 0):
+        warn("A Wasserstein loss with neither weight clipping (loss.clip) nor a gradient penalty "
+             "(loss.gradient_penalty): nothing keeps the critic Lipschitz, and its scores can grow without bound.")
+    momentum = OmegaConf.select(optimizer, "d.momentum", default=0) or 0
+    if loss.clip > 0 and (optimizer.d._target_ in MOMENTUM_OPTIMIZERS or momentum > 0):
+        warn(f"Weight clipping with a momentum optimizer ({optimizer.d._target_.rsplit('.', 1)[-1]}) for the critic: "
+             "the WGAN paper found it unstable and used RMSprop (optimizer=wgan).")
+    if loss.clip > 0 and loss.gradient_penalty > 0:
+        warn("Both weight clipping and a gradient penalty: WGAN-GP replaces clipping with the penalty; "
+             "set loss.clip=0 (or use loss=wgangp).")
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -129,7 +159,7 @@ def render(generator: nn.Module, latents: torch.Tensor) -> torch.Tensor:
 
 
 class GracefulStop:
-    """SIGINT / SIGTERM / SIGUSR2 ask the loop to stop after the current step; a second one aborts."""
+    """SIGINT / SIGTERM / SIGUSR2 ask the loop to stop after the current step; a second SIGINT aborts."""
 
     SIGNALS = tuple(s for s in ("SIGINT", "SIGTERM", "SIGUSR2") if hasattr(signal, s))
 
@@ -145,13 +175,35 @@ class GracefulStop:
         return self
 
     def handle(self, number: int, frame: Any) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt  # the second signal: stop now, last.pt stays as it was
-        self.requested = signal.Signals(number).name
+        name = signal.Signals(number).name
+        if self.requested is not None and name == "SIGINT":
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, last.pt stays as it was
+        # A scheduler's repeated or mixed signals (SLURM preemption: SIGTERM, then SIGUSR2) keep the
+        # first request: the step completes and the checkpoint is written.
+        self.requested = self.requested or name
 
     def __exit__(self, *exc: Any) -> None:
         for number, handler in self.previous.items():
             signal.signal(number, handler)
+
+
+STATS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty")
+
+
+def watched(loss: DictConfig, values: list[float]) -> dict[str, float]:
+    """The scalars to log for this loss, from the means of STATS over the log interval: the losses,
+    and D's view of real and fake images as the loss reads it (probabilities for the BCE family; for
+    Wasserstein losses the distance estimate mean D(real) - mean D(fake), and the penalty term)."""
+    stat = dict(zip(STATS, values))
+    scalars = {"loss/d": stat["d_loss"], "loss/g": stat["g_loss"]}
+    if loss.report == "probability":
+        return {**scalars, "d/real": stat["real_probability"], "d/fake": stat["fake_probability"]}
+    scalars.update({"d/real": stat["real_score"], "d/fake": stat["fake_score"]})
+    if loss.report == "wasserstein":
+        scalars["wasserstein"] = stat["real_score"] - stat["fake_score"]
+    if loss.gradient_penalty:
+        scalars["gradient_penalty"] = stat["penalty"]
+    return scalars
 
 
 @dataclass
@@ -168,6 +220,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def restore(parts: Parts, state: dict[str, Any], device: torch.device) -> None:
+    """Load a checkpoint's networks, optimizers, schedulers and RNG states into the built parts."""
+    parts.generator.load_state_dict(state["generator"])
+    parts.discriminator.load_state_dict(state["discriminator"])
+    parts.optimizer_g.load_state_dict(state["optimizer_g"])
+    parts.optimizer_d.load_state_dict(state["optimizer_d"])
+    for scheduler, scheduler_state in zip(parts.schedulers, state["schedulers"]):
+        scheduler.load_state_dict(scheduler_state)
+    if parts.generator_ema is not None:
+        parts.generator_ema.load_state_dict(state["generator_ema"])
+    checkpoint.restore_rng_states(state["rng"], device)
+
+
+def training_state(parts: Parts, device: torch.device, **fields: Any) -> dict[str, Any]:
+    """A checkpoint: the parts' state dicts and the RNG states, plus `fields` (step, config, ...)."""
+    return {
+        "format": checkpoint.FORMAT,
+        "version": checkpoint.VERSION,
+        **fields,
+        "generator": parts.generator.state_dict(),
+        "discriminator": parts.discriminator.state_dict(),
+        "generator_ema": parts.generator_ema.state_dict() if parts.generator_ema is not None else None,
+        "optimizer_g": parts.optimizer_g.state_dict(),
+        "optimizer_d": parts.optimizer_d.state_dict(),
+        "schedulers": [scheduler.state_dict() for scheduler in parts.schedulers],
+        "rng": checkpoint.rng_states(device),
+        "data": {"channels": parts.data.channels, "image_size": parts.data.image_size},
+    }
+
+
+def build_evaluator(cfg: DictConfig, data: Any, device: torch.device) -> Any:
+    """The image-quality metrics of train.eval_every, against the configured split of the dataset."""
+    from ganctl import metrics
+
+    real = data if cfg.metrics.split == "train" else datasets.build(cfg.dataset, device, split=cfg.metrics.split)
+    return metrics.Evaluator(cfg.metrics, real, device)
+
+
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]] = None) -> RunResult:
     """Train G and D as the config says, writing checkpoints, logs and samples into run_dir."""
     run_dir = Path(run_dir)
@@ -181,22 +271,16 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
     seed_everything(settings.seed)
     parts = build(cfg, device)
     G, D = parts.generator, parts.discriminator
-    start_step, wall_before = 0, 0.0
+    start_step, wall_before, cards, best = 0, 0.0, [], None
     if resume is not None:
-        G.load_state_dict(resume["generator"])
-        D.load_state_dict(resume["discriminator"])
-        parts.optimizer_g.load_state_dict(resume["optimizer_g"])
-        parts.optimizer_d.load_state_dict(resume["optimizer_d"])
-        for scheduler, state in zip(parts.schedulers, resume["schedulers"]):
-            scheduler.load_state_dict(state)
-        if parts.generator_ema is not None:
-            parts.generator_ema.load_state_dict(resume["generator_ema"])
-        checkpoint.restore_rng_states(resume["rng"], device)
+        restore(parts, resume, device)
         start_step, wall_before = resume["step"], resume["wall_seconds"]
+        cards, best = resume.get("metrics", []), resume.get("best")
     if start_step >= settings.steps:
         console.print(f"{run_dir} already reached {start_step} of train.steps={settings.steps}; nothing to do. "
                       f"Pass a larger train.steps to train further.")
         return RunResult(run_dir, start_step, {})
+    evaluator = build_evaluator(cfg, parts.data, device) if settings.eval_every else None
 
     log.info(
         "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d",
@@ -209,35 +293,39 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
     fixed_latents = torch.randn(settings.num_samples, G.latent_dim, generator=torch.Generator().manual_seed(settings.seed)).to(device)
     sample_model = parts.generator_ema or G
     logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size)
-    stats = torch.zeros(4, device=device)  # running sums of d_loss, g_loss, D(real), D(fake): read once per log
-    stats_count, last_logged, last_saved = 0, {}, -1
-    batch_size, critic_steps, policy = settings.batch_size, cfg.loss.critic_steps, list(settings.augment)
+    stats = torch.zeros(len(STATS), device=device)  # running sums of STATS, read once per log
+    stats_count, last_logged, last_saved, last_evaluated = 0, {}, -1, -1
+    loss, penalty = cfg.loss, torch.zeros((), device=device)
+    batch_size, critic_steps, policy = settings.batch_size, loss.critic_steps, list(settings.augment)
+
+    def state(step: int) -> dict[str, Any]:
+        return training_state(
+            parts, device, step=step, wall_seconds=wall_before + time.perf_counter() - started,
+            config=OmegaConf.to_container(cfg, resolve=True), choices=dict(choices), metrics=cards, best=best,
+        )
 
     def snapshot(step: int, periodic: bool) -> None:
-        state = {
-            "format": checkpoint.FORMAT,
-            "version": checkpoint.VERSION,
-            "step": step,
-            "wall_seconds": wall_before + time.perf_counter() - started,
-            "generator": G.state_dict(),
-            "discriminator": D.state_dict(),
-            "generator_ema": parts.generator_ema.state_dict() if parts.generator_ema is not None else None,
-            "optimizer_g": parts.optimizer_g.state_dict(),
-            "optimizer_d": parts.optimizer_d.state_dict(),
-            "schedulers": [scheduler.state_dict() for scheduler in parts.schedulers],
-            "rng": checkpoint.rng_states(device),
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "choices": dict(choices),
-            "data": {"channels": parts.data.channels, "image_size": parts.data.image_size},
-        }
         paths = [checkpoint.step_path(run_dir, step)] if periodic else []
-        checkpoint.save(state, *paths, checkpoint.last_path(run_dir))
+        checkpoint.save(state(step), *paths, checkpoint.last_path(run_dir))
 
     def write_grid(step: int) -> None:
         grid = make_grid(render(sample_model, fixed_latents), nrow=8, normalize=True, value_range=(-1, 1))
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
         logger.image("samples/fixed_latents", grid, step)
+
+    def evaluate(step: int) -> None:
+        """Metric cards to metrics.jsonl and TensorBoard; checkpoints/best.pt when the best metric improves."""
+        from ganctl import metrics
+
+        nonlocal cards, best
+        cards = evaluator(sample_model, step)
+        metrics.append_jsonl(run_dir, cards)
+        logger.scalars(metrics.scalars(cards), step)
+        card = next(card for card in cards if card["metric"] == cfg.metrics.best)
+        if metrics.is_better(card["metric"], card["value"], best and best["value"]):
+            best = {"metric": card["metric"], "value": card["value"], "step": step}
+            checkpoint.save(state(step), checkpoint.best_path(run_dir))
 
     started = time.perf_counter()
     step = start_step
@@ -252,9 +340,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                         fake = G(latents)
                     real_scores, fake_scores = D(augment(real, policy)), D(augment(fake.detach(), policy))
                     d_loss = parts.d_loss(real_scores, fake_scores)
+                    if loss.gradient_penalty:
+                        penalty = gradient_penalty(D, real, fake)
+                        d_loss = d_loss + loss.gradient_penalty * penalty
                     parts.optimizer_d.zero_grad(set_to_none=True)
                     d_loss.backward()
                     parts.optimizer_d.step()
+                    if loss.clip:
+                        clip_weights(D, loss.clip)
 
                 # Generator update on the same fakes, scored by the updated D.
                 g_loss = parts.g_loss(D(augment(fake, policy)))
@@ -267,16 +360,19 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                 if parts.generator_ema is not None:
                     update_ema(parts.generator_ema, G, ema_decay(settings.ema.decay, step - settings.ema.start))
 
-                stats += torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean()]).detach()
+                stats += torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(),
+                                      real_scores.sigmoid().mean(), fake_scores.sigmoid().mean(), penalty]).detach()
                 stats_count += 1
                 if step % settings.log_every == 0 or step == settings.steps or stop.requested:
-                    d_value, g_value, d_real, d_fake = (stats / stats_count).tolist()  # the one host sync
-                    last_logged = {"loss/d": d_value, "loss/g": g_value, "d/real": d_real, "d/fake": d_fake}
+                    last_logged = watched(loss, (stats / stats_count).tolist())  # the one host sync
                     logger.log(last_logged, step)
                     stats.zero_()
                     stats_count = 0
                 if settings.sample_every and step % settings.sample_every == 0:
                     write_grid(step)
+                if settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
+                    evaluate(step)
+                    last_evaluated = step
                 if settings.ckpt_every and step % settings.ckpt_every == 0:
                     snapshot(step, periodic=True)
                     last_saved = step
@@ -297,6 +393,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
         "losses": {"d_loss": last_logged.get("loss/d"), "g_loss": last_logged.get("loss/g")},
         "d_real": last_logged.get("d/real"),
         "d_fake": last_logged.get("d/fake"),
+        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty") if name in last_logged},
+        **{f"metrics/{card['metric']}": card["value"] for card in cards},
+        **({"best": best} if best else {}),
         **{group: choices.get(group) for group in ("model", "loss", "optimizer", "dataset")},
         "device": str(device),
         "run_dir": str(run_dir),
