@@ -7,6 +7,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -208,14 +209,17 @@ def main(args: list[str]) -> int:
     sys.argv = ["ganctl train", *resume_arguments(args)]
     sweep.current_sweep.clear()
     code = 0
-    try:
-        hydra_train()
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-    except KeyboardInterrupt:
-        code = EXIT_CODES["SIGINT"]
-    finally:
-        sys.argv = saved
+    with tempfile.TemporaryDirectory(prefix="ganctl-rank") as elsewhere:
+        if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone owns the run directory
+            sys.argv += [f"hydra.run.dir={elsewhere}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
+        try:
+            hydra_train()
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        except KeyboardInterrupt:
+            code = EXIT_CODES["SIGINT"]
+        finally:
+            sys.argv = saved
     if "dir" in sweep.current_sweep and not sweep.current_sweep.get("summarized"):
         sweep.finish(sweep.current_sweep["dir"])  # the sweep ended early: summarise what ran
     if code == 0 and sweep.current_sweep.get("failed"):

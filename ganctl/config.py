@@ -46,6 +46,7 @@ class TrainSettings:
     lr_schedule: str = MISSING
     augment: List[str] = MISSING
     eval_every: int = MISSING
+    sync_batchnorm: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
 
 

@@ -79,6 +79,18 @@ class RunLogger:
         self.writer.close()
 
 
+class NullLogger:
+    """RunLogger's interface, doing nothing: for the ranks of a multi-process run other than rank 0."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def scalars(self, values: dict[str, float], step: int) -> None: ...
+
+    def image(self, tag: str, grid: torch.Tensor, step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 

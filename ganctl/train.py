@@ -20,13 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint
+from ganctl import checkpoint, distributed
 from ganctl.config import build as instantiate
 from ganctl.augment import augment
 from ganctl.losses import clip_weights, gradient_penalty
 from ganctl import data as datasets
 from ganctl.errors import GanctlError
-from ganctl.logger import RunLogger, console, print_summary, warn, write_summary
+from ganctl.logger import NullLogger, RunLogger, console, print_summary, warn, write_summary
 
 log = logging.getLogger("ganctl")
 
@@ -206,6 +206,19 @@ def watched(loss: DictConfig, values: list[float]) -> dict[str, float]:
     return scalars
 
 
+def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best: Optional[dict]) -> dict[str, Any]:
+    """The summary's view of how training ended: the last logged losses and scores, the latest
+    metric values and the best one."""
+    return {
+        "losses": {"d_loss": last_logged.get("loss/d"), "g_loss": last_logged.get("loss/g")},
+        "d_real": last_logged.get("d/real"),
+        "d_fake": last_logged.get("d/fake"),
+        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty") if name in last_logged},
+        **{f"metrics/{card['metric']}": card["value"] for card in cards},
+        **({"best": best} if best else {}),
+    }
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -260,9 +273,20 @@ def build_evaluator(cfg: DictConfig, data: Any, device: torch.device) -> Any:
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]] = None) -> RunResult:
     """Train G and D as the config says, writing checkpoints, logs and samples into run_dir."""
-    run_dir = Path(run_dir)
     settings = cfg.train
-    device = resolve_device(settings.device)
+    group, device = distributed.setup(resolve_device(settings.device))
+    try:
+        return train_on(cfg, Path(distributed.broadcast(str(run_dir), group)), choices, resume, group, device)
+    finally:
+        distributed.teardown(group)
+
+
+def train_on(
+    cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]],
+    group: distributed.Group, device: torch.device,
+) -> RunResult:
+    """The training run itself, in one process of `group` (a single process without torchrun)."""
+    settings = cfg.train
     if resume is None and checkpoint.last_path(run_dir).exists():
         raise GanctlError(
             f"{run_dir} already holds a run (checkpoints/last.pt). Continue it with "
@@ -276,11 +300,14 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
         restore(parts, resume, device)
         start_step, wall_before = resume["step"], resume["wall_seconds"]
         cards, best = resume.get("metrics", []), resume.get("best")
+    distributed.reseed(group)  # several ranks: each draws its own batches and latents
+    G_train = distributed.wrap(G, group, device, settings.sync_batchnorm)  # what the loop calls: DDP
+    D_train = distributed.wrap(D, group, device, settings.sync_batchnorm)  # when there are several ranks
     if start_step >= settings.steps:
         console.print(f"{run_dir} already reached {start_step} of train.steps={settings.steps}; nothing to do. "
                       f"Pass a larger train.steps to train further.")
         return RunResult(run_dir, start_step, {})
-    evaluator = build_evaluator(cfg, parts.data, device) if settings.eval_every else None
+    evaluator = build_evaluator(cfg, parts.data, device) if settings.eval_every and group.main else None
 
     log.info(
         "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d",
@@ -292,9 +319,9 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
     # The fixed-latent grid uses its own generator so that drawing it never shifts the training RNG.
     fixed_latents = torch.randn(settings.num_samples, G.latent_dim, generator=torch.Generator().manual_seed(settings.seed)).to(device)
     sample_model = parts.generator_ema or G
-    logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size)
+    logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size) if group.main else NullLogger()
     stats = torch.zeros(len(STATS), device=device)  # running sums of STATS, read once per log
-    stats_count, last_logged, last_saved, last_evaluated = 0, {}, -1, -1
+    stats_count, last_logged, last_saved, stopping = 0, {}, -1, False
     loss, penalty = cfg.loss, torch.zeros((), device=device)
     batch_size, critic_steps, policy = settings.batch_size, loss.critic_steps, list(settings.augment)
 
@@ -337,11 +364,11 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                     real = parts.data.sample(batch_size)  # (B, C, H, W) in [-1, 1]
                     latents = torch.randn(batch_size, G.latent_dim, device=device)
                     with torch.set_grad_enabled(critic_step == critic_steps - 1):
-                        fake = G(latents)
-                    real_scores, fake_scores = D(augment(real, policy)), D(augment(fake.detach(), policy))
+                        fake = G_train(latents)
+                    real_scores, fake_scores = D_train(augment(real, policy)), D_train(augment(fake.detach(), policy))
                     d_loss = parts.d_loss(real_scores, fake_scores)
                     if loss.gradient_penalty:
-                        penalty = gradient_penalty(D, real, fake)
+                        penalty = gradient_penalty(D_train, real, fake)
                         d_loss = d_loss + loss.gradient_penalty * penalty
                     parts.optimizer_d.zero_grad(set_to_none=True)
                     d_loss.backward()
@@ -350,7 +377,7 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                         clip_weights(D, loss.clip)
 
                 # Generator update on the same fakes, scored by the updated D.
-                g_loss = parts.g_loss(D(augment(fake, policy)))
+                g_loss = parts.g_loss(D_train(augment(fake, policy)))
                 parts.optimizer_g.zero_grad(set_to_none=True)
                 g_loss.backward()
                 parts.optimizer_g.step()
@@ -363,24 +390,24 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
                 stats += torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(),
                                       real_scores.sigmoid().mean(), fake_scores.sigmoid().mean(), penalty]).detach()
                 stats_count += 1
-                if step % settings.log_every == 0 or step == settings.steps or stop.requested:
+                stopping = distributed.any_rank(stop.requested is not None, group)  # all ranks stop together
+                if group.main and (step % settings.log_every == 0 or step == settings.steps or stopping):
                     last_logged = watched(loss, (stats / stats_count).tolist())  # the one host sync
                     logger.log(last_logged, step)
                     stats.zero_()
                     stats_count = 0
-                if settings.sample_every and step % settings.sample_every == 0:
+                if group.main and settings.sample_every and step % settings.sample_every == 0:
                     write_grid(step)
-                if settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
+                if group.main and settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
                     evaluate(step)
-                    last_evaluated = step
-                if settings.ckpt_every and step % settings.ckpt_every == 0:
+                if group.main and settings.ckpt_every and step % settings.ckpt_every == 0:
                     snapshot(step, periodic=True)
                     last_saved = step
-                if stop.requested:
+                if stopping:
                     break
-            if last_saved != step:
+            if group.main and last_saved != step:
                 snapshot(step, periodic=False)
-            if not settings.sample_every or step % settings.sample_every:
+            if group.main and (not settings.sample_every or step % settings.sample_every):
                 write_grid(step)
         finally:
             logger.close()
@@ -389,24 +416,24 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
     summary = {
         "steps": step,
         "wall_seconds": wall_before + wall,
-        "images_per_second": (step - start_step) * batch_size / max(wall, 1e-9),
-        "losses": {"d_loss": last_logged.get("loss/d"), "g_loss": last_logged.get("loss/g")},
-        "d_real": last_logged.get("d/real"),
-        "d_fake": last_logged.get("d/fake"),
-        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty") if name in last_logged},
-        **{f"metrics/{card['metric']}": card["value"] for card in cards},
-        **({"best": best} if best else {}),
-        **{group: choices.get(group) for group in ("model", "loss", "optimizer", "dataset")},
+        "images_per_second": (step - start_step) * batch_size * group.world_size / max(wall, 1e-9),
+        **run_results(last_logged, cards, best),
+        **{name: choices.get(name) for name in ("model", "loss", "optimizer", "dataset")},
         "device": str(device),
         "run_dir": str(run_dir),
     }
-    if stop.requested:
+    if group.enabled:  # DDP keeps every rank's weights identical: check it, and say so
+        summary["ranks"] = {"world_size": group.world_size, "weights_agree": distributed.weights_agree([G, D], group)}
+    stopped_by = stop.requested or ("SIGTERM" if stopping else None)  # a rank can stop on another's signal
+    if not group.main:
+        return RunResult(run_dir, step, summary, interrupted_by=stopped_by)
+    if stopped_by:
         console.print(
-            f"[yellow]Stopped by {stop.requested} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"
+            f"[yellow]Stopped by {stopped_by} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"
             f"Continue with:\n  ganctl train resume={run_dir}"
         )
-        log.info("Stopped by %s after step %d; saved last.pt", stop.requested, step)
-        return RunResult(run_dir, step, summary, interrupted_by=stop.requested)
+        log.info("Stopped by %s after step %d; saved last.pt", stopped_by, step)
+        return RunResult(run_dir, step, summary, interrupted_by=stopped_by)
     log.info("Finished: %s", summary)
     write_summary(run_dir, summary)
     print_summary(summary, run_dir)
