@@ -66,13 +66,40 @@ def save(state: dict[str, Any], *paths: Path) -> None:
     torch.save(state, buffer)
     data = buffer.getvalue()
     for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as error:  # disk full, read-only or vanished directory, quota...
+            tmp.unlink(missing_ok=True)
+            kept = "".join(f"The previous {p.name} is intact. " for p in paths if p.exists())
+            raise GanctlError(
+                f"Could not write the checkpoint {path}: {error.strerror or error}. {kept}Training stopped "
+                "rather than go on without checkpoints: free some space (or fix the directory's permissions), "
+                f"then continue with `ganctl train resume={run_dir_of(path)}`."
+            ) from error
+
+
+def clean_temporary(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of checkpoint writes that a killed process left behind."""
+    stray = sorted((Path(run_dir) / "checkpoints").glob(".*.pt.tmp"))
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
+
+
+def prune(run_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` step checkpoints (last.pt and best.pt are never touched).
+    Called after a new checkpoint is complete, so a checkpoint never goes before its successor."""
+    steps = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
+    old = steps[:-keep] if keep > 0 else []
+    for path in old:
+        path.unlink(missing_ok=True)
+    return old
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ SCHEDULE_KEYS = (
     "train.ckpt_every",
     "train.device",
     "train.eval_every",
+    "train.keep_last",
 )
 
 
@@ -47,6 +48,7 @@ class TrainSettings:
     augment: List[str] = MISSING
     eval_every: int = MISSING
     sync_batchnorm: bool = MISSING
+    keep_last: int = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
 
 
@@ -97,7 +99,7 @@ def check(cfg: DictConfig) -> None:
     for key in ("steps", "batch_size", "log_every", "num_samples"):
         if train[key] < 1:
             raise GanctlError(f"train.{key} must be at least 1, got {train[key]}.")
-    for key in ("sample_every", "ckpt_every"):
+    for key in ("sample_every", "ckpt_every", "keep_last"):
         if train[key] < 0:
             raise GanctlError(f"train.{key} must be 0 or more, got {train[key]}.")
     if not 0.0 <= train.ema.decay < 1.0:

@@ -219,6 +219,33 @@ def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best
     }
 
 
+class DivergenceWatch:
+    """Notices the first step whose D or G loss is not finite, on the device (no host sync in the
+    step); `check` reads it where the loop synchronises anyway, and before every checkpoint."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.zeros(3, dtype=torch.long, device=device)  # step, D's loss bad, G's loss bad
+
+    def update(self, step: int, d_loss: torch.Tensor, g_loss: torch.Tensor) -> None:
+        bad = (~torch.isfinite(torch.stack([d_loss.detach(), g_loss.detach()]))).long()  # (2,)
+        new = (self.first[0] == 0) & (bad.sum() > 0)
+        self.first = torch.where(new, torch.cat([torch.full_like(bad[:1], step), bad]), self.first)
+
+    def check(self, run_dir: Path, last_saved: int) -> None:
+        step, d_bad, g_bad = self.first.tolist()
+        if not step:
+            return
+        network = "discriminator (D)" if d_bad else "generator (G)"
+        kept = (f"checkpoints/last.pt holds step {last_saved}, the last finite state (weights and optimizer "
+                f"states); continue from it with `ganctl train resume={run_dir}` after a change"
+                if last_saved > 0 else "no checkpoint was written before it")
+        raise GanctlError(
+            f"Training diverged at step {step}: the {network} loss became NaN or infinite, so training "
+            f"stopped and nothing after it was saved; {kept}. Common fixes: a lower learning rate "
+            "(optimizer.d.lr / optimizer.g.lr), loss=wgangp or model.discriminator.spectral_norm=true."
+        )
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -287,6 +314,9 @@ def train_on(
 ) -> RunResult:
     """The training run itself, in one process of `group` (a single process without torchrun)."""
     settings = cfg.train
+    if group.main:
+        for path in checkpoint.clean_temporary(run_dir):
+            log.info("Removed %s, left by an interrupted checkpoint write", path)
     if resume is None and checkpoint.last_path(run_dir).exists():
         raise GanctlError(
             f"{run_dir} already holds a run (checkpoints/last.pt). Continue it with "
@@ -321,7 +351,9 @@ def train_on(
     sample_model = parts.generator_ema or G
     logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size) if group.main else NullLogger()
     stats = torch.zeros(len(STATS), device=device)  # running sums of STATS, read once per log
-    stats_count, last_logged, last_saved, stopping = 0, {}, -1, False
+    stats_count, last_logged, stopping = 0, {}, False
+    last_saved = start_step  # the step that checkpoints/last.pt holds (0: none yet)
+    divergence = DivergenceWatch(device)
     loss, penalty = cfg.loss, torch.zeros((), device=device)
     batch_size, critic_steps, policy = settings.batch_size, loss.critic_steps, list(settings.augment)
 
@@ -332,10 +364,16 @@ def train_on(
         )
 
     def snapshot(step: int, periodic: bool) -> None:
+        nonlocal last_saved
+        divergence.check(run_dir, last_saved)  # never a NaN-poisoned checkpoint
         paths = [checkpoint.step_path(run_dir, step)] if periodic else []
         checkpoint.save(state(step), *paths, checkpoint.last_path(run_dir))
+        last_saved = step
+        if periodic and settings.keep_last:
+            checkpoint.prune(run_dir, settings.keep_last)
 
     def write_grid(step: int) -> None:
+        divergence.check(run_dir, last_saved)
         grid = make_grid(render(sample_model, fixed_latents), nrow=8, normalize=True, value_range=(-1, 1))
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         save_image(grid, run_dir / "samples" / f"step_{step:07d}.png")
@@ -351,6 +389,7 @@ def train_on(
         logger.scalars(metrics.scalars(cards), step)
         card = next(card for card in cards if card["metric"] == cfg.metrics.best)
         if metrics.is_better(card["metric"], card["value"], best and best["value"]):
+            divergence.check(run_dir, last_saved)
             best = {"metric": card["metric"], "value": card["value"], "step": step}
             checkpoint.save(state(step), checkpoint.best_path(run_dir))
 
@@ -390,9 +429,11 @@ def train_on(
                 stats += torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(),
                                       real_scores.sigmoid().mean(), fake_scores.sigmoid().mean(), penalty]).detach()
                 stats_count += 1
+                divergence.update(step, d_loss, g_loss)
                 stopping = distributed.any_rank(stop.requested is not None, group)  # all ranks stop together
                 if group.main and (step % settings.log_every == 0 or step == settings.steps or stopping):
                     last_logged = watched(loss, (stats / stats_count).tolist())  # the one host sync
+                    divergence.check(run_dir, last_saved)
                     logger.log(last_logged, step)
                     stats.zero_()
                     stats_count = 0
@@ -402,13 +443,18 @@ def train_on(
                     evaluate(step)
                 if group.main and settings.ckpt_every and step % settings.ckpt_every == 0:
                     snapshot(step, periodic=True)
-                    last_saved = step
                 if stopping:
                     break
             if group.main and last_saved != step:
                 snapshot(step, periodic=False)
             if group.main and (not settings.sample_every or step % settings.sample_every):
                 write_grid(step)
+        except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError in newer versions
+            raise GanctlError(
+                f"Out of {device.type.upper()} memory at step {step} with train.batch_size={batch_size}: "
+                f"try a smaller batch (e.g. train.batch_size={max(1, batch_size // 2)}) or a smaller model. "
+                + (f"checkpoints/last.pt holds step {last_saved}." if last_saved else "No checkpoint was written yet.")
+            ) from error
         finally:
             logger.close()
 

@@ -234,3 +234,69 @@ def test_graceful_stop_aborts_only_on_a_second_ctrl_c() -> None:
     assert first.requested == "SIGINT"
     with pytest.raises(KeyboardInterrupt):
         first.handle(signal.SIGINT, None)
+
+
+def test_divergence_stops_with_the_last_finite_checkpoint(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
+    from ganctl import losses
+
+    calls = {"n": 0}
+    real_loss = losses.bce_generator_loss
+
+    def poisoned(fake_scores: torch.Tensor) -> torch.Tensor:  # G's loss turns NaN at step 3
+        calls["n"] += 1
+        return real_loss(fake_scores) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(losses, "bce_generator_loss", poisoned)
+    with pytest.raises(GanctlError, match=r"diverged at step 3: the generator \(G\) loss.*last.pt holds step 2"):
+        run(tmp_path, *tiny_overrides, "train.log_every=1", "train.steps=6")
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert state["step"] == 2
+    for name in ("generator", "discriminator"):
+        assert all(torch.isfinite(t).all() for t in state[name].values() if t.is_floating_point())
+    assert not (tmp_path / "checkpoints" / "step_0000004.pt").exists()
+
+
+def test_divergence_before_the_first_checkpoint_leaves_none(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
+    from ganctl import losses
+
+    monkeypatch.setattr(losses, "bce_discriminator_loss", lambda real, fake, **_: (real + fake).mean() * float("inf"))
+    with pytest.raises(GanctlError, match=r"diverged at step 1: the discriminator \(D\).*no checkpoint was written"):
+        run(tmp_path, *tiny_overrides, "train.log_every=3")
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_keep_last_keeps_the_newest_step_checkpoints(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    run(tmp_path, *tiny_overrides, "train.steps=8", "train.ckpt_every=2", "train.keep_last=2")
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.pt", "step_0000006.pt", "step_0000008.pt"]
+
+
+def test_a_full_disk_stops_training_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch
+) -> None:
+    import errno
+    import os
+
+    real_fsync, writes = os.fsync, {"n": 0}
+
+    def fsync(fd: int) -> None:
+        writes["n"] += 1
+        if writes["n"] > 2:  # step 2 wrote step_0000002.pt and last.pt; then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    with pytest.raises(GanctlError, match=r"Could not write the checkpoint .*step_0000004.pt: No space left on device. The previous last.pt is intact"):
+        run(tmp_path, *tiny_overrides)
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+    assert not list((tmp_path / "checkpoints").glob(".*.tmp"))  # no half-written file left behind
+
+
+def test_stray_temporary_files_are_cleaned_at_the_next_start(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    run(tmp_path, *tiny_overrides)
+    stray = tmp_path / "checkpoints" / ".last.pt.tmp"
+    stray.write_bytes(b"half a checkpoint")  # what a SIGKILL during a write leaves
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    run(tmp_path, *tiny_overrides, "train.steps=5", resume=state)
+    assert not stray.exists()
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 5
