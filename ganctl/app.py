@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -44,10 +45,25 @@ def hydra_train(cfg: DictConfig) -> float | None:
         from ganctl.logger import console
 
         console.print(f"[bold red]error:[/] {error}")
+        discard_refused_run(Path(hydra_cfg.runtime.output_dir))
         sys.exit(1)
     if result.interrupted_by:
         sys.exit(EXIT_CODES.get(result.interrupted_by, 1))
     return job_objective(result, hydra_cfg)[0]
+
+
+def discard_refused_run(run_dir: Path) -> None:
+    """A run refused before it trained leaves nothing behind: Hydra had already made its directory
+    with `.hydra/` and `train.log`; remove them, and the directory if that was all it held."""
+    if not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", "train.log"}:
+        return  # it holds more (an earlier run, samples of this one): leave it as it is
+    logging.shutdown()  # close train.log
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    (run_dir / "train.log").unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def run(cfg: DictConfig, hydra_cfg: DictConfig):

@@ -116,6 +116,9 @@ def check(cfg: DictConfig) -> None:
     if unknown:
         raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
     check_loss(cfg.loss)
+    image_size = OmegaConf.select(cfg, "dataset.image_size")
+    if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
+        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 1; got {image_size!r}.")
     if OmegaConf.select(cfg, "train.eval_every", default=0) < 0:
         raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
     if OmegaConf.select(cfg, "metrics") is not None:
