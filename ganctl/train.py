@@ -231,8 +231,15 @@ class DivergenceWatch:
         new = (self.first[0] == 0) & (bad.sum() > 0)
         self.first = torch.where(new, torch.cat([torch.full_like(bad[:1], step), bad]), self.first)
 
-    def check(self, run_dir: Path, last_saved: int) -> None:
+    def check(self, run_dir: Path, last_saved: int, step_now: int = 0, parts: Optional[Parts] = None) -> None:
+        """Raise if a loss went non-finite; with `parts`, also if any weight did (a non-finite
+        gradient poisons the weights one step before it shows in a loss): before every checkpoint."""
         step, d_bad, g_bad = self.first.tolist()
+        if not step and parts is not None:
+            finite = [torch.stack([p.isfinite().all() for p in net.parameters()]).all()
+                      for net in (parts.discriminator, parts.generator)]
+            d_bad, g_bad = (not bool(ok) for ok in finite)
+            step = step_now if d_bad or g_bad else 0
         if not step:
             return
         network = "discriminator (D)" if d_bad else "generator (G)"
@@ -240,7 +247,7 @@ class DivergenceWatch:
                 f"states); continue from it with `ganctl train resume={run_dir}` after a change"
                 if last_saved > 0 else "no checkpoint was written before it")
         raise GanctlError(
-            f"Training diverged at step {step}: the {network} loss became NaN or infinite, so training "
+            f"Training diverged at step {step}: the {network} loss or weights became NaN or infinite, so training "
             f"stopped and nothing after it was saved; {kept}. Common fixes: a lower learning rate "
             "(optimizer.d.lr / optimizer.g.lr), loss=wgangp or model.discriminator.spectral_norm=true."
         )
@@ -365,7 +372,7 @@ def train_on(
 
     def snapshot(step: int, periodic: bool) -> None:
         nonlocal last_saved
-        divergence.check(run_dir, last_saved)  # never a NaN-poisoned checkpoint
+        divergence.check(run_dir, last_saved, step, parts)  # never a NaN-poisoned checkpoint
         paths = [checkpoint.step_path(run_dir, step)] if periodic else []
         checkpoint.save(state(step), *paths, checkpoint.last_path(run_dir))
         last_saved = step
@@ -389,7 +396,7 @@ def train_on(
         logger.scalars(metrics.scalars(cards), step)
         card = next(card for card in cards if card["metric"] == cfg.metrics.best)
         if metrics.is_better(card["metric"], card["value"], best and best["value"]):
-            divergence.check(run_dir, last_saved)
+            divergence.check(run_dir, last_saved, step, parts)
             best = {"metric": card["metric"], "value": card["value"], "step": step}
             checkpoint.save(state(step), checkpoint.best_path(run_dir))
 

@@ -62,3 +62,10 @@ def test_bad_sample_arguments(run_dir: Path, kwargs: dict, message: str) -> None
 def test_output_that_is_a_directory(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(GanctlError, match="is a directory"):
         sample(run_dir, out=tmp_path, device="cpu")
+
+
+def test_output_that_cannot_be_written(run_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(GanctlError, match="Cannot write the samples"):
+        sample(run_dir, out=blocker / "grid.png", device="cpu")

@@ -247,7 +247,7 @@ def test_divergence_stops_with_the_last_finite_checkpoint(tmp_path: Path, tiny_o
         return real_loss(fake_scores) * (float("nan") if calls["n"] == 3 else 1.0)
 
     monkeypatch.setattr(losses, "bce_generator_loss", poisoned)
-    with pytest.raises(GanctlError, match=r"diverged at step 3: the generator \(G\) loss.*last.pt holds step 2"):
+    with pytest.raises(GanctlError, match=r"diverged at step 3: the generator \(G\) loss or weights.*last.pt holds step 2"):
         run(tmp_path, *tiny_overrides, "train.log_every=1", "train.steps=6")
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] == 2
@@ -300,3 +300,39 @@ def test_stray_temporary_files_are_cleaned_at_the_next_start(tmp_path: Path, tin
     run(tmp_path, *tiny_overrides, "train.steps=5", resume=state)
     assert not stray.exists()
     assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 5
+
+
+def test_non_finite_weights_are_never_saved(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
+    import ganctl.train as training
+
+    real_update = training.update_ema
+
+    def poison_at_step_4(ema, model, decay):  # as an infinite gradient would: G's weights go bad after its step-4 update, the losses not yet
+        real_update(ema, model, decay)
+        if poison_at_step_4.calls == 3:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("nan"))
+        poison_at_step_4.calls += 1
+
+    poison_at_step_4.calls = 0
+    monkeypatch.setattr(training, "update_ema", poison_at_step_4)
+    with pytest.raises(GanctlError, match=r"diverged at step 4: the generator \(G\).*last.pt holds step 2"):
+        run(tmp_path, *tiny_overrides, "train.log_every=10", "train.sample_every=0")
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_out_of_memory_is_one_clear_message(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
+    from ganctl import losses
+
+    real_loss, calls = losses.bce_generator_loss, {"n": 0}
+
+    def out_of_memory(fake_scores: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_loss(fake_scores)
+
+    monkeypatch.setattr(losses, "bce_generator_loss", out_of_memory)
+    with pytest.raises(GanctlError, match=r"Out of CPU memory at step 3 with train.batch_size=8: try a smaller batch.*last.pt holds step 2"):
+        run(tmp_path, *tiny_overrides)
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
