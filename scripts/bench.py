@@ -1,0 +1,217 @@
+"""Training throughput of ganctl's loop against a plain reference loop of the same architecture.
+
+    python scripts/bench.py                                   # DCGAN 64x64x1, batch 64, on this machine
+    python scripts/bench.py --model wgangp --loss wgangp --steps 20 --json bench.json
+    python scripts/bench.py --device cuda --batch-size 256
+
+ganctl is measured through its real training entry point (`ganctl.train.train` on the composed
+config, so everything a run does per step is included), reading the images/s it logs for each
+interval of `--interval` steps; the first interval (warm-up, cuDNN autotuning, allocator growth) is
+dropped and the median of the others reported. The reference is the common way to write the same
+training: pytorch/examples' DCGAN loop -- a DataLoader over MNIST with per-image PIL transforms
+(Resize, ToTensor, Normalize), fp32, a sigmoid discriminator with BCELoss, `.item()` on every
+step -- timed over the same intervals. Not a test: timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path) -> list[float]:
+    """images/s of each logged interval of a real ganctl run (the first, warm-up, dropped)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ganctl import config
+    from ganctl.app import config_dir
+    from ganctl.train import train
+
+    overrides = [
+        f"model={args.model}", f"loss={args.loss}", f"optimizer={args.optimizer}",
+        f"dataset.image_size={args.image_size}", f"train.batch_size={args.batch_size}",
+        f"train.device={args.device}", f"train.steps={args.interval * (args.repeats + 1)}",
+        f"train.log_every={args.interval}", "train.sample_every=0", "train.ckpt_every=0",
+        *args.override,
+    ]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    choices = {group: cfg.hydra.runtime.choices[group] for group in config.GROUPS}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    config.check(cfg)
+    train(cfg, run_dir, choices)
+    events = EventAccumulator(str(run_dir / "tb")).Reload()
+    return [event.value for event in events.Scalars("speed/images_per_second")][1:]
+
+
+# --------------------------------------------------------------------------- the reference loop
+# pytorch/examples dcgan/main.py, as people copy it: nz=100, ngf=ndf=64, nc=1, 64x64.
+
+
+class ReferenceGenerator(nn.Module):
+    def __init__(self, nz: int = 100, ngf: int = 64, nc: int = 1) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.main(z)
+
+
+class ReferenceDiscriminator(nn.Module):
+    def __init__(self, ndf: int = 64, nc: int = 1) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.main(images).view(-1)
+
+
+def reference_dataset(image_size: int, data_root: Path):
+    """torchvision's MNIST with the usual per-image transforms; the bundled digits when no MNIST
+    files are at data_root (decoded to PIL per image all the same)."""
+    import torchvision.transforms as transforms
+    from torchvision.datasets import MNIST
+
+    transform = transforms.Compose([transforms.Resize(image_size), transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+    if (data_root / "MNIST" / "raw").is_dir():
+        return MNIST(root=str(data_root), download=False, transform=transform)
+    from PIL import Image
+
+    from ganctl.data import bundled_mnist
+
+    images = bundled_mnist("train")[0][:, 0].numpy()
+
+    class Bundled(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(images)
+
+        def __getitem__(self, index: int):
+            return transform(Image.fromarray(images[index], mode="L")), 0
+
+    return Bundled()
+
+
+def reference_images_per_second(args: argparse.Namespace) -> list[float]:
+    device = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    loader = torch.utils.data.DataLoader(
+        reference_dataset(args.image_size, args.data_root), batch_size=args.batch_size, shuffle=True,
+        num_workers=args.workers, drop_last=True,
+    )
+    netG, netD = ReferenceGenerator().to(device), ReferenceDiscriminator().to(device)
+    criterion = nn.BCELoss()
+    optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    rates, step, started = [], 0, time.perf_counter()
+    while len(rates) < args.repeats + 1:
+        for data, _ in loader:
+            real = data.to(device)
+            batch = real.size(0)
+            label = torch.full((batch,), 1.0, device=device)
+            netD.zero_grad()
+            errD_real = criterion(netD(real), label)
+            errD_real.backward()
+            noise = torch.randn(batch, 100, 1, 1, device=device)
+            fake = netG(noise)
+            label.fill_(0.0)
+            output = netD(fake.detach())
+            errD_fake = criterion(output, label)
+            errD_fake.backward()
+            D_G_z1 = output.mean().item()
+            errD = errD_real + errD_fake
+            optimizerD.step()
+            netG.zero_grad()
+            label.fill_(1.0)
+            output = netD(fake)
+            errG = criterion(output, label)
+            errG.backward()
+            D_G_z2 = output.mean().item()
+            optimizerG.step()
+            _ = (errD.item(), errG.item(), D_G_z1, D_G_z2)  # what the example prints every step
+            step += 1
+            if step % args.interval == 0:
+                now = time.perf_counter()
+                rates.append(args.interval * batch / (now - started))
+                started = now
+                if len(rates) == args.repeats + 1:
+                    break
+    return rates[1:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="dcgan")
+    parser.add_argument("--loss", default="bce")
+    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--interval", type=int, default=10, help="steps per timed interval")
+    parser.add_argument("--repeats", type=int, default=3, help="timed intervals after the warm-up one")
+    parser.add_argument("--workers", type=int, default=2, help="the reference DataLoader's workers (the example's default)")
+    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--no-reference", dest="reference", action="store_false")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("override", nargs="*", help="extra ganctl overrides, e.g. train.ema.decay=0")
+    args = parser.parse_args()
+    if args.reference and args.model != "dcgan":
+        parser.error("the reference loop is the DCGAN of pytorch/examples: use --model dcgan, or --no-reference")
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["ganctl"] = ganctl_images_per_second(args, Path(tmp) / "run")
+    if args.reference:
+        results["reference"] = reference_images_per_second(args)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{args.model} / {args.loss}, {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.device}")
+    for column in ("loop", "images/s (median)", "intervals"):
+        table.add_column(column)
+    for name, rates in results.items():
+        table.add_row(name, f"{statistics.median(rates):,.0f}", ", ".join(f"{r:,.0f}" for r in rates))
+    if args.reference:
+        table.caption = f"ganctl / reference: {statistics.median(results['ganctl']) / statistics.median(results['reference']):.2f}x"
+    Console().print(table)
+    if args.json:
+        record = {
+            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "images_per_second": {name: statistics.median(rates) for name, rates in results.items()},
+            "intervals": results,
+            "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": torch.get_num_threads(),
+                        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+            "versions": {"python": sys.version.split()[0], "torch": torch.__version__},
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
