@@ -57,7 +57,11 @@ def discard_refused_run(run_dir: Path) -> None:
     with `.hydra/` and `train.log`; remove them, and the directory if that was all it held."""
     if not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", "train.log"}:
         return  # it holds more (an earlier run, samples of this one): leave it as it is
-    logging.shutdown()  # close train.log
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # close this run's train.log (Hydra's job logging writes it)
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir.resolve():
+            root.removeHandler(handler)
+            handler.close()
     shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
     (run_dir / "train.log").unlink(missing_ok=True)
     try:

@@ -199,6 +199,10 @@ def resumed_config(
     refused: a checkpoint's weights only make sense with the config that produced them.
     """
     cfg = OmegaConf.create(stored)
+    # A checkpoint from an earlier ganctl lacks the keys added since: they take today's defaults.
+    for section in ("train", "metrics"):
+        cfg[section] = OmegaConf.merge(current[section], cfg.get(section, {}))
+    cfg.loss = OmegaConf.merge(OmegaConf.structured(LossSettings), cfg.loss)
     for override in overrides:
         key = override_key(override)
         if key == "resume":

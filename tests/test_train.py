@@ -336,3 +336,16 @@ def test_out_of_memory_is_one_clear_message(tmp_path: Path, tiny_overrides: list
     with pytest.raises(GanctlError, match=r"Out of CPU memory at step 3 with train.batch_size=8: try a smaller batch.*last.pt holds step 2"):
         run(tmp_path, *tiny_overrides)
     assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_a_checkpoint_from_an_earlier_ganctl_resumes(tmp_path: Path, tiny_overrides: list[str]) -> None:
+    run(tmp_path, *tiny_overrides)
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    for key in ("keep_last", "eval_every", "sync_batchnorm"):  # keys that came after the first release
+        del state["config"]["train"][key]
+    for key in ("clip", "gradient_penalty", "report"):
+        del state["config"]["loss"][key]
+    del state["config"]["metrics"]
+    result = run(tmp_path, *tiny_overrides, "train.steps=6", resume=state)
+    assert result.step == 6
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["config"]["train"]["keep_last"] == 0
