@@ -13,6 +13,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from ganctl.errors import GanctlError
 
 GROUPS = ("model", "loss", "optimizer", "dataset")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 # Keys a resumed run may change: when and how often things happen, never what is trained.
 SCHEDULE_KEYS = (
@@ -23,7 +24,13 @@ SCHEDULE_KEYS = (
     "train.device",
     "train.eval_every",
     "train.keep_last",
+    "train.precision",
+    "train.channels_last",
+    "train.compile",
 )
+
+# Speed settings that a checkpoint from before them lacks: it continues computing as it did then.
+BEFORE_SPEED_SETTINGS = {"precision": "fp32", "channels_last": False, "compile": False}
 
 
 @dataclass
@@ -49,6 +56,9 @@ class TrainSettings:
     eval_every: int = MISSING
     sync_batchnorm: bool = MISSING
     keep_last: int = MISSING
+    precision: str = MISSING
+    channels_last: bool = MISSING
+    compile: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
 
 
@@ -102,6 +112,8 @@ def check(cfg: DictConfig) -> None:
     for key in ("sample_every", "ckpt_every", "keep_last"):
         if train[key] < 0:
             raise GanctlError(f"train.{key} must be 0 or more, got {train[key]}.")
+    if train.precision not in PRECISIONS:
+        raise GanctlError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}.")
     if not 0.0 <= train.ema.decay < 1.0:
         raise GanctlError(f"train.ema.decay must be in [0, 1), got {train.ema.decay} (0 turns EMA off).")
     for net in ("g", "d"):
@@ -199,6 +211,9 @@ def resumed_config(
     refused: a checkpoint's weights only make sense with the config that produced them.
     """
     cfg = OmegaConf.create(stored)
+    for key, value in BEFORE_SPEED_SETTINGS.items():
+        if "train" in cfg and key not in cfg.train:
+            cfg.train[key] = value
     # A checkpoint from an earlier ganctl lacks the keys added since: they take today's defaults.
     for section in ("train", "metrics"):
         cfg[section] = OmegaConf.merge(current[section], cfg.get(section, {}))

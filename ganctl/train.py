@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, distributed
+from ganctl import checkpoint, distributed, speed
 from ganctl.config import build as instantiate
 from ganctl.augment import augment
 from ganctl.losses import clip_weights, gradient_penalty
@@ -65,19 +65,25 @@ class Parts:
     schedulers: list[torch.optim.lr_scheduler.LRScheduler]  # G's, then D's; stepped once per G step
     d_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     g_loss: Callable[[torch.Tensor], torch.Tensor]
+    precision: str  # fp32 | bf16 | fp16 (train.precision made concrete for the device)
+    scalers: list[torch.amp.GradScaler]  # G's, then D's: fp16's loss scaling (pass-throughs otherwise)
 
 
 def build(cfg: DictConfig, device: torch.device) -> Parts:
     data = datasets.build(cfg.dataset, device)
     shape = {"channels": data.channels, "image_size": data.image_size}
-    generator = instantiate(cfg.model.generator, "model.generator", **shape).to(device)
-    discriminator = instantiate(cfg.model.discriminator, "model.discriminator", **shape).to(device)
+    channels_last = cfg.train.channels_last
+    generator = speed.memory_format(instantiate(cfg.model.generator, "model.generator", **shape).to(device), channels_last)
+    discriminator = speed.memory_format(
+        instantiate(cfg.model.discriminator, "model.discriminator", **shape).to(device), channels_last
+    )
     generator_ema = None
     if cfg.train.ema.decay > 0:
         generator_ema = copy.deepcopy(generator).eval().requires_grad_(False)
     check_critic(cfg.loss, cfg.optimizer, discriminator)
-    optimizer_g = instantiate(cfg.optimizer.g, "optimizer.g")(generator.parameters())
-    optimizer_d = instantiate(cfg.optimizer.d, "optimizer.d")(discriminator.parameters())
+    optimizer_g = speed.optimizer(instantiate(cfg.optimizer.g, "optimizer.g"), generator.parameters(), device)
+    optimizer_d = speed.optimizer(instantiate(cfg.optimizer.d, "optimizer.d"), discriminator.parameters(), device)
+    precision = speed.resolve_precision(cfg.train.precision, device)
     factor = partial(lr_factor, cfg.train.lr_schedule, total_steps=cfg.train.steps)
     return Parts(
         data=data,
@@ -89,6 +95,8 @@ def build(cfg: DictConfig, device: torch.device) -> Parts:
         schedulers=[torch.optim.lr_scheduler.LambdaLR(optimizer, factor) for optimizer in (optimizer_g, optimizer_d)],
         d_loss=instantiate(cfg.loss.discriminator, "loss.discriminator"),
         g_loss=instantiate(cfg.loss.generator, "loss.generator"),
+        precision=precision,
+        scalers=[speed.grad_scaler(device, precision) for _ in range(2)],
     )
 
 
@@ -277,6 +285,9 @@ def restore(parts: Parts, state: dict[str, Any], device: torch.device) -> None:
         scheduler.load_state_dict(scheduler_state)
     if parts.generator_ema is not None:
         parts.generator_ema.load_state_dict(state["generator_ema"])
+    for scaler, scaler_state in zip(parts.scalers, state.get("scalers") or []):
+        if scaler.is_enabled() and scaler_state:  # fp16 continued; a change of precision starts afresh
+            scaler.load_state_dict(scaler_state)
     checkpoint.restore_rng_states(state["rng"], device)
 
 
@@ -292,6 +303,7 @@ def training_state(parts: Parts, device: torch.device, **fields: Any) -> dict[st
         "optimizer_g": parts.optimizer_g.state_dict(),
         "optimizer_d": parts.optimizer_d.state_dict(),
         "schedulers": [scheduler.state_dict() for scheduler in parts.schedulers],
+        "scalers": [scaler.state_dict() for scaler in parts.scalers],
         "rng": checkpoint.rng_states(device),
         "data": {"channels": parts.data.channels, "image_size": parts.data.image_size},
     }
@@ -338,8 +350,13 @@ def train_on(
         start_step, wall_before = resume["step"], resume["wall_seconds"]
         cards, best = resume.get("metrics", []), resume.get("best")
     distributed.reseed(group)  # several ranks: each draws its own batches and latents
-    G_train = distributed.wrap(G, group, device, settings.sync_batchnorm)  # what the loop calls: DDP
-    D_train = distributed.wrap(D, group, device, settings.sync_batchnorm)  # when there are several ranks
+    # What the loop calls: DDP-wrapped when there are several ranks, compiled when asked. G's step
+    # needs no gradient for D's weights, so nothing of D's to synchronise: it calls D itself.
+    speed.configure_backends(device, parts.precision)
+    penalised = cfg.loss.gradient_penalty > 0
+    G_train = speed.compiled(distributed.wrap(G, group, device, settings.sync_batchnorm), "G", settings.compile)
+    D_train = speed.compiled(distributed.wrap(D, group, device, settings.sync_batchnorm), "D", settings.compile, penalised)
+    D_scores_g = D_train if not group.enabled else speed.compiled(D, "D", settings.compile, penalised)
     if start_step >= settings.steps:
         console.print(f"{run_dir} already reached {start_step} of train.steps={settings.steps}; nothing to do. "
                       f"Pass a larger train.steps to train further.")
@@ -363,6 +380,17 @@ def train_on(
     divergence = DivergenceWatch(device)
     loss, penalty = cfg.loss, torch.zeros((), device=device)
     batch_size, critic_steps, policy = settings.batch_size, loss.critic_steps, list(settings.augment)
+    autocast, (scaler_g, scaler_d) = speed.autocast(device, parts.precision), parts.scalers
+
+    def generate(latents: torch.Tensor) -> torch.Tensor:
+        """G's images at the run's precision, handed on in fp32."""
+        with autocast():
+            return G_train(latents).float()
+
+    def scores(critic: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        """D's raw scores at the run's precision; the losses see them in fp32."""
+        with autocast():
+            return critic(images).float()
 
     def state(step: int) -> dict[str, Any]:
         return training_state(
@@ -410,23 +438,27 @@ def train_on(
                     real = parts.data.sample(batch_size)  # (B, C, H, W) in [-1, 1]
                     latents = torch.randn(batch_size, G.latent_dim, device=device)
                     with torch.set_grad_enabled(critic_step == critic_steps - 1):
-                        fake = G_train(latents)
-                    real_scores, fake_scores = D_train(augment(real, policy)), D_train(augment(fake.detach(), policy))
+                        fake = generate(latents)
+                    real_scores = scores(D_train, augment(real, policy))
+                    fake_scores = scores(D_train, augment(fake.detach(), policy))
                     d_loss = parts.d_loss(real_scores, fake_scores)
-                    if loss.gradient_penalty:
-                        penalty = gradient_penalty(D_train, real, fake)
+                    if penalised:
+                        penalty = gradient_penalty(partial(scores, D_train), real, fake, speed.scale_of(scaler_d))
                         d_loss = d_loss + loss.gradient_penalty * penalty
                     parts.optimizer_d.zero_grad(set_to_none=True)
-                    d_loss.backward()
-                    parts.optimizer_d.step()
+                    scaler_d.scale(d_loss).backward()
+                    scaler_d.step(parts.optimizer_d)
+                    scaler_d.update()
                     if loss.clip:
                         clip_weights(D, loss.clip)
 
                 # Generator update on the same fakes, scored by the updated D.
-                g_loss = parts.g_loss(D_train(augment(fake, policy)))
+                with speed.frozen(D):
+                    g_loss = parts.g_loss(scores(D_scores_g, augment(fake, policy)))
                 parts.optimizer_g.zero_grad(set_to_none=True)
-                g_loss.backward()
-                parts.optimizer_g.step()
+                scaler_g.scale(g_loss).backward()
+                scaler_g.step(parts.optimizer_g)
+                scaler_g.update()
                 for scheduler in parts.schedulers:
                     scheduler.step()
 

@@ -1,16 +1,19 @@
 """Training throughput of ganctl's loop against a plain reference loop of the same architecture.
 
-    python scripts/bench.py                                   # DCGAN 64x64x1, batch 64, on this machine
-    python scripts/bench.py --model wgangp --loss wgangp --steps 20 --json bench.json
-    python scripts/bench.py --device cuda --batch-size 256
+    python scripts/bench.py                                  # DCGAN 64x64x1, batch 64: fp32 and bf16 vs reference
+    python scripts/bench.py --precision fp32 --json bench.json
+    python scripts/bench.py --device cuda --precision bf16 --batch-size 256
+    python scripts/bench.py --penalty-cost --model wgangp --no-reference   # WGAN-GP cycle vs the same without penalty
 
 ganctl is measured through its real training entry point (`ganctl.train.train` on the composed
 config, so everything a run does per step is included), reading the images/s it logs for each
 interval of `--interval` steps; the first interval (warm-up, cuDNN autotuning, allocator growth) is
-dropped and the median of the others reported. The reference is the common way to write the same
+dropped and the median of the others reported, for each `--precision`. The reference is the common way to write the same
 training: pytorch/examples' DCGAN loop -- a DataLoader over MNIST with per-image PIL transforms
 (Resize, ToTensor, Normalize), fp32, a sigmoid discriminator with BCELoss, `.item()` on every
-step -- timed over the same intervals. Not a test: timings depend on the machine and its load.
+step -- timed over the same intervals. `--penalty-cost` times ganctl's WGAN-GP generator cycle (5
+critic steps with the gradient penalty + 1 generator step) against the same cycle without the
+penalty. Not a test: timings depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path) -> list[float]:
+def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path, *extra: str) -> list[float]:
     """images/s of each logged interval of a real ganctl run (the first, warm-up, dropped)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -41,11 +44,12 @@ def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path) -> list[fl
     from ganctl.train import train
 
     overrides = [
-        f"model={args.model}", f"loss={args.loss}", f"optimizer={args.optimizer}",
+        f"model={args.model}",
+        *([f"loss={args.loss}"] if args.loss else []), *([f"optimizer={args.optimizer}"] if args.optimizer else []),
         f"dataset.image_size={args.image_size}", f"train.batch_size={args.batch_size}",
         f"train.device={args.device}", f"train.steps={args.interval * (args.repeats + 1)}",
         f"train.log_every={args.interval}", "train.sample_every=0", "train.ckpt_every=0",
-        *args.override,
+        *args.override, *extra,
     ]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
@@ -166,8 +170,9 @@ def reference_images_per_second(args: argparse.Namespace) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="dcgan")
-    parser.add_argument("--loss", default="bce")
-    parser.add_argument("--optimizer", default="adam")
+    parser.add_argument("--loss", help="default: the model's (bce; wgangp for --model wgangp)")
+    parser.add_argument("--optimizer", help="default: adam, as the reference (the preset's for --model wgan|wgangp)")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], help="ganctl's train.precision, one run each")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -176,33 +181,44 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="the reference DataLoader's workers (the example's default)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--no-reference", dest="reference", action="store_false")
+    parser.add_argument("--penalty-cost", action="store_true",
+                        help="also time each precision with loss.gradient_penalty=0 (a WGAN-GP model) and report the ratio")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("override", nargs="*", help="extra ganctl overrides, e.g. train.ema.decay=0")
     args = parser.parse_args()
     if args.reference and args.model != "dcgan":
         parser.error("the reference loop is the DCGAN of pytorch/examples: use --model dcgan, or --no-reference")
+    if args.optimizer is None and args.model not in ("wgan", "wgangp"):
+        args.optimizer = "adam"
 
-    results = {}
+    results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["ganctl"] = ganctl_images_per_second(args, Path(tmp) / "run")
+        for precision in args.precision:
+            results[f"ganctl {precision}"] = ganctl_images_per_second(args, Path(tmp) / precision, f"train.precision={precision}")
+            if args.penalty_cost:
+                results[f"ganctl {precision}, no penalty"] = ganctl_images_per_second(
+                    args, Path(tmp) / f"{precision}-plain", f"train.precision={precision}", "loss.gradient_penalty=0"
+                )
     if args.reference:
-        results["reference"] = reference_images_per_second(args)
+        results["reference (fp32)"] = reference_images_per_second(args)
+    medians = {name: statistics.median(rates) for name, rates in results.items()}
 
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{args.model} / {args.loss}, {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.device}")
-    for column in ("loop", "images/s (median)", "intervals"):
+    table = Table(title=f"{args.model}, {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.device}")
+    for column in ("loop", "images/s (median)", "intervals", "vs reference", "penalty cost"):
         table.add_column(column)
     for name, rates in results.items():
-        table.add_row(name, f"{statistics.median(rates):,.0f}", ", ".join(f"{r:,.0f}" for r in rates))
-    if args.reference:
-        table.caption = f"ganctl / reference: {statistics.median(results['ganctl']) / statistics.median(results['reference']):.2f}x"
+        versus = f"{medians[name] / medians['reference (fp32)']:.2f}x" if args.reference else ""
+        plain = medians.get(f"{name}, no penalty")
+        cost = f"{plain / medians[name]:.2f}x the time" if plain else ""
+        table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{r:,.0f}" for r in rates), versus, cost)
     Console().print(table)
     if args.json:
         record = {
             "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "images_per_second": {name: statistics.median(rates) for name, rates in results.items()},
+            "images_per_second": medians,
             "intervals": results,
             "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": torch.get_num_threads(),
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},

@@ -341,11 +341,15 @@ def test_out_of_memory_is_one_clear_message(tmp_path: Path, tiny_overrides: list
 def test_a_checkpoint_from_an_earlier_ganctl_resumes(tmp_path: Path, tiny_overrides: list[str]) -> None:
     run(tmp_path, *tiny_overrides)
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
-    for key in ("keep_last", "eval_every", "sync_batchnorm"):  # keys that came after the first release
+    for key in ("keep_last", "eval_every", "sync_batchnorm", "precision", "channels_last", "compile"):  # came later
         del state["config"]["train"][key]
+    del state["scalers"]
     for key in ("clip", "gradient_penalty", "report"):
         del state["config"]["loss"][key]
     del state["config"]["metrics"]
     result = run(tmp_path, *tiny_overrides, "train.steps=6", resume=state)
     assert result.step == 6
-    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["config"]["train"]["keep_last"] == 0
+    resumed = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["config"]["train"]
+    assert resumed["keep_last"] == 0
+    # It goes on computing as it did: fp32, NCHW, eager (today's defaults would change the rounding).
+    assert (resumed["precision"], resumed["channels_last"], resumed["compile"]) == ("fp32", False, False)

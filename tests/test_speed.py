@@ -1,0 +1,246 @@
+"""The fast paths: precision, channels_last, torch.compile, foreach optimizers, D frozen in G's step.
+
+fp32 stays bit-for-bit the plain training loop; the faster paths are checked against fp32 for the
+quality of what they train. Speed itself is measured by scripts/bench.py, not here.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ganctl import checkpoint, config, speed
+from ganctl.errors import GanctlError
+from ganctl.losses import gradient_penalty
+from ganctl.models import DCGANDiscriminator
+from ganctl.train import build, restore, seed_everything, train, training_state
+from helpers import TINY, TINY_DCGAN, compose_config, run_cli
+
+CPU = torch.device("cpu")
+needs_native_bf16 = pytest.mark.skipif(not speed.cpu_has_native_bf16(), reason="this CPU has no native bf16")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def run(run_dir: Path, *overrides: str):
+    cfg, choices = compose_config(*overrides)
+    config.check(cfg)
+    return train(cfg, run_dir, choices)
+
+
+QUIET = [*TINY, "train.ckpt_every=0", "train.sample_every=0"]
+
+
+def test_fp32_is_bit_for_bit_the_plain_loop(tmp_path: Path) -> None:
+    """ganctl's fp32 step -- D's weights frozen in G's step, foreach Adam -- gives exactly the weights
+    of the loop written the common way (D's weight gradients computed and thrown away, Adam looping
+    over parameters), from the same seed and the same draws."""
+    overrides = [*QUIET, *TINY_DCGAN, "train.steps=3", "train.precision=fp32", "train.channels_last=false", "train.ema.decay=0"]
+    run(tmp_path, *overrides)
+    trained = checkpoint.load(checkpoint.last_path(tmp_path))
+
+    cfg, _ = compose_config(*overrides)
+    seed_everything(cfg.train.seed)
+    parts = build(cfg, CPU)  # the same initial weights, and the RNG where the loop starts drawing
+    G, D = parts.generator, parts.discriminator
+    adam = dict(lr=cfg.optimizer.g.lr, betas=tuple(cfg.optimizer.g.betas), foreach=False)
+    optimizer_g, optimizer_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    for _ in range(3):
+        real = parts.data.sample(cfg.train.batch_size)
+        fake = G(torch.randn(cfg.train.batch_size, G.latent_dim))
+        d_loss = parts.d_loss(D(real), D(fake.detach()))
+        optimizer_d.zero_grad()
+        d_loss.backward()
+        optimizer_d.step()
+        g_loss = parts.g_loss(D(fake))
+        optimizer_g.zero_grad()
+        g_loss.backward()
+        optimizer_g.step()
+    torch.testing.assert_close(trained["generator"], G.state_dict(), rtol=0, atol=0)
+    torch.testing.assert_close(trained["discriminator"], D.state_dict(), rtol=0, atol=0)
+
+
+def test_channels_last_is_for_conv_models_and_changes_only_rounding(tmp_path: Path) -> None:
+    cfg, _ = compose_config(*QUIET)
+    parts = build(cfg, CPU)
+    conv_weights = [p for net in (parts.generator, parts.discriminator) for p in net.parameters() if p.ndim == 4]
+    assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    assert sum(not p.is_contiguous() for p in conv_weights) >= len(conv_weights) - 2  # (a 1-channel end is both)
+    mlp = build(compose_config(*QUIET, "model=mlp")[0], CPU)
+    assert all(p.is_contiguous() for p in mlp.generator.parameters())
+
+    # Adam moves a weight by at most about lr per step, whatever the gradient's rounding: the bound.
+    steps, lr = 3, cfg.optimizer.g.lr
+    a, b = (run(tmp_path / str(on), *QUIET, f"train.steps={steps}", f"train.channels_last={on}") for on in ("true", "false"))
+    weights = [checkpoint.load(checkpoint.last_path(tmp_path / on)) for on in ("true", "false")]
+    for net in ("generator", "discriminator"):
+        torch.testing.assert_close(weights[0][net], weights[1][net], rtol=0, atol=1.01 * lr * steps)
+    torch.testing.assert_close(a.summary["losses"], b.summary["losses"], rtol=1e-3, atol=1e-4)
+
+
+def test_optimizers_are_foreach_on_the_cpu_unless_the_config_says() -> None:
+    parts = build(compose_config(*QUIET)[0], CPU)
+    assert parts.optimizer_g.defaults["foreach"] is True and parts.optimizer_d.defaults["foreach"] is True
+    chosen = build(compose_config(*QUIET, "+optimizer.g.foreach=false", "optimizer=rmsprop")[0], CPU)
+    assert chosen.optimizer_g.defaults["foreach"] is False and chosen.optimizer_d.defaults["foreach"] is True
+
+
+def test_d_is_frozen_only_inside_the_context() -> None:
+    critic = DCGANDiscriminator(base_filters=4, channels=1, image_size=28)
+    critic.net[0].weight.requires_grad_(False)  # a weight the user froze stays frozen
+    images = torch.randn(2, 1, 28, 28, requires_grad=True)
+    with speed.frozen(critic):
+        critic(images).sum().backward()
+    assert images.grad is not None and all(p.grad is None for p in critic.parameters())
+    assert [p.requires_grad for p in critic.parameters()] == [False] + [True] * (len(list(critic.parameters())) - 1)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_gradient_penalty_double_backward_under_autocast(precision: str) -> None:
+    """The penalty's double backward runs under every precision and lands near fp32's value and
+    weight gradients; fp16 differentiates the scaled scores and unscales (no underflow)."""
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Conv2d(1, 8, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(8 * 7 * 7, 1), nn.Flatten(0))
+    real, fake = torch.randn(16, 1, 14, 14), torch.randn(16, 1, 14, 14)
+
+    def penalty_and_grads(precision: str, scale: float | None = None):
+        model = copy.deepcopy(critic)
+        autocast = speed.autocast(CPU, precision)
+
+        def scores(images: torch.Tensor) -> torch.Tensor:
+            with autocast():
+                return model(images).float()
+
+        torch.manual_seed(1)  # the same interpolates
+        penalty = gradient_penalty(scores, real, fake, scale)
+        penalty.backward()
+        return penalty, [p.grad for p in model.parameters()]
+
+    reference, reference_grads = penalty_and_grads("fp32")
+    penalty, grads = penalty_and_grads(precision, 2.0**12 if precision == "fp16" else None)
+    assert penalty.dtype == torch.float32 and torch.isfinite(penalty)
+    torch.testing.assert_close(penalty, reference, rtol=0.05, atol=1e-3)
+    assert sum(grad is not None for grad in reference_grads) >= 2  # the weights (biases get none from a gradient norm)
+    for grad, expected in zip(grads, reference_grads):
+        if expected is None:
+            assert grad is None
+            continue
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad, expected, rtol=0.1, atol=0.05 * expected.abs().max().item())
+
+
+def pooled_fid_run(run_dir: Path, *overrides: str):
+    """A 250-step run on the bundled digits, judged by FID on pooled pixels (offline, fast)."""
+    return run(
+        run_dir, "train.device=cpu", "train.steps=250", "train.eval_every=250", "train.log_every=50",
+        "train.sample_every=0", "train.ckpt_every=0", "metrics.names=[fid]", "metrics.num_fake=1000",
+        "metrics.num_real=1000", "+metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", *overrides,
+    ).summary
+
+
+@pytest.mark.parametrize("precision, model", [
+    pytest.param("bf16", "dcgan_small", marks=needs_native_bf16),
+    ("fp16", "mlp"),  # fp16 is emulated on CPUs (slow convolutions): an MLP stands in for its loss scaling
+])
+def test_faster_precisions_train_as_well_as_fp32(tmp_path: Path, precision: str, model: str) -> None:
+    """From the same seed, bf16 / fp16 end where fp32 does: FID within 2x of fp32's (seeds alone move
+    it by about 20%) and below a third of the untrained generator's; D's view of real and fake images
+    within 0.1; the losses within 20%."""
+    smaller = ["model.generator.hidden=[128,256]", "model.discriminator.hidden=[256,128]"] if model == "mlp" else []
+    fast = pooled_fid_run(tmp_path / precision, f"model={model}", *smaller, f"train.precision={precision}")
+    exact = pooled_fid_run(tmp_path / "fp32", f"model={model}", *smaller, "train.precision=fp32")
+    untrained = pooled_fid_run(tmp_path / "untrained", f"model={model}", *smaller, "train.steps=1", "train.eval_every=1")
+    assert fast["metrics/fid"] < 2 * exact["metrics/fid"] + 0.05
+    assert max(fast["metrics/fid"], exact["metrics/fid"]) < 0.35 * untrained["metrics/fid"]
+    assert abs(fast["d_real"] - exact["d_real"]) < 0.1 and abs(fast["d_fake"] - exact["d_fake"]) < 0.1
+    torch.testing.assert_close(fast["losses"], exact["losses"], rtol=0.2, atol=0.05)
+
+
+@pytest.mark.parametrize("precision", [pytest.param("bf16", marks=needs_native_bf16), "fp16"])
+def test_resume_is_exact_at_every_precision(tmp_path: Path, precision: str) -> None:
+    """Interrupted and resumed, a bf16 or fp16 run ends bit-for-bit where a straight one does
+    (fp16's loss scales travel in the checkpoint)."""
+    overrides = [*QUIET, f"train.precision={precision}", "model=mlp", "loss=wgangp", "optimizer=wgangp"]
+    run(tmp_path / "straight", *overrides, "train.steps=6")
+    run(tmp_path / "resumed", *overrides, "train.steps=3")
+    state = checkpoint.load(checkpoint.last_path(tmp_path / "resumed"))
+    cfg, choices = compose_config(*overrides, "train.steps=6")
+    cfg = config.resumed_config(state["config"], state["choices"], cfg, ["train.steps=6"], choices)
+    train(cfg, tmp_path / "resumed", choices, resume=state)
+    straight, resumed = (checkpoint.load(checkpoint.last_path(tmp_path / name)) for name in ("straight", "resumed"))
+    for key in ("generator", "discriminator", "optimizer_g", "optimizer_d", "scalers"):
+        torch.testing.assert_close(straight[key], resumed[key], rtol=0, atol=0)
+
+
+def test_fp16_loss_scales_are_saved_and_restored() -> None:
+    cfg, _ = compose_config(*QUIET, "model=mlp", "train.precision=fp16")
+    parts = build(cfg, CPU)
+    for scaler, scale in zip(parts.scalers, (512.0, 1024.0)):
+        scaler.scale(torch.ones(()))  # GradScaler makes its scale lazily, at the first use
+        scaler.update(scale)
+    state = training_state(parts, CPU, step=1)
+    assert [s["scale"] for s in state["scalers"]] == [512.0, 1024.0]
+    fresh = build(cfg, CPU)
+    restore(fresh, state, CPU)
+    assert [scaler.get_scale() for scaler in fresh.scalers] == [512.0, 1024.0]
+
+
+def test_compile_compiles_g_and_d(tmp_path: Path) -> None:
+    from torch._dynamo.utils import counters
+
+    compiled_before = counters["frames"]["ok"]
+    result = run(tmp_path, *QUIET, "model=mlp", "train.compile=true", "train.steps=2")
+    assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
+    assert counters["frames"]["ok"] - compiled_before >= 2  # G's forward and D's, at least
+
+
+def test_compile_falls_back_to_eager_with_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import torch._dynamo
+    import torch._inductor.compile_fx
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(torch._inductor.compile_fx, "compile_fx", no_compiler)
+    torch._dynamo.reset()  # nothing compiled by earlier tests is reused
+    result = run(tmp_path, *QUIET, "model=mlp", "train.compile=true", "train.steps=2")
+    assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
+    err = capsys.readouterr().err
+    assert "torch.compile could not compile G (no C++ compiler found); it runs eagerly" in err
+    assert "Traceback" not in err
+
+
+def test_a_penalised_critic_stays_eager_under_compile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    result = run(tmp_path, *QUIET, "model=mlp", "loss=wgangp", "optimizer=wgangp", "train.compile=true", "train.steps=2")
+    assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
+    assert "D runs eagerly, because the gradient penalty needs a double backward" in capsys.readouterr().err
+
+
+def test_bad_precision_is_one_clear_error(tmp_path: Path) -> None:
+    result = run_cli("train", *QUIET, "train.precision=fp8", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train.precision must be one of auto, fp32, bf16, fp16, got 'fp8'" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_auto_precision_is_fp32_on_cpus_and_bf16_only_by_option() -> None:
+    assert speed.resolve_precision("auto", CPU) == "fp32"
+    assert speed.resolve_precision("bf16", CPU) == "bf16"
+    with pytest.raises(GanctlError, match="train.precision must be one of"):
+        speed.resolve_precision("half", CPU)
+
+
+@needs_cuda
+def test_cuda_runs_bf16_by_default_with_fused_optimizers(tmp_path: Path) -> None:
+    cfg, _ = compose_config(*QUIET, "train.device=cuda")
+    parts = build(cfg, torch.device("cuda"))
+    assert parts.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert parts.optimizer_g.defaults["fused"] is True
+    for precision in ("bf16", "fp16"):
+        result = run(tmp_path / precision, *QUIET, "train.device=cuda", f"train.precision={precision}",
+                     "model=wgangp", "dataset.image_size=32")
+        assert all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
+    assert torch.backends.cudnn.benchmark
