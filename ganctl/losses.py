@@ -10,7 +10,7 @@ clipping) are separate functions below; the training loop applies them when the 
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -98,25 +98,17 @@ def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(
-    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor, scale: Optional[float] = None
-) -> torch.Tensor:
+def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP's penalty (Gulrajani et al. 2017): (||grad_x D(x)||_2 - 1)^2 on random interpolates
     x = a * real + (1 - a) * fake, a ~ U(0, 1) per image, averaged over the batch.
 
     The graph of the gradient is kept (create_graph) so the penalty trains D: a double backward.
-    The gradient and its norm are fp32 whatever precision the critic runs at. `scale` (fp16's loss
-    scale) multiplies the scores before differentiating, so small gradients do not underflow in
-    half precision, and divides the gradient after.
+    The gradient and its norm are fp32 whatever precision the critic runs at (the interpolates are).
     """
     alpha = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device, dtype=real.dtype)
     interpolates = torch.lerp(fake.detach(), real.detach(), alpha).requires_grad_(True)  # (B, C, H, W)
-    scores = critic(interpolates).float().sum()
-    if scale is None:
-        (gradients,) = torch.autograd.grad(scores, interpolates, create_graph=True)
-    else:
-        (gradients,) = torch.autograd.grad(scores * scale, interpolates, create_graph=True)
-        gradients = gradients.float() / scale
+    scores = critic(interpolates).float()
+    (gradients,) = torch.autograd.grad(scores.sum(), interpolates, create_graph=True)
     return ((gradients.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 

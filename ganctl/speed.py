@@ -1,8 +1,9 @@
 """How fast a run computes, never what it trains: precision, memory format, torch.compile, optimizers.
 
 - `train.precision`: fp32, or bf16 / fp16 autocast for the networks' forward passes. Weights, optimizer
-  states, losses and the gradient penalty stay in fp32; fp16 adds a GradScaler per network. `auto`
-  is bf16 on GPUs that support it and fp32 everywhere else.
+  states, losses and the gradient penalty's norm stay in fp32; fp16 adds a GradScaler per network and
+  runs the penalty's critic pass in fp32 (its range would overflow the loss-scaled double backward).
+  `auto` is bf16 on GPUs that support it and fp32 everywhere else.
 - `train.channels_last`: NHWC weights and activations for convolutional models, which oneDNN and
   cuDNN run faster than NCHW.
 - `train.compile`: torch.compile for G and D, falling back to eager where it cannot compile.
@@ -143,7 +144,7 @@ class CompiledOrEager:
         if self.compiled is not None:
             try:
                 return self.compiled(*args)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as error:  # a compiler failure: nothing has run yet, so run eagerly
                 cause = getattr(error, "inner_exception", None) or error  # what the backend raised
@@ -151,8 +152,3 @@ class CompiledOrEager:
                 warn(f"train.compile: torch.compile could not compile {self.name} ({reason}); it runs eagerly.")
                 self.compiled = None
         return self.module(*args)
-
-
-def scale_of(scaler: torch.amp.GradScaler) -> Optional[float]:
-    """The loss scale that fp16's gradient penalty multiplies by before differentiating; None without one."""
-    return scaler.get_scale() if scaler.is_enabled() else None

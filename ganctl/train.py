@@ -381,15 +381,17 @@ def train_on(
     loss, penalty = cfg.loss, torch.zeros((), device=device)
     batch_size, critic_steps, policy = settings.batch_size, loss.critic_steps, list(settings.augment)
     autocast, (scaler_g, scaler_d) = speed.autocast(device, parts.precision), parts.scalers
+    # fp16's narrow range would overflow the penalty's loss-scaled double backward: it runs in fp32.
+    penalty_autocast = speed.autocast(device, "fp32" if parts.precision == "fp16" else parts.precision)
 
     def generate(latents: torch.Tensor) -> torch.Tensor:
         """G's images at the run's precision, handed on in fp32."""
         with autocast():
             return G_train(latents).float()
 
-    def scores(critic: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    def scores(critic: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, amp=autocast) -> torch.Tensor:
         """D's raw scores at the run's precision; the losses see them in fp32."""
-        with autocast():
+        with amp():
             return critic(images).float()
 
     def state(step: int) -> dict[str, Any]:
@@ -443,7 +445,7 @@ def train_on(
                     fake_scores = scores(D_train, augment(fake.detach(), policy))
                     d_loss = parts.d_loss(real_scores, fake_scores)
                     if penalised:
-                        penalty = gradient_penalty(partial(scores, D_train), real, fake, speed.scale_of(scaler_d))
+                        penalty = gradient_penalty(partial(scores, D_train, amp=penalty_autocast), real, fake)
                         d_loss = d_loss + loss.gradient_penalty * penalty
                     parts.optimizer_d.zero_grad(set_to_none=True)
                     scaler_d.scale(d_loss).backward()

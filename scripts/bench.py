@@ -8,8 +8,10 @@
 ganctl is measured through its real training entry point (`ganctl.train.train` on the composed
 config, so everything a run does per step is included), reading the images/s it logs for each
 interval of `--interval` steps; the first interval (warm-up, cuDNN autotuning, allocator growth) is
-dropped and the median of the others reported, for each `--precision`. The reference is the common way to write the same
-training: pytorch/examples' DCGAN loop -- a DataLoader over MNIST with per-image PIL transforms
+dropped, for each `--precision`. The loops take turns for `--rounds` rounds, so that a shared
+machine's drifting speed touches them alike; each loop's figure is the median of all its intervals,
+and "vs reference" the median of the rounds' ratios. The reference is the common way to write the
+same training: pytorch/examples' DCGAN loop -- a DataLoader over MNIST with per-image PIL transforms
 (Resize, ToTensor, Normalize), fp32, a sigmoid discriminator with BCELoss, `.item()` on every
 step -- timed over the same intervals. `--penalty-cost` times ganctl's WGAN-GP generator cycle (5
 critic steps with the gradient penalty + 1 generator step) against the same cycle without the
@@ -25,7 +27,9 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -33,7 +37,10 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path, *extra: str) -> list[float]:
+REFERENCE = "reference (fp32)"
+
+
+def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path, extra: Sequence[str] = ()) -> list[float]:
     """images/s of each logged interval of a real ganctl run (the first, warm-up, dropped)."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
@@ -177,7 +184,8 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--interval", type=int, default=10, help="steps per timed interval")
-    parser.add_argument("--repeats", type=int, default=3, help="timed intervals after the warm-up one")
+    parser.add_argument("--repeats", type=int, default=3, help="timed intervals per run, after the warm-up one")
+    parser.add_argument("--rounds", type=int, default=3, help="turns each loop takes, alternating")
     parser.add_argument("--workers", type=int, default=2, help="the reference DataLoader's workers (the example's default)")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--no-reference", dest="reference", action="store_false")
@@ -191,17 +199,33 @@ def main() -> int:
     if args.optimizer is None and args.model not in ("wgan", "wgangp"):
         args.optimizer = "adam"
 
-    results: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for precision in args.precision:
-            results[f"ganctl {precision}"] = ganctl_images_per_second(args, Path(tmp) / precision, f"train.precision={precision}")
-            if args.penalty_cost:
-                results[f"ganctl {precision}, no penalty"] = ganctl_images_per_second(
-                    args, Path(tmp) / f"{precision}-plain", f"train.precision={precision}", "loss.gradient_penalty=0"
-                )
+    from ganctl.logger import console
+
+    console.quiet = True  # ganctl's own progress and summary would interleave with the table
+    loops: dict[str, Callable[[Path], list[float]]] = {}
+    for precision in args.precision:
+        loops[f"ganctl {precision}"] = partial(ganctl_images_per_second, args, extra=[f"train.precision={precision}"])
+        if args.penalty_cost:
+            loops[f"ganctl {precision}, no penalty"] = partial(
+                ganctl_images_per_second, args, extra=[f"train.precision={precision}", "loss.gradient_penalty=0"]
+            )
     if args.reference:
-        results["reference (fp32)"] = reference_images_per_second(args)
+        loops[REFERENCE] = lambda run_dir: reference_images_per_second(args)
+    rounds: list[dict[str, float]] = []
+    results: dict[str, list[float]] = {name: [] for name in loops}
+    with tempfile.TemporaryDirectory() as tmp:
+        for turn in range(args.rounds):
+            rounds.append({})
+            for name, loop in loops.items():
+                rates = loop(Path(tmp) / f"{turn}-{name}".replace(" ", "_").replace(",", ""))
+                results[name] += rates
+                rounds[-1][name] = statistics.median(rates)
+                print(f"round {turn + 1}/{args.rounds}: {name}: {rounds[-1][name]:,.1f} images/s", file=sys.stderr)
     medians = {name: statistics.median(rates) for name, rates in results.items()}
+
+    def paired(name: str, other: str) -> float:
+        """The median over rounds of name's speed over other's, each round timed back to back."""
+        return statistics.median(turn[name] / turn[other] for turn in rounds)
 
     from rich.console import Console
     from rich.table import Table
@@ -210,15 +234,17 @@ def main() -> int:
     for column in ("loop", "images/s (median)", "intervals", "vs reference", "penalty cost"):
         table.add_column(column)
     for name, rates in results.items():
-        versus = f"{medians[name] / medians['reference (fp32)']:.2f}x" if args.reference else ""
-        plain = medians.get(f"{name}, no penalty")
-        cost = f"{plain / medians[name]:.2f}x the time" if plain else ""
+        versus = f"{paired(name, REFERENCE):.2f}x" if args.reference else ""
+        plain = f"{name}, no penalty"
+        cost = f"{paired(plain, name):.2f}x the time" if plain in results else ""
         table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{r:,.0f}" for r in rates), versus, cost)
     Console().print(table)
     if args.json:
         record = {
             "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "images_per_second": medians,
+            "vs_reference": {name: paired(name, REFERENCE) for name in results} if args.reference else None,
+            "rounds": rounds,
             "intervals": results,
             "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": torch.get_num_threads(),
                         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
