@@ -7,6 +7,7 @@ quality of what they train. Speed itself is measured by scripts/bench.py, not he
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,31 @@ def test_a_penalised_critic_stays_eager_under_compile(tmp_path: Path, capsys: py
     result = run(tmp_path, *QUIET, "model=mlp", "loss=wgangp", "optimizer=wgangp", "train.compile=true", "train.steps=2")
     assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
     assert "D runs eagerly, because the gradient penalty needs a double backward" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("model", ["dcgan_small", "wgangp"])
+def test_no_host_reads_inside_training_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str) -> None:
+    """Losses and statistics stay on the device between logs: a run's host reads of tensor values
+    (item, tolist, bool, float, ...) do not grow with its steps. (On a GPU each would be a sync.)
+    torch.optim's reads of its step counters are not counted: they live on the host by design."""
+    reads = {"count": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            reads["count"] += "torch/optim/" not in caller.replace("\\", "/")
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    def host_reads(steps: int) -> int:
+        reads["count"] = 0
+        overrides = [*QUIET, f"model={model}", "dataset.image_size=32", "train.log_every=1000"]
+        run(tmp_path / str(steps), *overrides, *(TINY_DCGAN if model == "dcgan_small" else []), f"train.steps={steps}")
+        return reads["count"]
+
+    assert host_reads(3) == host_reads(9)
 
 
 def test_bad_precision_is_one_clear_error(tmp_path: Path) -> None:
