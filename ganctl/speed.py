@@ -7,7 +7,7 @@
 - `train.channels_last`: NHWC weights and activations for convolutional models, which oneDNN and
   cuDNN run faster than NCHW.
 - `train.compile`: torch.compile for G and D, falling back to eager where it cannot compile.
-- Optimizers run as one fused kernel on CUDA and as foreach (multi-tensor) ops elsewhere; on the CPU
+- Optimizers run as one fused kernel on CUDA and as foreach (multi-tensor) ops on the CPU, where
   foreach gives bit-for-bit the same weights as the per-parameter loop.
 
 On the CPU every setting is deterministic, so an interrupted run resumes exactly at any precision.
@@ -90,7 +90,7 @@ def memory_format(module: nn.Module, channels_last: bool) -> nn.Module:
 
 def optimizer(factory: Callable[..., torch.optim.Optimizer], parameters: Iterator[nn.Parameter],
               device: torch.device) -> torch.optim.Optimizer:
-    """The configured optimizer, fused on CUDA and foreach elsewhere where it offers them and the
+    """The configured optimizer, fused on CUDA and foreach on the CPU where it offers them and the
     config chose neither."""
     chosen = getattr(factory, "keywords", {})
     cls = getattr(factory, "func", factory)
@@ -99,7 +99,7 @@ def optimizer(factory: Callable[..., torch.optim.Optimizer], parameters: Iterato
     if "fused" not in chosen and "foreach" not in chosen:
         if device.type == "cuda" and "fused" in accepted:
             fast["fused"] = True
-        elif "foreach" in accepted:
+        elif device.type == "cpu" and "foreach" in accepted:  # (other devices: torch's own default)
             fast["foreach"] = True
     return factory(parameters, **fast)
 
