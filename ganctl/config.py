@@ -112,8 +112,7 @@ def check(cfg: DictConfig) -> None:
     for key in ("sample_every", "ckpt_every", "keep_last"):
         if train[key] < 0:
             raise GanctlError(f"train.{key} must be 0 or more, got {train[key]}.")
-    if train.precision not in PRECISIONS:
-        raise GanctlError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {train.precision!r}.")
+    check_precision(train.precision)
     if not 0.0 <= train.ema.decay < 1.0:
         raise GanctlError(f"train.ema.decay must be in [0, 1), got {train.ema.decay} (0 turns EMA off).")
     for net in ("g", "d"):
@@ -135,6 +134,11 @@ def check(cfg: DictConfig) -> None:
         raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
     if OmegaConf.select(cfg, "metrics") is not None:
         check_metrics(cfg.metrics)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise GanctlError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
 
 
 def check_metrics(metrics: DictConfig) -> None:

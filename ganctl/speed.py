@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from ganctl.config import PRECISIONS
+from ganctl.config import check_precision
 from ganctl.errors import GanctlError
 from ganctl.logger import warn
 
@@ -38,8 +38,7 @@ def cpu_has_native_bf16() -> bool:
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """The precision a run uses on `device`: `auto` made concrete, unusable choices refused."""
-    if name not in PRECISIONS:
-        raise GanctlError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {name!r}.")
+    check_precision(name)
     if name == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():
