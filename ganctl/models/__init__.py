@@ -1,0 +1,22 @@
+"""Generators and discriminators.
+
+Every generator maps latents (B, latent_dim) to images (B, C, H, W) in [-1, 1] (tanh output) and
+exposes `latent_dim`. Every discriminator maps images to raw scores (B,) -- logits, no sigmoid;
+higher means "more real" (the losses module states the convention once).
+
+The dataset's channels and image size are runtime facts: they arrive as constructor arguments
+at build time and are never copied by hand into the model configs.
+
+Each family lives in its own module; the config names them here (`_target_: ganctl.models.<Class>`),
+so a checkpoint's stored config keeps working when a module is reorganised.
+"""
+
+from ganctl.models.conv import ConvDiscriminator, ConvGenerator
+from ganctl.models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_layout
+from ganctl.models.layers import activation_layer, dcgan_init
+from ganctl.models.mlp import MLPDiscriminator, MLPGenerator
+
+__all__ = [
+    "ConvDiscriminator", "ConvGenerator", "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator",
+    "activation_layer", "dcgan_init", "dcgan_layout",
+]
