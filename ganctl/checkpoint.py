@@ -1,8 +1,10 @@
 """Checkpoints: plain dicts of tensors and containers, written atomically, read with weights_only.
 
 A checkpoint holds everything needed to continue a run or to sample from it with nothing but the
-file: the networks' and optimizers' state dicts, the step, the RNG states, and the resolved config
-as plain containers. Nothing in it can run code when loaded.
+file: the GAN's state (networks, optimizers, schedulers, loss scales: `gan.GAN.state_dict()`), the
+step, the RNG states, and the resolved config as plain containers. Nothing in it can run code when
+loaded. This module owns the file's layout: `training_state` writes it, `load` checks it for every
+reader (train resume=, sample, eval).
 """
 
 from __future__ import annotations
@@ -13,15 +15,36 @@ import pickle
 import random
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 
 FORMAT = "ganctl-checkpoint"
 VERSION = 1
+# What a run stores beside the GAN's own state dict entries (which sit at the top level too).
+RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data")
+
+
+def training_state(
+    gan_state: dict[str, Any], *, step: int, wall_seconds: float, config: dict, choices: dict,
+    metrics: list, best: Optional[dict], data: dict[str, Any], device: torch.device,
+) -> dict[str, Any]:
+    """A checkpoint: the GAN's state dict, the RNG states and what the run needs to go on from `step`
+    (the resolved config, the chosen options, the data's shape, the latest metric cards)."""
+    return {
+        "format": FORMAT, "version": VERSION, "step": step, "wall_seconds": wall_seconds,
+        "config": config, "choices": choices, "metrics": metrics, "best": best,
+        **gan_state, "rng": rng_states(device), "data": data,
+    }
+
+
+def gan_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The GAN's entries of a checkpoint (what `GAN.load_state_dict` takes)."""
+    return {key: value for key, value in state.items() if key not in RUN_KEYS}
 
 
 def step_path(run_dir: Path, step: int) -> Path:
@@ -58,24 +81,15 @@ def run_dir_of(checkpoint: Path) -> Path:
 
 
 def save(state: dict[str, Any], *paths: Path) -> None:
-    """Serialise once, then write each path atomically: temporary file, fsync, rename.
-
-    A crash at any moment leaves either the previous complete file or the new complete one.
-    """
+    """Serialise once, then write each path atomically (temporary file, fsync, rename): a crash at
+    any moment leaves either the previous complete file or the new complete one."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
     for path in paths:
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            write_atomically(path, lambda f: f.write(data), durable=True)
         except OSError as error:  # disk full, read-only or vanished directory, quota...
-            tmp.unlink(missing_ok=True)
             kept = "".join(f"The previous {p.name} is intact. " for p in paths if p.exists())
             raise GanctlError(
                 f"Could not write the checkpoint {path}: {error.strerror or error}. {kept}Training stopped "
@@ -86,7 +100,7 @@ def save(state: dict[str, Any], *paths: Path) -> None:
 
 def clean_temporary(run_dir: Path) -> list[Path]:
     """Remove the temporary files of checkpoint writes that a killed process left behind."""
-    stray = sorted((Path(run_dir) / "checkpoints").glob(".*.pt.tmp"))
+    stray = sorted((Path(run_dir) / "checkpoints").glob(".*.pt*.tmp"))
     for path in stray:
         path.unlink(missing_ok=True)
     return stray
@@ -118,7 +132,26 @@ def load(path: Path) -> dict[str, Any]:
         ) from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise GanctlError(f"{path} is a PyTorch file but not a ganctl checkpoint (no '{FORMAT}' marker).")
+    check_layout(path, state)
     return state
+
+
+def check_layout(path: Path, state: dict[str, Any]) -> None:
+    """The run-level entries every reader relies on, with their types (the GAN checks its own)."""
+    stored = state.get("config")
+    if not isinstance(stored, dict) or not isinstance(stored.get("dataset"), dict) or not isinstance(stored.get("model"), dict):
+        raise GanctlError(f"{path} has no stored config with a dataset and a model: it was not written by `ganctl train`.")
+    data = state.get("data")
+    problems = [
+        name for name, ok in (
+            ("step", isinstance(state.get("step"), int) and state["step"] >= 0),
+            ("choices", isinstance(state.get("choices"), dict)),
+            ("data", isinstance(data, dict) and all(isinstance(data.get(k), int) for k in ("channels", "image_size"))),
+            ("rng", isinstance(state.get("rng"), dict)),
+        ) if not ok
+    ]
+    if problems:
+        raise GanctlError(f"{path} is not a complete ganctl checkpoint: {', '.join(problems)} missing or malformed.")
 
 
 def rng_states(device: torch.device) -> dict[str, Any]:

@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     except GanctlError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        from ganctl.logger import console
+        from ganctl.console import print_error
 
-        console.print(f"[bold red]error:[/] {error}")
+        print_error(error)
         return 1
     print(f"ganctl: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
     return 2

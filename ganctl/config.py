@@ -1,8 +1,11 @@
-"""The config's typed schema, its checks, and how a resumed run's stored config takes overrides."""
+"""Where the config lives, its typed schema, its checks, and how a resumed run's stored config takes
+overrides; `build` instantiates a node of it. The modules that build things import this one; it
+imports none of them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -14,6 +17,14 @@ from ganctl.errors import GanctlError
 
 GROUPS = ("model", "loss", "optimizer", "dataset")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+METRIC_NAMES = ("fid", "kid", "is")
+
+
+def config_dir() -> str:
+    """conf/ ships inside the installed package as ganctl/conf; a source checkout has it at the top."""
+    packaged = Path(__file__).parent / "conf"
+    return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
+
 
 # Keys a resumed run may change: when and how often things happen, never what is trained.
 SCHEDULE_KEYS = (
@@ -64,7 +75,8 @@ class TrainSettings:
 
 @dataclass
 class MetricsSettings:
-    """The metrics block (ganctl/metrics.py); values in conf/train.yaml."""
+    """The metrics block (ganctl/metrics.py); values in conf/train.yaml. Also the plain settings the
+    metrics are computed with (`from_node`)."""
 
     names: List[str] = MISSING
     num_fake: int = MISSING
@@ -75,6 +87,14 @@ class MetricsSettings:
     split: str = MISSING
     best: str = MISSING
     seed: int = MISSING
+
+    @classmethod
+    def from_node(cls, node: Any) -> "MetricsSettings":
+        """Plain values from a config node or dict (a MetricsSettings passes through)."""
+        if isinstance(node, cls):
+            return node
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
 
 
 @dataclass
@@ -126,7 +146,6 @@ def check(cfg: DictConfig) -> None:
     unknown = [name for name in train.augment if name not in POLICIES]
     if unknown:
         raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
-    check_loss(cfg.loss)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 1; got {image_size!r}.")
@@ -141,11 +160,20 @@ def check_precision(precision: str) -> None:
         raise GanctlError(f"train.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
 
 
+def check_metric_names(names: Any) -> list[str]:
+    """Metric names (metrics.names or --metrics), lower-cased and without repeats; unknown ones refused."""
+    names = [str(name).lower() for name in names]
+    unknown = [name for name in names if name not in METRIC_NAMES]
+    if unknown:
+        raise GanctlError(f"Unknown metric {unknown[0]!r} (metrics.names or --metrics): choose from {', '.join(METRIC_NAMES)}.")
+    if not names:
+        raise GanctlError(f"No metric given (metrics.names or --metrics): choose from {', '.join(METRIC_NAMES)}.")
+    return list(dict.fromkeys(names))
+
+
 def check_metrics(metrics: DictConfig) -> None:
     """The metrics block: known names, sizes that torchmetrics can use, a best metric among the names."""
-    from ganctl.metrics import check_names
-
-    names = check_names(metrics.names)
+    names = check_metric_names(metrics.names)
     if metrics.num_fake < 2:
         raise GanctlError(f"metrics.num_fake must be at least 2, got {metrics.num_fake}.")
     if metrics.num_real is not None and metrics.num_real < 2:
@@ -162,24 +190,6 @@ def check_metrics(metrics: DictConfig) -> None:
             f"metrics.feature must be inception or a node with _target_ naming a ganctl feature extractor, "
             f"e.g. metrics.feature={{_target_:ganctl.metrics.PooledPixels,size:8}}; got {feature!r}."
         )
-
-
-REPORTS = ("probability", "wasserstein", "scores")
-
-
-def check_loss(loss: DictConfig) -> None:
-    if loss.critic_steps < 1:
-        raise GanctlError(f"loss.critic_steps must be at least 1, got {loss.critic_steps}.")
-    for key in ("gradient_penalty", "clip"):
-        if loss[key] < 0:
-            raise GanctlError(f"loss.{key} must be 0 (off) or positive, got {loss[key]}.")
-    if loss.report not in REPORTS:
-        raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {loss.report!r}.")
-    labels = OmegaConf.select(loss, "discriminator", default={})
-    for key, low, high in (("real_target", 0.0, 1.0), ("label_noise", 0.0, 1.0), ("flip_prob", 0.0, 1.0)):
-        value = labels.get(key)
-        if value is not None and not low <= value <= high:
-            raise GanctlError(f"loss.discriminator.{key} must be in [{low}, {high}], got {value}.")
 
 
 def check_targets(cfg: Any, where: str = "") -> None:
@@ -261,3 +271,12 @@ def build(node: Any, where: str, **runtime: Any) -> Any:
         if isinstance(cause, GanctlError):
             raise cause from None
         raise GanctlError(f"Cannot build {where} from its config: {cause or error}") from error
+
+
+def default_config() -> DictConfig:
+    """`ganctl train`'s config with no overrides: today's defaults, composed as Hydra composes them
+    (for reading a checkpoint from a ganctl older than a config block)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train")

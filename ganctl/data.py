@@ -35,8 +35,10 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
+from ganctl.config import build as instantiate
+from ganctl.console import console, warn
 from ganctl.errors import GanctlError
-from ganctl.logger import warn
+from ganctl.files import write_atomically
 
 log = logging.getLogger("ganctl")
 
@@ -57,8 +59,6 @@ class Decoded:
 def build(node, device: torch.device, split: str = "train") -> Union["InMemoryImages", "StreamingImages"]:
     """The images named by the config's dataset node (its `split`, if it has splits), ready to draw
     batches from on the device."""
-    from ganctl.config import build as instantiate
-
     result = instantiate(node, "dataset", split=split)
     if isinstance(result, ImageFiles):
         return StreamingImages(result, device)
@@ -98,6 +98,12 @@ class InMemoryImages:
         """Every image once, in order, as uint8 batches (B, C, H, W) on the device."""
         for start in range(0, len(self), batch_size):
             yield self.images[start : start + batch_size]
+
+
+def endless(source: Union["InMemoryImages", "StreamingImages"], batch_size: int) -> Iterator[torch.Tensor]:
+    """Batches of `source.sample(batch_size)` without end: what the training loop draws from."""
+    while True:
+        yield source.sample(batch_size)
 
 
 def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -348,8 +354,6 @@ def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, list
     """Decode every file once (DataLoader workers for large folders) with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ganctl.logger import console
-
     workers = loader_workers(len(source))
     loader = torch.utils.data.DataLoader(source, batch_size=64, num_workers=workers, collate_fn=collate)
     images = torch.empty(len(source), source.channels, source.image_size, source.image_size, dtype=torch.uint8)
@@ -534,17 +538,12 @@ def load_cache(directory: Path, key: str) -> Optional[tuple[torch.Tensor, list[s
 def save_cache(directory: Path, prefix: str, key: str, images: torch.Tensor, bad: list[str]) -> None:
     """Write atomically (temporary file, then rename), and drop older versions of the same dataset."""
     path = directory / f"{key}.npz"
-    temporary = directory / f".{key}.{os.getpid()}.tmp"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(temporary, "wb") as f:
-            np.savez(f, images=images.numpy(), unreadable=np.array(bad, dtype=str))
-        os.replace(temporary, path)
+        write_atomically(path, lambda f: np.savez(f, images=images.numpy(), unreadable=np.array(bad, dtype=str)))
         for old in directory.glob(f"{prefix}-*.npz"):
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as error:  # a read-only or full disk costs a re-decode next time, not the run
-        temporary.unlink(missing_ok=True)
         warn(f"could not write the dataset cache {path} ({error}); set dataset.cache=<folder> or dataset.cache=false")
 
 

@@ -18,24 +18,24 @@ from omegaconf import OmegaConf
 from torchvision.utils import make_grid, save_image
 
 from ganctl import checkpoint, metrics
+from ganctl import data as datasets
+from ganctl.config import MetricsSettings, check_metric_names, default_config
+from ganctl.console import console
+from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
-from ganctl.logger import console
-from ganctl.sample import generate, load_generator
+from ganctl.gan import Sampler
 
 
-def metric_settings(stored: dict[str, Any], **overrides: Any) -> metrics.Settings:
-    """The checkpoint's metrics block (the package defaults for checkpoints written before it existed),
+def metric_settings(stored: dict[str, Any], **overrides: Any) -> MetricsSettings:
+    """The checkpoint's metrics block (today's defaults for checkpoints written before it existed),
     with the command line's values on top. The stored weights path is not used: it names a file on
     the machine that trained, so eval finds the weights itself (--inception-weights, the env var, cache)."""
-    from ganctl.app import config_dir
-
-    defaults = OmegaConf.load(Path(config_dir()) / "train.yaml").metrics
-    merged = OmegaConf.merge(defaults, stored.get("metrics") or {})
+    merged = OmegaConf.merge(default_config().metrics, stored.get("metrics") or {})
     merged.inception_weights = None
     for key, value in overrides.items():
         if value is not None:
             merged[key] = value
-    return metrics.Settings.from_config(merged)
+    return MetricsSettings.from_node(merged)
 
 
 @torch.no_grad()
@@ -66,14 +66,12 @@ def pairs_grid(samples: torch.Tensor, neighbours: torch.Tensor, per_row: int = 8
     return make_grid(torch.cat(tiles), nrow=per_row, padding=2, pad_value=255)
 
 
-def nearest_check(state: dict[str, Any], generator: torch.nn.Module, num: int, seed: int, device: torch.device, out: Path) -> dict[str, Any]:
+def nearest_check(state: dict[str, Any], sampler: Sampler, num: int, seed: int, device: torch.device, out: Path) -> dict[str, Any]:
     """The memorisation check: num samples, their nearest training images side by side in a grid at
     `out`, and a card with the mean distance (and the same for held-out real images, for scale)."""
-    from ganctl import data as datasets
-
     dataset = OmegaConf.create(state["config"]["dataset"])
     train = datasets.build(dataset, device, split="train")
-    samples = metrics.to_uint8(generate(generator, num, seed))  # (K, C, H, W), the images of `ganctl sample --seed`
+    samples = metrics.to_uint8(sampler(sampler.latents(num, seed)))  # (K, C, H, W), the images of `ganctl sample --seed`
     distances, neighbours = nearest_training_images(samples, train)
     baseline = None
     try:  # held-out real digits against the training set: what "not memorised" looks like
@@ -117,9 +115,6 @@ def evaluate(
     out: Optional[str | Path] = None,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Score a checkpoint; returns the cards and the file they were written to."""
-    from ganctl import data as datasets
-    from ganctl.train import resolve_device
-
     if num is not None and num < 2:
         raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
     if nearest < 0:
@@ -127,32 +122,30 @@ def evaluate(
     if split is not None and split not in ("train", "test"):
         raise GanctlError(f"--split must be train or test, got {split!r}.")
     if names is not None:
-        names = [] if names == ["none"] else metrics.check_names(names)
+        names = [] if names == ["none"] else check_metric_names(names)
     if names == [] and not nearest:
         raise GanctlError("Nothing to do: --metrics none without --nearest K.")
     ckpt_path = checkpoint.resolve(path).resolve()
     state = checkpoint.load(ckpt_path)
-    stored = state.get("config")
-    if not isinstance(stored, dict) or "dataset" not in stored or "model" not in stored:
-        raise GanctlError(f"{ckpt_path} has no stored config with a dataset and a model: it was not written by `ganctl train`.")
+    stored = state["config"]
     settings = metric_settings(stored, names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
     card_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.metrics.json")
     if card_path.is_dir():
         raise GanctlError(f"--out {card_path} is a directory: give a file name such as {card_path / 'metrics.json'}.")
-    torch_device = resolve_device(device)
-    generator = load_generator(state, torch_device, ema)
+    torch_device = resolve_device(device, "--device ")
+    sampler = Sampler.from_checkpoint(state, torch_device, ema)
 
     cards: list[dict[str, Any]] = []
     if settings.names:
         real = datasets.build(OmegaConf.create(stored["dataset"]), torch_device, split=settings.split)
         console.print(f"Scoring {', '.join(settings.names)} of {settings.num_fake} samples from step {state['step']} "
                       f"against {settings.num_real or len(real)} real {settings.split} images ...")
-        cards += metrics.Evaluator(settings, real, torch_device)(generator, state["step"])
+        cards += metrics.Evaluator(settings, real, torch_device)(sampler, state["step"])
     if nearest:
         grid = checkpoint.run_dir_of(ckpt_path) / "samples" / f"nearest_step{state['step']:07d}.png"
-        cards.append(nearest_check(state, generator, nearest, settings.seed, torch_device, grid))
+        cards.append(nearest_check(state, sampler, nearest, settings.seed, torch_device, grid))
     for card in cards:
-        card.update(checkpoint=str(ckpt_path), generator="ema" if ema and state.get("generator_ema") is not None else "raw")
+        card.update(checkpoint=str(ckpt_path), generator=sampler.weights)
     try:
         card_path.parent.mkdir(parents=True, exist_ok=True)
         card_path.write_text(json.dumps(cards, indent=2) + "\n")

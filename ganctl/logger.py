@@ -9,21 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from torch.utils.tensorboard import SummaryWriter
 
+from ganctl.console import console
+
 log = logging.getLogger("ganctl")
-console = Console(stderr=True, soft_wrap=True)  # soft wrap: commands stay copyable
-
-
-def warn(message: str) -> None:
-    """One warning line to the run's log file and, in yellow, to the terminal."""
-    from rich.markup import escape
-
-    log.warning(message)
-    console.print(f"[yellow]warning:[/] {escape(message)}")
 
 
 # How the progress bar and train.log show the watched scalars.

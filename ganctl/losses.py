@@ -5,16 +5,24 @@ image, shape (B,); higher means "more real". Every discriminator loss takes (rea
 fake_scores) and every generator loss takes fake_scores; both return a scalar to minimise.
 
 Penalties and constraints that need the critic itself (the WGAN-GP gradient penalty, WGAN's weight
-clipping) are separate functions below; the training loop applies them when the loss config asks.
+clipping) are separate functions below. `GANLoss` is a loss option made concrete: the pair of
+functions and how the critic is trained with them (critic steps, penalty, clipping) and watched
+(what to log). It is the one place that reads those keys of the config; the GAN's step follows it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from ganctl.config import build
+from ganctl.console import warn
+from ganctl.errors import GanctlError
 
 
 def bce_targets(
@@ -118,3 +126,93 @@ def clip_weights(critic: nn.Module, clip: float) -> None:
     parameters = list(critic.parameters())
     torch._foreach_clamp_min_(parameters, -clip)
     torch._foreach_clamp_max_(parameters, clip)
+
+
+# --------------------------------------------------------------------------- a loss option, made concrete
+
+REPORTS = ("probability", "wasserstein", "scores")
+MOMENTUM_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.NAdam", "torch.optim.RAdam", "torch.optim.Adamax")
+# The on-device statistics of one training step, in the order the GAN's step returns them.
+STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty")
+
+
+@dataclass(frozen=True)
+class GANLoss:
+    """D's and G's loss functions, and how the critic is trained and reported (conf/loss/*.yaml)."""
+
+    discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+    critic_steps: int = 1  # D updates per G update
+    gradient_penalty: float = 0.0  # weight of the WGAN-GP penalty; 0 = none
+    clip: float = 0.0  # WGAN weight clipping bound; 0 = none
+    report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
+
+    @classmethod
+    def from_config(cls, node: DictConfig) -> "GANLoss":
+        """The loss option, its values checked; a GanctlError names the first bad one."""
+        if node.critic_steps < 1:
+            raise GanctlError(f"loss.critic_steps must be at least 1, got {node.critic_steps}.")
+        for key in ("gradient_penalty", "clip"):
+            if node[key] < 0:
+                raise GanctlError(f"loss.{key} must be 0 (off) or positive, got {node[key]}.")
+        if node.report not in REPORTS:
+            raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {node.report!r}.")
+        labels = OmegaConf.select(node, "discriminator", default={})
+        for key in ("real_target", "label_noise", "flip_prob"):
+            value = labels.get(key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise GanctlError(f"loss.discriminator.{key} must be in [0.0, 1.0], got {value}.")
+        return cls(
+            discriminator=build(node.discriminator, "loss.discriminator"),
+            generator=build(node.generator, "loss.generator"),
+            critic_steps=node.critic_steps,
+            gradient_penalty=node.gradient_penalty,
+            clip=node.clip,
+            report=node.report,
+        )
+
+    @property
+    def double_backward(self) -> bool:
+        """Whether D's update differentiates through a gradient of D (torch.compile cannot)."""
+        return self.gradient_penalty > 0
+
+    def check_critic(self, critic: nn.Module, optimizer: Optional[DictConfig] = None) -> None:
+        """Refuse pairs of this loss and a critic known to be wrong; warn about ones known to be
+        unwise (`optimizer`: the critic's optimizer config, e.g. cfg.optimizer.d)."""
+        if self.gradient_penalty > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules()):
+            raise GanctlError(
+                "A gradient penalty needs a critic without BatchNorm: the penalty is on each image's own "
+                "gradient, and BatchNorm makes every score depend on the whole batch (Gulrajani et al. 2017). "
+                "Use model=wgangp, or set model.discriminator.norm=layer (or none) for the DCGAN critic, or "
+                "model.discriminator.batch_norm_momentum=null for the conv critic."
+            )
+        if self.report == "wasserstein" and isinstance(list(critic.modules())[-1], nn.Sigmoid):
+            raise GanctlError(
+                "A Wasserstein critic must output unbounded scores, but this discriminator ends in a sigmoid. "
+                "Remove the sigmoid, or use a BCE-family loss (loss=bce), which applies the sigmoid itself."
+            )
+        if self.report == "wasserstein" and not (self.clip > 0 or self.gradient_penalty > 0):
+            warn("A Wasserstein loss with neither weight clipping (loss.clip) nor a gradient penalty "
+                 "(loss.gradient_penalty): nothing keeps the critic Lipschitz, and its scores can grow without bound.")
+        target = OmegaConf.select(optimizer, "_target_", default="") if optimizer is not None else ""
+        momentum = (OmegaConf.select(optimizer, "momentum", default=0) or 0) if optimizer is not None else 0
+        if self.clip > 0 and (target in MOMENTUM_OPTIMIZERS or momentum > 0):
+            warn(f"Weight clipping with a momentum optimizer ({target.rsplit('.', 1)[-1]}) for the critic: "
+                 "the WGAN paper found it unstable and used RMSprop (optimizer=wgan).")
+        if self.clip > 0 and self.gradient_penalty > 0:
+            warn("Both weight clipping and a gradient penalty: WGAN-GP replaces clipping with the penalty; "
+                 "set loss.clip=0 (or use loss=wgangp).")
+
+    def scalars(self, means: dict[str, float]) -> dict[str, float]:
+        """What to log, from the means of STATISTICS over a log interval: the losses, and D's view of
+        real and fake images as this loss reads it (probabilities for the BCE family; for Wasserstein
+        losses the distance estimate mean D(real) - mean D(fake), and the penalty term)."""
+        scalars = {"loss/d": means["d_loss"], "loss/g": means["g_loss"]}
+        if self.report == "probability":
+            return {**scalars, "d/real": means["real_probability"], "d/fake": means["fake_probability"]}
+        scalars.update({"d/real": means["real_score"], "d/fake": means["fake_score"]})
+        if self.report == "wasserstein":
+            scalars["wasserstein"] = means["real_score"] - means["fake_score"]
+        if self.gradient_penalty:
+            scalars["gradient_penalty"] = means["penalty"]
+        return scalars

@@ -13,7 +13,7 @@ of the real images are computed once per (dataset fingerprint, split, count, bac
 cached on disk. In the training loop:
 
     evaluator = metrics.Evaluator(cfg.metrics, real_source, device)  # real features: cache or compute
-    cards = evaluator(generator, step)                               # one card per metric
+    cards = evaluator(gan.sampler, step)                             # one card per metric
     metrics.append_jsonl(run_dir, cards)                             # <run>/metrics.jsonl
     logger.log(metrics.scalars(cards), step)                         # {"metrics/fid": ..., ...}
     if metrics.is_better("fid", value, best): ...                    # keep checkpoints/best.pt
@@ -40,9 +40,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganctl import data
+from ganctl.config import MetricsSettings, build, check_metric_names
+from ganctl.console import console, warn
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 
-NAMES = ("fid", "kid", "is")
 HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True}
 WEIGHTS_ENV = "GANCTL_INCEPTION_WEIGHTS"
 CACHE_FORMAT, CACHE_VERSION = "ganctl-real-features", 1
@@ -86,8 +88,6 @@ def inception_weights(configured: Optional[str] = None) -> Path:
     cached = hub_weights_path()
     if cached.is_file():
         return cached
-    from ganctl.logger import console
-
     console.print(f"Downloading the Inception-v3 weights once, into {cached} ...")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -205,24 +205,18 @@ class Backbone:
 
 def build_backbone(feature: Any, device: torch.device, inception_weights_path: Optional[str] = None) -> Backbone:
     """'inception', a config node with _target_ (a ganctl component), or any nn.Module."""
-    from ganctl.logger import console
-
     if isinstance(feature, str) and feature == "inception":
         weights = inception_weights(inception_weights_path)
         sha256 = file_sha256(weights)
         if not sha256.startswith(INCEPTION_SHA256_PREFIX):
-            console.print(
-                f"[yellow]warning:[/] {weights} is not torch-fidelity's {INCEPTION_FILE} (SHA-256 {sha256[:12]}...): "
-                "its scores are not comparable with published ones."
-            )
+            warn(f"{weights} is not torch-fidelity's {INCEPTION_FILE} (SHA-256 {sha256[:12]}...): "
+                 "its scores are not comparable with published ones.")
         module = InceptionFeatures(weights)
         name = "inception-v3 pool3 2048-d (torch-fidelity)"
         return Backbone(module.to(device).eval(), name, sha256, module.resize, has_logits=True)
     if isinstance(feature, nn.Module):
         module, name = feature, f"{type(feature).__module__}.{type(feature).__qualname__}"
     elif isinstance(feature, (dict, DictConfig)) and "_target_" in feature:
-        from ganctl.config import build
-
         node = OmegaConf.to_container(feature, resolve=True) if isinstance(feature, DictConfig) else dict(feature)
         module = build(node, "metrics.feature")
         if not isinstance(module, nn.Module):
@@ -268,8 +262,6 @@ def real_features(
     cache when it has them: (features, cache file, whether it was a cache hit). The key covers the
     data (its fingerprint changes with the images and their size), the split, the count and the
     backbone with its weights, so any change computes them afresh."""
-    from ganctl.logger import console
-
     count = len(real) if num_real is None else min(num_real, len(real))
     meta = {
         "format": CACHE_FORMAT,
@@ -292,31 +284,17 @@ def real_features(
                 return stored["features"], path, True
         except Exception:  # unreadable in any way: computed afresh below
             pass
-        console.print(f"[yellow]warning:[/] ignoring the unreadable or foreign cache file {path}; recomputing it.")
+        warn(f"ignoring the unreadable or foreign cache file {path}; recomputing it.")
     console.print(f"Computing {backbone.name} features of {count} real {split} images (once; cached in {path.parent})")
     features, _ = extract(backbone, first(real.batches(batch_size), count), device)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save({"meta": meta, "features": features}, tmp)
-        os.replace(tmp, path)
+        write_atomically(path, lambda f: torch.save({"meta": meta, "features": features}, f))
     except OSError as error:  # a read-only cache costs time, not the result
-        console.print(f"[yellow]warning:[/] cannot cache the real features in {path}: {error}")
+        warn(f"cannot cache the real features in {path}: {error}")
     return features, path, False
 
 
 # --------------------------------------------------------------------------- the metrics
-
-
-def check_names(names: Iterable[str]) -> list[str]:
-    """The metric names, lower-cased and without repeats; a GanctlError for an unknown one."""
-    names = [str(name).lower() for name in names]
-    unknown = [name for name in names if name not in NAMES]
-    if unknown:
-        raise GanctlError(f"Unknown metric {unknown[0]!r} (metrics.names or --metrics): choose from {', '.join(NAMES)}.")
-    if not names:
-        raise GanctlError(f"No metric given (metrics.names or --metrics): choose from {', '.join(NAMES)}.")
-    return list(dict.fromkeys(names))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -324,39 +302,20 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
 
 
-@dataclass
-class Settings:
-    """The metrics block of the config (see conf/train.yaml), as plain values."""
-
-    names: list[str]
-    num_fake: int
-    num_real: Optional[int]
-    batch_size: int
-    feature: Any
-    inception_weights: Optional[str]
-    split: str
-    seed: int
-
-    @classmethod
-    def from_config(cls, node: Any) -> "Settings":
-        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-        fields = {key: values[key] for key in cls.__dataclass_fields__ if key in values}
-        return cls(**fields)
-
-
 class Evaluator:
     """FID / KID / IS of a generator against one real dataset split.
 
     `Evaluator(settings, real, device, feature_extractor=None)`: settings is the config's `metrics`
-    block (a DictConfig, dict or Settings); real is a ganctl.data source (`.batches`, `.fingerprint`,
+    block (a DictConfig, dict or MetricsSettings); real is a ganctl.data source (`.batches`, `.fingerprint`,
     `.channels`, `.image_size`); feature_extractor, any nn.Module mapping uint8 images (B, C, H, W) to
     (B, D) features, replaces settings.feature. Building it loads (or computes and caches) the real
-    features, so it is built once per run. `evaluator(generator, step)` returns one card per metric.
+    features, so it is built once per run. `evaluator(sampler, step)` scores the images of a
+    `gan.Sampler` (the one door to G's images) and returns one card per metric.
     """
 
     def __init__(self, settings: Any, real: Any, device: torch.device, feature_extractor: Optional[nn.Module] = None) -> None:
-        self.settings = settings if isinstance(settings, Settings) else Settings.from_config(settings)
-        self.names = check_names(self.settings.names)
+        self.settings = MetricsSettings.from_node(settings)
+        self.names = check_metric_names(self.settings.names)
         self.device, self.real = torch.device(device), real
         self.backbone = build_backbone(feature_extractor if feature_extractor is not None else self.settings.feature, self.device, self.settings.inception_weights)
         if "is" in self.names and not (self.backbone.has_logits and real.channels == 3):
@@ -395,25 +354,16 @@ class Evaluator:
                     metrics[name].update(chunk, real=True)
         return metrics
 
-    @torch.no_grad()
-    def fake_batches(self, generator: nn.Module) -> Iterator[torch.Tensor]:
-        """settings.num_fake uint8 images from G in eval mode. The latents are those of
+    def fake_batches(self, sampler: Any) -> Iterator[torch.Tensor]:
+        """settings.num_fake uint8 images from the sampler's G (in eval mode). The latents are those of
         `ganctl sample --seed <metrics.seed>`, drawn from their own torch.Generator on the CPU."""
-        latents = torch.randn(
-            self.settings.num_fake, generator.latent_dim, generator=torch.Generator().manual_seed(self.settings.seed)
-        )
-        was_training = generator.training
-        generator.eval()  # BatchNorm uses its running statistics and does not update them
-        try:
-            for chunk in latents.split(self.settings.batch_size):
-                device = next(generator.parameters()).device
-                yield to_uint8(generator(chunk.to(device)).float())  # (B, C, H, W)
-        finally:
-            generator.train(was_training)
+        latents = sampler.latents(self.settings.num_fake, self.settings.seed)
+        for images in sampler.batches(latents, self.settings.batch_size):
+            yield to_uint8(images)  # (B, C, H, W)
 
-    def __call__(self, generator: nn.Module, step: int) -> list[dict[str, Any]]:
-        """The configured metrics of G's samples at `step`, as cards."""
-        return self.score(self.fake_batches(generator), step)
+    def __call__(self, sampler: Any, step: int) -> list[dict[str, Any]]:
+        """The configured metrics of the sampler's images at `step`, as cards."""
+        return self.score(self.fake_batches(sampler), step)
 
     @torch.no_grad()
     def score(self, batches: Iterable[torch.Tensor], step: int) -> list[dict[str, Any]]:

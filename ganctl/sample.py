@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch import nn
 from torchvision.utils import save_image
 
 from ganctl import checkpoint
-from ganctl.config import build
+from ganctl.console import console
+from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
-from ganctl.logger import console
-
-
-def load_generator(state: dict[str, Any], device: torch.device, ema: bool = True) -> nn.Module:
-    """G as stored in a checkpoint, in eval mode: the EMA weights when present and asked for."""
-    generator_cfg = state["config"]["model"]["generator"]
-    generator = build(generator_cfg, "model.generator", **state["data"])
-    weights = state.get("generator_ema") if ema else None
-    generator.load_state_dict(weights if weights is not None else state["generator"])
-    return generator.to(device).eval()
-
-
-@torch.no_grad()
-def generate(generator: nn.Module, num: int, seed: int, batch_size: int = 250) -> torch.Tensor:
-    """num images (num, C, H, W) in [-1, 1] on the CPU. Latents are drawn on the CPU from `seed`,
-    so the same checkpoint and seed give the same images on any device."""
-    device = next(generator.parameters()).device
-    latents = torch.randn(num, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
-    return torch.cat([generator(chunk.to(device)).float().cpu() for chunk in latents.split(batch_size)])
+from ganctl.gan import Sampler
 
 
 def sample(
@@ -44,8 +24,6 @@ def sample(
     device: str = "auto",
     ema: bool = True,
 ) -> Path:
-    from ganctl.train import resolve_device
-
     if num < 1:
         raise GanctlError(f"--num must be at least 1, got {num}.")
     if nrow < 1:
@@ -55,7 +33,8 @@ def sample(
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / f"sample_step{state['step']:07d}_seed{seed}.png"
     if out.is_dir():
         raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'grid.png'}.")
-    images = generate(load_generator(state, resolve_device(device), ema), num, seed)
+    sampler = Sampler.from_checkpoint(state, resolve_device(device, "--device "), ema)
+    images = sampler(sampler.latents(num, seed))  # (num, C, H, W) in [-1, 1], on the CPU
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))

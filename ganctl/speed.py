@@ -26,7 +26,7 @@ from torch import nn
 
 from ganctl.config import check_precision
 from ganctl.errors import GanctlError
-from ganctl.logger import warn
+from ganctl.console import warn
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -1,38 +1,45 @@
-"""Sweeps (`ganctl train -m`): each job's status, its objective, and the sweep's summary table.
+"""Sweeps (`ganctl train -m`): each job's run on a launcher (status, requeue, CPU threads, objective),
+and the sweep's summary table.
 
 Every job of a sweep writes `status.json` into its run directory (running, finished, failed,
 interrupted, requeued) with its overrides and final numbers. The summary is read back from those
 files, so it can be rebuilt at any time: by the `SweepSummary` Hydra callback when the sweep ends,
-and by `ganctl summary <sweep dir>` while it runs or after it was cut off.
-No torch import here: Hydra instantiates the callback for every `ganctl train`.
+by `supervise` when a sweep is cut short, and by `ganctl summary <sweep dir>` while it runs.
+No torch import at module level: Hydra instantiates the callback for every `ganctl train`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
+import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from ganctl.errors import GanctlError
+from ganctl.console import console, print_error
+from ganctl.errors import EXIT_CODES, GanctlError
+from ganctl.files import write_atomically
+
+log = logging.getLogger("ganctl")
 
 STATUS_FILE = "status.json"
 SWEEP_FILE = "sweep.json"  # the sweep's swept keys and objective, written when it starts
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 PROXY = "d_gap"  # the objective when no FID was measured: see objective()
 
-# Set while `ganctl train -m` runs in this process, for app.main: the sweep's directory once it
-# started, and whether the callback wrote its summary (then also how many jobs failed).
-current_sweep: dict[str, Any] = {}
+# The sweep running in this process, between the callback that sees it start and end and
+# `supervise` around it: its directory, whether its summary was written, how many jobs failed.
+_this_sweep: dict[str, Any] = {}
 
 
 class SweepSummary(Callback):
@@ -47,22 +54,40 @@ class SweepSummary(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time()}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        current_sweep.clear()
-        current_sweep["dir"] = sweep_dir
+        _this_sweep.clear()
+        _this_sweep["dir"] = sweep_dir
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = finish(Path(config.hydra.sweep.dir))
-        current_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
+        _this_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
+
+
+def supervise(hydra_entry: Callable[[], Any]) -> int:
+    """Run `ganctl train`'s Hydra entry point and return its exit code: a run's own, 130 on Ctrl-C,
+    and for a sweep 1 when any of its jobs failed (all of them still ran, and the summary lists each
+    failure). A sweep cut short still writes its summary."""
+    _this_sweep.clear()
+    code = 0
+    try:
+        hydra_entry()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    except KeyboardInterrupt:
+        code = EXIT_CODES["SIGINT"]
+    if "dir" in _this_sweep and not _this_sweep.get("summarized"):
+        finish(_this_sweep["dir"])  # the sweep ended early: summarise what ran
+    if code == 0 and _this_sweep.get("failed"):
+        code = 1
+    return code
 
 
 def finish(sweep_dir: Path) -> list[dict[str, Any]]:
     """Write summary.csv and summary.md into the sweep directory and print the table."""
     rows = read_sweep(sweep_dir)
     write_tables(sweep_dir, rows)
-    console = Console(stderr=True, soft_wrap=True)  # beside the jobs' progress, as ganctl.logger's
     print_table(sweep_dir, rows, console)
     console.print(f"Summary: {sweep_dir / SUMMARY_CSV} and {SUMMARY_MD}; again any time with `ganctl summary {sweep_dir}`")
-    current_sweep["summarized"] = True
+    _this_sweep["summarized"] = True
     return rows
 
 
@@ -99,9 +124,8 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
         record.update(pid=os.getpid(), host=socket.gethostname())
         for stale in ("error", "signal", "objective", "objective_source", "summary"):
             record.pop(stale, None)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def read_json(path: Path) -> Optional[dict[str, Any]]:
@@ -149,6 +173,117 @@ def objective(run_dir: Path, summary: dict[str, Any], name: str) -> tuple[float,
     if real is None or fake is None:
         return math.nan, PROXY
     return abs(real - fake), PROXY
+
+
+def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> float:
+    """One job of `ganctl train -m`: `run(cfg, hydra_cfg)` trains it (app.run). A failure is recorded
+    in its status.json and reported in one line, and the sweep goes on; the job returns NaN, which
+    sweepers count as a failed trial. Inside a submitit job, SIGUSR2 / SIGTERM (preemption, time
+    limit) requeue it: training saved last.pt, and the requeued job resumes from it in the same run
+    directory."""
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    job = f"job {hydra_cfg.job.num}"  # as Hydra numbers them, and the run dir's default name
+    overrides = list(hydra_cfg.overrides.task)
+    requeues = 0
+    if cfg.resume is None and is_requeued(run_dir):
+        cfg.resume = str(run_dir)  # a requeued cluster job continues where it was stopped
+        requeues = (read_json(run_dir / STATUS_FILE) or {}).get("requeues", 0) + 1
+    write_status(run_dir, "running", job=hydra_cfg.job.num, overrides=overrides, requeues=requeues)
+    share_cpu_threads(hydra_cfg)
+    try:
+        result = run(cfg, hydra_cfg)
+    except Exception as error:  # any failure: the other jobs and the summary go on
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if not isinstance(error, GanctlError):
+            first_line = f"{type(error).__name__}: {first_line}"
+            log.exception("Job failed")  # the traceback goes to the job's train.log
+        write_status(run_dir, "failed", error=first_line)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        swept = swept_in(Path(hydra_cfg.sweep.dir)) or []
+        values = " ".join(f"{key}={value}" for key, value in override_values(overrides).items() if key in swept)
+        print_error(f"{job} ({values}) failed: {first_line}")
+        return math.nan
+
+    fields = {"step": result.step, "summary": result.summary}
+    if result.interrupted_by:
+        fields["signal"] = result.interrupted_by
+        requeue = submitit_requeue() if result.interrupted_by in ("SIGUSR2", "SIGTERM") else None
+        if requeue is None:
+            write_status(run_dir, "interrupted", **fields)
+            raise SystemExit(EXIT_CODES.get(result.interrupted_by, 1))  # the user stopped the sweep
+        write_status(run_dir, "requeued", **fields)
+        try:
+            requeue()  # submitit saves the job for its next start, requeues it and exits
+        except Exception as error:  # no requeue left (max_num_timeout): the job ends here
+            write_status(run_dir, "interrupted", **fields, error=f"not requeued: {error}")
+        return math.nan  # submitit's handler returns only on tasks other than rank 0
+    name = OmegaConf.select(hydra_cfg, "callbacks.sweep_summary.objective", default="fid")
+    value, source = objective(result.run_dir, result.summary, name)
+    write_status(run_dir, "finished", **fields, objective=value, objective_source=source)
+    values = override_values(overrides)
+    swept = swept_in(Path(hydra_cfg.sweep.dir)) or list(values)
+    losses = result.summary.get("losses") or {}
+    write_hparams(
+        run_dir,
+        {key: hparam_value(values[key]) for key in swept if key in values},
+        {"objective": value, **losses, "images_per_second": result.summary.get("images_per_second")},
+        result.step,
+    )
+    return value
+
+
+def is_requeued(run_dir: Path) -> bool:
+    """A submitit job that was requeued (preempted, timed out) starts again with its run directory
+    holding last.pt: ganctl marked it `requeued` before handing over, or SLURM restarted it
+    (e.g. after a node failure, from the last periodic checkpoint)."""
+    from ganctl import checkpoint
+
+    if "SUBMITIT_FOLDER" not in os.environ or not checkpoint.last_path(run_dir).exists():
+        return False
+    status = read_json(run_dir / STATUS_FILE) or {}
+    return status.get("status") == "requeued" or int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+
+
+def submitit_requeue() -> Callable[[], None] | None:
+    """Inside a submitit job, its own handler for the preemption signal (USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL says otherwise), which training restored when it stopped: calling it
+    checkpoints the job (hydra-submitit-launcher's `checkpoint()` resubmits the same call) and
+    requeues it, then exits; it raises when the job may not be requeued again."""
+    if "SUBMITIT_FOLDER" not in os.environ:
+        return None
+    try:
+        from submitit.core.job_environment import SignalHandler
+    except ImportError:
+        return None
+    number = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
+    handler = signal.getsignal(number)
+    if not isinstance(getattr(handler, "__self__", None), SignalHandler):
+        return None
+    signal.signal(number, signal.SIG_IGN)  # a late second signal must not requeue twice
+    return lambda: handler(number, None)
+
+
+def share_cpu_threads(hydra_cfg: DictConfig) -> None:
+    """Jobs that run side by side on one machine split its CPU cores instead of each starting one
+    thread per core: with the joblib launcher, cores // n_jobs each (joblib's workers already start
+    with that OMP_NUM_THREADS, which torch follows); with submitit, hydra.launcher.cpus_per_task
+    when it is set. An OMP_NUM_THREADS set by the user wins."""
+    launcher = OmegaConf.select(hydra_cfg, "launcher._target_", default="") or ""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if launcher.endswith("JoblibLauncher"):
+        n_jobs = int(hydra_cfg.launcher.n_jobs)
+        parallel = cores if n_jobs == -1 else (max(1, cores + 1 + n_jobs) if n_jobs < 0 else n_jobs)
+        threads = max(1, cores // min(parallel, cores))
+    elif "submitit_launcher" in launcher and OmegaConf.select(hydra_cfg, "launcher.cpus_per_task"):
+        threads = int(hydra_cfg.launcher.cpus_per_task)
+    else:
+        return
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads)
+    log.info("%d torch threads for this job (%d cores here)", torch.get_num_threads(), cores)
 
 
 def hparam_value(text: str) -> Any:

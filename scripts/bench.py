@@ -47,7 +47,7 @@ def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path, extra: Seq
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from ganctl import config
-    from ganctl.app import config_dir
+    from ganctl.config import config_dir
     from ganctl.train import train
 
     overrides = [
@@ -199,7 +199,7 @@ def main() -> int:
     if args.optimizer is None and args.model not in ("wgan", "wgangp"):
         args.optimizer = "adam"
 
-    from ganctl.logger import console
+    from ganctl.console import console
 
     console.quiet = True  # ganctl's own progress and summary would interleave with the table
     loops: dict[str, Callable[[Path], list[float]]] = {}

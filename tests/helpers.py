@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from ganctl.app import config_dir
+from ganctl.config import config_dir
 from ganctl import config  # noqa: F401  (registers the schema with Hydra's ConfigStore)
 
 # Small networks and few steps: every test trains in seconds on a CPU.
@@ -34,6 +34,19 @@ def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, choices
+
+
+def build_gan(cfg: DictConfig, device: str = "cpu"):
+    """The GAN a run of `cfg` trains, built as the run builds it (from the seed, for the dataset's shape)."""
+    import torch
+
+    from ganctl import data
+    from ganctl.gan import GAN
+    from ganctl.train import seed_everything
+
+    seed_everything(cfg.train.seed)
+    images = data.build(cfg.dataset, torch.device(device))
+    return GAN.from_config(cfg, images.channels, images.image_size, torch.device(device)), images
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:

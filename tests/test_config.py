@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from ganctl.app import config_dir
+from ganctl.config import config_dir
 from ganctl.data import bundled_mnist
 from ganctl.errors import GanctlError
 from ganctl.models import DCGANDiscriminator, DCGANGenerator, dcgan_layout

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ganctl import config
-from ganctl.app import config_dir
+from ganctl.config import config_dir
 from ganctl.train import train
 from helpers import compose_config
 from test_data import write_celeba_jpegs, write_cifar10, write_mixed_folder

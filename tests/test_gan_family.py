@@ -12,7 +12,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ganctl import checkpoint, config
-from ganctl.app import config_dir
+from ganctl.config import config_dir
 from ganctl.errors import GanctlError
 from ganctl.train import train
 from helpers import TINY, compose_config, run_cli
@@ -114,18 +114,20 @@ def test_label_tricks_train(tmp_path: Path) -> None:
     ("loss.critic_steps=0", "critic_steps must be at least 1"),
 ])
 def test_bad_loss_values_are_refused(override: str, message: str) -> None:
+    from ganctl.losses import GANLoss
+
     cfg, _ = compose_config(override)
     with pytest.raises(GanctlError, match=message):
-        config.check(cfg)
+        GANLoss.from_config(cfg.loss)
 
 
 def test_sigmoid_on_a_wasserstein_critic_is_refused() -> None:
-    from ganctl.train import check_critic
+    from ganctl.losses import GANLoss
 
     cfg, _ = compose_config("model=wgan")
     critic = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 1), torch.nn.Sigmoid())
     with pytest.raises(GanctlError, match="ends in a sigmoid"):
-        check_critic(cfg.loss, cfg.optimizer, critic)
+        GANLoss.from_config(cfg.loss).check_critic(critic, cfg.optimizer.d)
 
 
 @pytest.mark.parametrize("overrides,warning", [

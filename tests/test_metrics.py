@@ -17,6 +17,7 @@ from torch import nn
 from ganctl import config, metrics
 from ganctl.data import bundled_mnist
 from ganctl.errors import GanctlError
+from ganctl.gan import Sampler
 from helpers import compose_config
 
 POOLED = {"_target_": "ganctl.metrics.PooledPixels", "size": 8}
@@ -158,7 +159,7 @@ def test_an_unreadable_cache_file_is_recomputed(digits: Images) -> None:
 
 def test_cards_say_how_each_number_was_made(digits: Images, tmp_path: Path) -> None:
     evaluator = metrics.Evaluator(settings(names=["kid", "fid"], split="test", num_real=200), digits, torch.device("cpu"))
-    cards = evaluator(TinyGenerator(), step=7)
+    cards = evaluator(Sampler(TinyGenerator()), step=7)
     assert [card["metric"] for card in cards] == ["kid", "fid"]
     for card in cards:
         assert CARD_FIELDS <= card.keys()
@@ -182,12 +183,12 @@ def test_evaluating_leaves_training_untouched_and_repeats_exactly(digits: Images
     torch.manual_seed(1)
     expected = torch.rand(5)
     torch.manual_seed(1)
-    first = evaluator(generator, step=1)
+    first = evaluator(Sampler(generator), step=1)
     assert torch.equal(torch.rand(5), expected)  # the training RNG did not move
     assert generator.training and torch.equal(generator.net[1].running_mean, running_mean)
-    assert values(evaluator(generator, step=1)) == values(first)
+    assert values(evaluator(Sampler(generator), step=1)) == values(first)
     other_seed = metrics.Evaluator(settings(seed=1), digits, torch.device("cpu"))
-    assert values(other_seed(generator, step=1))["fid"] != values(first)["fid"]
+    assert values(other_seed(Sampler(generator), step=1))["fid"] != values(first)["fid"]
 
 
 def test_is_better() -> None:

@@ -11,7 +11,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ganctl import checkpoint, config
 from ganctl.errors import GanctlError
-from ganctl.train import ema_decay, train, update_ema
+from ganctl.gan import GAN, ema_decay, update_ema
+from ganctl.train import train
 from helpers import compose_config
 
 
@@ -155,25 +156,21 @@ def test_a_signal_mid_run_then_resume_is_exact(tmp_path: Path, tiny_overrides: l
     weights, optimizer and schedule states as 6 steps straight, here with a decaying learning rate."""
     import signal
 
-    import ganctl.train as train_module
-
     overrides = [*tiny_overrides, "train.steps=6", "train.lr_schedule=linear"]
     run(tmp_path / "straight", *overrides)
 
-    calls = 0
-    real_update_ema = train_module.update_ema
+    real_step = GAN.step
 
-    def update_ema_then_interrupt(*args, **kwargs):
-        nonlocal calls
-        real_update_ema(*args, **kwargs)
-        calls += 1
-        if calls == 3:
+    def step_then_interrupt(gan: GAN, batches, step: int):
+        statistics = real_step(gan, batches, step)
+        if step == 3:
             signal.raise_signal(signal.SIGINT)
+        return statistics
 
-    monkeypatch.setattr(train_module, "update_ema", update_ema_then_interrupt)
+    monkeypatch.setattr(GAN, "step", step_then_interrupt)
     interrupted = run(tmp_path / "resumed", *overrides)
     assert (interrupted.step, interrupted.interrupted_by) == (3, "SIGINT")
-    monkeypatch.setattr(train_module, "update_ema", real_update_ema)
+    monkeypatch.setattr(GAN, "step", real_step)
 
     state = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert state["step"] == 3
@@ -186,7 +183,7 @@ def test_a_signal_mid_run_then_resume_is_exact(tmp_path: Path, tiny_overrides: l
 
 
 def test_lr_schedules() -> None:
-    from ganctl.train import lr_factor
+    from ganctl.gan import lr_factor
 
     assert [lr_factor("constant", s, 4) for s in (0, 2, 4)] == [1.0, 1.0, 1.0]
     assert [lr_factor("linear", s, 4) for s in (0, 1, 4)] == [1.0, 0.75, 0.0]
@@ -303,19 +300,16 @@ def test_stray_temporary_files_are_cleaned_at_the_next_start(tmp_path: Path, tin
 
 
 def test_non_finite_weights_are_never_saved(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
-    import ganctl.train as training
+    real_step = GAN.step
 
-    real_update = training.update_ema
-
-    def poison_at_step_4(ema, model, decay):  # as an infinite gradient would: G's weights go bad after its step-4 update, the losses not yet
-        real_update(ema, model, decay)
-        if poison_at_step_4.calls == 3:
+    def poison_at_step_4(gan: GAN, batches, step: int):  # as an infinite gradient would: G's weights go bad after its step-4 update, the losses not yet
+        statistics = real_step(gan, batches, step)
+        if step == 4:
             with torch.no_grad():
-                next(model.parameters()).fill_(float("nan"))
-        poison_at_step_4.calls += 1
+                next(gan.generator.parameters()).fill_(float("nan"))
+        return statistics
 
-    poison_at_step_4.calls = 0
-    monkeypatch.setattr(training, "update_ema", poison_at_step_4)
+    monkeypatch.setattr(GAN, "step", poison_at_step_4)
     with pytest.raises(GanctlError, match=r"diverged at step 4: the generator \(G\).*last.pt holds step 2"):
         run(tmp_path, *tiny_overrides, "train.log_every=10", "train.sample_every=0")
     assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2

@@ -1,0 +1,23 @@
+"""The terminal: one rich console on stderr, warnings and the one way errors are shown. No torch here:
+`ganctl summary` and the sweep callback use it too."""
+
+from __future__ import annotations
+
+import logging
+
+from rich.console import Console
+from rich.markup import escape
+
+log = logging.getLogger("ganctl")
+console = Console(stderr=True, soft_wrap=True)  # soft wrap: commands stay copyable
+
+
+def warn(message: str) -> None:
+    """One warning line to the run's log file and, in yellow, to the terminal."""
+    log.warning(message)
+    console.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def print_error(message: object) -> None:
+    """A mistake the user can fix, as one red line (never a traceback)."""
+    console.print(f"[bold red]error:[/] {escape(str(message))}")
