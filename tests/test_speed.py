@@ -18,8 +18,8 @@ from ganctl import checkpoint, config, speed
 from ganctl.errors import GanctlError
 from ganctl.losses import gradient_penalty
 from ganctl.models import DCGANDiscriminator
-from ganctl.train import build, restore, seed_everything, train, training_state
-from helpers import TINY, TINY_DCGAN, compose_config, run_cli
+from ganctl.train import train
+from helpers import TINY, TINY_DCGAN, build_gan, compose_config, run_cli
 
 CPU = torch.device("cpu")
 needs_native_bf16 = pytest.mark.skipif(not speed.cpu_has_native_bf16(), reason="this CPU has no native bf16")
@@ -44,19 +44,18 @@ def test_fp32_is_bit_for_bit_the_plain_loop(tmp_path: Path) -> None:
     trained = checkpoint.load(checkpoint.last_path(tmp_path))
 
     cfg, _ = compose_config(*overrides)
-    seed_everything(cfg.train.seed)
-    parts = build(cfg, CPU)  # the same initial weights, and the RNG where the loop starts drawing
-    G, D = parts.generator, parts.discriminator
+    gan, data = build_gan(cfg)  # the same initial weights, and the RNG where the loop starts drawing
+    G, D = gan.generator, gan.discriminator
     adam = dict(lr=cfg.optimizer.g.lr, betas=tuple(cfg.optimizer.g.betas), foreach=False)
     optimizer_g, optimizer_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
     for _ in range(3):
-        real = parts.data.sample(cfg.train.batch_size)
+        real = data.sample(cfg.train.batch_size)
         fake = G(torch.randn(cfg.train.batch_size, G.latent_dim))
-        d_loss = parts.d_loss(D(real), D(fake.detach()))
+        d_loss = gan.loss.discriminator(D(real), D(fake.detach()))
         optimizer_d.zero_grad()
         d_loss.backward()
         optimizer_d.step()
-        g_loss = parts.g_loss(D(fake))
+        g_loss = gan.loss.generator(D(fake))
         optimizer_g.zero_grad()
         g_loss.backward()
         optimizer_g.step()
@@ -66,26 +65,30 @@ def test_fp32_is_bit_for_bit_the_plain_loop(tmp_path: Path) -> None:
 
 def test_channels_last_is_for_conv_models_and_changes_only_rounding(tmp_path: Path) -> None:
     cfg, _ = compose_config(*QUIET)
-    parts = build(cfg, CPU)
-    conv_weights = [p for net in (parts.generator, parts.discriminator) for p in net.parameters() if p.ndim == 4]
+    gan, _ = build_gan(cfg)
+    conv_weights = [p for net in (gan.generator, gan.discriminator) for p in net.parameters() if p.ndim == 4]
     assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
     assert sum(not p.is_contiguous() for p in conv_weights) >= len(conv_weights) - 2  # (a 1-channel end is both)
-    mlp = build(compose_config(*QUIET, "model=mlp")[0], CPU)
+    mlp, _ = build_gan(compose_config(*QUIET, "model=mlp")[0])
     assert all(p.is_contiguous() for p in mlp.generator.parameters())
 
-    # Adam moves a weight by at most about lr per step, whatever the gradient's rounding: the bound.
+    # Adam moves a weight by about lr per step whatever the gradient's size (at most sqrt(10)/3 lr at
+    # the second step with beta1 = 0.5), so rounding can part the two runs by at most twice that, for
+    # a weight whose gradient is near zero and takes opposite signs; nearly every weight stays far closer.
     steps, lr = 3, cfg.optimizer.g.lr
     a, b = (run(tmp_path / str(on), *QUIET, f"train.steps={steps}", f"train.channels_last={on}") for on in ("true", "false"))
     weights = [checkpoint.load(checkpoint.last_path(tmp_path / on)) for on in ("true", "false")]
     for net in ("generator", "discriminator"):
-        torch.testing.assert_close(weights[0][net], weights[1][net], rtol=0, atol=1.01 * lr * steps)
-    torch.testing.assert_close(a.summary["losses"], b.summary["losses"], rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(weights[0][net], weights[1][net], rtol=0, atol=2 * 1.06 * lr * steps)
+        apart = torch.cat([(weights[0][net][k] - weights[1][net][k]).abs().flatten() for k in weights[0][net]])
+        assert apart.median() < 0.1 * lr and (apart > lr).float().mean() < 0.01  # rounding, not another training
+    torch.testing.assert_close(a.summary["losses"], b.summary["losses"], rtol=1e-2, atol=1e-4)
 
 
 def test_optimizers_are_foreach_on_the_cpu_unless_the_config_says() -> None:
-    parts = build(compose_config(*QUIET)[0], CPU)
-    assert parts.optimizer_g.defaults["foreach"] is True and parts.optimizer_d.defaults["foreach"] is True
-    chosen = build(compose_config(*QUIET, "+optimizer.g.foreach=false", "optimizer=rmsprop")[0], CPU)
+    gan, _ = build_gan(compose_config(*QUIET)[0])
+    assert gan.optimizer_g.defaults["foreach"] is True and gan.optimizer_d.defaults["foreach"] is True
+    chosen, _ = build_gan(compose_config(*QUIET, "+optimizer.g.foreach=false", "optimizer=rmsprop")[0])
     assert chosen.optimizer_g.defaults["foreach"] is False and chosen.optimizer_d.defaults["foreach"] is True
 
 
@@ -178,15 +181,15 @@ def test_resume_is_exact_at_every_precision(tmp_path: Path, precision: str) -> N
 
 def test_fp16_loss_scales_are_saved_and_restored() -> None:
     cfg, _ = compose_config(*QUIET, "model=mlp", "train.precision=fp16")
-    parts = build(cfg, CPU)
-    for scaler, scale in zip(parts.scalers, (512.0, 1024.0)):
+    gan, _ = build_gan(cfg)
+    for scaler, scale in zip((gan.scaler_g, gan.scaler_d), (512.0, 1024.0)):
         scaler.scale(torch.ones(()))  # GradScaler makes its scale lazily, at the first use
         scaler.update(scale)
-    state = training_state(parts, CPU, step=1)
+    state = gan.state_dict()
     assert [s["scale"] for s in state["scalers"]] == [512.0, 1024.0]
-    fresh = build(cfg, CPU)
-    restore(fresh, state, CPU)
-    assert [scaler.get_scale() for scaler in fresh.scalers] == [512.0, 1024.0]
+    fresh, _ = build_gan(cfg)
+    fresh.load_state_dict(state)
+    assert [scaler.get_scale() for scaler in (fresh.scaler_g, fresh.scaler_d)] == [512.0, 1024.0]
 
 
 def test_compile_compiles_g_and_d(tmp_path: Path) -> None:
@@ -262,9 +265,9 @@ def test_auto_precision_is_fp32_on_cpus_and_bf16_only_by_option() -> None:
 @needs_cuda
 def test_cuda_runs_bf16_by_default_with_fused_optimizers(tmp_path: Path) -> None:
     cfg, _ = compose_config(*QUIET, "train.device=cuda")
-    parts = build(cfg, torch.device("cuda"))
-    assert parts.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
-    assert parts.optimizer_g.defaults["fused"] is True
+    gan, _ = build_gan(cfg, "cuda")
+    assert gan.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert gan.optimizer_g.defaults["fused"] is True
     for precision in ("bf16", "fp16"):
         result = run(tmp_path / precision, *QUIET, "train.device=cuda", f"train.precision={precision}",
                      "model=wgangp", "dataset.image_size=32")
