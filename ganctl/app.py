@@ -3,6 +3,8 @@ a sweep, to the job runtime in `ganctl.sweep`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -86,8 +88,23 @@ def resume_arguments(args: list[str]) -> list[str]:
     return [*args, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
 
 
+def check_arguments(args: list[str]) -> None:
+    """What ganctl refuses before Hydra sees the command line: overrides of keys it does not know."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            parsed = get_args_parser().parse_args(args)
+    except SystemExit:
+        return  # Hydra will say what is wrong with the flags
+    if parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion or parsed.config_name or parsed.config_path or parsed.config_dir:
+        return
+    config.check_override_keys(parsed.overrides)
+
+
 def main(args: list[str]) -> int:
     """`ganctl train ARGS`: Hydra reads sys.argv, so it is swapped in for the call and restored."""
+    check_arguments(args)
     saved = sys.argv
     sys.argv = ["ganctl train", *resume_arguments(args)]
     with tempfile.TemporaryDirectory(prefix="ganctl-rank") as elsewhere:

@@ -4,14 +4,18 @@ imports none of them."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from ganctl.errors import GanctlError
 
@@ -153,6 +157,10 @@ def check(cfg: DictConfig) -> None:
         raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
     if OmegaConf.select(cfg, "metrics") is not None:
         check_metrics(cfg.metrics)
+    check_keys(cfg)
+    for net in ("g", "d"):
+        if OmegaConf.select(cfg, f"optimizer.{net}") is not None:
+            check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
 
 
 def check_precision(precision: str) -> None:
@@ -209,6 +217,230 @@ def check_targets(cfg: Any, where: str = "") -> None:
     elif isinstance(cfg, list):
         for i, value in enumerate(cfg):
             check_targets(value, f"{where}[{i}]")
+
+
+# ---------------------------------------------------------------- keys and optimizer settings
+
+HYDRA_KEYWORDS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+# Optimizer keywords that depend on the device the run trains on: not tried out on a CPU tensor.
+DEVICE_KEYWORDS = ("fused", "capturable")
+
+
+def keyword_parameters(target: Any) -> Optional[list[inspect.Parameter]]:
+    """The keyword parameters of the callable `target` names, or None when it takes any (**kwargs)
+    or cannot be found (building it will say so). Only ganctl's and torch.optim's callables are read."""
+    from hydra.utils import get_object
+
+    if not str(target).startswith(("ganctl.", "torch.optim.")):
+        return None
+    try:
+        parameters = inspect.signature(get_object(str(target))).parameters.values()
+    except Exception:  # not importable or no signature: `build` reports it
+        return None
+    if any(p.kind == p.VAR_KEYWORD for p in parameters):
+        return None
+    return [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def settings_of(parameters: list[inspect.Parameter], node: Any) -> list[str]:
+    """The parameters a config node may set: those it sets and those with defaults (the others, such
+    as an optimizer's params, a loss's scores or a model's channels, arrive when it is built or called)."""
+    return [p.name for p in parameters if p.default is not p.empty or (isinstance(node, DictConfig) and p.name in node)]
+
+
+def closest(name: str, known: list[str]) -> Optional[str]:
+    matches = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_key(key: str, known: list[str], where: str = "", takes: Optional[str] = None) -> GanctlError:
+    """The one message for a key ganctl does not know: the closest known key among its siblings
+    (`known`, full paths), else what the node's callable takes."""
+    parent, _, name = key.rpartition(".")
+    siblings = [k for k in known if k.rpartition(".")[0] == parent]
+    match = closest(name, [k.rpartition(".")[2] for k in siblings]) if siblings else None
+    match = (f"{parent}.{match}" if parent else match) if match else (None if siblings else closest(key, known))
+    message = f"Unknown key {key}{f' ({where})' if where else ''}: "
+    if match:
+        message += f"did you mean {match}?"
+    elif takes:
+        message += takes
+    else:
+        message += "ganctl's config has no such key."
+    return GanctlError(message + " `ganctl train --cfg job` prints every key of the config.")
+
+
+def takes_message(node_path: str, target: str, settings: list[str]) -> str:
+    return f"{target} (at {node_path}) takes " + (", ".join(settings) if settings else "no settings") + "."
+
+
+def walk(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+    """Every dict node of a config with its dotted path, the root first."""
+    if isinstance(node, DictConfig):
+        yield path, node
+        for key in node.keys():
+            child = node._get_node(key)
+            if isinstance(child, DictConfig):
+                yield from walk(child, f"{path}.{key}" if path else str(key))
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Every key is one ganctl reads: a typed block (train, metrics, loss, ...) holds only its
+    fields, and a node with _target_ only keywords its callable accepts. (`+key=value` on the
+    command line can add any key; this is where one that would be ignored is refused.)"""
+    for path, node in walk(cfg):
+        schema = OmegaConf.get_type(node)
+        if dataclasses.is_dataclass(schema):
+            fields = [f.name for f in dataclasses.fields(schema)]
+            for key in node.keys():
+                if key not in fields:
+                    known = [f"{path}.{f}" if path else f for f in fields]
+                    raise unknown_key(f"{path}.{key}" if path else str(key), known)
+        parameters = keyword_parameters(node._target_) if "_target_" in node else None
+        for key in node.keys() if parameters is not None else ():
+            if key not in HYDRA_KEYWORDS and key not in [p.name for p in parameters]:
+                settings = settings_of(parameters, node)
+                raise unknown_key(f"{path}.{key}", [f"{path}.{k}" for k in settings],
+                                  takes=takes_message(path, node._target_, settings))
+
+
+def check_optimizer(node: DictConfig, where: str) -> None:
+    """What an optimizer node asks for, checked by the torch.optim class itself before anything is
+    built: keywords it takes (check_keys), tuples of the length of its defaults (Adam's betas),
+    and the values its constructor accepts, tried on a throwaway parameter."""
+    import torch
+
+    target = node.get("_target_")
+    if not str(target).startswith("torch.optim."):
+        return
+    from hydra.utils import get_object
+
+    try:
+        cls = get_object(str(target))
+    except Exception:
+        return  # not a class ganctl can find: `build` says so
+    settings = OmegaConf.to_container(node, resolve=True)
+    for name, parameter in inspect.signature(cls).parameters.items():
+        if isinstance(parameter.default, tuple) and name in settings:
+            value = settings[name]
+            if not isinstance(value, (list, tuple)) or len(value) != len(parameter.default):
+                example = ",".join(str(v) for v in parameter.default)
+                raise GanctlError(
+                    f"{where}.{name} must be a list of {len(parameter.default)} numbers for {target}, "
+                    f"e.g. {where}.{name}=[{example}]; got {value!r}."
+                )
+    trial = {k: v for k, v in settings.items() if k not in HYDRA_KEYWORDS and k not in DEVICE_KEYWORDS}
+    try:
+        cls([torch.nn.Parameter(torch.zeros(1))], **trial)
+    except (ValueError, TypeError, RuntimeError, IndexError, KeyError) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise GanctlError(f"{where}: {target} refuses these settings ({reason}). Fix them under {where}.") from None
+
+
+@functools.lru_cache(maxsize=8)
+def composed_options(choices: tuple[str, ...]) -> DictConfig:
+    """The config that the group choices (e.g. ('model=mlp',)) compose to, without key overrides."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train", overrides=list(choices))
+
+
+def check_override_keys(arguments: list[str]) -> None:
+    """Refuse command-line overrides of keys ganctl does not know, with or without `+`, before
+    Hydra composes anything (Hydra would accept `+key=...` and store it unread, and answer
+    `key=...` with advice to append it). Hydra's own keys (hydra.*) and parse errors are Hydra's."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(arguments)
+    except Exception:
+        return  # Hydra reports what it cannot parse
+    groups = (*GROUPS, "experiment")
+    keys = [o for o in overrides if not o.is_hydra_override() and not o.is_delete() and o.package is None
+            and o.key_or_group not in groups]
+    if not keys:
+        return
+    # The options each key must fit: the chosen ones, and each option of a group a sweep varies.
+    chosen = {o.key_or_group: [o.input_line] for o in overrides if o.key_or_group in groups}
+    for swept in (o for o in overrides if o.key_or_group in groups and o.is_sweep_override()):
+        try:
+            chosen[swept.key_or_group] = [f"{swept.key_or_group}={v}" for v in swept.sweep_string_iterator()]
+        except Exception:
+            del chosen[swept.key_or_group]  # e.g. a glob: Hydra expands it
+    first = tuple(options[0] for options in chosen.values())
+    variants = [first] + [tuple(option if choice == options[0] else choice for choice in first)
+                          for options in chosen.values() for option in options[1:]]
+    for variant in variants:
+        try:
+            cfg = composed_options(variant)
+        except Exception:
+            return  # an unknown option or a broken file: Hydra's message names it
+        swept = ", ".join(v for v, options in zip(variant, chosen.values()) if len(options) > 1)
+        check_override_keys_in(cfg, keys, swept)
+
+
+def check_override_keys_in(cfg: DictConfig, overrides: list, choices: str) -> None:
+    """Each override's key exists in `cfg` (or in a dict an override sets), or is a keyword that
+    the _target_ of the node above it accepts (`+optimizer.g.foreach=false`)."""
+    dicts: dict[str, DictConfig] = {}  # the nodes that overrides set to a dict, by their path
+
+    def lookup(path: str) -> Any:
+        for prefix, node in reversed(dicts.items()):
+            if path == prefix or path.startswith(prefix + "."):
+                return child(node, path[len(prefix) + 1:])
+        return child(cfg, path)
+
+    for override in overrides:
+        key = override.key_or_group
+        value = None if override.is_sweep_override() else override.value()
+        if lookup(key) is ABSENT:
+            parent_path, _, name = key.rpartition(".")
+            parent = lookup(parent_path)
+            targets = [o.value() for o in overrides if o.key_or_group == f"{parent_path}._target_"]
+            target = targets[-1] if targets else (parent.get("_target_") if isinstance(parent, DictConfig) else None)
+            parameters = keyword_parameters(target) if target else None
+            where = override.input_line + (f", with {choices}" if choices else "")
+            if target is None:
+                raise unknown_key(key, [*paths(cfg), *GROUPS, "experiment"], where)
+            if parameters is not None and name not in [p.name for p in parameters]:
+                settings = settings_of(parameters, parent)
+                raise unknown_key(key, [f"{parent_path}.{k}" for k in settings], where,
+                                  takes_message(parent_path, target, settings))
+            if not (override.is_add() or override.is_force_add()):
+                raise GanctlError(
+                    f"{key} is a setting of {target} that the config does not hold yet{f' (with {choices})' if choices else ''}: "
+                    f"add it with +{override.input_line}."
+                )
+        if isinstance(value, dict):
+            try:
+                dicts[key] = OmegaConf.create(value)
+            except Exception:
+                pass  # Hydra will say what is wrong with it
+
+
+ABSENT = object()
+
+
+def child(node: Any, path: str) -> Any:
+    """The node at a dotted path below `node`, or ABSENT."""
+    for part in path.split(".") if path else ():
+        if isinstance(node, DictConfig) and part in node:
+            node = node._get_node(part)
+        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        else:
+            return ABSENT
+    return node
+
+
+def paths(node: Any, prefix: str = "") -> Iterator[str]:
+    """Every dotted key of a config, nodes and leaves."""
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            yield path
+            yield from paths(node._get_node(key), path)
 
 
 def override_key(override: str) -> str:

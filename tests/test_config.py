@@ -100,3 +100,70 @@ def test_spectral_norm_discriminator() -> None:
     for conv in convs:
         top_singular_value = torch.linalg.matrix_norm(conv.weight.detach().flatten(1), ord=2).item()
         assert top_singular_value == pytest.approx(1.0, abs=0.2)
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["train.step=10"], "Unknown key train.step (train.step=10): did you mean train.steps?"),
+    (["+train.step=10"], "Unknown key train.step (+train.step=10): did you mean train.steps?"),
+    (["++train.step=10"], "did you mean train.steps?"),
+    (["+trian.steps=10"], "Unknown key trian.steps (+trian.steps=10): did you mean train.steps?"),
+    (["modle=mlp"], "did you mean model?"),
+    (["train.ema.decayy=0.5"], "did you mean train.ema.decay?"),
+    (["model.generator.base_filterz=8"], "did you mean model.generator.base_filters?"),
+    (["+optimizer.g.momentum=0.9"], "torch.optim.Adam (at optimizer.g) takes lr, betas, eps"),
+    (["model=dcgan,mlp", "model.generator.base_filters=8"], "(model.generator.base_filters=8, with model=mlp)"),
+    (["optimizer.g.eps=1e-6"], "add it with +optimizer.g.eps=1e-6"),
+    (["+metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", "metrics.feature.sizes=4"],
+     "did you mean metrics.feature.size?"),
+])
+def test_unknown_keys_are_refused_with_the_closest_known_one(arguments: list[str], message: str) -> None:
+    from ganctl.config import check_override_keys
+
+    with pytest.raises(GanctlError) as refused:
+        check_override_keys(arguments)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("arguments", [
+    ["+optimizer.g.foreach=false"],  # a keyword torch.optim.Adam takes
+    ["optimizer=rmsprop", "+optimizer.g.momentum=0.9"],  # RMSprop has momentum
+    ["optimizer.g._target_=torch.optim.SGD", "+optimizer.g.momentum=0.9"],
+    ["+metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", "metrics.feature.size=4"],
+    ["model=mlp", "model.generator.hidden=[8]", "loss=hinge", "train.steps=3", "resume=null", "hydra.run.dir=x"],
+    ["loss=bce,minimax", "loss.discriminator.real_target=0.9"],  # both options' D loss takes it
+])
+def test_known_keys_pass(arguments: list[str]) -> None:
+    from ganctl.config import check_override_keys
+
+    check_override_keys(arguments)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("+train.step=10", "Unknown key train.step: did you mean train.steps?"),
+    ("+model.generator.foo=1", "ganctl.models.DCGANGenerator (at model.generator) takes latent_dim, base_filters, upsample"),
+    ("optimizer.d.betas=[1.5,0.999]", "optimizer.d: torch.optim.Adam refuses these settings (Invalid beta parameter at index 0: 1.5)"),
+    ("optimizer.g.betas=[0.5]", "optimizer.g.betas must be a list of 2 numbers for torch.optim.Adam"),
+    ("+optimizer.g.eps=-1", "optimizer.g: torch.optim.Adam refuses these settings (Invalid epsilon value: -1)"),
+])
+def test_the_composed_config_is_checked_key_by_key(override: str, message: str) -> None:
+    """What reaches a run (an experiment's keys, a `+` the command line let through) is checked too."""
+    from ganctl.config import check
+
+    cfg, _ = compose_config(override)
+    with pytest.raises(GanctlError) as refused:
+        check(cfg)
+    assert message in str(refused.value)
+
+
+def test_optimizer_settings_are_checked_for_any_torch_optim_class() -> None:
+    from ganctl.config import check
+
+    cfg, _ = compose_config("optimizer=rmsprop", "optimizer.d.alpha=-1", "optimizer.g._target_=torch.optim.SGD",
+                            "+optimizer.g.momentum=0.9", "~optimizer.g.alpha", "~optimizer.g.eps")
+    with pytest.raises(GanctlError, match=r"optimizer.d: torch.optim.RMSprop refuses these settings"):
+        check(cfg)
+    cfg.optimizer.d.alpha = 0.9
+    check(cfg)  # SGD with momentum: fine
+    cfg.optimizer.g.momentum = -0.5
+    with pytest.raises(GanctlError, match=r"optimizer.g: torch.optim.SGD refuses these settings \(Invalid momentum value: -0.5\)"):
+        check(cfg)
