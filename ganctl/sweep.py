@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from rich.console import Console
 from rich.table import Table
 
@@ -36,6 +37,10 @@ STATUS_FILE = "status.json"
 SWEEP_FILE = "sweep.json"  # the sweep's swept keys and objective, written when it starts
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 PROXY = "d_gap"  # the objective when no FID was measured: see objective()
+PROXIES = (PROXY, "g_loss", "d_loss")  # objectives on the scale of a loss, not comparable across losses
+OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+GANCTL_OPTUNA_SWEEPER = "hydra_plugins.ganctl_sweeper.GanctlOptunaSweeper"  # it, ending a sweep of failed trials cleanly
+SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 
 # The sweep running in this process, between the callback that sees it start and end and
 # `supervise` around it: its directory, whether its summary was written, how many jobs failed.
@@ -50,6 +55,14 @@ class SweepSummary(Callback):
         self.objective = objective
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refusal = refuse_sweep(config, self.objective)
+        if refusal:  # before any job or file: one line and exit 1 (a SystemExit passes through Hydra)
+            print_error(refusal)
+            raise SystemExit(1)
+        if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
+            with read_write(config.hydra.sweeper):
+                config.hydra.sweeper._target_ = GANCTL_OPTUNA_SWEEPER
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage imports it: "setup plugin" lines
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time()}
@@ -60,6 +73,25 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = finish(Path(config.hydra.sweep.dir))
         _this_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
+
+
+def refuse_sweep(config: DictConfig, objective: str) -> Optional[str]:
+    """Why a sweep cannot run as asked (None when it can): SLURM asked for on a machine without it,
+    or a sweeper that ranks jobs by a loss-scale proxy across different losses."""
+    launcher = config.hydra.launcher.get("_target_", "")
+    if launcher == SLURM_LAUNCHER and shutil.which("srun") is None:
+        return ("SLURM is not available here (no `srun`): this launcher submits jobs to a SLURM cluster, so start the "
+                "sweep on the cluster's login node. To test the same sweep on this machine, use "
+                "hydra/launcher=submitit_local instead (the same submitit code path, requeues included).")
+    sweeper = config.hydra.sweeper.get("_target_", "")
+    swept = swept_keys(config.hydra)
+    measured = config.train.eval_every > 0 or "train.eval_every" in swept
+    proxy = objective if objective in PROXIES else (None if measured else PROXY)
+    if sweeper.endswith("BasicSweeper") or proxy is None or "loss" not in swept:
+        return None
+    return (f"This sweeper would rank its trials by {proxy} across different losses (loss is swept), whose scores "
+            f"are on different scales, so every job of one loss would seem to beat every job of another. Measure FID "
+            f"(train.eval_every=N, with hydra.callbacks.sweep_summary.objective=fid) or keep one loss per sweep.")
 
 
 def supervise(hydra_entry: Callable[[], Any]) -> int:
@@ -175,11 +207,12 @@ def objective(run_dir: Path, summary: dict[str, Any], name: str) -> tuple[float,
     return abs(real - fake), PROXY
 
 
-def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> float:
+def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> Optional[float]:
     """One job of `ganctl train -m`: `run(cfg, hydra_cfg)` trains it (app.run). A failure is recorded
-    in its status.json and reported in one line, and the sweep goes on; the job returns NaN, which
-    sweepers count as a failed trial. Inside a submitit job, SIGUSR2 / SIGTERM (preemption, time
-    limit) requeue it: training saved last.pt, and the requeued job resumes from it in the same run
+    in its status.json and reported in one line, and the sweep goes on; the job returns None (no
+    value), which the Optuna sweeper tells Optuna as a failed trial, as it does a job whose objective
+    is not a finite number. Inside a submitit job, SIGUSR2 / SIGTERM (preemption, time limit)
+    requeue it: training saved last.pt, and the requeued job resumes from it in the same run
     directory."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
     job = f"job {hydra_cfg.job.num}"  # as Hydra numbers them, and the run dir's default name
@@ -194,7 +227,9 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
         result = run(cfg, hydra_cfg)
     except Exception as error:  # any failure: the other jobs and the summary go on
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if not isinstance(error, GanctlError):
+        if isinstance(error, GanctlError):
+            log.error("Job failed: %s", error)
+        else:
             first_line = f"{type(error).__name__}: {first_line}"
             log.exception("Job failed")  # the traceback goes to the job's train.log
         write_status(run_dir, "failed", error=first_line)
@@ -203,7 +238,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
         swept = swept_in(Path(hydra_cfg.sweep.dir)) or []
         values = " ".join(f"{key}={value}" for key, value in override_values(overrides).items() if key in swept)
         print_error(f"{job} ({values}) failed: {first_line}")
-        return math.nan
+        return None
 
     fields = {"step": result.step, "summary": result.summary}
     if result.interrupted_by:
@@ -217,7 +252,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
             requeue()  # submitit saves the job for its next start, requeues it and exits
         except Exception as error:  # no requeue left (max_num_timeout): the job ends here
             write_status(run_dir, "interrupted", **fields, error=f"not requeued: {error}")
-        return math.nan  # submitit's handler returns only on tasks other than rank 0
+        return None  # submitit's handler returns only on tasks other than rank 0
     name = OmegaConf.select(hydra_cfg, "callbacks.sweep_summary.objective", default="fid")
     value, source = objective(result.run_dir, result.summary, name)
     write_status(run_dir, "finished", **fields, objective=value, objective_source=source)
@@ -230,7 +265,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
         {"objective": value, **losses, "images_per_second": result.summary.get("images_per_second")},
         result.step,
     )
-    return value
+    return value if math.isfinite(value) else None
 
 
 def is_requeued(run_dir: Path) -> bool:
@@ -362,6 +397,7 @@ def read_job(run_dir: Path) -> dict[str, Any]:
         "wall_seconds": summary.get("wall_seconds"),
         "steps": summary.get("steps", status.get("step")),
         "run_dir": str(run_dir),
+        "loss": summary.get("loss"),  # the loss option, which sets the scale of the proxy objectives
     }
 
 
@@ -418,6 +454,16 @@ def number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def plain(value: Any, decimals: int = 0) -> str:
+    """A rate or a duration as people write it: 2780, not 2.78e+03."""
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        return ""
+    return f"{value:.{decimals}f}"
+
+
+PLAIN_COLUMNS = {"images_per_second": 0, "wall_seconds": 1}
+
+
 def write_tables(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
     """summary.csv (every number at full precision) and summary.md (rounded, for reading)."""
     flat_rows = [flat(row) for row in rows]
@@ -428,7 +474,8 @@ def write_tables(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in flat_rows)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in flat_rows:
-        cells = (number(row[key]).replace("|", "\\|") for key in header)
+        cells = ((plain(row[key], PLAIN_COLUMNS[key]) if key in PLAIN_COLUMNS else number(row[key])).replace("|", "\\|")
+                 for key in header)
         lines.append("| " + " | ".join(cells) + " |")
     (sweep_dir / SUMMARY_MD).write_text(f"# Sweep {sweep_dir}\n\n" + "\n".join(lines) + "\n")
 
@@ -447,15 +494,20 @@ def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -
         run_dir = Path(row["run_dir"])
         table.add_row(
             str(row["job"]), *(row["values"][key] for key in swept), status, number(row["objective"]),
-            number(row["d_loss"]), number(row["g_loss"]), number(row["images_per_second"], 3),
-            number(row["wall_seconds"], 3), str(run_dir.relative_to(sweep_dir) if run_dir.is_relative_to(sweep_dir) else run_dir),
+            number(row["d_loss"]), number(row["g_loss"]), plain(row["images_per_second"]),
+            plain(row["wall_seconds"], 1), str(run_dir.relative_to(sweep_dir) if run_dir.is_relative_to(sweep_dir) else run_dir),
         )
     console.print(table)
     counts = {state: sum(row["status"] == state for row in rows) for state in colour}
     sources = sorted({row["objective_source"].split("@")[0] for row in rows if row["objective_source"]})
+    losses = sorted({row["loss"] for row in rows if row["loss"] and row["objective_source"].split("@")[0] in PROXIES})
+    ranking = "(lower is better)"
+    if len(losses) > 1:  # a proxy on the scale of each job's loss: no ranking across them
+        ranking = (f"(not comparable across this sweep's losses, {', '.join(losses)}, whose scores are on different "
+                   f"scales: compare those jobs by FID, train.eval_every=N)")
     console.print(
         (", ".join(f"{count} {state}" for state, count in counts.items() if count) or "no jobs yet")
-        + (f"; objective: {', '.join(sources)} (lower is better)" if sources else "")
+        + (f"; objective: {', '.join(sources)} {ranking}" if sources else "")
         + f"; run dirs under {sweep_dir}"
     )
 

@@ -91,6 +91,23 @@ def test_summary_command_prints_the_table_again(failed_sweep) -> None:
     assert result.returncode == 0, result.stderr
     assert "2 finished, 2 failed" in result.stdout
     assert "optimizer.g.lr must be a positive number" in result.stdout
+    # d_gap of bce and of hinge jobs: not ranked against each other
+    assert "objective: d_gap (not comparable across this sweep's losses, bce, hinge" in " ".join(result.stdout.split())
+
+
+def test_the_table_prints_rates_and_times_as_plain_numbers(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    row = {"job": 0, "values": {"loss": "bce"}, "status": "finished", "detail": "", "objective": 0.25,
+           "objective_source": "d_gap", "d_loss": 1.2, "g_loss": 0.7, "images_per_second": 2781.6,
+           "wall_seconds": 1234.56, "steps": 6500, "run_dir": str(tmp_path / "0"), "loss": "bce"}
+    console = Console(record=True, width=200)
+    sweep.print_table(tmp_path, [row], console)
+    text = console.export_text()
+    assert "2782" in text and "1234.6" in text and "e+0" not in text
+    assert "objective: d_gap (lower is better)" in text  # one loss: the proxy ranks
+    sweep.write_tables(tmp_path, [row])
+    assert "| 2782 | 1234.6 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_summary_of_a_cut_off_sweep(failed_sweep, tmp_path: Path) -> None:
@@ -151,14 +168,43 @@ def test_optuna_searches_a_space_in_memory(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     result = run_cli("train", "-m", *TINY_ARGS, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
                      "hydra.sweeper.n_jobs=1", "hydra.sweeper.sampler.seed=0",
-                     "optimizer.g.lr=tag(log, interval(1e-4, 1e-2))", "loss=choice(bce, hinge)",
+                     "optimizer.g.lr=tag(log, interval(1e-4, 1e-2))", "loss.critic_steps=choice(1, 2)",
                      f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "setup plugin alembic" not in result.stdout + result.stderr
     rows = read_csv(sweep_dir / "summary.csv")
     assert len(rows) == 3 and all(row["status"] == "finished" for row in rows)
-    assert all(1e-4 <= float(row["optimizer.g.lr"]) <= 1e-2 and row["loss"] in ("bce", "hinge") for row in rows)
+    assert all(1e-4 <= float(row["optimizer.g.lr"]) <= 1e-2 and row["loss.critic_steps"] in ("1", "2") for row in rows)
     best = (sweep_dir / "optimization_results.yaml").read_text()
     assert f"best_value: {min(float(row['objective']) for row in rows)}" in best
+
+
+def test_optuna_trials_that_fail_are_failed_trials_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    """Every trial fails (as FID does offline): each is told to Optuna as failed, all of them run, and
+    the sweep ends with the summary and exit code 1, not the plugin's traceback."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", *TINY_ARGS, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                     "hydra.sweeper.n_jobs=1", "optimizer.g.lr=interval(-2, -1)", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and "Got 'None'" not in output, output
+    assert "Every trial of the Optuna sweep failed" in output
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert len(rows) == 2 and all(row["status"].startswith("failed: optimizer.g.lr must be a positive number") for row in rows)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["hydra/launcher=slurm_gpu", "loss=bce,hinge"], "SLURM is not available here"),
+    (["hydra/sweeper=optuna", "loss=choice(bce, hinge)"], "would rank its trials by d_gap across different losses"),
+])
+def test_sweeps_that_cannot_run_as_asked_are_refused_before_any_job(tmp_path: Path, args: list[str], message: str) -> None:
+    if "slurm" in args[0] and shutil.which("srun"):
+        pytest.skip("this machine has SLURM")
+    result = run_cli("train", "-m", *TINY_ARGS, *args, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert message in output and output.count("error:") == 1, output
+    assert not (tmp_path / "sweep").exists()
 
 
 def test_submitit_requeues_a_preempted_job_which_resumes_without_losing_steps(tmp_path: Path) -> None:
