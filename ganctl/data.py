@@ -145,21 +145,55 @@ def bundled_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 
 def torchvision_dataset(name: str, root: str, download: bool, expected: str, hint: str = "", **kwargs: Any):
     """torchvision.datasets.<name>(root, download, **kwargs), with its failures as GanctlErrors;
-    `expected` names the files torchvision looks for under root."""
+    `expected` names the files torchvision looks for under root. A download that fails (offline)
+    says where to put the files by hand, and leaves none of the folders it made."""
     import torchvision.datasets
 
+    dataset_class = getattr(torchvision.datasets, name)
+    made = missing_folders(download_folder(dataset_class, Path(root))) if download else []
     try:
-        return getattr(torchvision.datasets, name)(root=root, download=download, **kwargs)
-    except RuntimeError as error:  # "Dataset not found or corrupted. You can use download=True ..."
+        return dataset_class(root=root, download=download, **kwargs)
+    except (RuntimeError, OSError) as error:  # RuntimeError: "Dataset not found or corrupted", or a failed download
+        for folder in made:  # deepest first; only those this download created, and only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         if download:
-            raise GanctlError(f"Could not download {name} into {Path(root).resolve()}: {error}") from error
-        raise GanctlError(
-            f"{name} files not found or incomplete: expected {Path(root).resolve()}/{expected}, as torchvision "
-            f"lays them out. Point dataset.root at the folder that holds {expected.split('/')[0]}/, or add dataset.download=true "
-            f"to fetch them (needs internet).{hint}"
-        ) from error
-    except OSError as error:  # download failed: offline, or a host that refuses
-        raise GanctlError(f"Could not download {name} into {Path(root).resolve()}: {error}") from error
+            reason = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+            raise GanctlError(
+                f"Could not download {name} into {Path(root).resolve()} ({reason[-1].strip()}). Without internet here, "
+                f"{by_hand(dataset_class, Path(root).resolve())}{hint}"
+            ) from error
+        if isinstance(error, RuntimeError):
+            raise GanctlError(
+                f"{name} files not found or incomplete: expected {Path(root).resolve()}/{expected}, as torchvision "
+                f"lays them out. Point dataset.root at the folder that holds {expected.split('/')[0]}/, or add "
+                f"dataset.download=true to fetch them (needs internet).{hint}"
+            ) from error
+        raise GanctlError(f"Cannot read {name} under {Path(root).resolve()}: {error}") from error
+
+
+def download_folder(dataset_class: type, root: Path) -> Path:
+    """Where torchvision downloads a dataset's files: <root>/<Class>/raw for the MNIST family, root for CIFAR."""
+    return root / dataset_class.__name__ / "raw" if hasattr(dataset_class, "mirrors") else root
+
+
+def by_hand(dataset_class: type, root: Path) -> str:
+    """How to put a torchvision dataset's files in place without internet, from torchvision's own list."""
+    folder = download_folder(dataset_class, root)
+    if hasattr(dataset_class, "mirrors"):  # MNIST, FashionMNIST: gzipped IDX files from a mirror
+        files, source, them = ", ".join(file for file, _ in dataset_class.resources), dataset_class.mirrors[0], "them"
+    else:  # CIFAR-10: one archive
+        files, source, them = dataset_class.filename, dataset_class.url, "it"
+    return (f"download {files} from {source} on a machine with internet and put {them} in {folder}/; then the same "
+            f"command checks and unpacks {them} offline.")
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    folder = folder.resolve()
+    return [path for path in (folder, *folder.parents) if not path.exists()]
 
 
 def mnist(root: str | None, download: bool, image_size: int, split: str = "train") -> torch.Tensor:
@@ -174,7 +208,7 @@ def mnist(root: str | None, download: bool, image_size: int, split: str = "train
         return resize(bundled_mnist(split)[0], image_size)
     dataset = torchvision_dataset(
         "MNIST", root, download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
-        " Leave dataset.root unset to use the digits bundled with ganctl.", train=split == "train",
+        " Or leave dataset.root unset to train on the 5,000 MNIST digits bundled with ganctl.", train=split == "train",
     )
     return resize(dataset.data.unsqueeze(1), image_size)  # (N, 1, H, W) uint8
 

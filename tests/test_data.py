@@ -145,6 +145,34 @@ def test_fashion_mnist_needs_a_root_and_its_files(tmp_path: Path) -> None:
         load("fashion_mnist", f"dataset.root={tmp_path}")
 
 
+@pytest.mark.parametrize("option,folder,files", [
+    ("mnist", "MNIST/raw", "train-images-idx3-ubyte.gz"),
+    ("fashion_mnist", "FashionMNIST/raw", "train-images-idx3-ubyte.gz"),
+    ("cifar10", "", "cifar-10-python.tar.gz"),
+])
+def test_an_offline_download_says_where_the_files_go_and_leaves_no_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, folder: str, files: str
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    existing = tmp_path / "kept"
+    existing.mkdir()
+    for root in (tmp_path / "new" / "data", existing):
+        with pytest.raises(GanctlError) as refused:
+            load(option, f"dataset.root={root}", "dataset.download=true")
+        message = str(refused.value)
+        assert "Could not download" in message and "offline" in message, message
+        assert files in message and f"in {(root / folder).resolve()}/" in message, message
+        assert ("bundled with ganctl" in message) == (option == "mnist")
+    assert not (tmp_path / "new").exists()  # the folders the download made are gone
+    assert existing.is_dir() and not any(existing.iterdir())  # a folder that was there stays
+
+
 # ----------------------------------------------------------------------------- CIFAR-10
 
 
