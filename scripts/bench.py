@@ -34,7 +34,6 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 REFERENCE = "reference (fp32)"
@@ -103,14 +102,14 @@ class ReferenceDiscriminator(nn.Module):
         return self.main(images).view(-1)
 
 
-def reference_dataset(image_size: int, data_root: Path):
-    """torchvision's MNIST with the usual per-image transforms; the bundled digits when no MNIST
-    files are at data_root (decoded to PIL per image all the same)."""
+def reference_dataset(image_size: int, data_root: Path | None):
+    """torchvision's MNIST with the usual per-image transforms, from data_root; the bundled digits
+    without one (decoded to PIL per image all the same)."""
     import torchvision.transforms as transforms
     from torchvision.datasets import MNIST
 
     transform = transforms.Compose([transforms.Resize(image_size), transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-    if (data_root / "MNIST" / "raw").is_dir():
+    if data_root is not None:
         return MNIST(root=str(data_root), download=False, transform=transform)
     from PIL import Image
 
@@ -187,7 +186,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed intervals per run, after the warm-up one")
     parser.add_argument("--rounds", type=int, default=3, help="turns each loop takes, alternating")
     parser.add_argument("--workers", type=int, default=2, help="the reference DataLoader's workers (the example's default)")
-    parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data-root", type=Path, help="the reference loop's MNIST files (torchvision's layout); default: the bundled digits")
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--penalty-cost", action="store_true",
                         help="also time each precision with loss.gradient_penalty=0 (a WGAN-GP model) and report the ratio")

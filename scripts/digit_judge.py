@@ -14,7 +14,7 @@ This script is a local stand-in for that judge so maintainers can tune
 defaults without the real one:
 
 1. A small CNN is trained (CPU, fixed seed, about a minute) on the 4,000 real
-   train digits under ``<data-root>/MNIST/raw`` with mild random-affine
+   train digits bundled with ganctl (or those under ``<data-root>/MNIST/raw``) with mild random-affine
    augmentation. Its weights are cached at ``~/.cache/ganctl/digit_judge.pt``,
    keyed by a hash of the data and the training recipe, so later runs only
    load them.
@@ -39,7 +39,7 @@ defaults without the real one:
 
 Usage::
 
-    python scripts/digit_judge.py SAMPLES_DIR_OR_FILE [--data-root ../shared/data] [--json out.json]
+    python scripts/digit_judge.py SAMPLES_DIR_OR_FILE [--data-root DIR] [--json out.json]
     python scripts/digit_judge.py --real-baseline [--json out.json]
 
 Samples are a folder of PNGs (any size, gray or RGB; resized to 28x28 with
@@ -94,7 +94,6 @@ RECIPE = {
     "real_fd_target": REAL_FD_TARGET,
 }
 
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 DEFAULT_CACHE = Path.home() / ".cache" / "ganctl" / "digit_judge.pt"
 
 
@@ -169,7 +168,13 @@ class MnistSplits:
     test_y: Tensor
 
 
-def load_mnist(data_root: Path) -> MnistSplits:
+def load_mnist(data_root: Path | None) -> MnistSplits:
+    """The digits bundled with ganctl (4,000 train, 1,000 test), or MNIST files in torchvision's layout."""
+    if data_root is None:
+        from ganctl.data import bundled_mnist
+
+        (train_x, train_y), (test_x, test_y) = bundled_mnist("train"), bundled_mnist("test")
+        return MnistSplits(train_x[:, 0], train_y.long(), test_x[:, 0], test_y.long())
     from torchvision.datasets import MNIST
 
     train = MNIST(root=str(data_root), train=True, download=False)
@@ -409,7 +414,7 @@ def print_report(verdicts: list[Verdict], state: dict, n_real: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("samples", nargs="?", type=Path, help="folder of PNGs, or a .pt/.npy uint8 tensor")
-    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="folder holding MNIST/raw")
+    parser.add_argument("--data-root", type=Path, help="folder holding MNIST/raw (default: the digits bundled with ganctl)")
     parser.add_argument("--json", type=Path, help="write the verdict as JSON here")
     parser.add_argument("--real-baseline", action="store_true", help="judge 1,000 real train digits (and uniform noise)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="trained judge cache file")

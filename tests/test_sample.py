@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -31,7 +32,9 @@ def test_grid_and_images_from_a_run_directory(run_dir: Path, tmp_path: Path) -> 
     assert Image.open(out).size == (5 * 30 + 2, 2 * 30 + 2)  # make_grid: 28 px + 2 px padding per cell
     files = sorted((tmp_path / "images").iterdir())
     assert [f.name for f in files] == [f"{i:04d}.png" for i in range(10)]
-    assert all(Image.open(f).size == (28, 28) for f in files)
+    assert all(Image.open(f).size == (28, 28) and Image.open(f).mode == "L" for f in files)  # one channel: grayscale
+    grid = np.asarray(Image.open(out).convert("L"))
+    assert np.array_equal(grid[2:30, 2:30], np.asarray(Image.open(files[0])))  # the same pixels as in the grid
 
 
 def test_same_checkpoint_and_seed_give_identical_bytes(run_dir: Path, tmp_path: Path) -> None:
@@ -48,9 +51,12 @@ def test_ema_and_raw_generators_differ(run_dir: Path, tmp_path: Path) -> None:
     assert ema != raw
 
 
-def test_default_output_goes_into_the_run(run_dir: Path) -> None:
+def test_default_output_goes_into_the_run_named_by_what_it_holds(run_dir: Path) -> None:
     out = sample(run_dir, num=4, seed=1, device="cpu")
     assert out.parent == run_dir / "samples" and out.exists()
+    many = sample(run_dir, num=20, seed=1, device="cpu")  # e.g. --num 1000 --images-dir: its own grid file
+    assert many != out and out.exists() and Image.open(out).size == (4 * 30 + 2, 30 + 2)
+    assert out.name == "sample_step0000004_seed1_num4.png"
 
 
 @pytest.mark.parametrize("kwargs,message", [({"num": 0}, "--num must be at least 1"), ({"nrow": 0}, "--nrow")])
