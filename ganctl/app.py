@@ -32,6 +32,7 @@ def hydra_train(cfg: DictConfig) -> float | None:
     except GanctlError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        logging.getLogger("ganctl").error("%s", error)  # into train.log too (a diverged run keeps it)
         print_error(error)
         discard_refused_run(Path(hydra_cfg.runtime.output_dir))
         sys.exit(1)

@@ -1,16 +1,20 @@
-"""What a run reports: a rich progress bar, TensorBoard scalars and images, and summary.json."""
+"""What a run reports: a progress bar fitted to the terminal (plain lines when the output is not
+one), TensorBoard scalars and images, and summary.json."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 
 from ganctl.console import console
@@ -22,37 +26,89 @@ log = logging.getLogger("ganctl")
 SHORT_NAMES = {"loss/d": "d", "loss/g": "g", "d/real": "D(x)", "d/fake": "D(G(z))", "wasserstein": "W", "gradient_penalty": "gp"}
 
 
-class RunLogger:
-    """`log(metrics, step)` to the progress bar and TensorBoard, `image(grid, step)`, `close()`."""
+class FittedProgress(Progress):
+    """rich's progress display, fitted to the console's width each time it draws: `step N/total`
+    and the time left always show; as the width shrinks, the losses are cut short and then left
+    out, then the speed, then the bar (which otherwise takes what is left, up to 40 columns)."""
 
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, batch_size: int) -> None:
+    MIN_BAR, MAX_BAR, MIN_LOSSES = 10, 40, 12
+
+    def __init__(self, console: Console, **kwargs: Any) -> None:
+        self.label, self.counter, self.left = TextColumn("[bold]step"), MofNCompleteColumn(), TimeRemainingColumn()
+        self.bar = BarColumn()
+        super().__init__(self.label, self.counter, self.bar, self.left, console=console, transient=False, **kwargs)
+
+    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
+        table = Table.grid(padding=(0, 1))
+        for task in tasks:
+            if task.visible:
+                cells = self.fitted(task, self.console.width)
+                for _ in range(len(cells) - len(table.columns)):
+                    table.add_column(no_wrap=True)
+                table.add_row(*cells)
+        return table
+
+    def fitted(self, task: Task, width: int) -> list[RenderableType]:
+        label, counter, left = self.label(task), self.counter(task), self.left(task)
+        speed, losses = Text(task.fields.get("speed", "")), Text(task.fields.get("losses", ""))
+        room = width - label.cell_len - counter.cell_len - left.cell_len - 2  # (a space between cells)
+        bar = self.MIN_BAR if room >= self.MIN_BAR + 1 else 0
+        room -= bar + 1 if bar else 0
+        show_speed = speed.cell_len > 0 and room >= speed.cell_len + 1
+        room -= speed.cell_len + 1 if show_speed else 0
+        show_losses = losses.cell_len > 0 and room >= self.MIN_LOSSES + 1
+        if show_losses:
+            losses.truncate(room - 1, overflow="ellipsis")
+            room -= losses.cell_len + 1
+        cells: list[RenderableType] = [label, counter]
+        if bar:
+            self.bar.bar_width = bar + min(room, self.MAX_BAR - self.MIN_BAR)
+            cells.append(self.bar(task))
+        return [*cells, *([speed] if show_speed else []), left, *([losses] if show_losses else [])]
+
+
+def time_left(seconds: float) -> str:
+    """H:MM:SS, as rich's progress bar shows it."""
+    return str(datetime.timedelta(seconds=max(0, round(seconds))))
+
+
+class RunLogger:
+    """`log(metrics, step)` to the progress display and TensorBoard, `image(grid, step)`, `close()`.
+
+    On a terminal the progress is a live bar; anywhere else (`ganctl train > log 2>&1`, a SLURM
+    job, a pipe) it is one plain line per log interval, so a log file shows where the run is.
+    images/s counts every image a step trains on: `images_per_step` is batch size x ranks."""
+
+    def __init__(self, run_dir: Path, total_steps: int, start_step: int, images_per_step: int,
+                 output: Optional[Console] = None) -> None:
+        self.console = output or console
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=start_step + 1)
-        self.batch_size = batch_size
-        self.progress = Progress(
-            TextColumn("[bold]step"),
-            MofNCompleteColumn(),
-            BarColumn(),
-            TextColumn("{task.fields[speed]}"),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[losses]}"),
-            console=console,
-            transient=False,
-        )
-        self.task = self.progress.add_task("train", total=total_steps, completed=start_step, speed="", losses="")
-        self.progress.start()
-        self.last_time, self.last_step = time.perf_counter(), start_step
+        self.images_per_step, self.total_steps, self.start_step = images_per_step, total_steps, start_step
+        self.console.print(f"Run directory: {run_dir}\nFollow it with: tensorboard --logdir {run_dir}")
+        self.progress: Optional[FittedProgress] = None
+        if self.console.is_interactive or self.console.is_jupyter:
+            self.progress = FittedProgress(self.console)
+            self.task = self.progress.add_task("train", total=total_steps, completed=start_step, speed="", losses="")
+            self.progress.start()
+        self.started = self.last_time = time.perf_counter()
+        self.last_step = start_step
         self.images_per_second = 0.0
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         now = time.perf_counter()
         steps_per_second = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step
-        self.images_per_second = steps_per_second * self.batch_size
+        self.images_per_second = steps_per_second * self.images_per_step
         for name, value in {**metrics, "speed/images_per_second": self.images_per_second}.items():
             self.writer.add_scalar(name, value, step)
         losses = "  ".join(f"{SHORT_NAMES[name]} {value:.3f}" for name, value in metrics.items() if name in SHORT_NAMES)
         speed = f"{steps_per_second:.1f} steps/s  {self.images_per_second:.0f} img/s"
-        self.progress.update(self.task, completed=step, speed=speed, losses=losses)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, speed=speed, losses=losses)
+        else:
+            per_step = (now - self.started) / max(step - self.start_step, 1)
+            left = time_left(per_step * (self.total_steps - step))
+            self.console.print(f"step {step}/{self.total_steps}  {speed}  {left} left  {losses}", highlight=False)
         log.info("step %d  %s  %s", step, speed, losses)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -60,14 +116,15 @@ class RunLogger:
         for name, value in values.items():
             self.writer.add_scalar(name, value, step)
         text = "  ".join(f"{name.split('/')[-1]} {value:.4g}" for name, value in values.items())
-        self.progress.console.print(f"step {step}  {text}")
+        self.console.print(f"step {step}  {text}")
         log.info("step %d  %s", step, text)
 
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
         self.writer.add_image(tag, grid, step)
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
         self.writer.close()
 
 

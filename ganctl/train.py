@@ -228,13 +228,14 @@ def train_on(
         return RunResult(run_dir, start_step, {})
     evaluator = build_evaluator(cfg, data, device) if settings.eval_every and group.main else None
     log.info(
-        "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d",
+        "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d, %d torch threads",
         "Resuming" if resume else "Training", run_dir, ", ".join(f"{k}={v}" for k, v in choices.items()),
         len(data), data.channels, data.image_size, data.image_size,
         sum(p.numel() for p in gan.generator.parameters()) / 1e6,
-        sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps,
+        sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps, torch.get_num_threads(),
     )
-    logger = RunLogger(run_dir, settings.steps, start_step, settings.batch_size) if group.main else NullLogger()
+    images_per_step = settings.batch_size * group.world_size  # every rank's images, as the summary counts them
+    logger = RunLogger(run_dir, settings.steps, start_step, images_per_step) if group.main else NullLogger()
     outputs = RunOutputs(run_dir, cfg, choices, gan, {"channels": data.channels, "image_size": data.image_size}, device, resume)
     means, batches = RunningMeans(STATISTICS, device), datasets.endless(data, settings.batch_size)
     step, stopping, last_logged = start_step, False, {}
@@ -261,6 +262,10 @@ def train_on(
                 outputs.save(step, periodic=False)
             if group.main and (not settings.sample_every or step % settings.sample_every):
                 outputs.grid(step, logger)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, checkpoints as they were
+            if group.main:
+                report_stopped_at_once(run_dir, step)
+            raise
         except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError in newer versions
             raise GanctlError(
                 f"Out of {device.type.upper()} memory at step {step} with train.batch_size={settings.batch_size}: "
@@ -271,6 +276,16 @@ def train_on(
             logger.close()
     stopped_by = stop.requested or ("SIGTERM" if stopping else None)  # a rank can stop on another's signal
     return finish(cfg, run_dir, choices, gan, group, device, outputs, step - start_step, step, last_logged, stopped_by)
+
+
+def report_stopped_at_once(run_dir: Path, step: int) -> None:
+    """A second Ctrl-C wrote no checkpoint: say so in train.log and on the terminal, with the resume
+    command when last.pt is there (it is always complete: checkpoints are written atomically)."""
+    last = checkpoint.last_path(run_dir)
+    kept = (f"{last} is the last complete checkpoint. Continue with:\n  ganctl train resume={run_dir}" if last.exists()
+            else "no checkpoint was written yet.")
+    log.warning("Stopped at once by a second Ctrl-C during step %d; %s", step, kept)
+    console.print(f"[yellow]Stopped at once by a second Ctrl-C[/] during step {step}; {kept}")
 
 
 def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best: Optional[dict]) -> dict[str, Any]:
@@ -299,6 +314,7 @@ def finish(
         **run_results(last_logged, outputs.cards, outputs.best),
         **{name: choices.get(name) for name in ("model", "loss", "optimizer", "dataset")},
         "device": str(device),
+        "torch_threads": torch.get_num_threads(),  # CPU results are bit-for-bit the same at the same count
         "run_dir": str(run_dir),
     }
     if group.enabled:  # DDP keeps every rank's weights identical: check it, and say so

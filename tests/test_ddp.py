@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from ganctl import checkpoint
@@ -36,6 +38,9 @@ def test_two_ranks_train_one_run_with_identical_weights(tmp_path: Path) -> None:
     assert summary["ranks"] == {"world_size": 2, "weights_agree": True}
     assert summary["steps"] == 4
     assert result.stderr.count("ganctl run") == 1  # one summary table: rank 0 reports
+    # images/s counts both ranks' images, in the progress line as in the summary: 2 x 8 per step
+    last = re.findall(r"step 4  ([\d.]+) steps/s  (\d+) img/s", (tmp_path / "run" / "train.log").read_text())[-1]
+    assert float(last[1]) == pytest.approx(16 * float(last[0]), rel=0.01, abs=8)
     assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
 
 

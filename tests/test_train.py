@@ -37,6 +37,7 @@ def test_short_run_writes_checkpoints_logs_samples_and_summary(tmp_path: Path, t
     assert set(summary["losses"]) == {"d_loss", "g_loss"}
     assert all(isinstance(v, float) for v in summary["losses"].values())
     assert (summary["model"], summary["loss"], summary["dataset"], summary["optimizer"]) == ("dcgan_small", "bce", "mnist", "adam_fast")
+    assert summary["torch_threads"] == torch.get_num_threads()  # same config + seed = same run, at the same count
 
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
     scalars = set(events.Tags()["scalars"])
@@ -231,6 +232,39 @@ def test_graceful_stop_aborts_only_on_a_second_ctrl_c() -> None:
     assert first.requested == "SIGINT"
     with pytest.raises(KeyboardInterrupt):
         first.handle(signal.SIGINT, None)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_how_to_continue(
+    tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, caplog
+) -> None:
+    import logging
+    import signal
+
+    real_step = GAN.step
+
+    def step_with_two_ctrl_cs(gan: GAN, batches, step: int):
+        if step == 3:
+            signal.raise_signal(signal.SIGINT)  # stop after this step, please
+            signal.raise_signal(signal.SIGINT)  # no: now
+        return real_step(gan, batches, step)
+
+    monkeypatch.setattr(GAN, "step", step_with_two_ctrl_cs)
+    with caplog.at_level(logging.WARNING, logger="ganctl"), pytest.raises(KeyboardInterrupt):
+        run(tmp_path, *tiny_overrides, "train.steps=6")  # train.ckpt_every=2: last.pt holds step 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "Stopped at once by a second Ctrl-C during step 3" in said and f"ganctl train resume={tmp_path}" in said
+    assert "Stopped at once by a second Ctrl-C during step 3" in caplog.text  # train.log's record of it
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_a_diverged_run_says_so_in_its_train_log(tmp_path: Path, tiny_overrides: list[str], monkeypatch, capsys) -> None:
+    from ganctl import losses
+    from ganctl.cli import main
+
+    monkeypatch.setattr(losses, "bce_discriminator_loss", lambda real, fake, **_: (real + fake).mean() * float("inf"))
+    assert main(["train", *tiny_overrides, f"hydra.run.dir={tmp_path / 'run'}"]) == 1
+    assert "Training diverged at step 1" in capsys.readouterr().err
+    assert "Training diverged at step 1" in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_divergence_stops_with_the_last_finite_checkpoint(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
