@@ -40,16 +40,23 @@ def train_args(run_dir: Path) -> list[str]:
     return [*RUN, f"hydra.run.dir={run_dir}"]
 
 
-def wait_for_a_step(run_dir: Path, process: subprocess.Popen, timeout: float = 60) -> bool:
-    """Until this process has logged a training step (its signal handlers are in place)."""
-    log = run_dir / "train.log"
-    before = len(re.findall(r"\] step \d+ ", log.read_text())) if log.exists() else 0
+def wait_until(condition, process: subprocess.Popen, timeout: float = 120) -> bool:
+    """Until `condition()` holds, while the process runs: a state to wait for, never a fixed sleep."""
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
-        if log.exists() and len(re.findall(r"\] step \d+ ", log.read_text())) > before:
+        if condition():
             return True
         time.sleep(0.05)
     return False
+
+
+def wait_for_a_step(run_dir: Path, process: subprocess.Popen) -> bool:
+    """Until this process has logged a training step (its signal handlers are in place) and the
+    run has a checkpoint (so that a kill at any moment after it has one to leave intact)."""
+    log = run_dir / "train.log"
+    before = len(re.findall(r"\] step \d+ ", log.read_text())) if log.exists() else 0
+    stepped = lambda: log.exists() and len(re.findall(r"\] step \d+ ", log.read_text())) > before  # noqa: E731
+    return wait_until(lambda: stepped() and checkpoint.last_path(run_dir).exists(), process)
 
 
 def final_state(run_dir: Path) -> dict:
