@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator, Optional
@@ -129,6 +130,10 @@ def compiled(module: nn.Module, name: str, enabled: bool, double_backward: bool 
         warn(f"train.compile: {name} runs eagerly, because the gradient penalty needs a double "
              "backward, which torch.compile does not support.")
         return module
+    if not torch.cuda.is_available():
+        # The CPU backend imports torch's C++ extension loader, which warns "No CUDA runtime is found,
+        # using CUDA_HOME=..." on any machine with a CUDA toolkit but no GPU; nothing here uses CUDA.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     return CompiledOrEager(module, name)
 
 

@@ -7,6 +7,8 @@ quality of what they train. Speed itself is measured by scripts/bench.py, not he
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -199,6 +201,18 @@ def test_compile_compiles_g_and_d(tmp_path: Path) -> None:
     result = run(tmp_path, *QUIET, "model=mlp", "train.compile=true", "train.steps=2")
     assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
     assert counters["frames"]["ok"] - compiled_before >= 2  # G's forward and D's, at least
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the warning is for machines without a CUDA runtime")
+def test_compile_on_a_cpu_does_not_warn_about_cuda_home(tmp_path: Path) -> None:
+    """torch's C++ extension loader (which the CPU backend imports) warns about CUDA_HOME wherever a
+    CUDA toolkit is found without a GPU; a run on the CPU never needs it, so it is not shown."""
+    code = ("import torch\nfrom ganctl import speed\nspeed.compiled(torch.nn.Linear(2, 2), 'G', True)\n"
+            "import torch.utils.cpp_extension")
+    env = {**os.environ, "CUDA_HOME": str(tmp_path)}  # a toolkit 'found': torch would warn
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "CUDA_HOME" not in result.stderr, result.stderr
 
 
 def test_compile_falls_back_to_eager_with_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
