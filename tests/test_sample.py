@@ -75,3 +75,9 @@ def test_output_that_cannot_be_written(run_dir: Path, tmp_path: Path) -> None:
     blocker.write_text("a file where a folder should be")
     with pytest.raises(GanctlError, match="Cannot write the samples"):
         sample(run_dir, out=blocker / "grid.png", device="cpu")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_that_is_not_here_is_named_as_the_flag_gave_it(run_dir: Path) -> None:
+    with pytest.raises(GanctlError, match=r"--device cuda, but no such CUDA GPU is visible here. Use --device auto or --device cpu"):
+        sample(run_dir, device="cuda")
