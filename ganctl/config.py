@@ -337,7 +337,7 @@ def check_optimizer(node: DictConfig, where: str) -> None:
         raise GanctlError(f"{where}: {target} refuses these settings ({reason}). Fix them under {where}.") from None
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def composed_options(choices: tuple[str, ...]) -> DictConfig:
     """The config that the group choices (e.g. ('model=mlp',)) compose to, without key overrides."""
     from hydra import compose, initialize_config_dir

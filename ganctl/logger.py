@@ -84,7 +84,7 @@ class RunLogger:
         self.console = output or console
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=start_step + 1)
         self.images_per_step, self.total_steps, self.start_step = images_per_step, total_steps, start_step
-        self.console.print(f"Run directory: {run_dir}\nFollow it with: tensorboard --logdir {run_dir}")
+        self.console.print(f"Run directory: {run_dir}\nFollow it with: tensorboard --logdir {run_dir}", markup=False)
         self.progress: Optional[FittedProgress] = None
         if self.console.is_interactive or self.console.is_jupyter:
             self.progress = FittedProgress(self.console)
@@ -108,7 +108,7 @@ class RunLogger:
         else:
             per_step = (now - self.started) / max(step - self.start_step, 1)
             left = time_left(per_step * (self.total_steps - step))
-            self.console.print(f"step {step}/{self.total_steps}  {speed}  {left} left  {losses}", highlight=False)
+            self.console.print(f"step {step}/{self.total_steps}  {speed}  {left} left  {losses}", markup=False, highlight=False)
         log.info("step %d  %s  %s", step, speed, losses)
 
     def scalars(self, values: dict[str, float], step: int) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
 from ganctl import checkpoint, distributed
@@ -285,7 +286,7 @@ def report_stopped_at_once(run_dir: Path, step: int) -> None:
     kept = (f"{last} is the last complete checkpoint. Continue with:\n  ganctl train resume={run_dir}" if last.exists()
             else "no checkpoint was written yet.")
     log.warning("Stopped at once by a second Ctrl-C during step %d; %s", step, kept)
-    console.print(f"[yellow]Stopped at once by a second Ctrl-C[/] during step {step}; {kept}")
+    console.print(f"[yellow]Stopped at once by a second Ctrl-C[/] during step {step}; {escape(kept)}")
 
 
 def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best: Optional[dict]) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def test_sigint_saves_last_checkpoint_and_prints_the_resume_command(tmp_path: Pa
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen([sys.executable, "-m", "ganctl", "train", *args], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log, deadline = run_dir / "train.log", time.time() + 120
+    log, deadline = run_dir / "train.log", time.time() + 300
     while not (log.exists() and "] step 2 " in log.read_text()) and time.time() < deadline:
         time.sleep(0.05)  # until a logged step: the signal handlers are in place, whatever the machine's load
     process.send_signal(signal.SIGINT)

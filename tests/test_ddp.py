@@ -65,7 +65,7 @@ def test_sigterm_stops_every_rank_with_one_checkpoint(tmp_path: Path) -> None:
                "train", "train.steps=1000000", *SMALL, "train.log_every=10", f"hydra.run.dir={run_dir}"]
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     log = run_dir / "train.log"
     while time.time() < deadline and not (log.exists() and " step 20 " in log.read_text()):
         time.sleep(0.5)

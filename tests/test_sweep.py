@@ -218,7 +218,7 @@ def test_submitit_requeues_a_preempted_job_which_resumes_without_losing_steps(tm
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen([sys.executable, "-m", "ganctl", "train", "-m", *args], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    log, deadline = sweep_dir / "0" / "train.log", time.time() + 120
+    log, deadline = sweep_dir / "0" / "train.log", time.time() + 300
     while not (log.exists() and "step 1 " in log.read_text()) and time.time() < deadline:
         time.sleep(0.05)
     os.kill(json.loads((sweep_dir / "0" / "status.json").read_text())["pid"], signal.SIGUSR2)
