@@ -180,29 +180,45 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
     in its status.json and reported in one line, and the sweep goes on; the job returns NaN, which
     sweepers count as a failed trial. Inside a submitit job, SIGUSR2 / SIGTERM (preemption, time
     limit) requeue it: training saved last.pt, and the requeued job resumes from it in the same run
-    directory."""
+    directory. A submitit job of several tasks trains one DDP run: the tasks join their process
+    group first and follow rank 0, which alone decides whether the job resumes, writes status.json
+    and requeues the job; the others return NaN (the launcher reports rank 0's result)."""
+    from ganctl import distributed
+
     run_dir = Path(hydra_cfg.runtime.output_dir)
     job = f"job {hydra_cfg.job.num}"  # as Hydra numbers them, and the run dir's default name
     overrides = list(hydra_cfg.overrides.task)
-    requeues = 0
-    if cfg.resume is None and is_requeued(run_dir):
-        cfg.resume = str(run_dir)  # a requeued cluster job continues where it was stopped
+    task = distributed.launch()
+    requeues, resume_from = 0, None
+    if task.main and cfg.resume is None and is_requeued(run_dir):
+        resume_from = str(run_dir)  # a requeued cluster job continues where it was stopped
         requeues = (read_json(run_dir / STATUS_FILE) or {}).get("requeues", 0) + 1
-    write_status(run_dir, "running", job=hydra_cfg.job.num, overrides=overrides, requeues=requeues)
+    if task.main:
+        write_status(run_dir, "running", job=hydra_cfg.job.num, overrides=overrides, requeues=requeues)
     share_cpu_threads(hydra_cfg)
     try:
+        if task.world_size > 1:
+            resume_from = distributed.broadcast(resume_from, distributed.join(cfg.train))
+        if resume_from is not None:
+            cfg.resume = resume_from
         result = run(cfg, hydra_cfg)
     except Exception as error:  # any failure: the other jobs and the summary go on
+        distributed.teardown(failed=True)  # (when it failed before training: its tasks stop waiting)
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if not isinstance(error, GanctlError):
             first_line = f"{type(error).__name__}: {first_line}"
             log.exception("Job failed")  # the traceback goes to the job's train.log
+        if not task.main:  # rank 0 reports the job: its own error, or that this task went away
+            print_error(f"{job}, task {task.rank} of {task.world_size}, failed: {first_line}")
+            return math.nan
         write_status(run_dir, "failed", error=first_line)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         swept = swept_in(Path(hydra_cfg.sweep.dir)) or []
         values = " ".join(f"{key}={value}" for key, value in override_values(overrides).items() if key in swept)
         print_error(f"{job} ({values}) failed: {first_line}")
+        return math.nan
+    if not task.main:
         return math.nan
 
     fields = {"step": result.step, "summary": result.summary}
