@@ -50,6 +50,10 @@ class SweepSummary(Callback):
         self.objective = objective
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        problem = tasks_problem(config.hydra.launcher)
+        if problem:  # before anything is queued; one line, not Hydra's traceback
+            print_error(problem)
+            raise SystemExit(1)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time()}
@@ -60,6 +64,26 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = finish(Path(config.hydra.sweep.dir))
         _this_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
+
+
+def tasks_problem(launcher: DictConfig) -> str:
+    """What is wrong with a submitit job's tasks and GPUs, if anything: each task (one DDP rank)
+    trains on a GPU of its own, the one of its local rank among the node's (ganctl.distributed)."""
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return ""
+    tasks, gpus = launcher.get("tasks_per_node") or 1, launcher.get("gpus_per_node") or 0
+    if tasks > 1 and launcher.get("gpus_per_task"):  # SLURM would show each task its own GPU only
+        return (
+            f"hydra.launcher.gpus_per_task={launcher.gpus_per_task} with tasks_per_node={tasks}: ganctl gives each "
+            f"task the GPU of its local rank among the node's GPUs, so every task must see them all. Use "
+            f"hydra.launcher.gpus_per_node={tasks} and gpus_per_task=null."
+        )
+    if gpus and tasks > gpus:
+        return (
+            f"hydra.launcher.tasks_per_node={tasks} but gpus_per_node={gpus}: each task trains on a GPU of its own. "
+            f"Set hydra.launcher.gpus_per_node={tasks}, or tasks_per_node={gpus}."
+        )
+    return ""
 
 
 def supervise(hydra_entry: Callable[[], Any]) -> int:

@@ -6,17 +6,14 @@ the hydra_plugins package because Hydra instantiates launchers from there only.
 Every task of a job runs the job's Hydra job. Tasks other than rank 0 run it in a throwaway directory,
 as `ganctl.app.main` does for torchrun's other ranks, so that the run directory (its .hydra/,
 train.log, status.json, checkpoints) is written by rank 0 alone; their log records go to submitit's
-log of the task (<sweep dir>/.submitit/<job id>/). Before anything is queued, a job whose tasks cannot
-each have a GPU of their own is refused. Without `ganctl[sweep]` (hydra-submitit-launcher) there is
-nothing here: Hydra imports this module at every start.
+log of the task (<sweep dir>/.submitit/<job id>/). Without `ganctl[sweep]` (hydra-submitit-launcher)
+there is nothing here: Hydra imports this module at every start.
 """
 
 from __future__ import annotations
 
 import tempfile
-from typing import Any, Sequence
-
-from ganctl.console import print_error
+from typing import Any
 
 try:
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher
@@ -26,8 +23,6 @@ except ImportError:
 
 class RankZeroOwnsTheRunDir:
     """What ganctl adds to a submitit launcher (mixed in before it)."""
-
-    params: dict[str, Any]
 
     def __call__(self, sweep_overrides: list[str], job_dir_key: str, job_num: int, job_id: str, singleton_state: Any) -> Any:
         """One task of a job: this runs in the task's process."""
@@ -39,30 +34,6 @@ class RankZeroOwnsTheRunDir:
         with tempfile.TemporaryDirectory(prefix="ganctl-task") as elsewhere:
             elsewhere_overrides = [f"hydra.sweep.dir={elsewhere}", "hydra.output_subdir=null", "hydra/job_logging=default"]
             return run_job([*sweep_overrides, *elsewhere_overrides], job_dir_key, job_num, job_id, singleton_state)
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[Any]:
-        problem = tasks_problem(self.params)
-        if problem:
-            print_error(problem)
-            raise SystemExit(1)  # before Hydra's traceback printer: one line, and nothing queued
-        return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
-
-
-def tasks_problem(params: dict[str, Any]) -> str:
-    """What is wrong with a job's tasks and GPUs, if anything: DDP gives each task its own GPU."""
-    tasks, gpus = params.get("tasks_per_node") or 1, params.get("gpus_per_node") or 0
-    if tasks > 1 and params.get("gpus_per_task"):  # SLURM then shows each task only its own GPU(s)
-        return (
-            f"hydra.launcher.gpus_per_task={params['gpus_per_task']}: ganctl gives each task of a job the GPU of its "
-            f"local rank among the node's GPUs. Use hydra.launcher.gpus_per_node={tasks} (one per task) and "
-            f"gpus_per_task=null."
-        )
-    if gpus and tasks > gpus:
-        return (
-            f"hydra.launcher.tasks_per_node={tasks} but gpus_per_node={gpus}: each task trains on its own GPU. "
-            f"Set hydra.launcher.gpus_per_node={tasks}, or tasks_per_node={gpus}."
-        )
-    return ""
 
 
 if submitit_launcher is not None:
