@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ganctl.console import console, print_error
@@ -232,6 +233,9 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
         if not isinstance(error, GanctlError):
             first_line = f"{type(error).__name__}: {first_line}"
             log.exception("Job failed")  # the traceback goes to the job's train.log
+            if task.world_size > 1:  # it may have come from another task, which logs there
+                logs = str(OmegaConf.select(hydra_cfg, "launcher.submitit_folder", default="")).replace("%j", str(hydra_cfg.job.id))
+                first_line += f" (the logs of the job's {task.world_size} tasks: {logs})"
         if not task.main:  # rank 0 reports the job: its own error, or that this task went away
             print_error(f"{job}, task {task.rank} of {task.world_size}, failed: {first_line}")
             return math.nan
@@ -483,10 +487,11 @@ def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -
         table.add_column(name, overflow="fold", no_wrap=not wraps, min_width=12 if name == "status" else None)
     colour = {"finished": "green", "failed": "red", "interrupted": "yellow", "requeued": "yellow", "running": "cyan"}
     for row in rows:
-        status = f"[{colour.get(row['status'], 'white')}]{row['status']}[/]" + (f": {row['detail']}" if row["detail"] else "")
+        # Errors and swept values are plain text (a gloo error names "[.../pair.cc:561]"), not markup.
+        status = f"[{colour.get(row['status'], 'white')}]{row['status']}[/]" + (f": {escape(row['detail'])}" if row["detail"] else "")
         run_dir = Path(row["run_dir"])
         table.add_row(
-            str(row["job"]), *(row["values"][key] for key in swept), status, number(row["objective"]),
+            str(row["job"]), *(escape(row["values"][key]) for key in swept), status, number(row["objective"]),
             number(row["d_loss"]), number(row["g_loss"]), number(row["images_per_second"], 3),
             number(row["wall_seconds"], 3), str(run_dir.relative_to(sweep_dir) if run_dir.is_relative_to(sweep_dir) else run_dir),
         )

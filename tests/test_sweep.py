@@ -242,3 +242,16 @@ def test_a_job_with_more_tasks_than_gpus_is_refused_before_it_is_queued(tmp_path
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "tasks_per_node=2 but gpus_per_node=1" in result.stderr
     assert not (tmp_path / "sweep").exists()  # nothing was started
+
+
+def test_the_table_prints_errors_as_text_not_markup(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    row = {"job": 0, "values": {"train.augment": "[translation]"}, "status": "failed", "objective": None,
+           "detail": "RuntimeError: [/gloo/transport/tcp/pair.cc:561] Connection closed by peer", "objective_source": "",
+           "d_loss": None, "g_loss": None, "images_per_second": None, "wall_seconds": None, "run_dir": str(tmp_path / "0")}
+    out = io.StringIO()
+    sweep.print_table(tmp_path, [row], Console(file=out, width=300))
+    assert "[/gloo/transport/tcp/pair.cc:561]" in out.getvalue() and "[translation]" in out.getvalue()
