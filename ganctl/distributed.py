@@ -24,7 +24,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+
 
 @dataclass(frozen=True)
 class Launch:
@@ -111,8 +113,6 @@ def setup(device: torch.device, backend: str = "auto") -> tuple[Group, torch.dev
 def join(settings: Any) -> Group:
     """Join the run's process group ahead of training, as `settings` (the config's train block) asks:
     the tasks of a submitit job do, to follow rank 0 on whether the job resumes (sweep.run_job)."""
-    from ganctl.device import resolve_device
-
     return setup(resolve_device(settings.device), settings.ddp_backend)[0]
 
 
