@@ -182,9 +182,9 @@ def prepare_run_dir(run_dir: Path, resume: Optional[dict[str, Any]], group: dist
     if group.main:
         for path in checkpoint.clean_temporary(run_dir):
             log.info("Removed %s, left by an interrupted checkpoint write", path)
-    if resume is None and checkpoint.last_path(run_dir).exists():
+    if resume is None and checkpoint.has_checkpoints(run_dir):
         raise GanctlError(
-            f"{run_dir} already holds a run (checkpoints/last.pt). Continue it with "
+            f"{run_dir} already holds a run (checkpoints/). Continue it with "
             f"`ganctl train resume={run_dir}`, or choose a new directory with hydra.run.dir=<dir>."
         )
 
