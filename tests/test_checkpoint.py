@@ -83,7 +83,7 @@ def test_a_checkpoint_is_a_plain_zip_carrying_its_checksum(trained: Path) -> Non
     path = checkpoint.last_path(trained)
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
-        assert re.fullmatch(rb"ganctl-sha256:[0-9a-f]{64}", archive.comment)
+        assert re.fullmatch(rb"ganctl-xxh3-128:[0-9a-f]{32}", archive.comment)
     plain = torch.load(path, map_location="cpu", weights_only=True)  # what the README promises users
     state = checkpoint.load(path)
     assert state["version"] == checkpoint.VERSION and state["step"] == 6
