@@ -21,12 +21,14 @@ carry none and load as before.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 import numpy as np
 import torch
@@ -89,16 +91,26 @@ def with_checksum(archive: memoryview) -> tuple[memoryview, bytes]:
     return archive[:-2], len(comment).to_bytes(2, "little") + comment
 
 
-def verify_checksum(path: Path, data: bytes) -> bool:
-    """True when the file carries ganctl's checksum and it matches; False when it carries none (a
-    checkpoint from before version 2, or a file not written by ganctl); a GanctlError on a mismatch."""
-    end = len(data) - COMMENT_LENGTH - 22  # where the zip's end record starts, if it holds the checksum
-    if (end < 0 or data[end : end + 4] != ZIP_END or data[end + 20 : end + 22] != COMMENT_LENGTH.to_bytes(2, "little")
-            or data[end + 22 : end + 22 + len(CHECKSUM_MARK)] != CHECKSUM_MARK):
+def verify_checksum(path: Path, file: BinaryIO) -> bool:
+    """True when the open file carries ganctl's checksum and it matches; False when it carries none
+    (a checkpoint from before version 2, or a file not written by ganctl); a GanctlError on a mismatch.
+    The file is hashed in chunks, from the descriptor torch.load then reads (the same bytes, even if
+    a run replaces the path meanwhile), so it is never held in memory twice."""
+    size = os.fstat(file.fileno()).st_size
+    end = size - COMMENT_LENGTH - 22  # where the zip's end record starts, if it holds the checksum
+    if end < 0:
         return False
-    digest = xxhash.xxh3_128(memoryview(data)[: end + 20])
+    file.seek(end)
+    tail = file.read()
+    if tail[:4] != ZIP_END or tail[20:22] != COMMENT_LENGTH.to_bytes(2, "little") or tail[22 : 22 + len(CHECKSUM_MARK)] != CHECKSUM_MARK:
+        return False
+    digest, left = xxhash.xxh3_128(), end + 20
+    file.seek(0)
+    while left > 0 and (chunk := file.read(min(left, 1 << 20))):
+        digest.update(chunk)
+        left -= len(chunk)
     digest.update(b"\0\0")  # the empty comment's length, as torch.save wrote it
-    if digest.hexdigest().encode() != data[end + 22 + len(CHECKSUM_MARK) :]:
+    if left or digest.hexdigest().encode() != tail[22 + len(CHECKSUM_MARK) :]:
         raise GanctlError(
             f"{path} is damaged: its bytes no longer match the checksum written with it (a disk or "
             "transfer error, or a change by another program). Nothing was loaded from it."
@@ -145,32 +157,38 @@ def load(path: Path) -> dict[str, Any]:
     layout. Any other file, and any damage, is one GanctlError naming the file."""
     path = Path(path)
     try:
-        data = path.read_bytes()
-    except OSError as error:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+            if not head.startswith(ZIP_START):  # torch.save writes zip archives: nothing else is unpickled
+                raise GanctlError(
+                    f"{path} is not a PyTorch checkpoint: it is {what_it_is(head, os.fstat(file.fileno()).st_size)}. "
+                    "Pass a checkpoint written by `ganctl train` (a run's checkpoints/last.pt or step_<N>.pt) or its run directory."
+                )
+            checked = verify_checksum(path, file)
+            file.seek(0)
+            try:
+                with warnings.catch_warnings():  # e.g. "Detected pickle protocol 212" from a damaged file
+                    warnings.simplefilter("ignore")
+                    state = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as error:
+                # Not a fixed list: torch.load parses untrusted bytes in layers that raise their own errors.
+                # The zip reader (C++) raises RuntimeError; the weights-only unpickler is Python that runs the
+                # file's opcodes on a stack and memo and calls its allowed constructors with the file's
+                # arguments, so damage surfaces as UnpicklingError, KeyError, IndexError, TypeError,
+                # ValueError, EOFError, struct.error, OverflowError, RecursionError, MemoryError, ... Any
+                # Exception here means the file cannot be read as a checkpoint (tests/test_checkpoint.py
+                # fuzzes it); KeyboardInterrupt passes.
+                raise GanctlError(unreadable(path, error)) from error
+    except OSError as error:  # missing, unreadable, a read error of the disk
         raise GanctlError(f"Cannot read checkpoint {path}: {error.strerror or error}.") from error
-    if not data.startswith(ZIP_START):  # torch.save writes zip archives: nothing else is unpickled
-        raise GanctlError(
-            f"{path} is not a PyTorch checkpoint: it is {what_it_is(data)}. Pass a checkpoint written by "
-            "`ganctl train` (a run's checkpoints/last.pt or step_<N>.pt) or its run directory."
-        )
-    checked = verify_checksum(path, data)
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:
-        # Not a fixed list: torch.load parses untrusted bytes in layers that raise their own errors. The
-        # zip reader (C++) raises RuntimeError; the weights-only unpickler is Python that runs the file's
-        # opcodes on a stack and memo and calls its allowed constructors with the file's arguments, so
-        # damage surfaces as UnpicklingError, KeyError, IndexError, TypeError, ValueError, EOFError,
-        # struct.error, OverflowError, RecursionError, MemoryError, ... Any Exception here means the file
-        # cannot be read as a checkpoint (tests/test_checkpoint.py fuzzes it); KeyboardInterrupt passes.
-        raise GanctlError(unreadable(path, error)) from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise GanctlError(f"{path} is a PyTorch file but not a ganctl checkpoint (no '{FORMAT}' marker).")
     version = state.get("version")
     if not checked and isinstance(version, int) and version >= 2:
         raise GanctlError(
             f"{path} is damaged: it is a version {version} checkpoint, written with a checksum, and its checksum "
-            "is gone (the end of the file was changed). Nothing was loaded from it."
+            "is gone (its end was damaged, or other code re-saved it, e.g. with torch.save: ganctl.checkpoint.save "
+            "adds the checksum). Nothing was loaded from it."
         )
     check_layout(path, state)
     return state
@@ -183,8 +201,9 @@ SIGNATURES = (
 )
 
 
-def what_it_is(data: bytes) -> str:
-    if not data:
+def what_it_is(data: bytes, size: int) -> str:
+    """What a file is, from its first bytes `data` and its size."""
+    if not size:
         return "empty (0 bytes)"
     for signature, kind in SIGNATURES:
         if data.startswith(signature):
@@ -197,7 +216,7 @@ def what_it_is(data: bytes) -> str:
         head = data[: error.start].decode("utf-8") if error.start >= 4093 else None
     if head is not None and all(c.isprintable() or c in "\t\r\n" for c in head):
         return "a text file"
-    return f"{len(data)} bytes of something else (a PyTorch checkpoint is a zip archive)"
+    return f"{size} bytes of something else (a PyTorch checkpoint is a zip archive)"
 
 
 def unreadable(path: Path, error: Exception) -> str:
