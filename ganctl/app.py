@@ -147,6 +147,8 @@ def main(args: list[str]) -> int:
             sys.argv += [f"hydra.run.dir={elsewhere}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
         try:
             with rundir.hold(run_dir) if run_dir is not None else contextlib.nullcontext():
+                if run_dir is not None and not any(a.startswith("resume=") and a not in ("resume=", "resume=null") for a in args):
+                    rundir.refuse_new_run_over(run_dir)  # before Hydra rewrites that run's .hydra/
                 return sweep.supervise(hydra_train)
         finally:
             sys.argv = saved

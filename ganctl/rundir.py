@@ -93,6 +93,15 @@ def resume_dir(resume: str | os.PathLike) -> Path:
     return run_dir_of(resolve(path))
 
 
+def refuse_new_run_over(run_dir: Path) -> None:
+    """A new run never starts in a directory that holds another run's checkpoints."""
+    if has_checkpoints(run_dir):
+        raise GanctlError(
+            f"{run_dir} already holds a run (checkpoints/). Continue it with "
+            f"`ganctl train resume={run_dir}`, or choose a new directory with hydra.run.dir=<dir>."
+        )
+
+
 def no_checkpoint(path: Path) -> GanctlError:
     return GanctlError(
         f"No checkpoint in {path}: expected {last_path(path)} or checkpoints/step_<N>.pt. Pass a run directory "

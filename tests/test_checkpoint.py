@@ -140,6 +140,11 @@ def test_damaged_checkpoints_without_a_checksum_fail_cleanly(tmp_path: Path) -> 
     assert refused > len(cases) // 2
 
 
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
 def test_files_that_are_not_checkpoints_are_called_what_they_are(tmp_path: Path, capsys) -> None:
     from torchvision.utils import save_image
 
@@ -156,8 +161,10 @@ def test_files_that_are_not_checkpoints_are_called_what_they_are(tmp_path: Path,
     assert "a pickle" in refusal(tmp_path / "pickle.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     assert "not a ganctl checkpoint" in refusal(tmp_path / "foreign.pt")
-    for command in ("sample", "eval"):  # the CLI prints it as one line, no traceback
-        assert cli.main([command, str(png)]) == 1
+    torch.save({"x": Payload()}, tmp_path / "payload.pt")
+    assert re.search(r"it refers to \S+system, which is not plain data \(unpickling it could run code\)", refusal(tmp_path / "payload.pt"))
+    for command in (["sample", str(png)], ["eval", str(png)], ["train", f"resume={png}"]):  # one line, no traceback
+        assert cli.main(command) == 1
         output = capsys.readouterr()
         assert output.err.count("\n") == 1 and "it is a PNG image" in output.err and "Traceback" not in output.err
 

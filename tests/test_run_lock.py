@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 from torch.testing import assert_close
 
-from ganctl import app, checkpoint, rundir
+from ganctl import app, checkpoint, cli, rundir
 from ganctl.sample import sample
 from helpers import TINY, TINY_DCGAN, compose_config, run_cli, train_in_process
 
@@ -79,6 +79,9 @@ def test_a_second_process_is_refused_and_changes_nothing(tmp_path: Path, alone: 
     assert first.returncode == 0, output
     assert_same_training(run_dir, alone)
     assert not (run_dir / rundir.LOCK_FILE).exists()  # released at the end
+    finished = contents(run_dir)
+    assert cli.main(["train", *RUN, f"hydra.run.dir={run_dir}"]) == 1  # a new run over the finished one
+    assert contents(run_dir) == finished  # refused before Hydra could rewrite its .hydra/
 
 
 def test_after_sigkill_of_the_holder_resume_takes_over_at_once(tmp_path: Path, alone: dict) -> None:
