@@ -1,5 +1,6 @@
-"""The Hydra application behind `ganctl train`: compose the config, then hand it to the loop (or, in
-a sweep, to the job runtime in `ganctl.sweep`)."""
+"""The Hydra application behind `ganctl train`: own the run directory (its lock, taken before Hydra
+writes there when the command line names it), compose the config, pick the checkpoint `resume=`
+means, then hand it to the loop (or, in a sweep, to the job runtime in `ganctl.sweep`)."""
 
 from __future__ import annotations
 
