@@ -28,8 +28,7 @@ def sample(
         raise GanctlError(f"--num must be at least 1, got {num}.")
     if nrow < 1:
         raise GanctlError(f"--nrow must be at least 1, got {nrow}.")
-    ckpt_path = checkpoint.resolve(path)
-    state = checkpoint.load(ckpt_path)
+    ckpt_path, state = checkpoint.find(path, use="ganctl sample {}")
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / f"sample_step{state['step']:07d}_seed{seed}.png"
     if out.is_dir():
         raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'grid.png'}.")

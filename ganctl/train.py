@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, distributed
+from ganctl import checkpoint, distributed, rundir
 from ganctl import data as datasets
 from ganctl.console import console
 from ganctl.device import resolve_device
@@ -182,11 +182,8 @@ def prepare_run_dir(run_dir: Path, resume: Optional[dict[str, Any]], group: dist
     if group.main:
         for path in checkpoint.clean_temporary(run_dir):
             log.info("Removed %s, left by an interrupted checkpoint write", path)
-    if resume is None and checkpoint.last_path(run_dir).exists():
-        raise GanctlError(
-            f"{run_dir} already holds a run (checkpoints/last.pt). Continue it with "
-            f"`ganctl train resume={run_dir}`, or choose a new directory with hydra.run.dir=<dir>."
-        )
+    if resume is None:
+        rundir.refuse_new_run_over(run_dir)
 
 
 def build_evaluator(cfg: DictConfig, data: Any, device: torch.device) -> Any:
