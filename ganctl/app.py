@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import shutil
 import sys
@@ -23,8 +22,6 @@ from ganctl import config, rundir, sweep
 from ganctl.console import print_error
 from ganctl.errors import EXIT_CODES, GanctlError
 
-# How long a requeued cluster job waits for the job it replaces to let go of their run directory.
-REQUEUE_WAIT_SECONDS = 120.0
 # Hydra's flags that print or complete instead of training: they take no lock.
 NOT_TRAINING = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
                 "-m", "--multirun")
@@ -34,7 +31,7 @@ NOT_TRAINING = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i"
 def hydra_train(cfg: DictConfig) -> float | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        return sweep_job(cfg, hydra_cfg)
+        return sweep.run_job(cfg, hydra_cfg, run)
     try:
         result = run(cfg, hydra_cfg)
     except GanctlError as error:
@@ -47,19 +44,6 @@ def hydra_train(cfg: DictConfig) -> float | None:
     if result.interrupted_by:
         sys.exit(EXIT_CODES.get(result.interrupted_by, 1))
     return None
-
-
-def sweep_job(cfg: DictConfig, hydra_cfg: DictConfig) -> float:
-    """One job of a sweep, which owns its run directory first: a second process there is refused
-    before it touches the job's status.json, and the sweep goes on. A requeued job waits a while
-    for the one it replaces to exit."""
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        with rundir.hold(run_dir, wait=REQUEUE_WAIT_SECONDS if sweep.is_requeued(run_dir) else 0.0):
-            return sweep.run_job(cfg, hydra_cfg, run)
-    except rundir.RunLocked as error:
-        print_error(f"job {hydra_cfg.job.num}: {error}")
-        return math.nan
 
 
 def discard_refused_run(run_dir: Path) -> None:

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ganctl import rundir
 from ganctl.console import console, print_error
 from ganctl.errors import EXIT_CODES, GanctlError
 from ganctl.files import write_atomically
@@ -37,6 +38,7 @@ STATUS_FILE = "status.json"
 SWEEP_FILE = "sweep.json"  # the sweep's swept keys and objective, written when it starts
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 PROXY = "d_gap"  # the objective when no FID was measured: see objective()
+REQUEUE_WAIT_SECONDS = 120.0  # how long a requeued cluster job waits for the one it replaces to exit
 
 # The sweep running in this process, between the callback that sees it start and end and
 # `supervise` around it: its directory, whether its summary was written, how many jobs failed.
@@ -201,6 +203,19 @@ def objective(run_dir: Path, summary: dict[str, Any], name: str) -> tuple[float,
 
 
 def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> float:
+    """One job of a sweep, which owns its run directory first (`rundir.hold`): a second process there
+    is refused before it touches the job's status.json, and the sweep goes on. A requeued job waits a
+    while for the one it replaces to exit."""
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        with rundir.hold(run_dir, wait=REQUEUE_WAIT_SECONDS if is_requeued(run_dir) else 0.0):
+            return train_job(cfg, hydra_cfg, run)
+    except rundir.RunLocked as error:
+        print_error(f"job {hydra_cfg.job.num}: {error}")
+        return math.nan
+
+
+def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> float:
     """One job of `ganctl train -m`: `run(cfg, hydra_cfg)` trains it (app.run). A failure is recorded
     in its status.json and reported in one line, and the sweep goes on; the job returns NaN, which
     sweepers count as a failed trial. Inside a submitit job, SIGUSR2 / SIGTERM (preemption, time

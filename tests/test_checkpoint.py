@@ -185,7 +185,7 @@ def test_a_run_directory_means_its_newest_intact_checkpoint(run_dir: Path) -> No
     last.write_bytes(damage(last.read_bytes(), 5000, 4, random.Random(0)))
     path, state = checkpoint.find(run_dir)
     assert (path, state["step"]) == (step_6, 6)
-    with pytest.raises(GanctlError, match=re.escape(f"is damaged") + ".*" + re.escape(f"`ganctl sample {step_6}`")):
+    with pytest.raises(GanctlError, match=re.escape("is damaged") + ".*" + re.escape(f"`ganctl sample {step_6}`")):
         checkpoint.find(last)  # a damaged file named explicitly: refused, naming the one to use
     step_6.write_bytes(step_6.read_bytes()[:-100])
     last.unlink()

@@ -17,7 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 from torch.testing import assert_close
 
-from ganctl import app, checkpoint, cli, rundir
+from ganctl import app, checkpoint, cli, rundir, sweep
 from ganctl.sample import sample
 from helpers import TINY, TINY_DCGAN, compose_config, run_cli, train_in_process
 
@@ -113,7 +113,7 @@ def test_a_held_directory_is_refused_everywhere_and_a_requeued_job_waits(tmp_pat
                                       "job": {"num": 3}})
         with pytest.raises(rundir.RunLocked, match=named):  # a run whose directory Hydra named by the clock
             app.run(cfg, hydra_cfg)
-        assert math.isnan(app.sweep_job(cfg, hydra_cfg))  # a sweep's job: refused, the sweep goes on
+        assert math.isnan(sweep.run_job(cfg, hydra_cfg, app.run))  # a sweep's job: refused, the sweep goes on
         assert f"job 3: {run_dir} is in use" in capsys.readouterr().err.replace("\n", "")
         assert sorted(path.name for path in run_dir.iterdir()) == [rundir.LOCK_FILE]  # no status.json written
     finally:
