@@ -1,5 +1,6 @@
-"""The Hydra application behind `ganctl train`: compose the config, then hand it to the loop (or, in
-a sweep, to the job runtime in `ganctl.sweep`)."""
+"""The Hydra application behind `ganctl train`: own the run directory (its lock, taken before Hydra
+writes there when the command line names it), compose the config, pick the checkpoint `resume=`
+means, then hand it to the loop (or, in a sweep, to the job runtime in `ganctl.sweep`)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganctl import config, sweep
+from ganctl import config, rundir, sweep
 from ganctl.console import print_error
 from ganctl.errors import EXIT_CODES, GanctlError
+
+# Hydra's flags that print or complete instead of training: they take no lock.
+NOT_TRAINING = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
+                "-m", "--multirun")
 
 
 @hydra.main(version_base="1.3", config_path=config.config_dir(), config_name="train")
@@ -34,7 +40,8 @@ def hydra_train(cfg: DictConfig) -> float | None:
             raise
         logging.getLogger("ganctl").error("%s", error)  # into train.log too (a diverged run keeps it)
         print_error(error)
-        discard_refused_run(Path(hydra_cfg.runtime.output_dir))
+        if not isinstance(error, rundir.RunLocked):  # a locked directory is another process's: leave it be
+            discard_refused_run(Path(hydra_cfg.runtime.output_dir))
         sys.exit(1)
     if result.interrupted_by:
         sys.exit(EXIT_CODES.get(result.interrupted_by, 1))
@@ -43,8 +50,9 @@ def hydra_train(cfg: DictConfig) -> float | None:
 
 def discard_refused_run(run_dir: Path) -> None:
     """A run refused before it trained leaves nothing behind: Hydra had already made its directory
-    with `.hydra/` and `train.log`; remove them, and the directory if that was all it held."""
-    if not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", "train.log"}:
+    with `.hydra/` and `train.log`; remove them, and the directory if that was all it held (its
+    lock file goes, with the directory, when the lock is released)."""
+    if not run_dir.is_dir() or not set(os.listdir(run_dir)) <= {".hydra", "train.log", rundir.LOCK_FILE}:
         return  # it holds more (an earlier run, samples of this one): leave it as it is
     root = logging.getLogger()
     for handler in list(root.handlers):  # close this run's train.log (Hydra's job logging writes it)
@@ -66,27 +74,52 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig):
     from ganctl.train import train
 
     choices = {group: hydra_cfg.runtime.choices[group] for group in config.GROUPS}
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    state = None
-    if cfg.resume is not None:
-        path = checkpoint.resolve(cfg.resume)
-        state = checkpoint.load(path)
-        cfg = config.resumed_config(state["config"], state["choices"], cfg, list(hydra_cfg.overrides.task), choices)
-        choices, run_dir = state["choices"], checkpoint.run_dir_of(path)
-    config.check(cfg)
-    return train(cfg, run_dir, choices, resume=state)
+    run_dir = Path(hydra_cfg.runtime.output_dir)  # with resume=, the checkpoint's run unless hydra.run.dir says
+    with rundir.hold(run_dir):  # already held when the command line named the directory (main)
+        state = None
+        if cfg.resume is not None:
+            path, state = checkpoint.find(cfg.resume, use="ganctl train resume={}")
+            checkpoint.check_resume_into(run_dir, path, state)
+            cfg = config.resumed_config(state["config"], state["choices"], cfg, list(hydra_cfg.overrides.task), choices)
+            choices = state["choices"]
+        config.check(cfg)
+        return train(cfg, run_dir, choices, resume=state)
 
 
 def resume_arguments(args: list[str]) -> list[str]:
     """With `resume=<checkpoint or run dir>`, continue in that run's own directory, and leave its
-    .hydra/ record of the original command as it is."""
+    .hydra/ record of the original command as it is. With hydra.run.dir too, a new run starts there
+    from the checkpoint (a branch)."""
     resume = next((a.split("=", 1)[1] for a in args if a.startswith("resume=")), None)
     if resume in (None, "", "null") or any(a.startswith("hydra.run.dir=") for a in args):
         return args
-    from ganctl import checkpoint
+    path = Path(resume).expanduser()
+    if path.is_file() and path.resolve().parent.name != "checkpoints":
+        from ganctl import checkpoint
 
-    run_dir = checkpoint.run_dir_of(checkpoint.resolve(resume))
-    return [*args, f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+        checkpoint.load(path)  # what the file is comes first: a PNG is refused as a PNG
+        raise GanctlError(
+            f"{path} is not in a run directory's checkpoints/ folder, so it has no run to continue in: add "
+            f"hydra.run.dir=<new dir> to start a new run directory from it."
+        )
+    return [*args, f"hydra.run.dir={rundir.resume_dir(resume)}", "hydra.output_subdir=null"]
+
+
+def named_run_dir(args: list[str]) -> Optional[Path]:
+    """The run directory a training command names with hydra.run.dir= (which resume= implies), if
+    it names one Hydra will not compute (an interpolation such as ${now:...} it does)."""
+    if any(arg in NOT_TRAINING or arg.split("=", 1)[0] in NOT_TRAINING or arg == "hydra.mode=MULTIRUN" for arg in args):
+        return None
+    value = None
+    for arg in args:
+        if arg.startswith("hydra.run.dir="):
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            try:
+                value = OverridesParser.create().parse_override(arg).value()
+            except Exception:  # Hydra reports a malformed override in its own words
+                return None
+    return Path(value) if isinstance(value, str) and value and "${" not in value else None
 
 
 def check_arguments(args: list[str]) -> None:
@@ -104,14 +137,20 @@ def check_arguments(args: list[str]) -> None:
 
 
 def main(args: list[str]) -> int:
-    """`ganctl train ARGS`: Hydra reads sys.argv, so it is swapped in for the call and restored."""
+    """`ganctl train ARGS`: Hydra reads sys.argv, so it is swapped in for the call and restored. A
+    run directory named on the command line is locked first, before Hydra writes into it."""
     check_arguments(args)
+    args = resume_arguments(args)
+    run_dir = named_run_dir(args)
     saved = sys.argv
-    sys.argv = ["ganctl train", *resume_arguments(args)]
+    sys.argv = ["ganctl train", *args]
     with tempfile.TemporaryDirectory(prefix="ganctl-rank") as elsewhere:
         if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone owns the run directory
             sys.argv += [f"hydra.run.dir={elsewhere}", "hydra.output_subdir=null", "hydra/job_logging=disabled"]
         try:
-            return sweep.supervise(hydra_train)
+            with rundir.hold(run_dir) if run_dir is not None else contextlib.nullcontext():
+                if run_dir is not None and not any(a.startswith("resume=") and a not in ("resume=", "resume=null") for a in args):
+                    rundir.refuse_new_run_over(run_dir)  # before Hydra rewrites that run's .hydra/
+                return sweep.supervise(hydra_train)
         finally:
             sys.argv = saved

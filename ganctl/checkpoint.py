@@ -1,10 +1,21 @@
-"""Checkpoints: plain dicts of tensors and containers, written atomically, read with weights_only.
+"""Checkpoints: plain dicts of tensors and containers, written atomically with a checksum, read with weights_only.
 
 A checkpoint holds everything needed to continue a run or to sample from it with nothing but the
 file: the GAN's state (networks, optimizers, schedulers, loss scales: `gan.GAN.state_dict()`), the
 step, the RNG states, and the resolved config as plain containers. Nothing in it can run code when
 loaded. This module owns the file's layout: `training_state` writes it, `load` checks it for every
-reader (train resume=, sample, eval).
+reader (train resume=, sample, eval, export), and `find` picks what a path names (a run directory:
+its newest intact checkpoint).
+
+The checksum: a checkpoint is the zip archive `torch.save` writes, carrying a 128-bit XXH3 hash of
+exactly those bytes as the archive's comment (the zip format's own trailing field, so `torch.load`,
+`zipfile` and `unzip` read the file as before). `load` recomputes it over the whole file before it
+unpickles anything: a byte changed anywhere (zip headers, the pickle, tensor data, the zip directory,
+the checksum itself) is refused. XXH3 rather than SHA-256: it is about ten times faster (SHA-256 cost
+about as much as serialising the checkpoint: docs/benchmarks.md), and against accidental damage a
+128-bit hash misses with odds of 2**-128 either way; neither guards against a deliberate change,
+since anyone who can edit the file can recompute an unkeyed hash. Checkpoints from before version 2
+carry none and load as before.
 """
 
 from __future__ import annotations
@@ -13,20 +24,31 @@ import io
 import os
 import pickle
 import random
-import zipfile
+import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
 import numpy as np
 import torch
+import xxhash
 
+from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
+from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used through this module too)
+    best_path, has_checkpoints, last_path, no_checkpoint, resolve, run_dir_of, step_files, step_of, step_path,
+)
 
 FORMAT = "ganctl-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the checksum in the zip comment; 1 (before it): none
 # What a run stores beside the GAN's own state dict entries (which sit at the top level too).
 RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data")
+
+ZIP_START, ZIP_END = b"PK\x03\x04", b"PK\x05\x06"  # a zip's first local header; its end record (22 bytes + comment)
+CHECKSUM_MARK = b"ganctl-xxh3-128:"
+COMMENT_LENGTH = len(CHECKSUM_MARK) + 32  # the mark and the hex digest
 
 
 def training_state(
@@ -47,55 +69,69 @@ def gan_state(state: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in state.items() if key not in RUN_KEYS}
 
 
-def step_path(run_dir: Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
-
-
-def last_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "last.pt"
-
-
-def best_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "checkpoints" / "best.pt"
-
-
-def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory meaning its checkpoints/last.pt."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        candidate = last_path(path)
-        if not candidate.is_file():
-            raise GanctlError(
-                f"No checkpoint in {path}: expected {candidate}. Pass a run directory written by "
-                "`ganctl train` or the path of a .pt checkpoint."
-            )
-        return candidate
-    if not path.is_file():
-        raise GanctlError(f"Checkpoint not found: {path}. Pass a .pt file or a ganctl run directory.")
-    return path
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run directory a checkpoint belongs to (<run>/checkpoints/<name>.pt)."""
-    return checkpoint.resolve().parent.parent
-
-
 def save(state: dict[str, Any], *paths: Path) -> None:
-    """Serialise once, then write each path atomically (temporary file, fsync, rename): a crash at
-    any moment leaves either the previous complete file or the new complete one."""
+    """Serialise once, add the checksum, then write each path atomically (temporary file, fsync,
+    rename): a crash at any moment leaves either the previous complete file or the new complete one."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    data = buffer.getvalue()
-    for path in paths:
+    body, comment = with_checksum(buffer.getbuffer())
+    for index, path in enumerate(paths):
         try:
-            write_atomically(path, lambda f: f.write(data), durable=True)
+            write_atomically(path, lambda f: (f.write(body), f.write(comment)), durable=True)
         except OSError as error:  # disk full, read-only or vanished directory, quota...
-            kept = "".join(f"The previous {p.name} is intact. " for p in paths if p.exists())
-            raise GanctlError(
-                f"Could not write the checkpoint {path}: {error.strerror or error}. {kept}Training stopped "
-                "rather than go on without checkpoints: free some space (or fix the directory's permissions), "
-                f"then continue with `ganctl train resume={run_dir_of(path)}`."
-            ) from error
+            raise GanctlError(write_failure(path, error, paths[:index], paths[index:])) from error
+
+
+def with_checksum(archive: memoryview) -> tuple[memoryview, bytes]:
+    """torch.save's archive as (all but its last 2 bytes, what replaces them): the end record's
+    comment length, then the comment, which holds the hash of the archive as torch.save wrote it."""
+    if bytes(archive[-22:-18]) != ZIP_END or bytes(archive[-2:]) != b"\0\0":
+        raise RuntimeError("torch.save did not end its zip archive with an empty comment: ganctl cannot add its checksum")
+    comment = CHECKSUM_MARK + xxhash.xxh3_128(archive).hexdigest().encode()
+    return archive[:-2], len(comment).to_bytes(2, "little") + comment
+
+
+def verify_checksum(path: Path, file: BinaryIO) -> bool:
+    """True when the open file carries ganctl's checksum and it matches; False when it carries none
+    (a checkpoint from before version 2, or a file not written by ganctl); a GanctlError on a mismatch.
+    The file is hashed in chunks, from the descriptor torch.load then reads (the same bytes, even if
+    a run replaces the path meanwhile), so it is never held in memory twice."""
+    size = os.fstat(file.fileno()).st_size
+    end = size - COMMENT_LENGTH - 22  # where the zip's end record starts, if it holds the checksum
+    if end < 0:
+        return False
+    file.seek(end)
+    tail = file.read()
+    if tail[:4] != ZIP_END or tail[20:22] != COMMENT_LENGTH.to_bytes(2, "little") or tail[22 : 22 + len(CHECKSUM_MARK)] != CHECKSUM_MARK:
+        return False
+    digest, left = xxhash.xxh3_128(), end + 20
+    file.seek(0)
+    while left > 0 and (chunk := file.read(min(left, 1 << 20))):
+        digest.update(chunk)
+        left -= len(chunk)
+    digest.update(b"\0\0")  # the empty comment's length, as torch.save wrote it
+    if left or digest.hexdigest().encode() != tail[22 + len(CHECKSUM_MARK) :]:
+        raise GanctlError(
+            f"{path} is damaged: its bytes no longer match the checksum written with it (a disk or "
+            "transfer error, or a change by another program). Nothing was loaded from it."
+        )
+    return True
+
+
+def write_failure(path: Path, error: OSError, written: tuple[Path, ...], untouched: tuple[Path, ...]) -> str:
+    """What a failed checkpoint write left, and the command that continues the run from it."""
+    run_dir = run_dir_of(path)
+    done = "".join(f"{p.name} was written. " for p in written)
+    kept = "".join(f"The previous {p.name} is intact. " for p in untouched if p.exists())
+    newest, _ = newest_intact(run_dir)
+    if newest is not None:
+        then = f"continue with `ganctl train resume={run_dir}` (it resumes from {newest.path.name}, step {newest.state['step']})"
+    else:
+        then = "start the run again: it has no complete checkpoint to resume from yet"
+    return (
+        f"Could not write the checkpoint {path}: {error.strerror or error}. {done}{kept}Training stopped rather than "
+        f"go on without checkpoints: free some space (or fix the directory's permissions), then {then}."
+    )
 
 
 def clean_temporary(run_dir: Path) -> list[Path]:
@@ -109,7 +145,7 @@ def clean_temporary(run_dir: Path) -> list[Path]:
 def prune(run_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest `keep` step checkpoints (last.pt and best.pt are never touched).
     Called after a new checkpoint is complete, so a checkpoint never goes before its successor."""
-    steps = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
+    steps = step_files(run_dir)
     old = steps[:-keep] if keep > 0 else []
     for path in old:
         path.unlink(missing_ok=True)
@@ -117,23 +153,174 @@ def prune(run_dir: Path, keep: int) -> list[Path]:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Read a ganctl checkpoint with weights_only=True; a clear GanctlError for anything else."""
+    """Read a ganctl checkpoint: verify its checksum, unpickle it with weights_only=True, check its
+    layout. Any other file, and any damage, is one GanctlError naming the file."""
+    path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise GanctlError(
-            f"Refusing to load {path}: it is not a plain ganctl checkpoint (it contains objects that "
-            f"could run code when unpickled, which ganctl never loads). Details: {str(error).splitlines()[0]}"
-        ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise GanctlError(
-            f"Cannot read checkpoint {path}: the file is truncated or not a PyTorch checkpoint "
-            f"({type(error).__name__}). Use another checkpoint, e.g. an earlier checkpoints/step_<N>.pt."
-        ) from error
+        with open(path, "rb") as file:
+            head = file.read(4096)
+            if not head.startswith(ZIP_START):  # torch.save writes zip archives: nothing else is unpickled
+                raise GanctlError(
+                    f"{path} is not a PyTorch checkpoint: it is {what_it_is(head, os.fstat(file.fileno()).st_size)}. "
+                    "Pass a checkpoint written by `ganctl train` (a run's checkpoints/last.pt or step_<N>.pt) or its run directory."
+                )
+            checked = verify_checksum(path, file)
+            file.seek(0)
+            try:
+                with warnings.catch_warnings():  # e.g. "Detected pickle protocol 212" from a damaged file
+                    warnings.simplefilter("ignore")
+                    state = torch.load(file, map_location="cpu", weights_only=True)
+            except Exception as error:
+                # Not a fixed list: torch.load parses untrusted bytes in layers that raise their own errors.
+                # The zip reader (C++) raises RuntimeError; the weights-only unpickler is Python that runs the
+                # file's opcodes on a stack and memo and calls its allowed constructors with the file's
+                # arguments, so damage surfaces as UnpicklingError, KeyError, IndexError, TypeError,
+                # ValueError, EOFError, struct.error, OverflowError, RecursionError, MemoryError, ... Any
+                # Exception here means the file cannot be read as a checkpoint (tests/test_checkpoint.py
+                # fuzzes it); KeyboardInterrupt passes.
+                raise GanctlError(unreadable(path, error)) from error
+    except OSError as error:  # missing, unreadable, a read error of the disk
+        raise GanctlError(f"Cannot read checkpoint {path}: {error.strerror or error}.") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise GanctlError(f"{path} is a PyTorch file but not a ganctl checkpoint (no '{FORMAT}' marker).")
+    version = state.get("version")
+    if not checked and isinstance(version, int) and version >= 2:
+        raise GanctlError(
+            f"{path} is damaged: it is a version {version} checkpoint, written with a checksum, and its checksum "
+            "is gone (its end was damaged, or other code re-saved it, e.g. with torch.save: ganctl.checkpoint.save "
+            "adds the checksum). Nothing was loaded from it."
+        )
     check_layout(path, state)
     return state
+
+
+# What a file that is not a zip archive is, by its first bytes, for the message that refuses it.
+SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"\x1f\x8b", "a gzip-compressed file"), (b"\x93NUMPY", "a NumPy array (.npy)"), (b"%PDF", "a PDF document"),
+)
+
+
+def what_it_is(data: bytes, size: int) -> str:
+    """What a file is, from its first bytes `data` and its size."""
+    if not size:
+        return "empty (0 bytes)"
+    for signature, kind in SIGNATURES:
+        if data.startswith(signature):
+            return kind
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a pickle (a PyTorch file in the legacy pre-1.6 format, or another program's), which ganctl never unpickles"
+    try:
+        head = data[:4096].decode("utf-8")
+    except UnicodeDecodeError as error:  # not text, unless the cut at 4096 split a character
+        head = data[: error.start].decode("utf-8") if error.start >= 4093 else None
+    if head is not None and all(c.isprintable() or c in "\t\r\n" for c in head):
+        return "a text file"
+    return f"{size} bytes of something else (a PyTorch checkpoint is a zip archive)"
+
+
+def unreadable(path: Path, error: Exception) -> str:
+    """The message for a file torch.load refused: never its advice to retry with weights_only=False."""
+    found = re.search(r"GLOBAL (\S+) was not an allowed global|GLOBAL (\S+) whose module", str(error))
+    if isinstance(error, pickle.UnpicklingError) and found:
+        return (
+            f"Refusing to load {path}: it refers to {found.group(1) or found.group(2)}, which is not plain data (unpickling "
+            "it could run code). ganctl loads only plain checkpoints and never unpickles such a file."
+        )
+    return (
+        f"Cannot read checkpoint {path}: it is damaged or truncated, or a zip archive that is not a PyTorch checkpoint "
+        f"({type(error).__name__}). Nothing was loaded from it."
+    )
+
+
+@dataclass
+class Found:
+    path: Path
+    state: dict[str, Any]
+
+
+def newest_intact(run_dir: Path, newer_than: int = -1, exclude: Optional[Path] = None) -> tuple[Optional[Found], list[str]]:
+    """The newest checkpoint of a run directory that loads and verifies, if it holds a step beyond
+    `newer_than`: its last.pt, or a step_<N>.pt beyond it (a last.pt that is missing or damaged, or
+    could not be written: disk full), or as a last resort its best.pt; and why newer files were passed over."""
+    found, passed_over = None, []
+    exclude = exclude.resolve() if exclude is not None else None
+    for path in [last_path(run_dir), *reversed(step_files(run_dir))]:
+        floor = found.state["step"] if found else newer_than
+        number = step_of(path)
+        if number is not None and number <= floor:
+            break  # this and every older step file: nothing beyond the floor
+        if path.resolve() == exclude:
+            continue
+        if not path.exists():
+            passed_over.append(f"{path} is missing.")
+            continue
+        try:
+            state = load(path)
+        except GanctlError as error:
+            passed_over.append(str(error))
+            continue
+        if state["step"] > floor:
+            if found is not None:
+                passed_over.append(f"{found.path} holds step {found.state['step']} only.")
+            found = Found(path, state)
+    best = best_path(run_dir)
+    if found is None and newer_than < 0 and best.exists() and best.resolve() != exclude:
+        try:
+            found = Found(best, load(best))
+        except GanctlError as error:
+            passed_over.append(str(error))
+    return found, passed_over
+
+
+def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a path names, loaded and verified: a .pt file itself, or a run directory's
+    newest intact checkpoint (its last.pt; when that is missing or damaged, its newest intact
+    step_<N>.pt, with a warning that says so). A file that fails to load is refused with the newest
+    intact checkpoint beside it, as the command `use` (its `{}` the path)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not has_checkpoints(path):
+            raise no_checkpoint(path)
+        found, passed_over = newest_intact(path)
+        if found is None:
+            raise GanctlError(f"No intact checkpoint in {path}: {' '.join(passed_over)} Use a checkpoint from elsewhere, "
+                              "or start the run again with hydra.run.dir=<new dir>.")
+        if found.path != last_path(path):
+            warn(f"{' '.join(passed_over)} Using {found.path} (step {found.state['step']}), the newest intact checkpoint in {path}.")
+        return found.path, found.state
+    path = resolve(path)
+    try:
+        return path, load(path)
+    except GanctlError as error:
+        if path.parent.name != "checkpoints":
+            raise
+        other, _ = newest_intact(path.parent.parent, exclude=path)
+        if other is None:
+            raise
+        raise GanctlError(f"{error} The newest intact checkpoint of its run is {other.path} (step {other.state['step']}): "
+                          f"`{use.format(other.path)}`.") from error
+
+
+def check_resume_into(run_dir: Path, path: Path, state: dict[str, Any]) -> None:
+    """Resuming `path` into `run_dir` never destroys later work: in the checkpoint's own run, refuse
+    when a newer intact checkpoint exists there (and say how to branch); into another directory
+    (a branch: resume=... hydra.run.dir=<new dir>), refuse when that directory already holds a run."""
+    step = state["step"]
+    if Path(run_dir).resolve() == run_dir_of(path):
+        newer, _ = newest_intact(run_dir, newer_than=step, exclude=path)
+        if newer is not None:
+            raise GanctlError(
+                f"Refusing to resume {path} (step {step}) in {run_dir}: that run went further ({newer.path.name} holds "
+                f"step {newer.state['step']}), and training on from step {step} there would overwrite it. Continue the run from "
+                f"its newest checkpoint with `ganctl train resume={run_dir}`, or start a new run from step {step} in a "
+                f"directory of its own with `ganctl train resume={path} hydra.run.dir=<new dir>`."
+            )
+    elif has_checkpoints(run_dir):
+        raise GanctlError(
+            f"{run_dir} already holds another run's checkpoints: ganctl does not resume {path} over them. Choose a new "
+            f"directory with hydra.run.dir=<new dir>, or continue that run with `ganctl train resume={run_dir}`."
+        )
 
 
 def check_layout(path: Path, state: dict[str, Any]) -> None:

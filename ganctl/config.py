@@ -22,6 +22,7 @@ from ganctl.errors import GanctlError
 GROUPS = ("model", "loss", "optimizer", "dataset")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METRIC_NAMES = ("fid", "kid", "is")
+DDP_BACKENDS = ("auto", "nccl", "gloo")
 
 
 def config_dir() -> str:
@@ -42,6 +43,7 @@ SCHEDULE_KEYS = (
     "train.precision",
     "train.channels_last",
     "train.compile",
+    "train.ddp_backend",
 )
 
 # Speed settings that a checkpoint from before them lacks: it continues computing as it did then.
@@ -70,6 +72,8 @@ class TrainSettings:
     augment: List[str] = MISSING
     eval_every: int = MISSING
     sync_batchnorm: bool = MISSING
+    ddp_backend: str = MISSING
+    global_batch_size: Optional[int] = None
     keep_last: int = MISSING
     precision: str = MISSING
     channels_last: bool = MISSING
@@ -137,6 +141,10 @@ def check(cfg: DictConfig) -> None:
         if train[key] < 0:
             raise GanctlError(f"train.{key} must be 0 or more, got {train[key]}.")
     check_precision(train.precision)
+    if train.ddp_backend not in DDP_BACKENDS:
+        raise GanctlError(f"train.ddp_backend must be one of {', '.join(DDP_BACKENDS)}, got {train.ddp_backend!r}.")
+    if train.global_batch_size is not None and train.global_batch_size < 1:
+        raise GanctlError(f"train.global_batch_size must be at least 1, or null (each process draws train.batch_size); got {train.global_batch_size}.")
     if not 0.0 <= train.ema.decay < 1.0:
         raise GanctlError(f"train.ema.decay must be in [0, 1), got {train.ema.decay} (0 turns EMA off).")
     for net in ("g", "d"):

@@ -13,8 +13,9 @@ console = Console(stderr=True, soft_wrap=True)  # soft wrap: commands stay copya
 
 
 def warn(message: str) -> None:
-    """One warning line to the run's log file and, in yellow, to the terminal."""
-    log.warning(message)
+    """One warning line to the run's log file (when there is one) and, in yellow, to the terminal."""
+    if log.hasHandlers():  # none in `ganctl sample`: Python's last-resort handler would print it twice
+        log.warning(message)
     console.print(f"[yellow]warning:[/] {escape(message)}")
 
 

@@ -1,17 +1,21 @@
-"""Data-parallel training with PyTorch DDP, started by torchrun.
+"""Data-parallel training with PyTorch DDP: several processes, started by torchrun or as the tasks of
+a submitit job (SLURM, or submitit_local on one machine), train one run.
 
-`torchrun --nproc_per_node=N $(which ganctl) train ...` starts N copies of ganctl; torchrun's
-environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...) tells each one its place. Every rank
-builds the same networks from the same seed, DDP averages their gradients, and each rank draws its
-own batches, so one step trains on N x train.batch_size images. Rank 0 alone logs, samples, evaluates
-and writes checkpoints, into one run directory. Without torchrun (WORLD_SIZE unset or 1) all of this
-is a no-op and training is a plain single process.
+torchrun (on one node or several) tells each process its place in its environment (RANK, WORLD_SIZE,
+LOCAL_RANK, MASTER_ADDR, ...). A submitit job with several tasks (`hydra.launcher.tasks_per_node`,
+`hydra.launcher.nodes`) tells it through SLURM's (or submitit_local's) variables, which submitit's
+`TorchDistributedEnvironment` turns into the same ones: rank 0 of the job's first node hosts the
+rendezvous. Every rank builds the same networks from the same seed, DDP averages their gradients, and
+each rank draws its own batches, so one step trains on world_size x the per-process batch. Each rank
+uses one GPU (cuda:LOCAL_RANK) or CPU cores. Rank 0 alone logs, samples, evaluates and writes
+checkpoints, into one run directory. In a single process all of this is a no-op.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -20,15 +24,40 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started: `by` torchrun, as a task of a submitit job, or alone ("")."""
+
+    by: str = ""
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    local_world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
 
 
-def rank() -> int:
-    return int(os.environ.get("RANK", "0"))
+def launch() -> Launch:
+    """This process's place, from submitit's job environment (a job of several tasks) or torchrun's."""
+    if "SUBMITIT_FOLDER" in os.environ:  # set in every task of a submitit job
+        from submitit.helpers import TorchDistributedEnvironment
+
+        job = TorchDistributedEnvironment()
+        if job.world_size > 1:
+            return Launch("submitit", job.rank, job.world_size, job.local_rank, job.local_world_size)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        return Launch(
+            "torchrun", int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")),
+            int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
+        )
+    return Launch()
 
 
 @dataclass
@@ -48,24 +77,86 @@ class Group:
         return self.rank == 0
 
 
-def setup(device: torch.device) -> tuple[Group, torch.device]:
-    """Join torchrun's process group: NCCL with one GPU per rank (cuda:LOCAL_RANK), gloo on CPUs."""
-    if not launched_by_torchrun():
+# The group this process joined, and its device: a submitit job's tasks join as the job starts (to
+# agree on resuming, see sweep.run_job), and training then finds them here.
+_joined: Optional[tuple[Group, torch.device]] = None
+
+
+def setup(device: torch.device, backend: str = "auto") -> tuple[Group, torch.device]:
+    """Join the run's process group: one GPU per rank (cuda:LOCAL_RANK) on NCCL, or CPUs on gloo
+    (`backend` auto picks so; gloo also runs on GPUs). A single process gets Group() and `device`."""
+    global _joined
+    place = launch()
+    if place.world_size == 1:
         return Group(), device
+    if _joined is not None:
+        return _joined
+    if place.by == "submitit":  # MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK from the job
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        if device.index >= torch.cuda.device_count():
-            raise GanctlError(
-                f"torchrun started {os.environ['WORLD_SIZE']} processes, but this machine has "
-                f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node={torch.cuda.device_count()} or fewer."
-            )
+        device = torch.device("cuda", place.local_rank)
+        if place.local_world_size > torch.cuda.device_count():
+            raise GanctlError(too_many_processes(place, torch.cuda.device_count()))
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise GanctlError(f"Multi-process training runs on CUDA GPUs or CPUs, not on {device.type}.")
+    backend = choose_backend(backend, device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    flags = dist.new_group(backend="gloo") if device.type == "cuda" else None
-    return Group(dist.get_rank(), dist.get_world_size(), flags), device
+        dist.init_process_group(backend)
+    flags = dist.new_group(backend="gloo") if backend == "nccl" else None
+    _joined = Group(dist.get_rank(), dist.get_world_size(), flags), device
+    return _joined
+
+
+def join(settings: Any) -> Group:
+    """Join the run's process group ahead of training, as `settings` (the config's train block) asks:
+    the tasks of a submitit job do, to follow rank 0 on whether the job resumes (sweep.run_job)."""
+    return setup(resolve_device(settings.device), settings.ddp_backend)[0]
+
+
+def too_many_processes(place: Launch, gpus: int) -> str:
+    """The message for more processes on a node than GPUs to give each its own."""
+    if place.by == "submitit":
+        return (
+            f"This job runs {place.local_world_size} tasks on {socket.gethostname()}, but they see {gpus} GPU(s): "
+            f"each task needs its own. Set hydra.launcher.gpus_per_node={place.local_world_size} (one GPU per "
+            f"task) or hydra.launcher.tasks_per_node={gpus}."
+        )
+    return (
+        f"torchrun started {place.local_world_size} processes on {socket.gethostname()}, but it has {gpus} GPU(s): "
+        f"use --nproc_per_node={gpus} or fewer."
+    )
+
+
+def choose_backend(backend: str, device: torch.device) -> str:
+    """train.ddp_backend made concrete: auto is NCCL on GPUs and gloo on CPUs; NCCL needs GPUs."""
+    if backend == "auto":
+        return "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl" and device.type != "cuda":
+        raise GanctlError(
+            f"train.ddp_backend=nccl runs on CUDA GPUs only, but this run trains on the {device.type.upper()} "
+            f"(train.device={device}): use train.ddp_backend=gloo (or auto), or train.device=cuda."
+        )
+    if backend == "nccl" and not dist.is_nccl_available():
+        raise GanctlError("train.ddp_backend=nccl, but this PyTorch build has no NCCL: use train.ddp_backend=gloo.")
+    return backend
+
+
+def per_process_batch(batch_size: int, global_batch_size: Optional[int], group: Group) -> int:
+    """The batch each process draws per step: train.batch_size, or train.global_batch_size shared out."""
+    if global_batch_size is None:
+        return batch_size
+    if global_batch_size % group.world_size:
+        lower = global_batch_size - global_batch_size % group.world_size
+        examples = f"e.g. {lower} or {lower + group.world_size}" if lower else f"e.g. {group.world_size}"
+        raise GanctlError(
+            f"train.global_batch_size={global_batch_size} does not divide among {group.world_size} processes: "
+            f"choose a multiple of {group.world_size} ({examples}), or train.global_batch_size=null to "
+            f"give each process train.batch_size."
+        )
+    return global_batch_size // group.world_size
 
 
 def wrap(module: nn.Module, group: Group, device: torch.device, sync_batchnorm: bool) -> nn.Module:
@@ -119,7 +210,12 @@ def weights_agree(modules: list[nn.Module], group: Group) -> bool:
     return len(set(digests)) == 1
 
 
-def teardown(group: Group) -> None:
-    if group.enabled and dist.is_initialized():
-        dist.barrier()
+def teardown(failed: bool = False) -> None:
+    """Leave the process group, if this process joined one: after a barrier when the run ended well;
+    at once when it failed, so that ranks waiting in a collective for this one fail too, not hang."""
+    global _joined
+    _joined = None
+    if dist.is_initialized():
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()

@@ -125,8 +125,8 @@ def evaluate(
         names = [] if names == ["none"] else check_metric_names(names)
     if names == [] and not nearest:
         raise GanctlError("Nothing to do: --metrics none without --nearest K.")
-    ckpt_path = checkpoint.resolve(path).resolve()
-    state = checkpoint.load(ckpt_path)
+    ckpt_path, state = checkpoint.find(path, use="ganctl eval {}")
+    ckpt_path = ckpt_path.resolve()
     stored = state["config"]
     settings = metric_settings(stored, names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
     card_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.metrics.json")

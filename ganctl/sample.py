@@ -32,8 +32,7 @@ def sample(
     from ganctl.device import resolve_device
     from ganctl.gan import Sampler
 
-    ckpt_path = checkpoint.resolve(path)
-    state = checkpoint.load(ckpt_path)
+    ckpt_path, state = checkpoint.find(path, use="ganctl sample {}")
     # Named by what it holds, so that asking for 1,000 samples never replaces a run's 64-sample grid.
     default = f"sample_step{state['step']:07d}_seed{seed}_num{num}.png"
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / default

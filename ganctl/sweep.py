@@ -25,8 +25,10 @@ from typing import Any, Callable, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from ganctl import rundir
 from ganctl.console import console, print_error
 from ganctl.errors import EXIT_CODES, GanctlError
 from ganctl.files import write_atomically
@@ -40,7 +42,7 @@ PROXY = "d_gap"  # the objective when no FID was measured: see objective()
 PROXIES = (PROXY, "g_loss", "d_loss")  # objectives on the scale of a loss, not comparable across losses
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 GANCTL_OPTUNA_SWEEPER = "hydra_plugins.ganctl_sweeper.GanctlOptunaSweeper"  # it, ending a sweep of failed trials cleanly
-SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+REQUEUE_WAIT_SECONDS = 120.0  # how long a requeued cluster job waits for the one it replaces to exit
 
 # The sweep running in this process, between the callback that sees it start and end and
 # `supervise` around it: its directory, whether its summary was written, how many jobs failed.
@@ -55,9 +57,9 @@ class SweepSummary(Callback):
         self.objective = objective
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        refusal = refuse_sweep(config, self.objective)
-        if refusal:  # before any job or file: one line and exit 1 (a SystemExit passes through Hydra)
-            print_error(refusal)
+        problem = tasks_problem(config.hydra.launcher) or refuse_sweep(config, self.objective)
+        if problem:  # before anything is queued; one line, not Hydra's traceback (a SystemExit passes through it)
+            print_error(problem)
             raise SystemExit(1)
         if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
             with read_write(config.hydra.sweeper):
@@ -75,20 +77,38 @@ class SweepSummary(Callback):
         _this_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
 
 
-def refuse_sweep(config: DictConfig, objective: str) -> Optional[str]:
-    """Why a sweep cannot run as asked (None when it can): SLURM asked for on a machine without it,
-    or a sweeper that ranks jobs by a loss-scale proxy across different losses."""
-    launcher = config.hydra.launcher.get("_target_", "")
-    if launcher == SLURM_LAUNCHER and shutil.which("srun") is None:
+def tasks_problem(launcher: DictConfig) -> str:
+    """What is wrong with a submitit job's tasks and GPUs, if anything: each task (one DDP rank)
+    trains on a GPU of its own, the one of its local rank among the node's (ganctl.distributed)."""
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return ""
+    tasks, gpus = launcher.get("tasks_per_node") or 1, launcher.get("gpus_per_node") or 0
+    if tasks > 1 and launcher.get("gpus_per_task"):  # SLURM would show each task its own GPU only
+        return (
+            f"hydra.launcher.gpus_per_task={launcher.gpus_per_task} with tasks_per_node={tasks}: ganctl gives each "
+            f"task the GPU of its local rank among the node's GPUs, so every task must see them all. Use "
+            f"hydra.launcher.gpus_per_node={tasks} and gpus_per_task=null."
+        )
+    if gpus and tasks > gpus:
+        return (
+            f"hydra.launcher.tasks_per_node={tasks} but gpus_per_node={gpus}: each task trains on a GPU of its own. "
+            f"Set hydra.launcher.gpus_per_node={tasks}, or tasks_per_node={gpus}."
+        )
+    return ""
+
+
+def refuse_sweep(config: DictConfig, objective: str) -> str:
+    """Why a sweep cannot run as asked, if it cannot: SLURM asked for on a machine without it, or a
+    sweeper that ranks jobs by a loss-scale proxy across different losses."""
+    if str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher") and shutil.which("srun") is None:
         return ("SLURM is not available here (no `srun`): this launcher submits jobs to a SLURM cluster, so start the "
                 "sweep on the cluster's login node. To test the same sweep on this machine, use "
-                "hydra/launcher=submitit_local instead (the same submitit code path, requeues included).")
-    sweeper = config.hydra.sweeper.get("_target_", "")
+                "hydra/launcher=submitit_local instead (hydra/launcher=local_tasks for jobs of several tasks).")
     swept = swept_keys(config.hydra)
     measured = config.train.eval_every > 0 or "train.eval_every" in swept
     proxy = objective if objective in PROXIES else (None if measured else PROXY)
-    if sweeper.endswith("BasicSweeper") or proxy is None or "loss" not in swept:
-        return None
+    if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper") or proxy is None or "loss" not in swept:
+        return ""
     return (f"This sweeper would rank its trials by {proxy} across different losses (loss is swept), whose scores "
             f"are on different scales, so every job of one loss would seem to beat every job of another. Measure FID "
             f"(train.eval_every=N, with hydra.callbacks.sweep_summary.objective=fid) or keep one loss per sweep.")
@@ -208,36 +228,68 @@ def objective(run_dir: Path, summary: dict[str, Any], name: str) -> tuple[float,
 
 
 def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> Optional[float]:
+    """One job of a sweep, which owns its run directory first (`rundir.hold`): a second process there
+    is refused before it touches the job's status.json, and the sweep goes on. A requeued job waits a
+    while for the one it replaces to exit. A job without a value returns None (see train_job)."""
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        with rundir.hold(run_dir, wait=REQUEUE_WAIT_SECONDS if is_requeued(run_dir) else 0.0):
+            return train_job(cfg, hydra_cfg, run)
+    except rundir.RunLocked as error:
+        print_error(f"job {hydra_cfg.job.num}: {error}")
+        return None
+
+
+def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> Optional[float]:
     """One job of `ganctl train -m`: `run(cfg, hydra_cfg)` trains it (app.run). A failure is recorded
     in its status.json and reported in one line, and the sweep goes on; the job returns None (no
     value), which the Optuna sweeper tells Optuna as a failed trial, as it does a job whose objective
-    is not a finite number. Inside a submitit job, SIGUSR2 / SIGTERM (preemption, time limit)
-    requeue it: training saved last.pt, and the requeued job resumes from it in the same run
-    directory."""
+    is not a finite number. Inside a submitit job, SIGUSR2 / SIGTERM (preemption, time
+    limit) requeue it: training saved last.pt, and the requeued job resumes from it in the same run
+    directory. A submitit job of several tasks trains one DDP run: the tasks join their process
+    group first and follow rank 0, which alone decides whether the job resumes, writes status.json
+    and requeues the job; the others return None (the launcher reports rank 0's result)."""
+    from ganctl import distributed
+
     run_dir = Path(hydra_cfg.runtime.output_dir)
     job = f"job {hydra_cfg.job.num}"  # as Hydra numbers them, and the run dir's default name
     overrides = list(hydra_cfg.overrides.task)
-    requeues = 0
-    if cfg.resume is None and is_requeued(run_dir):
-        cfg.resume = str(run_dir)  # a requeued cluster job continues where it was stopped
+    task = distributed.launch()
+    requeues, resume_from = 0, None
+    if task.main and cfg.resume is None and is_requeued(run_dir):
+        resume_from = str(run_dir)  # a requeued cluster job continues where it was stopped
         requeues = (read_json(run_dir / STATUS_FILE) or {}).get("requeues", 0) + 1
-    write_status(run_dir, "running", job=hydra_cfg.job.num, overrides=overrides, requeues=requeues)
+    if task.main:
+        write_status(run_dir, "running", job=hydra_cfg.job.num, overrides=overrides, requeues=requeues)
     share_cpu_threads(hydra_cfg)
     try:
+        if task.world_size > 1:
+            resume_from = distributed.broadcast(resume_from, distributed.join(cfg.train))
+        if resume_from is not None:
+            cfg.resume = resume_from
         result = run(cfg, hydra_cfg)
     except Exception as error:  # any failure: the other jobs and the summary go on
+        distributed.teardown(failed=True)  # (when it failed before training: its tasks stop waiting)
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if isinstance(error, GanctlError):
             log.error("Job failed: %s", error)
         else:
             first_line = f"{type(error).__name__}: {first_line}"
             log.exception("Job failed")  # the traceback goes to the job's train.log
+            if task.world_size > 1:  # it may have come from another task, which logs there
+                logs = str(OmegaConf.select(hydra_cfg, "launcher.submitit_folder", default="")).replace("%j", str(hydra_cfg.job.id))
+                first_line += f" (the logs of the job's {task.world_size} tasks: {logs})"
+        if not task.main:  # rank 0 reports the job: its own error, or that this task went away
+            print_error(f"{job}, task {task.rank} of {task.world_size}, failed: {first_line}")
+            return None
         write_status(run_dir, "failed", error=first_line)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         swept = swept_in(Path(hydra_cfg.sweep.dir)) or []
         values = " ".join(f"{key}={value}" for key, value in override_values(overrides).items() if key in swept)
         print_error(f"{job} ({values}) failed: {first_line}")
+        return None
+    if not task.main:
         return None
 
     fields = {"step": result.step, "summary": result.summary}
@@ -490,17 +542,18 @@ def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -
         table.add_column(name, overflow="fold", no_wrap=not wraps, min_width=12 if name == "status" else None)
     colour = {"finished": "green", "failed": "red", "interrupted": "yellow", "requeued": "yellow", "running": "cyan"}
     for row in rows:
-        status = f"[{colour.get(row['status'], 'white')}]{row['status']}[/]" + (f": {row['detail']}" if row["detail"] else "")
+        # Errors and swept values are plain text (a gloo error names "[.../pair.cc:561]"), not markup.
+        status = f"[{colour.get(row['status'], 'white')}]{row['status']}[/]" + (f": {escape(row['detail'])}" if row["detail"] else "")
         run_dir = Path(row["run_dir"])
         table.add_row(
-            str(row["job"]), *(row["values"][key] for key in swept), status, number(row["objective"]),
+            str(row["job"]), *(escape(row["values"][key]) for key in swept), status, number(row["objective"]),
             number(row["d_loss"]), number(row["g_loss"]), plain(row["images_per_second"]),
             plain(row["wall_seconds"], 1), str(run_dir.relative_to(sweep_dir) if run_dir.is_relative_to(sweep_dir) else run_dir),
         )
     console.print(table)
     counts = {state: sum(row["status"] == state for row in rows) for state in colour}
     sources = sorted({row["objective_source"].split("@")[0] for row in rows if row["objective_source"]})
-    losses = sorted({row["loss"] for row in rows if row["loss"] and row["objective_source"].split("@")[0] in PROXIES})
+    losses = sorted({row["loss"] for row in rows if row.get("loss") and row["objective_source"].split("@")[0] in PROXIES})
     ranking = "(lower is better)"
     if len(losses) > 1:  # a proxy on the scale of each job's loss: no ranking across them
         ranking = (f"(not comparable across this sweep's losses, {', '.join(losses)}, whose scores are on different "

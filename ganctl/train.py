@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, distributed
+from ganctl import checkpoint, distributed, rundir
 from ganctl import data as datasets
 from ganctl.console import console
 from ganctl.device import resolve_device
@@ -183,11 +183,8 @@ def prepare_run_dir(run_dir: Path, resume: Optional[dict[str, Any]], group: dist
     if group.main:
         for path in checkpoint.clean_temporary(run_dir):
             log.info("Removed %s, left by an interrupted checkpoint write", path)
-    if resume is None and checkpoint.last_path(run_dir).exists():
-        raise GanctlError(
-            f"{run_dir} already holds a run (checkpoints/last.pt). Continue it with "
-            f"`ganctl train resume={run_dir}`, or choose a new directory with hydra.run.dir=<dir>."
-        )
+    if resume is None:
+        rundir.refuse_new_run_over(run_dir)
 
 
 def build_evaluator(cfg: DictConfig, data: Any, device: torch.device) -> Any:
@@ -200,11 +197,14 @@ def build_evaluator(cfg: DictConfig, data: Any, device: torch.device) -> Any:
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]] = None) -> RunResult:
     """Train G and D as the config says, writing checkpoints, logs and samples into run_dir."""
-    group, device = distributed.setup(resolve_device(cfg.train.device))
+    group, device = distributed.setup(resolve_device(cfg.train.device), cfg.train.ddp_backend)
     try:
-        return train_on(cfg, Path(distributed.broadcast(str(run_dir), group)), choices, resume, group, device)
-    finally:
-        distributed.teardown(group)
+        result = train_on(cfg, Path(distributed.broadcast(str(run_dir), group)), choices, resume, group, device)
+    except BaseException:
+        distributed.teardown(failed=True)
+        raise
+    distributed.teardown()
+    return result
 
 
 def train_on(
@@ -214,6 +214,7 @@ def train_on(
     """The training run itself, in one process of `group` (a single process without torchrun)."""
     settings = cfg.train
     prepare_run_dir(run_dir, resume, group)
+    batch_size = distributed.per_process_batch(settings.batch_size, settings.global_batch_size, group)
     seed_everything(settings.seed)
     data = datasets.build(cfg.dataset, device)
     gan = GAN.from_config(cfg, data.channels, data.image_size, device, group)
@@ -235,10 +236,10 @@ def train_on(
         sum(p.numel() for p in gan.generator.parameters()) / 1e6,
         sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps, torch.get_num_threads(),
     )
-    images_per_step = settings.batch_size * group.world_size  # every rank's images, as the summary counts them
+    images_per_step = batch_size * group.world_size  # every rank's images, as the summary counts them
     logger = RunLogger(run_dir, settings.steps, start_step, images_per_step) if group.main else NullLogger()
     outputs = RunOutputs(run_dir, cfg, choices, gan, {"channels": data.channels, "image_size": data.image_size}, device, resume)
-    means, batches = RunningMeans(STATISTICS, device), datasets.endless(data, settings.batch_size)
+    means, batches = RunningMeans(STATISTICS, device), datasets.endless(data, batch_size)
     step, stopping, last_logged = start_step, False, {}
     with GracefulStop() as stop:
         try:
@@ -308,10 +309,11 @@ def finish(
 ) -> RunResult:
     """The run's summary: summary.json and the table when it finished, the resume command when stopped."""
     wall = time.perf_counter() - outputs.started
+    images_per_step = distributed.per_process_batch(cfg.train.batch_size, cfg.train.global_batch_size, group) * group.world_size
     summary = {
         "steps": step,
         "wall_seconds": outputs.wall_before + wall,
-        "images_per_second": steps_trained * cfg.train.batch_size * group.world_size / max(wall, 1e-9),
+        "images_per_second": steps_trained * images_per_step / max(wall, 1e-9),
         **run_results(last_logged, outputs.cards, outputs.best),
         **{name: choices.get(name) for name in ("model", "loss", "optimizer", "dataset")},
         "device": str(device),

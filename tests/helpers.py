@@ -61,3 +61,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict
         timeout=timeout,
         env=full_env,
     )
+
+
+def train_in_process(*args: str):
+    """`ganctl train ARGS` (one that names hydra.run.dir, or resume= which implies it) without a new
+    process: the arguments as `app.main` rewrites them, the composed config, then `app.run` itself
+    (the run directory's lock, which checkpoint resume= means, the checks against later work, training)."""
+    from omegaconf import OmegaConf
+
+    from ganctl import app
+
+    args = app.resume_arguments(list(args))
+    run_dir = next(a.split("=", 1)[1] for a in reversed(args) if a.startswith("hydra.run.dir="))
+    task = [a for a in args if not a.startswith("hydra.")]
+    cfg, choices = compose_config(*task)
+    hydra_cfg = OmegaConf.create({"runtime": {"output_dir": str(Path(run_dir).resolve()), "choices": choices},
+                                  "overrides": {"task": task}})
+    return app.run(cfg, hydra_cfg)

@@ -175,7 +175,7 @@ def test_a_checkpoint_config_naming_foreign_code_is_refused(trained_run: Path, t
     state["config"]["model"]["generator"] = {"_target_": "os.system", "command": f"touch {marker}"}
     crafted = tmp_path / "crafted" / "checkpoints" / "last.pt"
     crafted.parent.mkdir(parents=True)
-    torch.save(state, crafted)  # a plain, loadable dict: only its config is hostile
+    checkpoint.save(state, crafted)  # a plain, loadable dict with a valid checksum: only its config is hostile
     for command in (["sample", str(crafted)], ["eval", str(crafted)], ["train", f"resume={crafted}"]):
         assert_clean_error(run_cli(*command, cwd=tmp_path), "Refusing to instantiate 'os.system'")
     assert not marker.exists()

@@ -1,5 +1,7 @@
 """Multi-process training through torchrun (DDP on gloo, 2 CPU processes): one run directory,
-identical weights on every rank, checkpoints that resume across world sizes, a clean stop."""
+identical weights on every rank, checkpoints that resume across world sizes, a clean stop; two
+torchrun "nodes" on this machine; where each process stands and what it may be asked.
+(Jobs of several submitit tasks: tests/test_sweep.py.)"""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ganctl import checkpoint
+import pytest
+
+from ganctl import checkpoint, distributed
+from ganctl.errors import GanctlError
 from helpers import run_cli
 
 SMALL = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16",
@@ -94,3 +100,62 @@ def test_each_rank_draws_its_own_batches_from_the_shared_seed() -> None:
     torch.manual_seed(0)
     reseed(Group())  # a single process keeps its stream: exact resume is untouched
     assert torch.equal(torch.randint(4000, (8,)), expected)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_torchrun_nodes_train_one_run_that_resumes_in_one_process(tmp_path: Path) -> None:
+    """Two torchrun invocations as two nodes of one process each, meeting at a c10d rendezvous on
+    127.0.0.1 as the nodes of a cluster meet at the first one's address. (c10d gives the nodes their
+    ranks in the order they join; --node_rank counts only with --rdzv_backend=static.)"""
+    run_dir, endpoint = tmp_path / "run", f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+               f"--rdzv_endpoint={endpoint}", "--rdzv_id=ganctl-test", "-m", "ganctl",
+               "train", "train.steps=3", *SMALL, f"hydra.run.dir={run_dir}"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=240)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(output[-3000:] for output in outputs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the other node wrote no directory
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["ranks"] == {"world_size": 2, "weights_agree": True} and summary["steps"] == 3
+    assert sum(output.count("ganctl run") for output in outputs) == 1  # one summary table: rank 0's
+
+    resumed = run_cli("train", f"resume={run_dir}", "train.steps=5", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["step"] == 5
+    assert "ranks" not in json.loads((run_dir / "summary.json").read_text())  # now a single process
+
+
+def test_a_submitit_task_knows_its_place_from_the_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task 3 of a job of 2 nodes x 2 tasks (submitit_local's variables; SLURM's are read the same way)."""
+    job = {"SUBMITIT_FOLDER": "/tmp/x", "SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "7",
+           "SUBMITIT_LOCAL_NTASKS": "4", "SUBMITIT_LOCAL_JOB_NUM_NODES": "2", "SUBMITIT_LOCAL_NODEID": "1",
+           "SUBMITIT_LOCAL_GLOBALID": "3", "SUBMITIT_LOCAL_LOCALID": "1"}
+    for name, value in job.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.launch() == distributed.Launch("submitit", rank=3, world_size=4, local_rank=1, local_world_size=2)
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")  # a job of one task is a single process
+    monkeypatch.setenv("SUBMITIT_LOCAL_JOB_NUM_NODES", "1")
+    assert distributed.launch() == distributed.Launch()
+
+
+def test_a_global_batch_is_shared_out_and_must_divide() -> None:
+    four = distributed.Group(rank=0, world_size=4)
+    assert distributed.per_process_batch(64, None, four) == 64  # no global batch: train.batch_size each
+    assert distributed.per_process_batch(64, 256, four) == 64
+    assert distributed.per_process_batch(64, 100, distributed.Group()) == 100
+    with pytest.raises(GanctlError, match=r"global_batch_size=100 does not divide among 3 processes.*e\.g\. 99 or 102"):
+        distributed.per_process_batch(64, 100, distributed.Group(rank=0, world_size=3))
+
+
+def test_nccl_is_refused_on_cpus() -> None:
+    assert distributed.choose_backend("auto", torch.device("cpu")) == "gloo"
+    assert distributed.choose_backend("gloo", torch.device("cpu")) == "gloo"
+    with pytest.raises(GanctlError, match="train.ddp_backend=nccl runs on CUDA GPUs only.*train.device=cpu"):
+        distributed.choose_backend("nccl", torch.device("cpu"))

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from torch.testing import assert_close
 
 from ganctl import checkpoint

@@ -238,3 +238,66 @@ def test_submitit_requeues_a_preempted_job_which_resumes_without_losing_steps(tm
     for name, tensor in straight["generator"].items():
         torch.testing.assert_close(resumed["generator"][name], tensor, rtol=0, atol=0)
     assert "requeued 1x" in (sweep_dir / "summary.csv").read_text()
+
+
+def tasks_of_job(rank0_pid: int) -> list[int]:
+    """The task processes of the submitit_local job whose rank 0 is `rank0_pid`: its controller's children."""
+    controller = Path(f"/proc/{rank0_pid}/stat").read_text().rsplit(")", 1)[1].split()[1]  # the parent's pid
+    children = (Path(f"/proc/{controller}/task") / controller / "children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def test_a_job_of_two_tasks_trains_one_ddp_run_and_a_requeue_loses_no_step(tmp_path: Path) -> None:
+    """hydra.launcher.tasks_per_node=2 (ganctl's local_tasks: submitit_local with ganctl's launcher): the
+    two tasks are one DDP run in one run directory. SIGUSR2 to both tasks, as SLURM signals a job: both
+    stop at the same step, rank 0 saves last.pt and requeues the job, which resumes from that step."""
+    sweep_dir, steps = tmp_path / "sweep", 40
+    args = [*TINY_ARGS, f"train.steps={steps}", "train.sample_every=0", "train.ckpt_every=0", "train.log_every=1",
+            "hydra/launcher=local_tasks", "hydra.launcher.tasks_per_node=2", f"hydra.sweep.dir={sweep_dir}"]
+    process = subprocess.Popen([sys.executable, "-m", "ganctl", "train", "-m", *args], cwd=tmp_path, text=True,
+                               env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log, deadline = sweep_dir / "0" / "train.log", time.time() + 180
+    while not (log.exists() and "step 1 " in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    tasks = tasks_of_job(json.loads((sweep_dir / "0" / "status.json").read_text())["pid"])
+    assert len(tasks) == 2
+    for pid in tasks:
+        os.kill(pid, signal.SIGUSR2)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output
+
+    assert sweep.job_dirs(sweep_dir) == [sweep_dir / "0"]  # one run directory, and rank 1 wrote nothing of its own
+    text = log.read_text()
+    assert text.count("Training ") == text.count("Resuming ") == text.count("Stopped by") == 1, text  # rank 0 alone logs
+    stopped = int(text.split("Stopped by SIGUSR2 after step ")[1].split(";")[0])
+    assert 0 < stopped < steps, text
+    assert f"steps {stopped} -> {steps}" in text  # the requeued job went on from the step it stopped at
+    summary = json.loads((sweep_dir / "0" / "summary.json").read_text())
+    assert summary["ranks"] == {"world_size": 2, "weights_agree": True} and summary["steps"] == steps
+    status = json.loads((sweep_dir / "0" / "status.json").read_text())
+    assert (status["status"], status["requeues"]) == ("finished", 1)
+    assert checkpoint.load(sweep_dir / "0" / "checkpoints" / "last.pt")["step"] == steps
+    rows = read_csv(sweep_dir / "summary.csv")
+    assert len(rows) == 1 and rows[0]["status"] == "finished: requeued 1x"  # one row per job, not per task
+
+
+def test_a_job_with_more_tasks_than_gpus_is_refused_before_it_is_queued(tmp_path: Path) -> None:
+    result = run_cli("train", "-m", "hydra/launcher=local_tasks", "hydra.launcher.tasks_per_node=2",
+                     "hydra.launcher.gpus_per_node=1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "tasks_per_node=2 but gpus_per_node=1" in result.stderr
+    assert not (tmp_path / "sweep").exists()  # nothing was started
+
+
+def test_the_table_prints_errors_as_text_not_markup(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    row = {"job": 0, "values": {"train.augment": "[translation]"}, "status": "failed", "objective": None,
+           "detail": "RuntimeError: [/gloo/transport/tcp/pair.cc:561] Connection closed by peer", "objective_source": "",
+           "d_loss": None, "g_loss": None, "images_per_second": None, "wall_seconds": None, "run_dir": str(tmp_path / "0")}
+    out = io.StringIO()
+    sweep.print_table(tmp_path, [row], Console(file=out, width=300))
+    assert "[/gloo/transport/tcp/pair.cc:561]" in out.getvalue() and "[translation]" in out.getvalue()
