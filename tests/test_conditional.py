@@ -273,3 +273,21 @@ def test_the_cli_refuses_conditioning_on_a_flat_folder_before_training(tmp_path:
     assert "A class-conditional GAN needs class labels, but the images in" in result.stderr
     assert "conditioning=none" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_over_conditionings_then_sampling_by_class_from_the_command_line(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli("train", "-m", *TINY, *TINY_DCGAN, "train.steps=2", "train.sample_every=0", "conditioning=concat,acgan",
+                     f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for job, option in (("0", "concat"), ("1", "acgan")):
+        assert json.loads((sweep_dir / job / "summary.json").read_text())["conditioning"] == option
+    assert "| conditioning |" in (sweep_dir / "summary.md").read_text()
+
+    images = tmp_path / "images"
+    result = run_cli("sample", str(sweep_dir / "1"), "--class", "3,8", "--num", "2", "--images-dir", str(images), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert sorted(str(p.relative_to(images)) for p in images.rglob("*.png")) == ["3/0000.png", "3/0001.png", "8/0000.png", "8/0001.png"]
+    result = run_cli("sample", str(sweep_dir / "1"), "--class", "cat", "--device", "cpu")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Unknown class 'cat': this generator's 10 classes are 0, 1, 2" in result.stderr
