@@ -87,8 +87,10 @@ class ConditionalBatchNorm(LabelLayer):
         nn.init.zeros_(self.shift.weight)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        normalised = self.norm(x)
         shape = (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2)  # (B, C, 1, 1) or (B, C)
-        return self.norm(x) * self.scale(labels).view(shape) + self.shift(labels).view(shape)
+        scale, shift = (table(labels).view(shape).to(normalised.dtype) for table in (self.scale, self.shift))
+        return torch.addcmul(shift, normalised, scale)  # shift + normalised * scale, in one pass
 
 
 class ProjectionOutput(LabelLayer):
