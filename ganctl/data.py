@@ -63,7 +63,9 @@ class Decoded:
     unlabelled: str = ""  # without labels: why the dataset has none (for the message that refuses conditioning)
 
 
-def build(node, device: torch.device, split: str = "train", labels: bool = False) -> Union["InMemoryImages", "StreamingImages"]:
+def build(
+    node, device: torch.device, split: str = "train", labels: bool = False
+) -> Union["InMemoryImages", "StreamingImages"]:
     """The images named by the config's dataset node (its `split`, if it has splits), ready to draw
     batches from on the device. With `labels` (a class-conditional GAN's data), a dataset without
     class labels, or with a single class, is refused with the reason."""

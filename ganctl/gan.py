@@ -3,6 +3,7 @@
     gan = GAN.from_config(cfg, channels=1, image_size=28, device=device, classes=None)
     stats = gan.step(batches, step)   # critic update(s), then G's: on-device statistics (STATISTICS)
     images = gan.generate(latents)    # G in eval mode (its EMA when there is one), fp32, on the CPU
+    images = gan.generate(latents, labels)  # a conditional GAN's, of the classes `labels` (B,)
     state = gan.state_dict()          # networks, EMA, optimizers, schedulers, loss scales
 
 One step, for every loss: `loss.critic_steps` critic updates, each on a fresh real batch and fresh
@@ -277,8 +278,9 @@ class GAN:
         loss.check_critic(discriminator, cfg.optimizer.d)
         optimizer_g = speed.optimizer(build(cfg.optimizer.g, "optimizer.g"), generator.parameters(), device)
         optimizer_d = speed.optimizer(build(cfg.optimizer.d, "optimizer.d"), discriminator.parameters(), device)
+        auxiliary_weight = OmegaConf.select(cfg, "conditioning.auxiliary_weight", default=1.0)
         return cls(generator, discriminator, loss, optimizer_g, optimizer_d, cfg.train, device, group,
-                   classes if conditioning.conditional else None, OmegaConf.select(cfg, "conditioning.auxiliary_weight", default=1.0))
+                   classes if conditioning.conditional else None, auxiliary_weight)
 
     @property
     def latent_dim(self) -> int:
@@ -348,7 +350,9 @@ class GAN:
             scores, class_logits = output if isinstance(output, tuple) else (output, None)
             return scores.float(), None if class_logits is None else class_logits.float()
 
-    def scores(self, critic: Callable[..., Any], images: torch.Tensor, labels: Optional[torch.Tensor] = None, amp=None) -> torch.Tensor:
+    def scores(
+        self, critic: Callable[..., Any], images: torch.Tensor, labels: Optional[torch.Tensor] = None, amp=None
+    ) -> torch.Tensor:
         """D's raw scores alone (what the gradient penalty differentiates)."""
         return self.critic_outputs(critic, images, labels, amp)[0]
 
@@ -359,9 +363,10 @@ class GAN:
         scaler.step(optimizer)
         scaler.update()
 
-    def generate(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images for `latents` through the one door (`Sampler`): G's EMA when there is one."""
-        return self.sampler(latents)
+    def generate(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images for `latents` (of the classes `labels`, conditional) through the one door (`Sampler`):
+        G's EMA when there is one."""
+        return self.sampler(latents, labels=labels)
 
     def scalars(self, means: dict[str, float]) -> dict[str, float]:
         """What to log from the means of STATISTICS over a log interval (the loss decides), and an
