@@ -19,7 +19,10 @@ A family asks it for the pieces it needs, where it needs them:
 
 With `UNCONDITIONAL` every piece is the plain layer a family had before (no label layers at all), so
 an unconditional network is the same network, weight for weight. A layer that reads the labels is a
-`LabelLayer`; `LabelledSequential` is nn.Sequential handing the labels to those layers.
+`LabelLayer`; `LabelledSequential` is nn.Sequential handing the labels to those layers. A family
+whose critic is spectrally normalised normalises the pieces' Linear and Embedding layers too (the
+DCGAN critic does, as SNGAN's projection discriminator normalises its class embedding), and
+`Conditioning.check` refuses a network that lacks the piece its way asks for.
 """
 
 from __future__ import annotations
