@@ -134,8 +134,10 @@ def run(run_dir: Path, *overrides: str, resume: dict | None = None):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("conditional")
-    run(directory, *CONDITIONAL, "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:4}",
-        "metrics.num_fake=200", "metrics.num_real=1000")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GANCTL_CACHE_DIR", str(directory.parent / "conditional-cache"))  # never $HOME
+        run(directory, *CONDITIONAL, "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:4}", "metrics.num_fake=200",
+            "metrics.num_real=1000", "train.eval_every=4", "metrics.names=[fid]", "metrics.best=intra_fid")
     return directory
 
 
@@ -146,6 +148,11 @@ def test_the_checkpoint_stores_the_classes_and_the_grid_has_a_row_per_class(run_
     assert json.loads((run_dir / "summary.json").read_text())["conditioning"] == "projection"
     # 16 grid images for 10 classes: one per class, a column of 10 rows (28 px cells, 2 px padding)
     assert Image.open(run_dir / "samples" / "step_0000004.png").size == (1 * 30 + 2, 10 * 30 + 2)
+    # evaluated during training too: intra-class FID beside the overall one, and best.pt chosen by it
+    cards = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [card["metric"] for card in cards[:3]] == ["fid", "intra_fid", "fid/0"] and len(cards) == 12
+    best = checkpoint.load(checkpoint.best_path(run_dir))["best"]
+    assert best == {"metric": "intra_fid", "value": cards[1]["value"], "step": 4}
 
 
 def test_a_conditional_run_resumes_exactly(tmp_path: Path) -> None:
@@ -206,7 +213,7 @@ def test_eval_adds_intra_class_fid_from_the_real_features_split_by_class(run_dir
     monkeypatch.setenv("GANCTL_CACHE_DIR", str(tmp_path / "cache"))
     from ganctl.evaluate import evaluate
 
-    cards, _ = evaluate(run_dir, device="cpu", out=tmp_path / "cards.json")
+    cards, _ = evaluate(run_dir, names=["fid", "kid"], device="cpu", out=tmp_path / "cards.json")
     by_name = {card["metric"]: card for card in cards}
     digits = [str(digit) for digit in range(10)]
     assert list(by_name) == ["fid", "kid", "intra_fid", *(f"fid/{d}" for d in digits), "intra_kid", *(f"kid/{d}" for d in digits)]
