@@ -2,7 +2,8 @@
 
 A checkpoint holds everything needed to continue a run or to sample from it with nothing but the
 file: the GAN's state (networks, optimizers, schedulers, loss scales: `gan.GAN.state_dict()`), the
-step, the RNG states, and the resolved config as plain containers. Nothing in it can run code when
+step, the RNG states, the resolved config as plain containers, and the data's shape (`data`:
+channels, image size, and a class-conditional run's class names, `classes`). Nothing in it can run code when
 loaded. This module owns the file's layout: `training_state` writes it, `load` checks it for every
 reader (train resume=, sample, eval, export), and `find` picks what a path names (a run directory:
 its newest intact checkpoint).
@@ -333,12 +334,19 @@ def check_layout(path: Path, state: dict[str, Any]) -> None:
         name for name, ok in (
             ("step", isinstance(state.get("step"), int) and state["step"] >= 0),
             ("choices", isinstance(state.get("choices"), dict)),
-            ("data", isinstance(data, dict) and all(isinstance(data.get(k), int) for k in ("channels", "image_size"))),
+            ("data", isinstance(data, dict) and all(isinstance(data.get(k), int) for k in ("channels", "image_size"))
+             and valid_classes(data.get("classes", []))),
+            ("config.conditioning", isinstance(stored.get("conditioning", {}), dict)),
             ("rng", isinstance(state.get("rng"), dict)),
         ) if not ok
     ]
     if problems:
         raise GanctlError(f"{path} is not a complete ganctl checkpoint: {', '.join(problems)} missing or malformed.")
+
+
+def valid_classes(classes: Any) -> bool:
+    """A conditional run's class names (data.classes): distinct strings."""
+    return isinstance(classes, list) and all(isinstance(name, str) for name in classes) and len(set(classes)) == len(classes)
 
 
 def rng_states(device: torch.device) -> dict[str, Any]:

@@ -19,10 +19,14 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from ganctl.errors import GanctlError
 
-GROUPS = ("model", "loss", "optimizer", "dataset")
+GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
+# The option a checkpoint from before a group existed was trained with.
+GROUP_BEFORE = {"conditioning": "none"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METRIC_NAMES = ("fid", "kid", "is")
 DDP_BACKENDS = ("auto", "nccl", "gloo")
+# What a class-conditional GAN's evaluation adds: the mean of the per-class scores of FID and KID.
+INTRA_CLASS_METRICS = {"intra_fid": "fid", "intra_kid": "kid"}
 
 
 def config_dir() -> str:
@@ -118,9 +122,21 @@ class LossSettings:
 
 
 @dataclass
+class ConditioningSettings:
+    """How G and D see the class label (conf/conditioning/*.yaml; ganctl/models/conditioning.py).
+    The defaults are an unconditional GAN's, and what a checkpoint from before conditioning means."""
+
+    generator: str = "none"  # none | concat | batchnorm
+    discriminator: str = "none"  # none | concat | projection | auxiliary
+    embedding_dim: int = 16  # the label embedding that `concat` joins to G's latent and D's input
+    auxiliary_weight: float = 1.0  # ACGAN: weight of the auxiliary classifier's loss
+
+
+@dataclass
 class Schema:
     model: Any = MISSING
     loss: LossSettings = field(default_factory=LossSettings)
+    conditioning: ConditioningSettings = field(default_factory=ConditioningSettings)
     optimizer: Any = MISSING
     dataset: Any = MISSING
     train: TrainSettings = field(default_factory=TrainSettings)
@@ -163,12 +179,21 @@ def check(cfg: DictConfig) -> None:
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 1; got {image_size!r}.")
     if OmegaConf.select(cfg, "train.eval_every", default=0) < 0:
         raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
+    if OmegaConf.select(cfg, "conditioning") is not None:
+        from ganctl.models.conditioning import check_settings  # (torch is loaded by now)
+
+        check_settings(OmegaConf.to_container(cfg.conditioning, resolve=True))
     if OmegaConf.select(cfg, "metrics") is not None:
-        check_metrics(cfg.metrics)
+        check_metrics(cfg.metrics, conditional=is_conditional(cfg))
     check_keys(cfg)
     for net in ("g", "d"):
         if OmegaConf.select(cfg, f"optimizer.{net}") is not None:
             check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
+
+
+def is_conditional(cfg: DictConfig) -> bool:
+    """Whether the config trains a class-conditional GAN (a config from before conditioning does not)."""
+    return OmegaConf.select(cfg, "conditioning.generator", default="none") != "none"
 
 
 def check_precision(precision: str) -> None:
@@ -187,8 +212,9 @@ def check_metric_names(names: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_metrics(metrics: DictConfig) -> None:
-    """The metrics block: known names, sizes that torchmetrics can use, a best metric among the names."""
+def check_metrics(metrics: DictConfig, conditional: bool = False) -> None:
+    """The metrics block: known names, sizes that torchmetrics can use, a best metric among the names
+    (or, for a class-conditional GAN, the intra-class mean of one of them)."""
     names = check_metric_names(metrics.names)
     if metrics.num_fake < 2:
         raise GanctlError(f"metrics.num_fake must be at least 2, got {metrics.num_fake}.")
@@ -198,8 +224,10 @@ def check_metrics(metrics: DictConfig) -> None:
         raise GanctlError(f"metrics.batch_size must be at least 1, got {metrics.batch_size}.")
     if metrics.split not in ("train", "test"):
         raise GanctlError(f"metrics.split must be train or test, got {metrics.split!r}.")
-    if metrics.best not in names:
-        raise GanctlError(f"metrics.best={metrics.best} must be one of metrics.names ({', '.join(names)}).")
+    intra = [name for name, base in INTRA_CLASS_METRICS.items() if base in names] if conditional else []
+    if metrics.best not in names + intra:
+        raise GanctlError(f"metrics.best={metrics.best} must be one of metrics.names ({', '.join(names)})"
+                          + (f" or {', '.join(intra)}" if intra else "") + ".")
     feature = metrics.feature
     if not (feature == "inception" or (isinstance(feature, DictConfig) and "_target_" in feature)):
         raise GanctlError(
@@ -472,6 +500,7 @@ def resumed_config(
     for section in ("train", "metrics"):
         cfg[section] = OmegaConf.merge(current[section], cfg.get(section, {}))
     cfg.loss = OmegaConf.merge(OmegaConf.structured(LossSettings), cfg.loss)
+    cfg.conditioning = OmegaConf.merge(OmegaConf.structured(ConditioningSettings), cfg.get("conditioning") or {})
     for override in overrides:
         key = override_key(override)
         if key == "resume":
@@ -482,10 +511,11 @@ def resumed_config(
                 "Start a new run to use an experiment."
             )
         if key in GROUPS:
-            if choices[key] != stored_choices.get(key):
+            stored_choice = stored_choices.get(key, GROUP_BEFORE.get(key))
+            if choices[key] != stored_choice:
                 raise GanctlError(
-                    f"Cannot resume with {override}: the run was trained with {key}={stored_choices.get(key)}. "
-                    "A resumed run keeps its model, loss, optimizer and dataset; start a new run instead."
+                    f"Cannot resume with {override}: the run was trained with {key}={stored_choice}. "
+                    "A resumed run keeps its model, loss, optimizer, dataset and conditioning; start a new run instead."
                 )
             continue
         new, old = OmegaConf.select(current, key), OmegaConf.select(cfg, key)

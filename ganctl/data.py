@@ -5,11 +5,15 @@ the configured size and channels, in one of three forms that `build` turns into 
 
 - a uint8 tensor (N, C, H, W): the whole dataset, kept on the device; each batch is drawn by random
   index there, with no DataLoader and no per-sample Python work in the training loop;
-- `Decoded`: the same, with a fingerprint that was cheaper to compute than hashing the pixels;
+- `Decoded`: the same, with the images' class labels and names where the dataset has them, and a
+  fingerprint when one was cheaper to compute than hashing the pixels;
 - `ImageFiles`: a folder too large to hold in memory, streamed through a torch DataLoader with workers.
 
 Every source offers `channels`, `image_size`, `len()`, `sample(batch_size)` (floats in [-1, 1], like
-G's tanh), `batches(batch_size)` (every image once, in order, as uint8) and `fingerprint`.
+G's tanh), `batches(batch_size)` (every image once, in order, as uint8) and `fingerprint`; and for
+class-conditional GANs `classes` (the class names, a label's index into them; None without labels,
+`unlabelled` then says why), `sample_labelled(batch_size)` and `labelled_batches(batch_size)`, which
+give each image's label beside it. Labels are class indices (B,), int64, on the device.
 
 Decoding a folder of images is slow, so its result is cached as an .npz file in the cache directory
 (`dataset.cache`, else $GANCTL_CACHE_DIR, $XDG_CACHE_HOME/ganctl or ~/.cache/ganctl), keyed by the
@@ -50,32 +54,72 @@ QUICKDRAW_PIXELS = 28 * 28
 
 @dataclass
 class Decoded:
-    """A dataset function's in-memory result when it knows a fingerprint without hashing the pixels."""
+    """A dataset function's in-memory result: the images, with their class labels when it has them."""
 
     images: torch.Tensor  # (N, C, H, W) uint8
-    fingerprint: str
+    fingerprint: Optional[str] = None  # None: a hash of the pixels, computed when needed
+    labels: Optional[torch.Tensor] = None  # (N,) class indices into `classes`
+    classes: Optional[list[str]] = None  # the class names
+    unlabelled: str = ""  # without labels: why the dataset has none (for the message that refuses conditioning)
 
 
-def build(node, device: torch.device, split: str = "train") -> Union["InMemoryImages", "StreamingImages"]:
+def build(
+    node, device: torch.device, split: str = "train", labels: bool = False
+) -> Union["InMemoryImages", "StreamingImages"]:
     """The images named by the config's dataset node (its `split`, if it has splits), ready to draw
-    batches from on the device."""
+    batches from on the device. With `labels` (a class-conditional GAN's data), a dataset without
+    class labels, or with a single class, is refused with the reason."""
     result = instantiate(node, "dataset", split=split)
     if isinstance(result, ImageFiles):
-        return StreamingImages(result, device)
-    if isinstance(result, Decoded):
-        return InMemoryImages(result.images, device, result.fingerprint)
-    return InMemoryImages(result, device)
+        source: Union[InMemoryImages, StreamingImages] = StreamingImages(result, device)
+    elif isinstance(result, Decoded):
+        source = InMemoryImages(result.images, device, result.fingerprint, result.labels, result.classes, result.unlabelled)
+    else:
+        source = InMemoryImages(result, device)
+    if labels:
+        require_labels(source)
+    return source
+
+
+def require_labels(source: Union["InMemoryImages", "StreamingImages"]) -> None:
+    """Refuse to condition on data without class labels (one clear message: why, and what to do)."""
+    if source.classes is None:
+        raise GanctlError(
+            f"A class-conditional GAN needs class labels, but {source.unlabelled or 'this dataset has none'}. "
+            "Use labelled data (mnist, fashion_mnist, cifar10, a folder with one subfolder per class, a folder of "
+            "Quick, Draw! files), or train without labels (conditioning=none)."
+        )
+    if len(source.classes) < 2:
+        raise GanctlError(
+            f"A class-conditional GAN needs at least two classes, but this dataset has one ({source.classes[0]!r}): "
+            "train without labels (conditioning=none), or add a subfolder (a .npy file) per class."
+        )
+    labels = getattr(source, "labels", None)
+    if labels is not None and len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < len(source.classes)):
+        raise GanctlError(
+            f"The dataset's label file holds labels from {int(labels.min())} to {int(labels.max())}, but the dataset has "
+            f"{len(source.classes)} classes (0 to {len(source.classes) - 1}): the file is damaged or not this dataset's."
+        )
 
 
 class InMemoryImages:
-    """A whole dataset as one uint8 tensor (N, C, H, W) on the device; `sample` draws a batch."""
+    """A whole dataset as one uint8 tensor (N, C, H, W) on the device (and its labels (N,) when it has
+    them); `sample` draws a batch."""
 
-    def __init__(self, images: torch.Tensor, device: torch.device, fingerprint: str | None = None) -> None:
+    def __init__(
+        self, images: torch.Tensor, device: torch.device, fingerprint: str | None = None,
+        labels: Optional[torch.Tensor] = None, classes: Optional[list[str]] = None, unlabelled: str = "",
+    ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         self.images = images.to(device)
         self.channels, self.image_size = images.shape[1], images.shape[2]
         self._fingerprint = fingerprint
+        if labels is not None and (classes is None or labels.shape != (images.shape[0],)):
+            raise ValueError(f"expected one label per image and the class names, got labels {tuple(labels.shape)}")
+        self.labels = None if labels is None else labels.to(device=device, dtype=torch.long)  # (N,)
+        self.classes = None if labels is None else list(classes)
+        self.unlabelled = unlabelled or "the dataset has no class labels"
 
     @property
     def fingerprint(self) -> str:
@@ -91,19 +135,33 @@ class InMemoryImages:
 
     def sample(self, batch_size: int) -> torch.Tensor:
         """A batch of images drawn uniformly with replacement, scaled to [-1, 1] like tanh."""
+        return self.sample_labelled(batch_size, labels=False)[0]
+
+    def sample_labelled(self, batch_size: int, labels: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """`sample`'s batch and the images' labels (B,), drawn by the same index (no other random draw)."""
         index = torch.randint(len(self), (batch_size,), device=self.images.device)
-        return self.images[index].float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        images = self.images[index].float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        return images, (self.labels[index] if labels else None)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Every image once, in order, as uint8 batches (B, C, H, W) on the device."""
         for start in range(0, len(self), batch_size):
             yield self.images[start : start + batch_size]
 
+    def labelled_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`batches` with each batch's labels (B,) beside it."""
+        require_labels(self)
+        for start in range(0, len(self), batch_size):
+            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
 
-def endless(source: Union["InMemoryImages", "StreamingImages"], batch_size: int) -> Iterator[torch.Tensor]:
-    """Batches of `source.sample(batch_size)` without end: what the training loop draws from."""
+
+def endless(
+    source: Union["InMemoryImages", "StreamingImages"], batch_size: int, labels: bool = False
+) -> Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]]:
+    """(images, labels) batches without end, what the training loop draws from: images as
+    `source.sample(batch_size)` gives them, and their labels (B,) when asked (else None)."""
     while True:
-        yield source.sample(batch_size)
+        yield source.sample_labelled(batch_size) if labels else (source.sample(batch_size), None)
 
 
 def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -196,8 +254,12 @@ def missing_folders(folder: Path) -> list[Path]:
     return [path for path in (folder, *folder.parents) if not path.exists()]
 
 
-def mnist(root: str | None, download: bool, image_size: int, split: str = "train") -> torch.Tensor:
-    """MNIST digits through torchvision's reader, or the bundled subset when root is None."""
+DIGITS = [str(digit) for digit in range(10)]  # MNIST's class names: `--class 3` is the digit 3
+
+
+def mnist(root: str | None, download: bool, image_size: int, split: str = "train") -> Decoded:
+    """MNIST digits through torchvision's reader, or the bundled subset when root is None; labelled
+    with their digits (classes "0" to "9")."""
     check_split(split)
     if root is None:
         if download:
@@ -205,31 +267,34 @@ def mnist(root: str | None, download: bool, image_size: int, split: str = "train
                 "dataset.download=true needs a place to download to: add dataset.root=<folder>, "
                 "e.g. dataset.root=data."
             )
-        return resize(bundled_mnist(split)[0], image_size)
+        images, labels = bundled_mnist(split)
+        return Decoded(resize(images, image_size), labels=labels, classes=DIGITS)
     dataset = torchvision_dataset(
         "MNIST", root, download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
         " Or leave dataset.root unset to train on the 5,000 MNIST digits bundled with ganctl.", train=split == "train",
     )
-    return resize(dataset.data.unsqueeze(1), image_size)  # (N, 1, H, W) uint8
+    return Decoded(resize(dataset.data.unsqueeze(1), image_size), labels=dataset.targets, classes=DIGITS)  # (N, 1, H, W) uint8
 
 
-def fashion_mnist(root: str | None, download: bool, image_size: int, split: str = "train") -> torch.Tensor:
-    """Fashion-MNIST (Zalando's 28x28 grayscale clothing) through torchvision's reader."""
+def fashion_mnist(root: str | None, download: bool, image_size: int, split: str = "train") -> Decoded:
+    """Fashion-MNIST (Zalando's 28x28 grayscale clothing) through torchvision's reader, labelled with
+    torchvision's class names (T-shirt/top, Trouser, ...)."""
     check_split(split)
     root = require_root(root, "fashion_mnist", "the folder that holds FashionMNIST/raw/ (or where to download it)")
     expected = "FashionMNIST/raw/train-images-idx3-ubyte and the other IDX files"
     dataset = torchvision_dataset("FashionMNIST", root, download, expected, train=split == "train")
-    return resize(dataset.data.unsqueeze(1), image_size)  # (N, 1, H, W) uint8
+    return Decoded(resize(dataset.data.unsqueeze(1), image_size), labels=dataset.targets, classes=list(dataset.classes))
 
 
-def cifar10(root: str | None, download: bool, image_size: int, split: str = "train") -> torch.Tensor:
-    """CIFAR-10 through torchvision's reader, which checks each file's MD5 before unpickling it."""
+def cifar10(root: str | None, download: bool, image_size: int, split: str = "train") -> Decoded:
+    """CIFAR-10 through torchvision's reader, which checks each file's MD5 before unpickling it;
+    labelled with the class names of its batches.meta (airplane, automobile, bird, cat, ...)."""
     check_split(split)
     root = require_root(root, "cifar10", "the folder that holds cifar-10-batches-py/ (or where to download it)")
     expected = "cifar-10-batches-py/ with data_batch_1 to data_batch_5, test_batch and batches.meta (their checksums are checked)"
     dataset = torchvision_dataset("CIFAR10", root, download, expected, train=split == "train")
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # (N, 32, 32, 3) -> (N, 3, 32, 32)
-    return resize(images, image_size)
+    return Decoded(resize(images, image_size), labels=torch.as_tensor(dataset.targets), classes=list(dataset.classes))
 
 
 def require_root(root: str | None, option: str, what: str) -> str:
@@ -260,33 +325,68 @@ def decode_image(path: Union[str, Path], channels: int, image_size: int) -> torc
     return TF.center_crop(pixels, [image_size, image_size])
 
 
+@dataclass(frozen=True)
+class FileLabels:
+    """Each file's class (an index into `classes`), or why the files have none."""
+
+    labels: Optional[list[int]] = None
+    classes: Optional[list[str]] = None
+    unlabelled: str = ""
+
+    def subset(self, picks: list[int]) -> "FileLabels":
+        return self if self.labels is None else FileLabels([self.labels[i] for i in picks], self.classes)
+
+
+def class_subfolders(files: list[Path], root: Path) -> FileLabels:
+    """Labels from class subfolders, as torchvision's ImageFolder reads them: a file's class is the
+    top-level subfolder of root it lies in (however deep), and the classes are those subfolders' names
+    in sorted order (label 0 is the first). A flat folder, or images directly in root beside class
+    subfolders, has no labels."""
+    parts = [Path(os.path.relpath(path, root)).parts for path in files]
+    classes = sorted({part[0] for part in parts if len(part) > 1})
+    loose = [part[0] for part in parts if len(part) == 1]
+    if not classes:
+        return FileLabels(unlabelled=f"the images in {root} are not in class subfolders (a flat folder has no labels; "
+                                     "dataset=folder takes one subfolder per class, as torchvision's ImageFolder does)")
+    if loose:
+        listed = ", ".join(loose[:3]) + (f" and {len(loose) - 3} more" if len(loose) > 3 else "")
+        return FileLabels(unlabelled=f"{len(loose)} image file{'s lie' if len(loose) > 1 else ' lies'} directly in {root}, "
+                                     f"outside its class subfolders ({listed}): move them into a class's subfolder, or remove them")
+    index = {name: i for i, name in enumerate(classes)}
+    return FileLabels([index[part[0]] for part in parts], classes)
+
+
 class ImageFiles(torch.utils.data.Dataset):
     """Image files decoded one at a time; an unreadable file gives None (see `collate`).
 
     Used to decode a folder into memory with DataLoader workers, and to stream folders too large for it.
     """
 
-    def __init__(self, files: list[Path], root: Path, channels: int, image_size: int, fingerprint: str, strict: bool) -> None:
+    def __init__(self, files: list[Path], root: Path, channels: int, image_size: int, fingerprint: str, strict: bool,
+                 labels: FileLabels = FileLabels()) -> None:
         self.files, self.root = files, root
         self.channels, self.image_size = channels, image_size
         self.fingerprint, self.strict = fingerprint, strict
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[Optional[torch.Tensor], str]:
+    def __getitem__(self, index: int) -> tuple[Optional[torch.Tensor], int, str]:
         path = self.files[index]
+        label = -1 if self.labels.labels is None else self.labels.labels[index]  # -1: no labels
         try:
-            return decode_image(path, self.channels, self.image_size), str(path)
+            return decode_image(path, self.channels, self.image_size), label, str(path)
         except (OSError, ValueError, SyntaxError, struct.error, Image.DecompressionBombError):  # PIL on bad files
-            return None, str(path)
+            return None, label, str(path)
 
 
-def collate(items: list[tuple[Optional[torch.Tensor], str]]) -> tuple[torch.Tensor, list[str]]:
-    """Stack the decoded images of a batch; return the paths of the unreadable ones beside them."""
-    images = [image for image, _ in items if image is not None]
-    bad = [path for image, path in items if image is None]
-    return (torch.stack(images) if images else torch.empty(0, dtype=torch.uint8)), bad
+def collate(items: list[tuple[Optional[torch.Tensor], int, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stack the decoded images of a batch and their labels; return the paths of the unreadable ones beside them."""
+    images = [image for image, _, _ in items if image is not None]
+    labels = torch.tensor([label for image, label, _ in items if image is not None], dtype=torch.long)
+    bad = [path for image, _, path in items if image is None]
+    return (torch.stack(images) if images else torch.empty(0, dtype=torch.uint8)), labels, bad
 
 
 def loader_workers(count: int) -> int:
@@ -359,50 +459,57 @@ def image_folder(
     strict: bool,
     cache: Union[str, bool, None],
     in_memory: Union[str, bool],
+    labels: FileLabels = FileLabels(),
 ) -> Union[Decoded, ImageFiles]:
-    """The images in `files` (all under `root`), decoded into memory (cached) or streamed."""
+    """The images in `files` (all under `root`, with their `labels`), decoded into memory (cached) or streamed."""
     check_image_settings(channels, image_size)
-    files = [files[i] for i in spread(len(files), max_items)]
+    picks = spread(len(files), max_items)
+    files, labels = [files[i] for i in picks], labels.subset(picks)
     settings = {"dataset": name, "split": split, "channels": channels, "image_size": image_size,
                 "max_items": max_items, "format": CACHE_FORMAT}
     prefix, key = files_key(files, root, settings)
-    source = ImageFiles(files, root, channels, image_size, key, strict)
+    source = ImageFiles(files, root, channels, image_size, key, strict, labels)
     if not keep_in_memory(in_memory, len(files) * channels * image_size**2):
         log.info("Streaming %d images from %s (dataset.in_memory=%s)", len(files), root, in_memory)
         return source
     directory = cache_dir(cache)
     cached = load_cache(directory, key) if directory else None
-    if cached is not None:
-        images, bad = cached
-    else:
-        images, bad = decode_all(source, f"{name}: {root}")
+    if cached is not None and (labels.labels is None or cached[1] is not None):
+        images, decoded_labels, bad = cached
+    else:  # not cached, or cached by a ganctl that kept no labels
+        images, decoded_labels, bad = decode_all(source, f"{name}: {root}")
         if directory:
-            save_cache(directory, prefix, key, images, bad)
+            save_cache(directory, prefix, key, images, decoded_labels, bad)
     report_unreadable(bad, root, strict, len(files))
     if len(images) == 0:
         raise GanctlError(f"None of the {len(files)} image files under {root} could be read; they are not images PIL can open.")
-    return Decoded(images, key)
+    if labels.labels is None:
+        return Decoded(images, key, unlabelled=labels.unlabelled)
+    return Decoded(images, key, decoded_labels, labels.classes)
 
 
-def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, list[str]]:
-    """Decode every file once (DataLoader workers for large folders) with a progress bar."""
+def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode every file once (DataLoader workers for large folders) with a progress bar: the images,
+    their labels (-1 without), and the unreadable files."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     workers = loader_workers(len(source))
     loader = torch.utils.data.DataLoader(source, batch_size=64, num_workers=workers, collate_fn=collate)
     images = torch.empty(len(source), source.channels, source.image_size, source.image_size, dtype=torch.uint8)
+    labels = torch.empty(len(source), dtype=torch.long)
     count, bad = 0, []
     columns = (TextColumn("[bold]decoding"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), TextColumn(description))
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("decode", total=len(source))
-        for batch, unreadable in loader:
+        for batch, batch_labels, unreadable in loader:
             if len(batch):
                 images[count : count + len(batch)] = batch
+                labels[count : count + len(batch)] = batch_labels
                 count += len(batch)
             bad += unreadable
             progress.advance(task, len(batch) + len(unreadable))
     log.info("Decoded %d images (%d unreadable) with %d workers: %s", count, len(bad), workers, description)
-    return images[:count], bad
+    return images[:count], labels[:count], bad
 
 
 def keep_in_memory(in_memory: Union[str, bool], nbytes: int) -> bool:
@@ -428,7 +535,8 @@ def folder(
     in_memory: Union[str, bool],
     split: str = "train",
 ) -> Union[Decoded, ImageFiles]:
-    """Every PNG, JPEG, WEBP and BMP image under root (class subfolders or none)."""
+    """Every PNG, JPEG, WEBP and BMP image under root (class subfolders or none). With one subfolder
+    per class the images are labelled by it (`class_subfolders`)."""
     check_no_test_split(split, "dataset=folder")
     check_image_settings(channels, image_size)
     path = existing_root(require_root(root, "folder", "a folder of images (subfolders are searched too)"))
@@ -440,7 +548,8 @@ def folder(
             f"No images found under {path}: dataset=folder looks for {', '.join(IMAGE_SUFFIXES)} files in it "
             "and its subfolders. Point dataset.root at the folder that holds your images."
         )
-    return image_folder("folder", path, files, split, channels, image_size, max_items, strict, cache, in_memory)
+    labels = class_subfolders(files, path)
+    return image_folder("folder", path, files, split, channels, image_size, max_items, strict, cache, in_memory, labels)
 
 
 def existing_root(root: str) -> Path:
@@ -479,7 +588,7 @@ def celeba(
         )
         images = path / "celeba" / "img_align_celeba"
         files = [images / name for name in dataset.filename]
-        return image_folder("celeba", path / "celeba", files, split, 3, image_size, max_items, strict, cache, in_memory)
+        return image_folder("celeba", path / "celeba", files, split, 3, image_size, max_items, strict, cache, in_memory, CELEBA_LABELS)
     check_no_test_split(split, f"dataset=celeba as a plain folder of images ({path}, without torchvision's list_eval_partition.txt)")
     files = find_images(path)
     if not files:
@@ -488,7 +597,11 @@ def celeba(
             f"({path}/celeba/img_align_celeba/ with list_eval_partition.txt and the other annotation files) or "
             "a folder of the aligned face images (img_align_celeba/000001.jpg, ...). Point dataset.root at one of them."
         )
-    return image_folder("celeba", path, files, split, 3, image_size, max_items, strict, cache, in_memory)
+    return image_folder("celeba", path, files, split, 3, image_size, max_items, strict, cache, in_memory, CELEBA_LABELS)
+
+
+CELEBA_LABELS = FileLabels(unlabelled="CelebA's faces come with attributes, not classes (for classes of your own, "
+                                      "sort the images into one subfolder per class and use dataset=folder)")
 
 
 # ----------------------------------------------------------------------------- Quick, Draw!
@@ -496,7 +609,8 @@ def celeba(
 
 def quickdraw(root: Optional[str], image_size: int, max_items: Optional[int], split: str = "train") -> Decoded:
     """Quick, Draw! 28x28 bitmaps: one `.npy` file (N, 784) uint8 or a folder of them; max_items is
-    shared evenly between the files (the first ones of each)."""
+    shared evenly between the files (the first ones of each). A folder's files are its classes, each
+    named after its file (full_numpy_bitmap_camel.npy: camel), in sorted order."""
     check_no_test_split(split, "dataset=quickdraw")
     path = existing_root(require_root(root, "quickdraw", "a Quick, Draw! .npy bitmap file (e.g. full_numpy_bitmap_camel.npy) or a folder of them"))
     files = sorted(path.rglob("*.npy")) if path.is_dir() else [path]
@@ -521,7 +635,24 @@ def quickdraw(root: Optional[str], image_size: int, max_items: Optional[int], sp
     images = torch.from_numpy(bitmaps).view(-1, 1, 28, 28)
     settings = {"dataset": "quickdraw", "image_size": image_size, "max_items": max_items}
     _, key = files_key(files, path if path.is_dir() else path.parent, settings)
-    return Decoded(resize(images, image_size), key)
+    if not path.is_dir():
+        return Decoded(resize(images, image_size), key, unlabelled=(
+            f"one Quick, Draw! file is one class ({quickdraw_class(path)}); point dataset.root at a folder of "
+            ".npy files, one per class"))
+    labels = torch.cat([torch.full((len(part),), i, dtype=torch.long) for i, part in enumerate(parts)])[:count]
+    return Decoded(resize(images, image_size), key, labels, quickdraw_classes(files, path))
+
+
+def quickdraw_class(file: Path) -> str:
+    """A Quick, Draw! file's category: full_numpy_bitmap_camel.npy -> camel."""
+    return file.stem.removeprefix("full_numpy_bitmap_")
+
+
+def quickdraw_classes(files: list[Path], root: Path) -> list[str]:
+    """Each file's class name; where two files in different subfolders share a name, their paths under root."""
+    names = [quickdraw_class(file) for file in files]
+    return [name if names.count(name) == 1 else file.relative_to(root).with_suffix("").as_posix()
+            for name, file in zip(names, files)]
 
 
 def quickdraw_array(file: Path) -> np.ndarray:
@@ -554,26 +685,31 @@ def cache_dir(setting: Union[str, bool, None]) -> Optional[Path]:
     return Path(xdg).expanduser() / "ganctl" if xdg else Path.home() / ".cache" / "ganctl"
 
 
-def load_cache(directory: Path, key: str) -> Optional[tuple[torch.Tensor, list[str]]]:
-    """The cached (images, unreadable paths) for key, or None; a damaged file is ignored (and rewritten)."""
+def load_cache(directory: Path, key: str) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor], list[str]]]:
+    """The cached (images, labels, unreadable paths) for key, or None; a damaged file is ignored (and
+    rewritten). labels is None in a file written before ganctl kept them."""
     path = directory / f"{key}.npz"
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as arrays:
             images, bad = torch.from_numpy(arrays["images"].copy()), arrays["unreadable"].tolist()
+            labels = torch.from_numpy(arrays["labels"].astype(np.int64)) if "labels" in arrays.files else None
+        if images.ndim != 4 or (labels is not None and labels.shape != (len(images),)):
+            raise ValueError(f"images {tuple(images.shape)} and labels {None if labels is None else tuple(labels.shape)}")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         warn(f"ignoring the damaged cache file {path} ({error}); decoding again")
         return None
     log.info("Loaded %d decoded images from the cache %s", len(images), path)
-    return images, bad
+    return images, labels, bad
 
 
-def save_cache(directory: Path, prefix: str, key: str, images: torch.Tensor, bad: list[str]) -> None:
+def save_cache(directory: Path, prefix: str, key: str, images: torch.Tensor, labels: torch.Tensor, bad: list[str]) -> None:
     """Write atomically (temporary file, then rename), and drop older versions of the same dataset."""
     path = directory / f"{key}.npz"
     try:
-        write_atomically(path, lambda f: np.savez(f, images=images.numpy(), unreadable=np.array(bad, dtype=str)))
+        write_atomically(path, lambda f: np.savez(f, images=images.numpy(), labels=labels.numpy(),
+                                                  unreadable=np.array(bad, dtype=str)))
         for old in directory.glob(f"{prefix}-*.npz"):
             if old != path:
                 old.unlink(missing_ok=True)
@@ -587,15 +723,18 @@ def save_cache(directory: Path, prefix: str, key: str, images: torch.Tensor, bad
 class StreamingImages:
     """A folder too large for memory, decoded on the fly by DataLoader workers (same interface as
     InMemoryImages). Batches come from shuffled passes over the files, seeded once from torch's global
-    RNG: a run is repeatable from its seed, but a resumed run does not continue the exact stream."""
+    RNG: a run is repeatable from its seed, but a resumed run does not continue the exact stream.
+    Each file's label (its class subfolder) travels with it through the workers."""
 
     def __init__(self, files: ImageFiles, device: torch.device) -> None:
         self.files, self.device = files, device
         self.channels, self.image_size, self.fingerprint = files.channels, files.image_size, files.fingerprint
+        self.classes, self.unlabelled = files.labels.classes, files.labels.unlabelled
         self.unreadable: set[str] = set()
-        self.stream: Optional[Iterator[torch.Tensor]] = None
+        self.stream: Optional[Iterator[tuple[torch.Tensor, torch.Tensor]]] = None
         self.stream_batch_size = 0
         self.pending = torch.empty(0, self.channels, self.image_size, self.image_size, dtype=torch.uint8)
+        self.pending_labels = torch.empty(0, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -607,9 +746,9 @@ class StreamingImages:
             persistent_workers=shuffle and loader_workers(len(self.files)) > 0, prefetch_factor=None,
         )
 
-    def checked(self, batches) -> Iterator[torch.Tensor]:
-        """The decoded images of each batch; unreadable files are reported (or raise, when strict)."""
-        for images, bad in batches:
+    def checked(self, batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The decoded images of each batch and their labels; unreadable files are reported (or raise, when strict)."""
+        for images, labels, bad in batches:
             new = [path for path in bad if path not in self.unreadable]
             if new:
                 self.unreadable.update(new)
@@ -617,10 +756,16 @@ class StreamingImages:
                     raise GanctlError(f"None of the {len(self.files)} image files under {self.files.root} could be read; they are not images PIL can open.")
                 report_unreadable(sorted(self.unreadable), self.files.root, self.files.strict, len(self.files))
             if len(images):
-                yield images
+                yield images, labels
 
     def sample(self, batch_size: int) -> torch.Tensor:
         """The next batch of a shuffled pass over the files, scaled to [-1, 1] like tanh."""
+        return self.sample_labelled(batch_size, labels=False)[0]
+
+    def sample_labelled(self, batch_size: int, labels: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """`sample`'s batch and the images' labels (B,)."""
+        if labels:
+            require_labels(self)
         if self.stream is None or batch_size != self.stream_batch_size:
             seed = int(torch.randint(2**62, (1,)).item())  # from the global RNG: repeatable per run seed
             generator = torch.Generator().manual_seed(seed)
@@ -628,11 +773,20 @@ class StreamingImages:
             passes = (loader for _ in iter(int, 1))  # endless; each pass reshuffles
             self.stream, self.stream_batch_size = self.checked(chain.from_iterable(passes)), batch_size
         while len(self.pending) < batch_size:  # unreadable files leave a batch short: top it up
-            self.pending = torch.cat([self.pending, next(self.stream)])
+            images, batch_labels = next(self.stream)
+            self.pending, self.pending_labels = torch.cat([self.pending, images]), torch.cat([self.pending_labels, batch_labels])
         batch, self.pending = self.pending[:batch_size], self.pending[batch_size:]
-        return batch.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        batch_labels, self.pending_labels = self.pending_labels[:batch_size], self.pending_labels[batch_size:]
+        images = batch.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        return images, (batch_labels.to(self.device) if labels else None)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Every readable image once, in order, as uint8 batches (B, C, H, W) on the device."""
-        for images in self.checked(self.loader(batch_size, False)):
+        for images, _ in self.checked(self.loader(batch_size, False)):
             yield images.to(self.device)
+
+    def labelled_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """`batches` with each batch's labels (B,) beside it."""
+        require_labels(self)
+        for images, labels in self.checked(self.loader(batch_size, False)):
+            yield images.to(self.device), labels.to(self.device)

@@ -2,7 +2,9 @@
 
 The generator and the real data both come from the checkpoint alone: G (its EMA by default) is
 rebuilt as `ganctl sample` does, the dataset from the stored config's dataset node. The metric cards
-are written next to the checkpoint as <name>.metrics.json.
+are written next to the checkpoint as <name>.metrics.json. A class-conditional checkpoint is also
+scored class by class: intra-class FID and KID (the mean over classes) beside the overall ones,
+with a card per class.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def nearest_check(state: dict[str, Any], sampler: Sampler, num: int, seed: int, 
     `out`, and a card with the mean distance (and the same for held-out real images, for scale)."""
     dataset = OmegaConf.create(state["config"]["dataset"])
     train = datasets.build(dataset, device, split="train")
-    samples = metrics.to_uint8(sampler(sampler.latents(num, seed)))  # (K, C, H, W), the images of `ganctl sample --seed`
+    samples = metrics.to_uint8(sampler.images(num, seed))  # (K, C, H, W); a conditional G's take every class in turn
     distances, neighbours = nearest_training_images(samples, train)
     baseline = None
     try:  # held-out real digits against the training set: what "not memorised" looks like
@@ -137,10 +139,11 @@ def evaluate(
 
     cards: list[dict[str, Any]] = []
     if settings.names:
-        real = datasets.build(OmegaConf.create(stored["dataset"]), torch_device, split=settings.split)
+        real = datasets.build(OmegaConf.create(stored["dataset"]), torch_device, settings.split, labels=sampler.conditional)
+        by_class = f", and class by class ({len(sampler.classes)} classes)" if sampler.conditional else ""
         console.print(f"Scoring {', '.join(settings.names)} of {settings.num_fake} samples from step {state['step']} "
-                      f"against {settings.num_real or len(real)} real {settings.split} images ...")
-        cards += metrics.Evaluator(settings, real, torch_device)(sampler, state["step"])
+                      f"against {settings.num_real or len(real)} real {settings.split} images{by_class} ...")
+        cards += metrics.Evaluator(settings, real, torch_device, classes=sampler.classes)(sampler, state["step"])
     if nearest:
         grid = checkpoint.run_dir_of(ckpt_path) / "samples" / f"nearest_step{state['step']:07d}.png"
         cards.append(nearest_check(state, sampler, nearest, settings.seed, torch_device, grid))

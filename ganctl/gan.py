@@ -1,8 +1,9 @@
 """The GAN: its networks and optimizers, how one step trains them, and the one door to G's images.
 
-    gan = GAN.from_config(cfg, channels=1, image_size=28, device=device)
+    gan = GAN.from_config(cfg, channels=1, image_size=28, device=device, classes=None)
     stats = gan.step(batches, step)   # critic update(s), then G's: on-device statistics (STATISTICS)
     images = gan.generate(latents)    # G in eval mode (its EMA when there is one), fp32, on the CPU
+    images = gan.generate(latents, labels)  # a conditional GAN's, of the classes `labels` (B,)
     state = gan.state_dict()          # networks, EMA, optimizers, schedulers, loss scales
 
 One step, for every loss: `loss.critic_steps` critic updates, each on a fresh real batch and fresh
@@ -11,8 +12,14 @@ generator update on the last critic step's fakes, scored by the updated critic w
 frozen; then the learning-rate schedules and the EMA of G. Nothing in it reads a value back to the
 host: the run reads the statistics once per log interval.
 
+A class-conditional GAN (`classes`: the dataset's class names, a runtime fact like the image
+shape; `cfg.conditioning` says how G and D see the label) makes its fakes of the real batch's
+classes, so the data's class frequencies are G's, and real and fake images of a step share their
+labels: D scores both with them, and the gradient penalty's interpolates keep them. An auxiliary
+classifier (ACGAN) adds its cross-entropy on real and fake images to D's loss, and on the fakes to G's.
+
 `Sampler` is how anything makes images from G -- the training grid, the metrics and `ganctl sample`
-(which builds one from a checkpoint alone, without D or the optimizers).
+(which builds one from a checkpoint alone, without D or the optimizers) -- of the classes asked for.
 """
 
 from __future__ import annotations
@@ -20,21 +27,25 @@ from __future__ import annotations
 import copy
 import math
 from functools import partial
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganctl import distributed, speed
 from ganctl.augment import augment
 from ganctl.config import build
 from ganctl.errors import GanctlError
-from ganctl.losses import GANLoss, clip_weights, gradient_penalty
+from ganctl.losses import GANLoss, classification_loss, clip_weights, gradient_penalty
+from ganctl.models.conditioning import AuxiliaryOutput, Conditioning
 
 # What `GAN.step` returns, stacked in this order: the losses, D's mean raw scores and mean
-# probabilities (sigmoid of the scores) of the real and fake images, and the penalty term.
-STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty")
+# probabilities (sigmoid of the scores) of the real and fake images, the penalty term, and (ACGAN)
+# the auxiliary classifier's loss on real + fake images and its accuracy on each (0 without one).
+STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty",
+              "class_loss", "real_class_accuracy", "fake_class_accuracy")
+GRID_CLASSES = 16  # a conditional run's training grid: one row per class, for the first 16 classes
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -56,6 +67,28 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
+def build_generator(node: Any, channels: int, image_size: int, conditioning: Conditioning) -> nn.Module:
+    """G from its config node, for images of the given shape, seeing the label as `conditioning` says."""
+    generator = build(node, "model.generator", channels=channels, image_size=image_size, conditioning=conditioning)
+    conditioning.check(generator, "generator")
+    return generator
+
+
+def build_discriminator(node: Any, channels: int, image_size: int, conditioning: Conditioning) -> nn.Module:
+    """D from its config node, like `build_generator`."""
+    discriminator = build(node, "model.discriminator", channels=channels, image_size=image_size, conditioning=conditioning)
+    conditioning.check(discriminator, "discriminator")
+    return discriminator
+
+
+def conditioning_of(cfg: Any, classes: Optional[list[str]]) -> Conditioning:
+    """The config's conditioning block (a DictConfig or a checkpoint's plain dict; absent in configs
+    from before it: unconditional), made concrete for the dataset's classes."""
+    node = cfg.get("conditioning") if cfg is not None else None
+    settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return Conditioning.from_settings(settings, classes)
+
+
 def ema_decay(decay: float, steps_averaged: int) -> float:
     """The EMA's decay after `steps_averaged` steps: warmed up as min(decay, (1 + t) / (10 + t)) so
     that early averages are not dominated by the random initial weights; 0 (a copy) before the start."""
@@ -66,41 +99,107 @@ def ema_decay(decay: float, steps_averaged: int) -> float:
 
 class Sampler:
     """The one door to G's images: latents from a seed, G in eval mode (BatchNorm uses its running
-    statistics and does not update them), images in [-1, 1] in fp32."""
+    statistics and does not update them), images in [-1, 1] in fp32. A class-conditional G (`classes`:
+    its class names) makes images of the labels it is given (class indices (N,))."""
 
-    def __init__(self, generator: nn.Module, weights: str = "raw") -> None:
+    def __init__(self, generator: nn.Module, weights: str = "raw", classes: Optional[list[str]] = None) -> None:
         self.generator = generator
         self.weights = weights  # "ema" or "raw": which of G's weights make the images
+        self.classes = list(classes) if classes is not None else None
 
     @property
     def latent_dim(self) -> int:
         return self.generator.latent_dim
+
+    @property
+    def conditional(self) -> bool:
+        return self.classes is not None
 
     def latents(self, num: int, seed: int) -> torch.Tensor:
         """(num, latent_dim) standard normal latents on the CPU, from their own RNG: the same seed
         gives the same latents on any device, and drawing them never moves the training RNG."""
         return torch.randn(num, self.latent_dim, generator=torch.Generator().manual_seed(seed))
 
+    def every_class(self, num: int) -> Optional[torch.Tensor]:
+        """Labels (num,) taking every class in turn (0, 1, ..., K-1, 0, ...); None for an unconditional G."""
+        return torch.arange(num) % len(self.classes) if self.conditional else None
+
     @torch.no_grad()
-    def batches(self, latents: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-        """G's images (B, C, H, W) for `latents` in chunks of batch_size, on G's device."""
+    def batches(self, latents: torch.Tensor, batch_size: int, labels: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
+        """G's images (B, C, H, W) for `latents` (and `labels`, for a conditional G) in chunks of
+        batch_size, on G's device."""
+        if self.conditional != (labels is not None):
+            raise ValueError("a class-conditional generator needs labels, an unconditional one takes none")
         was_training = self.generator.training
         self.generator.eval()
         device = next(self.generator.parameters()).device
         try:
-            for chunk in latents.split(batch_size):
-                yield self.generator(chunk.to(device)).float()
+            if labels is None:
+                for chunk in latents.split(batch_size):
+                    yield self.generator(chunk.to(device)).float()
+            else:
+                for chunk, chunk_labels in zip(latents.split(batch_size), labels.split(batch_size)):
+                    yield self.generator(chunk.to(device), chunk_labels.to(device)).float()
         finally:
             self.generator.train(was_training)
 
-    def __call__(self, latents: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
-        """G's images (N, C, H, W) for all of `latents`, on the CPU."""
-        return torch.cat([images.cpu() for images in self.batches(latents, batch_size)])
+    def __call__(self, latents: torch.Tensor, batch_size: int = 250, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """G's images (N, C, H, W) for all of `latents` (of the classes `labels`, conditional), on the CPU."""
+        return torch.cat([images.cpu() for images in self.batches(latents, batch_size, labels)])
+
+    def images(self, num: int, seed: int) -> torch.Tensor:
+        """num images from the latents of `seed`; a conditional G's take every class in turn."""
+        return self(self.latents(num, seed), labels=self.every_class(num))
+
+    def by_class(self, classes: Sequence[int], num: int, seed: int) -> torch.Tensor:
+        """num images of each of `classes` (indices), class after class (len(classes) * num, C, H, W):
+        every class from the same num latents of `seed`, so image i of each class shares latent i, and
+        a class's images do not depend on which other classes are asked for."""
+        latents = self.latents(num, seed)
+        return torch.cat([self(latents, labels=torch.full((num,), index, dtype=torch.long)) for index in classes])
+
+    def grid(self, num: int, seed: int) -> tuple[torch.Tensor, int]:
+        """The training grid's images and its images per row: num images in rows of 8; for a conditional
+        G, one row per class (the first GRID_CLASSES), the same latents down each column."""
+        if not self.conditional:
+            return self(self.latents(num, seed)), 8
+        rows = min(len(self.classes), GRID_CLASSES)
+        columns = max(1, num // rows)
+        return self.by_class(range(rows), columns, seed), columns
+
+    def class_index(self, name: str) -> int:
+        """A class by its name (exactly, else ignoring case) or by its index; one clear error listing
+        the classes otherwise."""
+        name = str(name).strip()
+        if not self.conditional:
+            raise GanctlError(
+                f"Class {name!r} asked for, but this generator is unconditional (trained with conditioning=none): it "
+                "makes no class on request. Train a class-conditional GAN (e.g. conditioning=projection) for that."
+            )
+        if name in self.classes:
+            return self.classes.index(name)
+        folded = [i for i, known in enumerate(self.classes) if known.lower() == name.lower()]
+        if len(folded) == 1:
+            return folded[0]
+        if name.isdigit() and int(name) < len(self.classes):
+            return int(name)
+        shown = ", ".join(known if known == str(i) else f"{known} ({i})" for i, known in enumerate(self.classes[:100]))
+        more = f", and {len(self.classes) - 100} more" if len(self.classes) > 100 else ""
+        raise GanctlError(f"Unknown class {name!r}: this generator's {len(self.classes)} classes are {shown}{more} "
+                          "(give a name or an index).")
 
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any], device: torch.device, ema: bool = True) -> "Sampler":
-        """G as a checkpoint stores it, rebuilt from its own config: the EMA weights when present and asked for."""
-        generator = build(state["config"]["model"]["generator"], "model.generator", **state["data"])
+        """G as a checkpoint stores it, rebuilt from its own config (and class names, for a conditional
+        G): the EMA weights when present and asked for."""
+        data = state["data"]
+        classes = data.get("classes")
+        conditional = (state["config"].get("conditioning") or {}).get("generator", "none") != "none"
+        if conditional and classes is None:
+            raise GanctlError("The checkpoint's config is class-conditional, but it stores no class names: the file "
+                              "is not a complete ganctl checkpoint.")
+        conditioning = conditioning_of(state["config"], classes)
+        generator = build_generator(state["config"]["model"]["generator"], data["channels"], data["image_size"], conditioning)
         weights = "ema" if ema and state.get("generator_ema") is not None else "raw"
         try:
             generator.load_state_dict(state["generator_ema" if weights == "ema" else "generator"])
@@ -109,7 +208,7 @@ class Sampler:
                 f"The checkpoint's generator weights do not fit the generator its config describes "
                 f"({str(error).strip().splitlines()[0][:200]}): the file is not a complete ganctl checkpoint."
             ) from None
-        return cls(generator.to(device).eval(), weights)
+        return cls(generator.to(device).eval(), weights, classes if conditioning.conditional else None)
 
 
 class GAN:
@@ -125,11 +224,17 @@ class GAN:
         settings: DictConfig,
         device: torch.device,
         group: Optional[distributed.Group] = None,
+        classes: Optional[list[str]] = None,
+        auxiliary_weight: float = 1.0,
     ) -> None:
         """`settings` is the config's train block: EMA, learning-rate schedule, precision, augmentation,
-        compile and sync_batchnorm are read from it."""
+        compile and sync_batchnorm are read from it. `classes`: a class-conditional GAN's class names;
+        `auxiliary_weight`: the weight of an auxiliary classifier's loss (ACGAN), when D has one."""
         group = group or distributed.Group()
         self.generator, self.discriminator, self.loss, self.device = generator, discriminator, loss, device
+        self.classes = list(classes) if classes is not None else None
+        self.auxiliary = any(isinstance(module, AuxiliaryOutput) for module in discriminator.modules())
+        self.auxiliary_weight = auxiliary_weight
         self.generator_ema = copy.deepcopy(generator).eval().requires_grad_(False) if settings.ema.decay > 0 else None
         self.ema_decay, self.ema_start = settings.ema.decay, settings.ema.start
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
@@ -141,7 +246,7 @@ class GAN:
         # fp16's narrow range would overflow the penalty's loss-scaled double backward: it runs in fp32.
         self.penalty_autocast = speed.autocast(device, "fp32" if self.precision == "fp16" else self.precision)
         self.policy = list(settings.augment)
-        self.sampler = Sampler(self.generator_ema or generator, "ema" if self.generator_ema is not None else "raw")
+        self.sampler = Sampler(self.generator_ema or generator, "ema" if self.generator_ema is not None else "raw", self.classes)
         # What the step calls: DDP-wrapped when there are several ranks, compiled when asked. G's step
         # needs no gradient for D's weights, so nothing of D's to synchronise there: it calls D itself.
         speed.configure_backends(device, self.precision)
@@ -157,40 +262,55 @@ class GAN:
 
     @classmethod
     def from_config(
-        cls, cfg: DictConfig, channels: int, image_size: int, device: torch.device, group: Optional[distributed.Group] = None
+        cls, cfg: DictConfig, channels: int, image_size: int, device: torch.device, group: Optional[distributed.Group] = None,
+        classes: Optional[list[str]] = None,
     ) -> "GAN":
-        """The model, loss and optimizer options of `cfg` for images of the given shape (the
-        dataset's, a runtime fact); refuses a loss and critic that cannot train together."""
+        """The model, loss, conditioning and optimizer options of `cfg` for images of the given shape
+        and classes (the dataset's, runtime facts; `classes` None: it has no labels); refuses a loss and
+        critic that cannot train together, and conditioning that the data or the models cannot take."""
         loss = GANLoss.from_config(cfg.loss)
-        shape = {"channels": channels, "image_size": image_size}
+        conditioning = conditioning_of(cfg, classes)
         channels_last = cfg.train.channels_last
-        generator = speed.memory_format(build(cfg.model.generator, "model.generator", **shape).to(device), channels_last)
-        discriminator = speed.memory_format(
-            build(cfg.model.discriminator, "model.discriminator", **shape).to(device), channels_last
-        )
+        generator = build_generator(cfg.model.generator, channels, image_size, conditioning)
+        discriminator = build_discriminator(cfg.model.discriminator, channels, image_size, conditioning)
+        generator = speed.memory_format(generator.to(device), channels_last)
+        discriminator = speed.memory_format(discriminator.to(device), channels_last)
         loss.check_critic(discriminator, cfg.optimizer.d)
         optimizer_g = speed.optimizer(build(cfg.optimizer.g, "optimizer.g"), generator.parameters(), device)
         optimizer_d = speed.optimizer(build(cfg.optimizer.d, "optimizer.d"), discriminator.parameters(), device)
-        return cls(generator, discriminator, loss, optimizer_g, optimizer_d, cfg.train, device, group)
+        auxiliary_weight = OmegaConf.select(cfg, "conditioning.auxiliary_weight", default=1.0)
+        return cls(generator, discriminator, loss, optimizer_g, optimizer_d, cfg.train, device, group,
+                   classes if conditioning.conditional else None, auxiliary_weight)
 
     @property
     def latent_dim(self) -> int:
         return self.generator.latent_dim
 
-    def step(self, batches: Iterator[torch.Tensor], step: int) -> torch.Tensor:
-        """Train one step on real batches drawn from `batches` (one per critic update); `step` is
-        its number (1, 2, ...), for the EMA's warm-up. Returns STATISTICS stacked, (7,) on the device."""
+    @property
+    def conditional(self) -> bool:
+        """Whether G and D see class labels: the batches must bring them (`data.endless(..., labels=True)`)."""
+        return self.classes is not None
+
+    def step(self, batches: Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], step: int) -> torch.Tensor:
+        """Train one step on real batches drawn from `batches` (one per critic update: images and, for a
+        conditional GAN, their labels); `step` is its number (1, 2, ...), for the EMA's warm-up.
+        Returns STATISTICS stacked, (10,) on the device."""
         loss, policy, penalty = self.loss, self.policy, self.no_penalty
+        class_loss = real_accuracy = fake_accuracy = self.no_penalty
         for critic_step in range(loss.critic_steps):
-            real = next(batches)  # (B, C, H, W) in [-1, 1]
+            real, labels = next(batches)  # (B, C, H, W) in [-1, 1]; their classes (B,), or None
             latents = torch.randn(real.shape[0], self.latent_dim, device=self.device)
             with torch.set_grad_enabled(critic_step == loss.critic_steps - 1):
-                fake = self.fakes(latents)  # the last critic step's fakes keep their graph for G's update
-            real_scores = self.scores(self.critic_call, augment(real, policy))
-            fake_scores = self.scores(self.critic_call, augment(fake.detach(), policy))
+                fake = self.fakes(latents, labels)  # the last critic step's fakes keep their graph for G's update
+            real_scores, real_classes = self.critic_outputs(self.critic_call, augment(real, policy), labels)
+            fake_scores, fake_classes = self.critic_outputs(self.critic_call, augment(fake.detach(), policy), labels)
             d_loss = loss.discriminator(real_scores, fake_scores)
-            if loss.gradient_penalty:
-                penalty = gradient_penalty(partial(self.scores, self.critic_call, amp=self.penalty_autocast), real, fake)
+            if real_classes is not None:  # ACGAN: D also names the class of real and fake images
+                class_loss = classification_loss(real_classes, labels) + classification_loss(fake_classes, labels)
+                d_loss = d_loss + self.auxiliary_weight * class_loss
+            if loss.gradient_penalty:  # on interpolates of real and fake images of the same class, with that label
+                critic = partial(self.scores, self.critic_call, labels=labels, amp=self.penalty_autocast)
+                penalty = gradient_penalty(critic, real, fake)
                 d_loss = d_loss + loss.gradient_penalty * penalty
             self.update(self.optimizer_d, self.scaler_d, d_loss)
             if loss.clip:
@@ -198,24 +318,43 @@ class GAN:
 
         # The generator update on the same fakes, scored by the updated D.
         with speed.frozen(self.discriminator):
-            g_loss = loss.generator(self.scores(self.critic_call_in_g_step, augment(fake, policy)))
+            fake_scores_g, fake_classes = self.critic_outputs(self.critic_call_in_g_step, augment(fake, policy), labels)
+            g_loss = loss.generator(fake_scores_g)
+            if fake_classes is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
+                g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes, labels)
         self.update(self.optimizer_g, self.scaler_g, g_loss)
         for scheduler in self.schedulers:
             scheduler.step()
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, ema_decay(self.ema_decay, step - self.ema_start))
-        return torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(),
-                            real_scores.sigmoid().mean(), fake_scores.sigmoid().mean(), penalty]).detach()
+        if fake_classes is not None:
+            with torch.no_grad():
+                real_accuracy = (real_classes.argmax(1) == labels).float().mean()
+                fake_accuracy = (fake_classes.argmax(1) == labels).float().mean()
+        return torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(), real_scores.sigmoid().mean(),
+                            fake_scores.sigmoid().mean(), penalty, class_loss, real_accuracy, fake_accuracy]).detach()
 
-    def fakes(self, latents: torch.Tensor) -> torch.Tensor:
-        """G's images at the run's precision, handed on in fp32."""
+    def fakes(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """G's images (of the classes `labels`, conditional) at the run's precision, handed on in fp32."""
         with self.autocast():
-            return self.generator_call(latents).float()
+            fake = self.generator_call(latents) if labels is None else self.generator_call(latents, labels)
+            return fake.float()
 
-    def scores(self, critic: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, amp=None) -> torch.Tensor:
-        """D's raw scores at the run's precision (or `amp`'s); the losses see them in fp32."""
+    def critic_outputs(
+        self, critic: Callable[..., Any], images: torch.Tensor, labels: Optional[torch.Tensor] = None, amp=None
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """D's raw scores (B,) at the run's precision (or `amp`'s), and its auxiliary classifier's class
+        logits (B, K) when it has one (else None); the losses see them in fp32."""
         with (amp or self.autocast)():
-            return critic(images).float()
+            output = critic(images) if labels is None else critic(images, labels)
+            scores, class_logits = output if isinstance(output, tuple) else (output, None)
+            return scores.float(), None if class_logits is None else class_logits.float()
+
+    def scores(
+        self, critic: Callable[..., Any], images: torch.Tensor, labels: Optional[torch.Tensor] = None, amp=None
+    ) -> torch.Tensor:
+        """D's raw scores alone (what the gradient penalty differentiates)."""
+        return self.critic_outputs(critic, images, labels, amp)[0]
 
     @staticmethod
     def update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
@@ -224,13 +363,19 @@ class GAN:
         scaler.step(optimizer)
         scaler.update()
 
-    def generate(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images for `latents` through the one door (`Sampler`): G's EMA when there is one."""
-        return self.sampler(latents)
+    def generate(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images for `latents` (of the classes `labels`, conditional) through the one door (`Sampler`):
+        G's EMA when there is one."""
+        return self.sampler(latents, labels=labels)
 
     def scalars(self, means: dict[str, float]) -> dict[str, float]:
-        """What to log from the means of STATISTICS over a log interval (the loss decides)."""
-        return self.loss.scalars(means)
+        """What to log from the means of STATISTICS over a log interval (the loss decides), and an
+        auxiliary classifier's loss and accuracies on real and fake images."""
+        scalars = self.loss.scalars(means)
+        if self.auxiliary:
+            scalars.update({"classifier/loss": means["class_loss"], "classifier/real_accuracy": means["real_class_accuracy"],
+                            "classifier/fake_accuracy": means["fake_class_accuracy"]})
+        return scalars
 
     def state_dict(self) -> dict[str, Any]:
         return {

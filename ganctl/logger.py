@@ -148,16 +148,21 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table = Table(title="ganctl run", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for group in ("model", "loss", "optimizer", "dataset"):
+    conditional = summary.get("conditioning") not in (None, "none")
+    for group in ("model", "loss", "optimizer", "dataset", *(["conditioning"] if conditional else [])):
         table.add_row(group, str(summary[group]))
     table.add_row("steps", str(summary["steps"]))
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("images/s", f"{summary['images_per_second']:.0f}")
     for name, value in summary["losses"].items():
         table.add_row(name, f"{value:.4f}")
-    for name in ("wasserstein", "gradient_penalty"):
+    for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy"):
         if summary.get(name) is not None:
             table.add_row(name, f"{summary[name]:.4f}")
     table.add_row("run directory", str(run_dir))
     console.print(table)
+    if conditional:  # one row per class, or the class asked for
+        console.print(f"Sample from it:\n  ganctl sample {run_dir} --out {Path(run_dir) / 'samples' / 'grid.png'}"
+                      f"\n  ganctl sample {run_dir} --class <name or index> --num 64")
+        return
     console.print(f"Sample from it:\n  ganctl sample {run_dir} --num 64 --out {Path(run_dir) / 'samples' / 'grid.png'}")

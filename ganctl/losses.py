@@ -5,7 +5,8 @@ image, shape (B,); higher means "more real". Every discriminator loss takes (rea
 fake_scores) and every generator loss takes fake_scores; both return a scalar to minimise.
 
 Penalties and constraints that need the critic itself (the WGAN-GP gradient penalty, WGAN's weight
-clipping) are separate functions below. `GANLoss` is a loss option made concrete: the pair of
+clipping) are separate functions below, as is ACGAN's classification loss on an auxiliary
+classifier's class logits (a class-conditional critic's second output). `GANLoss` is a loss option made concrete: the pair of
 functions and how the critic is trained with them (critic steps, penalty, clipping) and watched
 (what to log). It is the one place that reads those keys of the config; the GAN's step follows it.
 """
@@ -120,6 +121,14 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return ((gradients.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
+def classification_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ACGAN's auxiliary classification loss (Odena et al. 2017): the cross-entropy of D's class
+    logits (B, K) against the labels (B,) -- minus the log-likelihood of the right class, L_C. Both
+    networks minimise it: D on real and fake images (it learns to name the class), G on its fakes (it
+    learns to make images of the class it was asked for)."""
+    return F.cross_entropy(class_logits, labels)
+
+
 @torch.no_grad()
 def clip_weights(critic: nn.Module, clip: float) -> None:
     """WGAN's Lipschitz constraint: clamp every critic parameter into [-clip, clip] after its step."""
@@ -132,8 +141,6 @@ def clip_weights(critic: nn.Module, clip: float) -> None:
 
 REPORTS = ("probability", "wasserstein", "scores")
 MOMENTUM_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.NAdam", "torch.optim.RAdam", "torch.optim.Adamax")
-# The on-device statistics of one training step, in the order the GAN's step returns them.
-STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty")
 
 
 @dataclass(frozen=True)
@@ -204,7 +211,7 @@ class GANLoss:
                  "set loss.clip=0 (or use loss=wgangp).")
 
     def scalars(self, means: dict[str, float]) -> dict[str, float]:
-        """What to log, from the means of STATISTICS over a log interval: the losses, and D's view of
+        """What to log, from the means of the GAN step's STATISTICS (ganctl.gan) over a log interval: the losses, and D's view of
         real and fake images as this loss reads it (probabilities for the BCE family; for Wasserstein
         losses the distance estimate mean D(real) - mean D(fake), and the penalty term)."""
         scalars = {"loss/d": means["d_loss"], "loss/g": means["g_loss"]}

@@ -45,7 +45,7 @@ from ganctl.console import console, warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 
-HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True}
+HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True, "intra_fid": False, "intra_kid": False}
 WEIGHTS_ENV = "GANCTL_INCEPTION_WEIGHTS"
 CACHE_FORMAT, CACHE_VERSION = "ganctl-real-features", 1
 # torch-fidelity's Inception-v3 weights (the TF 2015-12-05 graph, converted); torchmetrics uses the same
@@ -256,12 +256,14 @@ def first(batches: Iterable[torch.Tensor], num: int) -> Iterator[torch.Tensor]:
 
 
 def real_features(
-    real: Any, split: str, num_real: Optional[int], batch_size: int, backbone: Backbone, device: torch.device
-) -> tuple[torch.Tensor, Path, bool]:
+    real: Any, split: str, num_real: Optional[int], batch_size: int, backbone: Backbone, device: torch.device,
+    with_labels: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor], Path, bool]:
     """The backbone's features (N, D) of the first num_real real images (all when None), from the disk
-    cache when it has them: (features, cache file, whether it was a cache hit). The key covers the
-    data (its fingerprint changes with the images and their size), the split, the count and the
-    backbone with its weights, so any change computes them afresh."""
+    cache when it has them: (features, their labels (N,) when asked for (else None), cache file,
+    whether it was a cache hit). The key covers the data (its fingerprint changes with the images and
+    their size), the split, the count and the backbone with its weights, so any change computes them
+    afresh; a cache file without the labels asked for (written for an unconditional GAN) is too."""
     count = len(real) if num_real is None else min(num_real, len(real))
     meta = {
         "format": CACHE_FORMAT,
@@ -277,21 +279,41 @@ def real_features(
     }
     key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     path = data.cache_dir(None) / "real_features" / f"{key[:32]}.pt"
+    lacks_labels = False
     if path.is_file():
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(stored, dict) and stored.get("meta") == meta and isinstance(stored.get("features"), torch.Tensor):
-                return stored["features"], path, True
+                features, labels = stored["features"], stored.get("labels")
+                if not with_labels:
+                    return features, None, path, True
+                if isinstance(labels, torch.Tensor) and labels.shape == (features.shape[0],):
+                    return features, labels, path, True
+                lacks_labels = True
         except Exception:  # unreadable in any way: computed afresh below
             pass
-        warn(f"ignoring the unreadable or foreign cache file {path}; recomputing it.")
+        if not lacks_labels:
+            warn(f"ignoring the unreadable or foreign cache file {path}; recomputing it.")
     console.print(f"Computing {backbone.name} features of {count} real {split} images (once; cached in {path.parent})")
-    features, _ = extract(backbone, first(real.batches(batch_size), count), device)
+    if with_labels:
+        batch_labels: list[torch.Tensor] = []
+
+        def images_of(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[torch.Tensor]:
+            for images, labels in pairs:
+                batch_labels.append(labels.cpu())
+                yield images
+
+        features, _ = extract(backbone, first(images_of(real.labelled_batches(batch_size)), count), device)
+        labels = torch.cat(batch_labels)[:count]
+        entry = {"meta": meta, "features": features, "labels": labels}
+    else:
+        features, _ = extract(backbone, first(real.batches(batch_size), count), device)
+        labels, entry = None, {"meta": meta, "features": features}
     try:
-        write_atomically(path, lambda f: torch.save({"meta": meta, "features": features}, f))
+        write_atomically(path, lambda f: torch.save(entry, f))
     except OSError as error:  # a read-only cache costs time, not the result
         warn(f"cannot cache the real features in {path}: {error}")
-    return features, path, False
+    return features, labels, path, False
 
 
 # --------------------------------------------------------------------------- the metrics
@@ -302,36 +324,68 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
 
 
+def proportional_labels(real_labels: torch.Tensor, num_classes: int, num: int) -> torch.Tensor:
+    """num labels, sorted by class, with each class's share of the real labels (largest remainder: the
+    counts sum to num exactly, and the same real labels always give the same fake ones)."""
+    counts = torch.bincount(real_labels, minlength=num_classes).double()
+    exact = counts / counts.sum() * num
+    chosen = exact.floor().long()
+    leftover = int(num - chosen.sum())
+    chosen[torch.argsort(exact - chosen, descending=True, stable=True)[:leftover]] += 1
+    return torch.repeat_interleave(torch.arange(num_classes), chosen)
+
+
 class Evaluator:
     """FID / KID / IS of a generator against one real dataset split.
 
-    `Evaluator(settings, real, device, feature_extractor=None)`: settings is the config's `metrics`
-    block (a DictConfig, dict or MetricsSettings); real is a ganctl.data source (`.batches`, `.fingerprint`,
-    `.channels`, `.image_size`); feature_extractor, any nn.Module mapping uint8 images (B, C, H, W) to
-    (B, D) features, replaces settings.feature. Building it loads (or computes and caches) the real
-    features, so it is built once per run. `evaluator(sampler, step)` scores the images of a
-    `gan.Sampler` (the one door to G's images) and returns one card per metric.
+    `Evaluator(settings, real, device, feature_extractor=None, classes=None)`: settings is the config's
+    `metrics` block (a DictConfig, dict or MetricsSettings); real is a ganctl.data source (`.batches`,
+    `.fingerprint`, `.channels`, `.image_size`); feature_extractor, any nn.Module mapping uint8 images
+    (B, C, H, W) to (B, D) features, replaces settings.feature. Building it loads (or computes and
+    caches) the real features, so it is built once per run. `evaluator(sampler, step)` scores the
+    images of a `gan.Sampler` (the one door to G's images) and returns one card per metric.
+
+    For a class-conditional generator (`classes`: its class names, which the real data must have too)
+    the fakes are made in the real images' class proportions, and FID and KID are also computed class
+    by class -- each class's fakes against that class's real images, from the same features split by
+    label -- with a card per class (`fid/<class>`) and their mean, the intra-class FID (`intra_fid`;
+    `intra_kid` likewise) beside the overall one.
     """
 
-    def __init__(self, settings: Any, real: Any, device: torch.device, feature_extractor: Optional[nn.Module] = None) -> None:
+    def __init__(self, settings: Any, real: Any, device: torch.device, feature_extractor: Optional[nn.Module] = None,
+                 classes: Optional[list[str]] = None) -> None:
         self.settings = MetricsSettings.from_node(settings)
         self.names = check_metric_names(self.settings.names)
         self.device, self.real = torch.device(device), real
+        self.classes = list(classes) if classes is not None else None
+        if self.classes is not None and getattr(real, "classes", None) != self.classes:
+            raise GanctlError(
+                f"The generator was trained on the classes {', '.join(self.classes)}, but the real images it is "
+                f"compared with have {', '.join(getattr(real, 'classes', None) or ['no labels'])}: the dataset "
+                "changed since training. Point the dataset at the data it was trained on."
+            )
         self.backbone = build_backbone(feature_extractor if feature_extractor is not None else self.settings.feature, self.device, self.settings.inception_weights)
         if "is" in self.names and not (self.backbone.has_logits and real.channels == 3):
             raise GanctlError(
                 "The Inception Score needs the Inception backbone and 3-channel images (it scores ImageNet classes); "
                 f"this run has {real.channels}-channel images and the {self.backbone.name} backbone. Use fid and kid."
             )
-        features, self.cache_path, self.cache_hit = real_features(
-            real, self.settings.split, self.settings.num_real, self.settings.batch_size, self.backbone, self.device
+        features, self.real_labels, self.cache_path, self.cache_hit = real_features(
+            real, self.settings.split, self.settings.num_real, self.settings.batch_size, self.backbone, self.device,
+            with_labels=self.classes is not None,
         )
         self.num_real = features.shape[0]
         if self.num_real < 2:
             raise GanctlError(f"FID and KID need at least 2 real images; the {self.settings.split} split has {self.num_real}.")
         self.metrics = self._build_metrics(features)
+        if self.classes is not None:
+            self.real_by_class = [features[self.real_labels == index] for index in range(len(self.classes))]
+            self.fake_labels = proportional_labels(self.real_labels, len(self.classes), self.settings.num_fake)
+            self.class_metrics = self._build_metrics(features, per_class=True)
 
-    def _build_metrics(self, real: torch.Tensor) -> dict[str, Any]:
+    def _build_metrics(self, real: torch.Tensor, per_class: bool = False) -> dict[str, Any]:
+        """torchmetrics' metrics of self.names, holding the real features; `per_class`: FID and KID
+        only, fed each class's real features anew (reset clears real and fake features alike)."""
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.inception import InceptionScore
         from torchmetrics.image.kid import KernelInceptionDistance
@@ -341,33 +395,40 @@ class Evaluator:
         with warnings.catch_warnings():  # KID and IS warn that they keep every feature: that is the point
             warnings.simplefilter("ignore", UserWarning)
             if "fid" in self.names:
-                metrics["fid"] = FrechetInceptionDistance(feature=Passthrough(dim), reset_real_features=False)
+                metrics["fid"] = FrechetInceptionDistance(feature=Passthrough(dim), reset_real_features=per_class)
             if "kid" in self.names:
                 metrics["kid"] = KernelInceptionDistance(
-                    feature=Passthrough(dim), subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, reset_real_features=False
+                    feature=Passthrough(dim), subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, reset_real_features=per_class
                 )
-            if "is" in self.names:
+            if "is" in self.names and not per_class:
                 metrics["is"] = InceptionScore(feature=Passthrough(1008), splits=IS_SPLITS)
         for name in ("fid", "kid"):
-            if name in metrics:
+            if name in metrics and not per_class:
                 for chunk in real.split(1000):
                     metrics[name].update(chunk, real=True)
         return metrics
 
     def fake_batches(self, sampler: Any) -> Iterator[torch.Tensor]:
         """settings.num_fake uint8 images from the sampler's G (in eval mode). The latents are those of
-        `ganctl sample --seed <metrics.seed>`, drawn from their own torch.Generator on the CPU."""
+        `ganctl sample --seed <metrics.seed>`, drawn from their own torch.Generator on the CPU; a
+        conditional G's labels are those of `self.fake_labels`."""
+        if sampler.conditional != (self.classes is not None):
+            raise GanctlError("A class-conditional generator is scored against labelled real images, an "
+                              "unconditional one without labels: build the Evaluator with the generator's classes.")
         latents = sampler.latents(self.settings.num_fake, self.settings.seed)
-        for images in sampler.batches(latents, self.settings.batch_size):
+        labels = self.fake_labels if self.classes is not None else None
+        for images in sampler.batches(latents, self.settings.batch_size, labels):
             yield to_uint8(images)  # (B, C, H, W)
 
     def __call__(self, sampler: Any, step: int) -> list[dict[str, Any]]:
-        """The configured metrics of the sampler's images at `step`, as cards."""
-        return self.score(self.fake_batches(sampler), step)
+        """The configured metrics of the sampler's images at `step`, as cards (and, conditional, the
+        intra-class ones)."""
+        return self.score(self.fake_batches(sampler), step, self.fake_labels if self.classes is not None else None)
 
     @torch.no_grad()
-    def score(self, batches: Iterable[torch.Tensor], step: int) -> list[dict[str, Any]]:
-        """The configured metrics of any uint8 image batches (B, C, H, W) against the real images."""
+    def score(self, batches: Iterable[torch.Tensor], step: int, labels: Optional[torch.Tensor] = None) -> list[dict[str, Any]]:
+        """The configured metrics of any uint8 image batches (B, C, H, W) against the real images; with
+        the images' `labels` (a conditional Evaluator's), the intra-class FID and KID too."""
         features, logits = extract(self.backbone, batches, self.device)
         num_fake = features.shape[0]
         if num_fake < 2:
@@ -391,7 +452,43 @@ class Evaluator:
                 value, std = (result, None) if name == "fid" else result
                 cards.append(self.card(name, float(value), None if std is None else float(std), num_fake, step))
                 metric.reset()
+            if labels is not None and self.classes is not None:
+                for name in self.class_metrics:
+                    cards += self.intra_class(name, features, labels, step)
         return cards
+
+    def intra_class(self, name: str, features: torch.Tensor, labels: torch.Tensor, step: int) -> list[dict[str, Any]]:
+        """`name` (fid or kid) of each class's fakes against its real images, a card each, then their
+        mean (intra_<name>). A class with fewer than 2 real or fake images is left out (and said so)."""
+        metric, cards = self.class_metrics[name], []
+        for index, class_name in enumerate(self.classes):
+            real, fake = self.real_by_class[index], features[labels == index]
+            if min(len(real), len(fake)) < 2:
+                continue
+            metric.reset()  # real and fake features both (reset_real_features=True)
+            metric.update(real, real=True)
+            metric.update(fake, real=False)
+            if name == "kid":
+                metric.subset_size = min(KID_SUBSET_SIZE, len(real), len(fake))
+            result = metric.compute()
+            value, std = (result, None) if name == "fid" else result
+            card = self.card(name, float(value), None if std is None else float(std), len(fake), step)
+            card.update(metric=f"{name}/{class_name}", num_real=len(real), **{"class": class_name, "class_index": index})
+            if name == "kid":
+                card["options"]["subset_size"] = metric.subset_size
+            cards.append(card)
+        metric.reset()
+        if not cards:
+            return []
+        values = torch.tensor([card["value"] for card in cards], dtype=torch.float64)
+        mean = self.card(name, values.mean().item(), values.std().item() if len(cards) > 1 else None,
+                         sum(card["num_fake"] for card in cards), step)
+        left_out = [class_name for class_name in self.classes if class_name not in {card["class"] for card in cards}]
+        mean["options"].update(classes=len(cards), left_out=left_out, std="across classes")
+        if name == "kid":
+            mean["options"]["subset_size"] = "per class: at most the class's image counts"
+        mean.update(metric=f"intra_{name}", num_real=sum(card["num_real"] for card in cards))
+        return [mean, *cards]
 
     def card(self, name: str, value: float, std: Optional[float], num_fake: int, step: int) -> dict[str, Any]:
         """How a number was made: enough to reproduce it, or to see why two numbers differ."""

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, distributed, rundir
+from ganctl import checkpoint, config, distributed, rundir
 from ganctl import data as datasets
 from ganctl.console import console
 from ganctl.device import resolve_device
@@ -123,8 +123,6 @@ class RunOutputs:
         self.best: Optional[dict[str, Any]] = resume.get("best")
         self.wall_before: float = resume.get("wall_seconds", 0.0)
         self.divergence = DivergenceWatch(run_dir, device)
-        # The grid's latents come from their own RNG, so drawing it never shifts the training RNG.
-        self.fixed_latents = gan.sampler.latents(cfg.train.num_samples, cfg.train.seed)
         self.started = time.perf_counter()
 
     def state(self, step: int) -> dict[str, Any]:
@@ -144,8 +142,11 @@ class RunOutputs:
             checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
 
     def grid(self, step: int, logger: RunLogger | NullLogger) -> None:
+        """The fixed-latent grid (one row per class for a conditional GAN). Its latents come from their
+        own RNG (train.seed), so drawing them never shifts the training RNG."""
         self.divergence.check(self.last_saved)
-        grid = make_grid(self.gan.generate(self.fixed_latents), nrow=8, normalize=True, value_range=(-1, 1))
+        images, per_row = self.gan.sampler.grid(self.cfg.train.num_samples, self.cfg.train.seed)
+        grid = make_grid(images, nrow=per_row, normalize=True, value_range=(-1, 1))
         (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
         save_image(grid, self.run_dir / "samples" / f"step_{step:07d}.png")
         logger.image("samples/fixed_latents", grid, step)
@@ -187,12 +188,13 @@ def prepare_run_dir(run_dir: Path, resume: Optional[dict[str, Any]], group: dist
         rundir.refuse_new_run_over(run_dir)
 
 
-def build_evaluator(cfg: DictConfig, data: Any, device: torch.device) -> Any:
-    """The image-quality metrics of train.eval_every, against the configured split of the dataset."""
+def build_evaluator(cfg: DictConfig, data: Any, gan: GAN, device: torch.device) -> Any:
+    """The image-quality metrics of train.eval_every, against the configured split of the dataset
+    (and class by class too, for a conditional GAN)."""
     from ganctl import metrics
 
-    real = data if cfg.metrics.split == "train" else datasets.build(cfg.dataset, device, split=cfg.metrics.split)
-    return metrics.Evaluator(cfg.metrics, real, device)
+    real = data if cfg.metrics.split == "train" else datasets.build(cfg.dataset, device, cfg.metrics.split, gan.conditional)
+    return metrics.Evaluator(cfg.metrics, real, device, classes=gan.classes)
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]] = None) -> RunResult:
@@ -216,8 +218,8 @@ def train_on(
     prepare_run_dir(run_dir, resume, group)
     batch_size = distributed.per_process_batch(settings.batch_size, settings.global_batch_size, group)
     seed_everything(settings.seed)
-    data = datasets.build(cfg.dataset, device)
-    gan = GAN.from_config(cfg, data.channels, data.image_size, device, group)
+    data = datasets.build(cfg.dataset, device, labels=config.is_conditional(cfg))  # labels refused if missing
+    gan = GAN.from_config(cfg, data.channels, data.image_size, device, group, data.classes)
     start_step = 0
     if resume is not None:
         gan.load_state_dict(checkpoint.gan_state(resume))
@@ -228,7 +230,7 @@ def train_on(
         console.print(f"{run_dir} already reached {start_step} of train.steps={settings.steps}; nothing to do. "
                       f"Pass a larger train.steps to train further.")
         return RunResult(run_dir, start_step, {})
-    evaluator = build_evaluator(cfg, data, device) if settings.eval_every and group.main else None
+    evaluator = build_evaluator(cfg, data, gan, device) if settings.eval_every and group.main else None
     log.info(
         "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d, %d torch threads",
         "Resuming" if resume else "Training", run_dir, ", ".join(f"{k}={v}" for k, v in choices.items()),
@@ -238,8 +240,9 @@ def train_on(
     )
     images_per_step = batch_size * group.world_size  # every rank's images, as the summary counts them
     logger = RunLogger(run_dir, settings.steps, start_step, images_per_step) if group.main else NullLogger()
-    outputs = RunOutputs(run_dir, cfg, choices, gan, {"channels": data.channels, "image_size": data.image_size}, device, resume)
-    means, batches = RunningMeans(STATISTICS, device), datasets.endless(data, batch_size)
+    shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
+    outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume)
+    means, batches = RunningMeans(STATISTICS, device), datasets.endless(data, batch_size, labels=gan.conditional)
     step, stopping, last_logged = start_step, False, {}
     with GracefulStop() as stop:
         try:
@@ -297,7 +300,8 @@ def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best
         "losses": {"d_loss": last_logged.get("loss/d"), "g_loss": last_logged.get("loss/g")},
         "d_real": last_logged.get("d/real"),
         "d_fake": last_logged.get("d/fake"),
-        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty") if name in last_logged},
+        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy")
+           if name in last_logged},
         **{f"metrics/{card['metric']}": card["value"] for card in cards},
         **({"best": best} if best else {}),
     }
@@ -315,7 +319,7 @@ def finish(
         "wall_seconds": outputs.wall_before + wall,
         "images_per_second": steps_trained * images_per_step / max(wall, 1e-9),
         **run_results(last_logged, outputs.cards, outputs.best),
-        **{name: choices.get(name) for name in ("model", "loss", "optimizer", "dataset")},
+        **{name: choices.get(name) for name in ("model", "loss", "optimizer", "dataset", "conditioning")},
         "device": str(device),
         "torch_threads": torch.get_num_threads(),  # CPU results are bit-for-bit the same at the same count
         "run_dir": str(run_dir),

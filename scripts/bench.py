@@ -4,6 +4,8 @@
     python scripts/bench.py --precision fp32 --json bench.json
     python scripts/bench.py --device cuda --precision bf16 --batch-size 256
     python scripts/bench.py --penalty-cost --model wgangp --no-reference   # WGAN-GP cycle vs the same without penalty
+    python scripts/bench.py --model dcgan_small --image-size 28 --no-reference --precision fp32 \
+        --conditioning none projection acgan concat          # what class conditioning costs a step
 
 ganctl is measured through its real training entry point (`ganctl.train.train` on the composed
 config, so everything a run does per step is included), reading the images/s it logs for each
@@ -15,7 +17,9 @@ same training: pytorch/examples' DCGAN loop -- a DataLoader over MNIST with per-
 (Resize, ToTensor, Normalize), fp32, a sigmoid discriminator with BCELoss, `.item()` on every
 step -- timed over the same intervals. `--penalty-cost` times ganctl's WGAN-GP generator cycle (5
 critic steps with the gradient penalty + 1 generator step) against the same cycle without the
-penalty. Not a test: timings depend on the machine and its load.
+penalty. `--conditioning` runs ganctl once per conditioning option (on the bundled digits' labels)
+and reports each one's time per step against the unconditional run of the same round. Not a test:
+timings depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -190,6 +194,8 @@ def main() -> int:
     parser.add_argument("--no-reference", dest="reference", action="store_false")
     parser.add_argument("--penalty-cost", action="store_true",
                         help="also time each precision with loss.gradient_penalty=0 (a WGAN-GP model) and report the ratio")
+    parser.add_argument("--conditioning", nargs="+", default=["none"],
+                        help="ganctl's conditioning options, one run each, timed against none (e.g. none projection acgan)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("override", nargs="*", help="extra ganctl overrides, e.g. train.ema.decay=0")
     args = parser.parse_args()
@@ -204,6 +210,10 @@ def main() -> int:
     loops: dict[str, Callable[[Path], list[float]]] = {}
     for precision in args.precision:
         loops[f"ganctl {precision}"] = partial(ganctl_images_per_second, args, extra=[f"train.precision={precision}"])
+        for conditioning in (option for option in args.conditioning if option != "none"):
+            loops[f"ganctl {precision}, conditioning={conditioning}"] = partial(
+                ganctl_images_per_second, args, extra=[f"train.precision={precision}", f"conditioning={conditioning}"]
+            )
         if args.penalty_cost:
             loops[f"ganctl {precision}, no penalty"] = partial(
                 ganctl_images_per_second, args, extra=[f"train.precision={precision}", "loss.gradient_penalty=0"]
@@ -230,13 +240,15 @@ def main() -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.model}, {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.device}")
-    for column in ("loop", "images/s (median)", "intervals", "vs reference", "penalty cost"):
+    for column in ("loop", "images/s (median)", "intervals", "vs reference", "penalty cost", "conditioning cost"):
         table.add_column(column)
     for name, rates in results.items():
         versus = f"{paired(name, REFERENCE):.2f}x" if args.reference else ""
         plain = f"{name}, no penalty"
         cost = f"{paired(plain, name):.2f}x the time" if plain in results else ""
-        table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{r:,.0f}" for r in rates), versus, cost)
+        unconditional = name.split(", conditioning=")[0]
+        conditioning_cost = f"{paired(unconditional, name):.2f}x the time" if ", conditioning=" in name else ""
+        table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{r:,.0f}" for r in rates), versus, cost, conditioning_cost)
     Console().print(table)
     if args.json:
         record = {

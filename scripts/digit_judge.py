@@ -36,10 +36,18 @@ defaults without the real one:
    number of classes present (a class counts if it has >= 2% of the
    samples) and the mean max-softmax confidence -- a cheap mode-collapse and
    "looks like a digit" check.
+5. Samples of requested classes -- a folder of class folders named after the
+   digits, ``DIR/0/*.png`` ... ``DIR/9/*.png``, as ``ganctl sample RUN --num 100
+   --images-dir DIR`` writes them for a class-conditional MNIST checkpoint --
+   also get the share of each requested class that the classifier assigns to
+   that class, and overall. The class-conditional bar (``experiment=mnist_cgan``):
+   at least 95% overall, at least 85% for every class, and FD <= 30 on all the
+   samples together (up to 100 per class are judged, 1,000 in all).
 
 Usage::
 
     python scripts/digit_judge.py SAMPLES_DIR_OR_FILE [--data-root DIR] [--json out.json]
+    python scripts/digit_judge.py CLASS_FOLDERS_DIR [--json out.json]     # DIR/<digit>/*.png
     python scripts/digit_judge.py --real-baseline [--json out.json]
 
 Samples are a folder of PNGs (any size, gray or RGB; resized to 28x28 with
@@ -73,7 +81,9 @@ Logger = Callable[[str], None]
 NUM_CLASSES = 10
 FEATURE_DIM = 128
 MAX_SAMPLES = 1000
+MAX_PER_CLASS = 100  # samples of each requested class judged (10 classes: MAX_SAMPLES in all)
 PRESENT_FRACTION = 0.02  # a class is "present" with at least 2% of the samples
+CONDITIONAL_BAR = {"overall": 0.95, "per_class": 0.85, "fd": 30.0}  # experiment=mnist_cgan's acceptance bar
 REAL_FD_TARGET = 4.0  # what the independent judge reports for real digits
 SEED = 0
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -241,6 +251,67 @@ def load_samples(path: Path, limit: int = MAX_SAMPLES) -> Tensor:
     if len(arr) > limit:
         arr = arr[torch.randperm(len(arr), generator=torch.Generator().manual_seed(SEED))[:limit]]
     return arr
+
+
+def class_folders(path: Path) -> dict[int, Path]:
+    """A folder's subfolders named after digits (0..9) that hold PNGs: the requested classes."""
+    if not path.is_dir():
+        return {}
+    return {int(sub.name): sub for sub in sorted(path.iterdir())
+            if sub.is_dir() and sub.name.isdigit() and int(sub.name) < NUM_CLASSES and any(sub.glob("*.png"))}
+
+
+def load_requested(folders: dict[int, Path]) -> tuple[Tensor, Tensor]:
+    """Up to MAX_PER_CLASS samples of each requested class: (images (N, 1, 28, 28) uint8, requested class (N,))."""
+    images, requested = [], []
+    for digit, folder in folders.items():
+        batch = load_samples(folder, limit=MAX_PER_CLASS)
+        images.append(batch)
+        requested.append(torch.full((len(batch),), digit, dtype=torch.long))
+    return torch.cat(images), torch.cat(requested)
+
+
+@dataclass
+class ClassVerdict:
+    overall: float  # share of all samples classified as the class requested for them
+    per_class: dict[str, dict[str, float]]  # digit -> {"num": N, "accuracy": share}
+    confusions: dict[str, list[int]]  # digit -> predicted class counts of its samples
+
+    def passed(self, fd: float) -> bool:
+        return (self.overall >= CONDITIONAL_BAR["overall"] and fd <= CONDITIONAL_BAR["fd"]
+                and all(entry["accuracy"] >= CONDITIONAL_BAR["per_class"] for entry in self.per_class.values()))
+
+
+def judge_classes(images: Tensor, requested: Tensor, net: DigitNet) -> ClassVerdict:
+    """How many samples of each requested class the classifier assigns to that class."""
+    predicted = predict(net, images).argmax(1)
+    per_class, confusions = {}, {}
+    for digit in requested.unique().tolist():
+        mine = requested == digit
+        per_class[str(digit)] = {"num": int(mine.sum()), "accuracy": (predicted[mine] == digit).float().mean().item()}
+        confusions[str(digit)] = torch.bincount(predicted[mine], minlength=NUM_CLASSES).tolist()
+    return ClassVerdict((predicted == requested).float().mean().item(), per_class, confusions)
+
+
+def print_class_report(verdict: ClassVerdict, fd: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    table = Table(title="requested classes: share classified as asked, and the predicted class counts", title_justify="left")
+    table.add_column("asked", justify="right")
+    table.add_column("N", justify="right")
+    table.add_column("as asked", justify="right")
+    for d in range(NUM_CLASSES):
+        table.add_column(str(d), justify="right")
+    for digit, entry in verdict.per_class.items():
+        style = "green" if entry["accuracy"] >= CONDITIONAL_BAR["per_class"] else "red"
+        table.add_row(digit, str(entry["num"]), f"[{style}]{entry['accuracy']:.1%}[/]", *map(str, verdict.confusions[digit]))
+    console.print(table)
+    verdict_text = "[green]passes[/]" if verdict.passed(fd) else "[red]fails[/]"
+    console.print(f"overall {verdict.overall:.1%} classified as asked, FD {fd:.2f}: {verdict_text} the class-conditional bar "
+                  f"(>= {CONDITIONAL_BAR['overall']:.0%} overall, >= {CONDITIONAL_BAR['per_class']:.0%} per class, "
+                  f"FD <= {CONDITIONAL_BAR['fd']:g})")
 
 
 def random_subset(x: Tensor, n: int, seed: int = SEED) -> Tensor:
@@ -430,6 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     state = load_or_train(splits, args.cache, args.retrain, log)
     net: DigitNet = state["net"]
     fid = make_fid(net, splits.test_x)
+    classes = None
 
     if args.real_baseline:
         noise = torch.randint(0, 256, (MAX_SAMPLES, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(SEED))
@@ -437,12 +509,20 @@ def main(argv: list[str] | None = None) -> int:
             judge("real train digits", random_subset(splits.train_x, MAX_SAMPLES), net, fid, state["fd_scale"]),
             judge("uniform noise", noise, net, fid, state["fd_scale"]),
         ]
+    elif class_folders(args.samples):
+        images, requested = load_requested(class_folders(args.samples))
+        verdicts = [judge(str(args.samples), images, net, fid, state["fd_scale"])]
+        classes = judge_classes(images, requested, net)
     else:
         verdicts = [judge(str(args.samples), load_samples(args.samples), net, fid, state["fd_scale"])]
 
     print_report(verdicts, state, len(splits.test_x))
+    if classes is not None:
+        print_class_report(classes, verdicts[0].fd)
     if args.json:
         out = {k: v for k, v in asdict(verdicts[0]).items() if k != "name"}
+        if classes is not None:
+            out["requested"] = {**asdict(classes), "passed": classes.passed(verdicts[0].fd)}
         out["judge_test_accuracy"] = state["test_acc"]
         out["fd_scale"] = state["fd_scale"]
         if args.real_baseline:

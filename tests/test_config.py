@@ -45,15 +45,16 @@ def test_option_composes_and_instantiates(group: str, option: str) -> None:
 
 def test_dataset_default_is_the_bundled_digits() -> None:
     cfg, _ = compose_config()
-    images = instantiate(cfg.dataset)
-    assert images.dtype == torch.uint8 and images.shape == (4000, 1, 28, 28)
+    digits = instantiate(cfg.dataset)
+    assert digits.images.dtype == torch.uint8 and digits.images.shape == (4000, 1, 28, 28)
     counts = torch.bincount(bundled_mnist()[1], minlength=10)
     assert counts.tolist() == [400] * 10
+    assert torch.equal(digits.labels, bundled_mnist()[1]) and digits.classes == [str(digit) for digit in range(10)]
 
 
 def test_dataset_image_size_resizes() -> None:
     cfg, _ = compose_config("dataset.image_size=32")
-    assert instantiate(cfg.dataset).shape == (4000, 1, 32, 32)
+    assert instantiate(cfg.dataset).images.shape == (4000, 1, 32, 32)
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])

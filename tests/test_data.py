@@ -449,3 +449,76 @@ def test_train_on_a_folder_through_the_cli(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     assert list((tmp_path / "cache").glob("*.npz"))
 
+
+
+# ----------------------------------------------------------------------------- class labels
+
+
+def test_labelled_datasets_give_labels_and_class_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    digits = load("mnist")
+    assert digits.classes == [str(digit) for digit in range(10)]
+    assert torch.equal(digits.labels, data.bundled_mnist("train")[1])
+    rng = np.random.default_rng(3)
+    images, labels = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8), np.array([3, 1, 4, 1, 5, 9], np.uint8)
+    for folder in ("MNIST", "FashionMNIST"):
+        write_idx(tmp_path / folder / "raw", "train", images, labels)
+        write_idx(tmp_path / folder / "raw", "t10k", images[:2], labels[:2])
+    mnist, fashion = load("mnist", f"dataset.root={tmp_path}"), load("fashion_mnist", f"dataset.root={tmp_path}")
+    assert mnist.labels.tolist() == fashion.labels.tolist() == [3, 1, 4, 1, 5, 9]
+    assert fashion.classes[:2] == ["T-shirt/top", "Trouser"] and len(fashion.classes) == 10
+    write_cifar10(tmp_path / "cifar", monkeypatch)
+    cifar = load("cifar10", f"dataset.root={tmp_path / 'cifar'}")
+    assert cifar.classes == [f"class{i}" for i in range(10)] and cifar.labels.tolist() == [0] * 15  # batches.meta's names
+
+
+def test_labels_outside_the_classes_are_refused_only_when_labels_are_needed(tmp_path: Path) -> None:
+    write_idx(tmp_path / "MNIST" / "raw", "train", np.zeros((2, 28, 28), np.uint8), np.array([1, 12], np.uint8))
+    write_idx(tmp_path / "MNIST" / "raw", "t10k", np.zeros((1, 28, 28), np.uint8), np.array([0], np.uint8))
+    cfg, _ = compose_config("dataset=mnist", f"dataset.root={tmp_path}")
+    assert len(data.build(cfg.dataset, CPU)) == 2  # an unconditional run never reads them
+    with pytest.raises(GanctlError, match="labels from 1 to 12, but the dataset has 10 classes"):
+        data.build(cfg.dataset, CPU, labels=True)
+
+
+def write_class_folders(root: Path) -> None:
+    """Class subfolders as torchvision's ImageFolder reads them: b/ holds white images (one nested
+    deeper), a/ black ones; the sorted names number the classes (a = 0, b = 1)."""
+    for name, value in (("b/0.png", 255), ("b/deeper/1.png", 255), ("a/0.png", 0), ("a/1.png", 0), ("a/2.png", 0)):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), value).save(root / name)
+
+
+def test_class_subfolders_label_a_folder_in_memory_cached_and_streamed(tmp_path: Path, cache_in_tmp: Path) -> None:
+    root = tmp_path / "classes"
+    write_class_folders(root)
+    settings = (f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1")
+    source = data.build(compose_config("dataset=folder", *settings)[0].dataset, CPU, labels=True)
+    assert source.classes == ["a", "b"]
+    assert torch.equal(source.labels, (source.images[:, 0, 0, 0] == 255).long())  # each image's label is its folder's
+    (cached,) = cache_in_tmp.glob("*.npz")
+    again = data.build(compose_config("dataset=folder", *settings)[0].dataset, CPU, labels=True)
+    assert torch.equal(again.labels, source.labels)
+    with np.load(cached) as arrays:  # a cache file from before labels: decoded again, with them
+        np.savez(cached, images=arrays["images"], unreadable=arrays["unreadable"])
+    assert torch.equal(data.build(compose_config("dataset=folder", *settings)[0].dataset, CPU, labels=True).labels, source.labels)
+
+    streamed = data.build(compose_config("dataset=folder", *settings, "dataset.in_memory=false")[0].dataset, CPU, labels=True)
+    assert isinstance(streamed, StreamingImages) and streamed.classes == ["a", "b"]
+    torch.manual_seed(0)
+    for _ in range(3):
+        images, labels = streamed.sample_labelled(4)
+        assert torch.equal(labels, (images[:, 0, 0, 0] > 0).long())
+    pairs = list(streamed.labelled_batches(2))
+    assert torch.equal(torch.cat([labels for _, labels in pairs]), source.labels)
+
+
+def test_a_folder_of_quickdraw_files_is_labelled_by_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "full_numpy_bitmap_camel.npy", rng.integers(0, 256, (5, 784), dtype=np.uint8))
+    np.save(tmp_path / "cat.npy", rng.integers(0, 256, (3, 784), dtype=np.uint8))
+    both = data.build(compose_config("dataset=quickdraw", f"dataset.root={tmp_path}")[0].dataset, CPU, labels=True)
+    assert both.classes == ["cat", "camel"]  # sorted by file name: cat.npy, full_numpy_bitmap_camel.npy
+    assert both.labels.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    one = compose_config("dataset=quickdraw", f"dataset.root={tmp_path / 'cat.npy'}")[0].dataset
+    with pytest.raises(GanctlError, match=r"one Quick, Draw! file is one class \(cat\)"):
+        data.build(one, CPU, labels=True)

@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import pytest
-
 from ganctl import checkpoint, distributed
 from ganctl.errors import GanctlError
 from helpers import run_cli
@@ -34,9 +32,11 @@ def torchrun(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Complete
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-def test_two_ranks_train_one_run_with_identical_weights(tmp_path: Path) -> None:
-    # WGAN-GP: the gradient penalty's double backward goes through DDP too.
-    result = torchrun("train", "model=wgangp", "loss.critic_steps=2", "train.steps=4", *SMALL,
+@pytest.mark.parametrize("conditioning", ["none", "projection"])
+def test_two_ranks_train_one_run_with_identical_weights(tmp_path: Path, conditioning: str) -> None:
+    # WGAN-GP: the gradient penalty's double backward goes through DDP too (conditioned: with the
+    # labels held fixed, through class-conditional BatchNorm in G and a projection head in D).
+    result = torchrun("train", "model=wgangp", "loss.critic_steps=2", "train.steps=4", *SMALL, f"conditioning={conditioning}",
                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # rank 1 wrote no directory of its own

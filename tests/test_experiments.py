@@ -38,7 +38,8 @@ def stand_in_data(experiment: str, root: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_every_experiment_is_tested() -> None:
-    assert set(EXPERIMENTS) == {"mnist_vanilla", "mnist_mlp_bn", "lego_dcgan", "camel_gan", "cifar10_wgan", "celeba_wgangp"}
+    assert set(EXPERIMENTS) == {"mnist_vanilla", "mnist_mlp_bn", "lego_dcgan", "camel_gan", "cifar10_wgan", "celeba_wgangp",
+                                "mnist_cgan"}
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -67,6 +68,8 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
                       "optimizer.d._target_": "torch.optim.RMSprop", "dataset.image_size": 32}),
     ("celeba_wgangp", {"dataset": "celeba", "dataset.image_size": 64, "loss.gradient_penalty": 10.0,
                        "model.discriminator.norm": "layer", "optimizer.d.betas": [0.0, 0.9]}),
+    ("mnist_cgan", {"dataset": "mnist", "model": "dcgan_small", "optimizer": "adam_fast", "conditioning": "projection",
+                    "conditioning.generator": "batchnorm", "conditioning.discriminator": "projection"}),
 ])
 def test_experiment_has_its_classic_settings(experiment: str, expected: dict) -> None:
     from omegaconf import OmegaConf

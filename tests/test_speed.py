@@ -165,11 +165,15 @@ def test_faster_precisions_train_as_well_as_fp32(tmp_path: Path, precision: str,
     torch.testing.assert_close(fast["losses"], exact["losses"], rtol=0.2, atol=0.05)
 
 
-@pytest.mark.parametrize("precision", [pytest.param("bf16", marks=needs_native_bf16), "fp16"])
-def test_resume_is_exact_at_every_precision(tmp_path: Path, precision: str) -> None:
+@pytest.mark.parametrize("precision,conditioning", [
+    pytest.param("bf16", "none", marks=needs_native_bf16), ("fp16", "none"),
+    pytest.param("bf16", "acgan", marks=needs_native_bf16),  # labels, and the classifier's loss, under autocast
+])
+def test_resume_is_exact_at_every_precision(tmp_path: Path, precision: str, conditioning: str) -> None:
     """Interrupted and resumed, a bf16 or fp16 run ends bit-for-bit where a straight one does
-    (fp16's loss scales travel in the checkpoint)."""
-    overrides = [*QUIET, f"train.precision={precision}", "model=mlp", "loss=wgangp", "optimizer=wgangp"]
+    (fp16's loss scales travel in the checkpoint); a class-conditional one too."""
+    overrides = [*QUIET, f"train.precision={precision}", "model=mlp", "loss=wgangp", "optimizer=wgangp",
+                 f"conditioning={conditioning}"]
     run(tmp_path / "straight", *overrides, "train.steps=6")
     run(tmp_path / "resumed", *overrides, "train.steps=3")
     state = checkpoint.load(checkpoint.last_path(tmp_path / "resumed"))
@@ -194,11 +198,12 @@ def test_fp16_loss_scales_are_saved_and_restored() -> None:
     assert [scaler.get_scale() for scaler in (fresh.scaler_g, fresh.scaler_d)] == [512.0, 1024.0]
 
 
-def test_compile_compiles_g_and_d(tmp_path: Path) -> None:
+@pytest.mark.parametrize("conditioning", ["none", "acgan"])  # acgan: G takes labels, D returns (scores, class logits)
+def test_compile_compiles_g_and_d(tmp_path: Path, conditioning: str) -> None:
     from torch._dynamo.utils import counters
 
     compiled_before = counters["frames"]["ok"]
-    result = run(tmp_path, *QUIET, "model=mlp", "train.compile=true", "train.steps=2")
+    result = run(tmp_path, *QUIET, "model=mlp", "train.compile=true", "train.steps=2", f"conditioning={conditioning}")
     assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
     assert counters["frames"]["ok"] - compiled_before >= 2  # G's forward and D's, at least
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from ganctl.errors import GanctlError
+from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelLayer, LabelledSequential, flat_scores
 from ganctl.models.layers import activation_layer, dcgan_init
 
 
@@ -17,13 +19,13 @@ from ganctl.models.layers import activation_layer, dcgan_init
 # running average, e.g. 0.9), so the book's numbers can be copied; PyTorch's momentum is 1 minus it.
 
 
-def _keras_batch_norm(momentum: float | None, features: int, dims: int) -> nn.Module:
+def _keras_batch_norm(momentum: float | None, features: int, dims: int, conditioning: Conditioning = UNCONDITIONAL) -> nn.Module:
+    """BatchNorm with Keras's momentum convention (or none); G's is class-conditional when its conditioning says."""
     if momentum is None:
         return nn.Identity()
     if not 0.0 <= momentum < 1.0:
         raise GanctlError(f"batch_norm_momentum must be in [0, 1) (Keras's convention, e.g. 0.9), got {momentum}.")
-    norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
-    return norm(features, momentum=1.0 - momentum, eps=1e-3)  # Keras's default epsilon
+    return conditioning.batch_norm(features, dims, momentum=1.0 - momentum, eps=1e-3)  # Keras's default epsilon
 
 
 def _check_lengths(where: str, lists: dict[str, list], expected: int) -> None:
@@ -45,7 +47,8 @@ class ConvGenerator(nn.Module):
     Layer i either upsamples by upsample[i] (nearest) then convolves at stride 1 (Keras's
     UpSampling2D + Conv2D), or, with upsample[i] = 1, is a transposed conv at strides[i]
     (Conv2DTranspose). Hidden layers are followed by [BatchNorm]-activation[-Dropout]; `filters` lists
-    the hidden layers' widths, and the last layer outputs the dataset's channels.
+    the hidden layers' widths, and the last layer outputs the dataset's channels. Conditioned, the
+    label joins the latent or makes every BatchNorm class-conditional.
     """
 
     def __init__(
@@ -62,14 +65,16 @@ class ConvGenerator(nn.Module):
         batch_norm_momentum: float | None = None,
         dropout: float | None = None,
         activation: str = "relu",
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         layer_count = len(filters) + 1
         _check_lengths("generator", {"kernel_sizes": kernel_sizes, "strides": strides, "upsample": upsample}, layer_count)
         layers: list[nn.Module] = [
-            nn.Linear(latent_dim, initial_channels * initial_size**2),
-            _keras_batch_norm(batch_norm_momentum, initial_channels * initial_size**2, dims=1),
+            *conditioning.generator_input(),  # (B, Z) -> (B, Z + E) when the label joins the latent
+            nn.Linear(conditioning.generator_input_size(latent_dim), initial_channels * initial_size**2),
+            _keras_batch_norm(batch_norm_momentum, initial_channels * initial_size**2, 1, conditioning),
             activation_layer(activation),
             nn.Unflatten(1, (initial_channels, initial_size, initial_size)),  # (B, C0, s0, s0)
         ]
@@ -87,7 +92,7 @@ class ConvGenerator(nn.Module):
             else:
                 layers.append(nn.Conv2d(width, out, kernel, 1, "same"))
             if i < layer_count - 1:
-                layers += [_keras_batch_norm(batch_norm_momentum, out, dims=2), activation_layer(activation)]
+                layers += [_keras_batch_norm(batch_norm_momentum, out, 2, conditioning), activation_layer(activation)]
                 if dropout:
                     layers.append(nn.Dropout(dropout))
             width = out
@@ -98,16 +103,17 @@ class ConvGenerator(nn.Module):
                 "Change model.generator.initial_size, upsample or strides, or dataset.image_size."
             )
         layers.append(nn.Tanh())
-        self.net = nn.Sequential(*layers)
+        self.net = LabelledSequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.net(z, labels)
 
 
 class ConvDiscriminator(nn.Module):
     """(B, C, H, W) -> conv layers with "same" padding, each -[BatchNorm]-activation[-Dropout]
-    (no BatchNorm on the first layer) -> flatten -> Linear -> (B,) logits (no sigmoid)."""
+    (no BatchNorm on the first layer) -> flatten -> Linear -> (B,) logits (no sigmoid). Conditioned,
+    the label joins the input, or projects onto (or is classified from) the flattened features."""
 
     def __init__(
         self,
@@ -119,11 +125,12 @@ class ConvDiscriminator(nn.Module):
         batch_norm_momentum: float | None = None,
         dropout: float | None = None,
         activation: str = "relu",
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         _check_lengths("discriminator", {"kernel_sizes": kernel_sizes, "strides": strides}, len(filters))
-        layers: list[nn.Module] = []
-        width = channels
+        layers: list[nn.Module] = [*conditioning.critic_input()]  # (B, C + E, H, W) when the label joins the input
+        width = conditioning.critic_input_size(channels)
         for i, (out, kernel, stride) in enumerate(zip(filters, kernel_sizes, strides)):
             padding = "same" if stride == 1 else (kernel - 1) // 2
             layers.append(nn.Conv2d(width, out, kernel, stride, padding))
@@ -133,12 +140,15 @@ class ConvDiscriminator(nn.Module):
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = out
-        self.features = nn.Sequential(*layers, nn.Flatten())
+        self.features = LabelledSequential(*layers, nn.Flatten())
         with torch.no_grad():  # the flattened size, from the layers themselves
-            features = self.features.eval()(torch.zeros(1, channels, image_size, image_size)).shape[1]
+            blank = torch.zeros(1, channels, image_size, image_size)
+            features = self.features.eval()(blank, torch.zeros(1, dtype=torch.long)).shape[1]
         self.features.train()
-        self.output = nn.Linear(features, 1)
+        self.output = conditioning.critic_output(nn.Linear(features, 1), features)
         self.apply(dcgan_init)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.output(self.features(images)).flatten()
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
+        features = self.features(images, labels)  # (B, F)
+        output = self.output(features, labels) if isinstance(self.output, LabelLayer) else self.output(features)
+        return flat_scores(output)  # (B,), or ((B,), (B, K)) with an auxiliary classifier

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Optional
+
 import torch
 from torch import nn
 
 from ganctl.errors import GanctlError
+from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import dcgan_init
 
 
@@ -38,7 +41,8 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
 
 
 class DCGANGenerator(nn.Module):
-    """latent (B, Z) -> project to (B, F*2**(S-1), s, s) -> S-1 upsampling blocks -> (B, C, H, W)."""
+    """latent (B, Z) -> project to (B, F*2**(S-1), s, s) -> S-1 upsampling blocks -> (B, C, H, W);
+    conditioned, the label joins the latent or makes every BatchNorm class-conditional."""
 
     def __init__(
         self,
@@ -47,6 +51,7 @@ class DCGANGenerator(nn.Module):
         channels: int,
         image_size: int,
         upsample: str = "transpose",
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         if upsample not in ("transpose", "nearest"):
@@ -55,19 +60,20 @@ class DCGANGenerator(nn.Module):
         start, stages = dcgan_layout(image_size)
         width = base_filters * 2 ** (stages - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, width, start, 1, 0, bias=False),  # (B, width, s, s)
-            nn.BatchNorm2d(width),
+            *conditioning.generator_input(),  # (B, Z, 1, 1) -> (B, Z + E, 1, 1) when the label joins the latent
+            nn.ConvTranspose2d(conditioning.generator_input_size(latent_dim), width, start, 1, 0, bias=False),  # (B, width, s, s)
+            conditioning.batch_norm(width),
             nn.ReLU(inplace=True),
         ]
         for _ in range(stages - 1):
-            layers += [*_upsample(upsample, width, width // 2), nn.BatchNorm2d(width // 2), nn.ReLU(inplace=True)]
+            layers += [*_upsample(upsample, width, width // 2), conditioning.batch_norm(width // 2), nn.ReLU(inplace=True)]
             width //= 2
         layers += [*_upsample(upsample, width, channels), nn.Tanh()]  # (B, C, H, W)
-        self.net = nn.Sequential(*layers)
+        self.net = LabelledSequential(*layers)
         self.apply(dcgan_init)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z[:, :, None, None])
+    def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.net(z[:, :, None, None], labels)
 
 
 def _upsample(kind: str, in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -79,15 +85,21 @@ def _upsample(kind: str, in_channels: int, out_channels: int) -> list[nn.Module]
 
 
 class DCGANDiscriminator(nn.Module):
-    """(B, C, H, W) -> S strided 4x4 convs halving the size -> a start x start conv -> (B,) logits."""
+    """(B, C, H, W) -> S strided 4x4 convs halving the size -> a start x start conv -> (B,) logits;
+    conditioned, the label joins the input, or projects onto (or is classified from) the last features."""
 
     def __init__(
-        self, base_filters: int, channels: int, image_size: int, norm: str = "batch", spectral_norm: bool = False
+        self, base_filters: int, channels: int, image_size: int, norm: str = "batch", spectral_norm: bool = False,
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         start, stages = dcgan_layout(image_size)
         width = base_filters
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [
+            *conditioning.critic_input(),  # (B, C + E, H, W) when the label joins the input
+            nn.Conv2d(conditioning.critic_input_size(channels), width, 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
         for _ in range(stages - 1):  # no normalisation on the first layer, as in the paper
             layers += [
                 nn.Conv2d(width, width * 2, 4, 2, 1, bias=norm == "none"),
@@ -95,13 +107,13 @@ class DCGANDiscriminator(nn.Module):
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             width *= 2
-        layers.append(nn.Conv2d(width, 1, start, 1, 0))  # (B, 1, 1, 1)
-        self.net = nn.Sequential(*layers)
+        layers.append(conditioning.critic_output(nn.Conv2d(width, 1, start, 1, 0), width * start * start))  # (B, 1, 1, 1)
+        self.net = LabelledSequential(*layers)
         self.apply(dcgan_init)
-        if spectral_norm:  # Miyato et al. 2018: each conv's largest singular value held at 1
-            for layer in self.net:
-                if isinstance(layer, nn.Conv2d):
+        if spectral_norm:  # Miyato et al. 2018: each layer's largest singular value held at 1
+            for layer in self.net.modules():
+                if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     nn.utils.parametrizations.spectral_norm(layer)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten()
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
+        return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier

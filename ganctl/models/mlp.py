@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import activation_layer
 
 
 class MLPGenerator(nn.Module):
-    """latent (B, Z) -> Linear[-BatchNorm]-activation blocks -> Linear -> tanh -> (B, C, H, W)."""
+    """latent (B, Z) -> Linear[-BatchNorm]-activation blocks -> Linear -> tanh -> (B, C, H, W);
+    conditioned, the label joins the latent or makes every BatchNorm class-conditional."""
 
     def __init__(
         self,
@@ -21,36 +24,44 @@ class MLPGenerator(nn.Module):
         image_size: int,
         batch_norm: bool = True,
         activation: str = "relu",
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
         self.image_shape = (channels, image_size, image_size)
-        layers: list[nn.Module] = []
-        width = latent_dim
+        layers: list[nn.Module] = [*conditioning.generator_input()]  # (B, Z) -> (B, Z + E) when the label joins
+        width = conditioning.generator_input_size(latent_dim)
         for size in hidden:
-            layers += [nn.Linear(width, size), nn.BatchNorm1d(size) if batch_norm else nn.Identity(), activation_layer(activation)]
+            layers += [
+                nn.Linear(width, size),
+                conditioning.batch_norm(size, dims=1) if batch_norm else nn.Identity(),
+                activation_layer(activation),
+            ]
             width = size
         layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.net = LabelledSequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).view(-1, *self.image_shape)
+    def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.net(z, labels).view(-1, *self.image_shape)
 
 
 class MLPDiscriminator(nn.Module):
-    """(B, C, H, W) -> flatten -> Linear-LeakyReLU(0.2)[-Dropout] blocks -> Linear -> (B,) logits."""
+    """(B, C, H, W) -> flatten -> Linear-LeakyReLU(0.2)[-Dropout] blocks -> Linear -> (B,) logits;
+    conditioned, the label joins the flattened image, or projects onto (or is classified from) the
+    last hidden features."""
 
-    def __init__(self, hidden: list[int], channels: int, image_size: int, dropout: float = 0.0) -> None:
+    def __init__(self, hidden: list[int], channels: int, image_size: int, dropout: float = 0.0,
+                 conditioning: Conditioning = UNCONDITIONAL) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = channels * image_size * image_size
+        layers: list[nn.Module] = [nn.Flatten(), *conditioning.critic_input()]
+        width = conditioning.critic_input_size(channels * image_size * image_size)
         for size in hidden:
             layers += [nn.Linear(width, size), nn.LeakyReLU(0.2, inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = size
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        layers.append(conditioning.critic_output(nn.Linear(width, 1), width))
+        self.net = LabelledSequential(*layers)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images).flatten()
+    def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
+        return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier
