@@ -11,7 +11,7 @@ from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
-from ganctl.models.layers import dcgan_init
+from ganctl.models.layers import dcgan_init, spectrally_normalised
 
 
 def dcgan_layout(image_size: int) -> tuple[int, int]:
@@ -125,7 +125,7 @@ class DCGANDiscriminator(nn.Module):
         if spectral_norm:  # Miyato et al. 2018: each layer's largest singular value held at 1
             for layer in self.net.modules():
                 if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
-                    nn.utils.parametrizations.spectral_norm(layer)
+                    spectrally_normalised(layer)
             if norm == "batch":
                 warn("model.discriminator.spectral_norm=true with norm=batch: spectral norm bounds each layer, but "
                      "BatchNorm rescales by the batch's statistics and undoes the bound (SNGAN's critic has no "

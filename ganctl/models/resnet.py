@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelLayer, LabelledSequential, flat_scores
+from ganctl.models.layers import spectrally_normalised
 
 
 def resnet_layout(image_size: int) -> tuple[int, int]:
@@ -186,7 +187,7 @@ class ResNetDiscriminator(nn.Module):
         if spectral_norm:  # Miyato et al. 2018: each layer's largest singular value held at 1
             for layer in list(self.modules()):
                 if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
-                    nn.utils.parametrizations.spectral_norm(layer)
+                    spectrally_normalised(layer)
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         h = F.relu(self.blocks(self.input(images, labels)))  # (B, W, h, w)
