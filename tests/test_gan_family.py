@@ -31,6 +31,7 @@ SMALL = {  # narrower networks than the presets, so that 36 pairs train in secon
     "wgangp": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
     "mlp": ["model.generator.hidden=[32]", "model.discriminator.hidden=[32]"],
     "conv": ["model.generator.filters=[16,8,8]", "model.discriminator.filters=[8,8,16,16]"],
+    "sngan": ["model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16", "train.channels_last=false"],
 }
 FAST = [*TINY, "train.steps=2", "train.sample_every=0", "train.ckpt_every=0", "loss.critic_steps=2"]
 

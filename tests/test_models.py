@@ -12,7 +12,7 @@ from ganctl.errors import GanctlError
 from ganctl.models import ConvDiscriminator, ConvGenerator, DCGANGenerator
 from helpers import compose_config
 
-MODELS = ("dcgan", "dcgan_small", "mlp", "conv", "wgan", "wgangp")
+MODELS = ("dcgan", "dcgan_small", "mlp", "conv", "wgan", "wgangp", "sngan")
 
 
 def build_pair(model: str, channels: int, image_size: int, *overrides: str) -> tuple[nn.Module, nn.Module]:

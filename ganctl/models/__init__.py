@@ -23,9 +23,12 @@ from ganctl.models.conv import ConvDiscriminator, ConvGenerator
 from ganctl.models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_layout
 from ganctl.models.layers import activation_layer, dcgan_init
 from ganctl.models.mlp import MLPDiscriminator, MLPGenerator
+from ganctl.models.resnet import ResNetDiscriminator, ResNetGenerator, resnet_layout
+from ganctl.models.attention import SelfAttention
 
 __all__ = [
     "ConvDiscriminator", "ConvGenerator", "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator",
+    "ResNetDiscriminator", "ResNetGenerator", "SelfAttention", "resnet_layout",
     "activation_layer", "dcgan_init", "dcgan_layout",
     "UNCONDITIONAL", "AuxiliaryOutput", "ConditionalBatchNorm", "Conditioning", "LabelConcat", "LabelLayer",
     "LabelledSequential", "ProjectionOutput",

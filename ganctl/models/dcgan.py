@@ -7,9 +7,11 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ganctl.console import warn
 from ganctl.errors import GanctlError
+from ganctl.models.attention import SelfAttention, attention_at
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
-from ganctl.models.layers import dcgan_init
+from ganctl.models.layers import dcgan_init, spectrally_normalised
 
 
 def dcgan_layout(image_size: int) -> tuple[int, int]:
@@ -51,6 +53,7 @@ class DCGANGenerator(nn.Module):
         channels: int,
         image_size: int,
         upsample: str = "transpose",
+        attention: Optional[int] = None,
         conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
@@ -65,9 +68,13 @@ class DCGANGenerator(nn.Module):
             conditioning.batch_norm(width),
             nn.ReLU(inplace=True),
         ]
-        for _ in range(stages - 1):
-            layers += [*_upsample(upsample, width, width // 2), conditioning.batch_norm(width // 2), nn.ReLU(inplace=True)]
-            width //= 2
+        place = attention_at(attention, [start * 2 ** stage for stage in range(stages)], "model.generator")
+        for stage in range(stages):
+            if stage == place:  # after the block that outputs that resolution
+                layers.append(SelfAttention(width))
+            if stage < stages - 1:
+                layers += [*_upsample(upsample, width, width // 2), conditioning.batch_norm(width // 2), nn.ReLU(inplace=True)]
+                width //= 2
         layers += [*_upsample(upsample, width, channels), nn.Tanh()]  # (B, C, H, W)
         self.net = LabelledSequential(*layers)
         self.apply(dcgan_init)
@@ -90,7 +97,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(
         self, base_filters: int, channels: int, image_size: int, norm: str = "batch", spectral_norm: bool = False,
-        conditioning: Conditioning = UNCONDITIONAL,
+        attention: Optional[int] = None, conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         start, stages = dcgan_layout(image_size)
@@ -100,20 +107,29 @@ class DCGANDiscriminator(nn.Module):
             nn.Conv2d(conditioning.critic_input_size(channels), width, 4, 2, 1),
             nn.LeakyReLU(0.2, inplace=True),
         ]
-        for _ in range(stages - 1):  # no normalisation on the first layer, as in the paper
+        place = attention_at(attention, [image_size // 2 ** (stage + 1) for stage in range(stages)], "model.discriminator")
+        for stage in range(stages - 1):  # no normalisation on the first layer, as in the paper
+            if stage == place:
+                layers.append(SelfAttention(width))
             layers += [
                 nn.Conv2d(width, width * 2, 4, 2, 1, bias=norm == "none"),
                 _norm2d(norm, width * 2),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             width *= 2
+        if place == stages - 1:
+            layers.append(SelfAttention(width))
         layers.append(conditioning.critic_output(nn.Conv2d(width, 1, start, 1, 0), width * start * start))  # (B, 1, 1, 1)
         self.net = LabelledSequential(*layers)
         self.apply(dcgan_init)
         if spectral_norm:  # Miyato et al. 2018: each layer's largest singular value held at 1
             for layer in self.net.modules():
                 if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
-                    nn.utils.parametrizations.spectral_norm(layer)
+                    spectrally_normalised(layer)
+            if norm == "batch":
+                warn("model.discriminator.spectral_norm=true with norm=batch: spectral norm bounds each layer, but "
+                     "BatchNorm rescales by the batch's statistics and undoes the bound (SNGAN's critic has no "
+                     "BatchNorm). Set model.discriminator.norm=none with spectral norm.")
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier

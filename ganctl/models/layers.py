@@ -26,3 +26,20 @@ def activation_layer(name: str) -> nn.Module:
     if name == "leaky_relu":
         return nn.LeakyReLU(0.2, inplace=True)
     raise GanctlError(f"Unknown activation '{name}': use relu or leaky_relu.")
+
+
+def spectrally_normalised(layer: nn.Module) -> nn.Module:
+    """torch's spectral norm (Miyato et al. 2018: the weight divided by its largest singular value,
+    estimated by one power iteration a training forward). Where the weight matrix is taller than wide
+    (more outputs than inputs per output: a 1x1 conv from RGB, a class embedding wider than the
+    features), torch.compile's autograd trips over the power iteration's in-place update of the
+    singular vectors ("modified by an inplace operation" in the backward); there the normalisation
+    runs eagerly, and the layer's own computation is still compiled. Eager results are unchanged."""
+    import torch
+
+    rows, columns = layer.weight.shape[0], layer.weight[0].numel()
+    nn.utils.parametrizations.spectral_norm(layer)
+    if rows > columns:
+        normalisation = layer.parametrizations.weight[0]
+        normalisation.forward = torch._dynamo.disable(normalisation.forward)
+    return layer
