@@ -51,22 +51,6 @@ def chosen(images: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
     return (torch.rand(images.shape[0], 1, 1, 1, device=images.device) < p)
 
 
-def xflip(images: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
-    """Mirror left-right half of the chosen images (the reference flips with probability 1/2 when chosen)."""
-    flip = chosen(images, p) & (torch.rand(images.shape[0], 1, 1, 1, device=images.device) < 0.5)
-    return torch.where(flip, images.flip(3), images)
-
-
-def rotate90(images: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
-    """Rotate each chosen image by 0, 90, 180 or 270 degrees (square images)."""
-    turns = torch.randint(0, 4, (images.shape[0], 1, 1, 1), device=images.device)
-    turns = torch.where(chosen(images, p), turns, torch.zeros_like(turns))
-    out = images
-    for k in (1, 2, 3):
-        out = torch.where(turns == k, images.rot90(k, (2, 3)), out)
-    return out
-
-
 def reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     """Indices outside [0, size) mirrored back in, without repeating the edge (torch's `reflect` padding)."""
     period = 2 * (size - 1) if size > 1 else 1
@@ -74,18 +58,52 @@ def reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, period - index, index)
 
 
+def geometric(images: torch.Tensor, p: torch.Tensor | float, flip: bool = False, rotate: bool = False,
+              translate: bool = False) -> torch.Tensor:
+    """The integer geometric transforms, in this order, as one gather of source pixels (B, C, H, W):
+    x-flip (half the chosen images: the reference flips with probability 1/2 when chosen), rotation
+    by 0, 90, 180 or 270 degrees (square images), and a shift by a whole number of pixels, up to
+    TRANSLATION of the size in x and y, the uncovered border filled by reflection. Each pixel's source
+    is found by undoing them from the last (so the gradient is one scatter, not one per transform)."""
+    batch, channels, height, width = images.shape
+    device = images.device
+    rows = torch.arange(height, device=device).view(1, height, 1).expand(batch, height, width)
+    cols = torch.arange(width, device=device).view(1, 1, width).expand(batch, height, width)
+    mirror = turns = shift = None
+    if flip:
+        mirror = chosen(images, p).view(batch, 1, 1) & (torch.rand(batch, 1, 1, device=device) < 0.5)
+    if rotate:
+        turns = torch.randint(0, 4, (batch, 1, 1), device=device)
+        turns = torch.where(chosen(images, p).view(batch, 1, 1), turns, torch.zeros_like(turns))
+    if translate:
+        shift = (torch.rand(batch, 2, device=device) * 2 - 1) * TRANSLATION  # uniform, as a fraction of the size
+        shift = torch.where(chosen(images, p).view(batch, 1), shift, torch.zeros_like(shift))
+        dy = (shift[:, :1] * height).round().long().view(batch, 1, 1)
+        dx = (shift[:, 1:] * width).round().long().view(batch, 1, 1)
+        rows, cols = reflect(rows - dy, height), reflect(cols - dx, width)
+    if rotate:  # torch.rot90(k, (2, 3)): out[i, j] = in[j, n-1-i] (k = 1), in[n-1-i, n-1-j] (2), in[n-1-j, i] (3)
+        last = height - 1
+        rows, cols = (torch.where(turns == 1, cols, torch.where(turns == 2, last - rows, torch.where(turns == 3, last - cols, rows))),
+                      torch.where(turns == 1, last - rows, torch.where(turns == 2, last - cols, torch.where(turns == 3, rows, cols))))
+    if flip:
+        cols = torch.where(mirror, width - 1 - cols, cols)
+    index = (rows * width + cols).reshape(batch, 1, height * width).expand(batch, channels, height * width)
+    return images.reshape(batch, channels, height * width).gather(2, index).view(batch, channels, height, width)
+
+
+def xflip(images: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
+    """Mirror left-right half of the chosen images."""
+    return geometric(images, p, flip=True)
+
+
+def rotate90(images: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
+    """Rotate each chosen image by 0, 90, 180 or 270 degrees (square images)."""
+    return geometric(images, p, rotate=True)
+
+
 def translation(images: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
-    """Shift each chosen image by a whole number of pixels, up to TRANSLATION of its size in x and
-    y, filling the uncovered border by reflection."""
-    batch, _, height, width = images.shape
-    shift = (torch.rand(batch, 2, device=images.device) * 2 - 1) * TRANSLATION  # uniform, as a fraction
-    shift = torch.where(chosen(images, p).view(batch, 1), shift, torch.zeros_like(shift))
-    dy = (shift[:, :1] * height).round().long().view(batch, 1, 1)
-    dx = (shift[:, 1:] * width).round().long().view(batch, 1, 1)
-    rows = reflect(torch.arange(height, device=images.device).view(1, height, 1) - dy, height).expand(batch, height, width)
-    cols = reflect(torch.arange(width, device=images.device).view(1, 1, width) - dx, width).expand(batch, height, width)
-    batch_index = torch.arange(batch, device=images.device).view(batch, 1, 1)
-    return images.permute(0, 2, 3, 1)[batch_index, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W)
+    """Shift each chosen image by a whole number of pixels (reflection padding)."""
+    return geometric(images, p, translate=True)
 
 
 def brightness(images: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
@@ -128,8 +146,12 @@ FUNCTIONS = {"xflip": xflip, "rotate90": rotate90, "translation": translation, "
 
 def pipeline(images: torch.Tensor, p: torch.Tensor | float, transforms: tuple[str, ...] | list[str] = TRANSFORMS) -> torch.Tensor:
     """The chosen transforms (in TRANSFORMS' order, whatever order they are named in), each applied
-    to each image with probability p. (B, C, H, W) in, the same shape out; differentiable."""
-    for name in TRANSFORMS:
+    to each image with probability p. (B, C, H, W) in, the same shape out; differentiable. The
+    geometric ones are done as one gather: the same images as applying them one by one."""
+    flip, rotate, translate = ("xflip" in transforms), ("rotate90" in transforms), ("translation" in transforms)
+    if flip or rotate or translate:
+        images = geometric(images, p, flip, rotate, translate)
+    for name in ("brightness", "contrast", "saturation", "cutout"):
         if name in transforms:
             images = FUNCTIONS[name](images, p)
     return images

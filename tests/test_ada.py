@@ -53,6 +53,21 @@ def test_each_transform_keeps_shape_and_lets_gradients_through(name: str) -> Non
         torch.testing.assert_close(out.mean(1), x.mean(1))
 
 
+def test_the_pipeline_is_its_transforms_one_by_one() -> None:
+    x = images()
+    torch.manual_seed(3)
+    one_by_one = x
+    for name in TRANSFORMS:
+        one_by_one = ada.FUNCTIONS[name](one_by_one, 0.7)
+    torch.manual_seed(3)
+    assert torch.equal(pipeline(x, 0.7), one_by_one)
+    square = torch.arange(16.0).view(1, 1, 4, 4).expand(8, 1, 4, 4)
+    turned = ada.rotate90(square, 1.0)
+    assert all(any(torch.equal(image, square[0].rot90(k, (1, 2))) for k in range(4)) for image in turned)
+    flipped = ada.xflip(square, 1.0)
+    assert all(torch.equal(image, square[0]) or torch.equal(image, square[0].flip(2)) for image in flipped)
+
+
 def test_p_zero_is_the_identity_and_grey_images_keep_their_saturation() -> None:
     x = images()
     assert torch.equal(pipeline(x, 0.0), x)
