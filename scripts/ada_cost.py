@@ -52,8 +52,11 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per turn")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, as a run's)")
     parser.add_argument("override", nargs="*", help="ganctl overrides, e.g. model=dcgan train.batch_size=128")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     gans, batches = {}, {}
     for mode in ("none", "fixed"):
