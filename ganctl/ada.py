@@ -249,5 +249,8 @@ class AdaptiveAugment:
         """p and the heuristic's counts as saved (a checkpoint from before ADA has none: kept as built)."""
         if not state:
             return
-        self.p = state["p"].to(self.p.device, self.p.dtype).clone()
-        self.signs = state["signs"].to(self.signs.device, self.signs.dtype).clone()
+        p, signs = state["p"], state["signs"]
+        if p.shape != () or signs.shape != (2,) or not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"ADA's state holds p of shape {tuple(p.shape)} and counts of shape {tuple(signs.shape)}")
+        self.p = p.to(self.p.device, self.p.dtype).clone()
+        self.signs = signs.to(self.signs.device, self.signs.dtype).clone()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ganctl import ada, checkpoint, config
 from ganctl import data as datasets
@@ -177,3 +178,16 @@ def test_resume_with_p_moving_is_exact(tmp_path: Path) -> None:
     assert a["augment"]["p"].item() > 0
     summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert summary["augment/p"] == pytest.approx(a["augment"]["p"].item(), abs=0.2)
+    events = EventAccumulator(str(tmp_path / "straight" / "tb")).Reload()
+    assert [e.value for e in events.Scalars("augment/p")] == pytest.approx([0.16, 0.48])  # means of p over steps 1-2, 3-4
+    assert len(events.Scalars("augment/r_t")) == 2
+
+
+def test_a_damaged_ada_state_is_refused_clearly() -> None:
+    cfg, _ = compose_config(*TINY, *TINY_DCGAN, *ON)
+    gan, _ = build_gan(cfg)
+    state = gan.state_dict()
+    for bad in ({"p": torch.tensor([0.5, 0.5]), "signs": torch.zeros(2)}, {"p": torch.tensor(7.0), "signs": torch.zeros(2)},
+                {"p": "0.5"}, [1, 2]):
+        with pytest.raises(GanctlError, match="not a complete ganctl checkpoint"):
+            gan.load_state_dict({**state, "augment": bad})
