@@ -4,6 +4,11 @@ On small datasets D memorises the real images and G stops learning. Applying the
 differentiable transforms to real *and* fake images before D sees them keeps D honest without
 changing what G learns to produce: G's gradients flow through the transforms. Batched tensor ops
 only, on the training device.
+
+The policies are the reference code's (github.com/mit-han-lab/data-efficient-gans, DiffAugment_pytorch.py):
+`color` (random brightness, saturation and contrast, in that order, each per image), `translation`
+and `cutout`; the paper's strongest setting for small data is [color, translation, cutout].
+For ADA, whose transforms apply with an adaptive probability, see `ganctl.ada`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("translation", "cutout")
+POLICIES = ("color", "translation", "cutout")
+
+
+def color(images: torch.Tensor) -> torch.Tensor:
+    """DiffAugment's colour policy on images in [-1, 1]: per image, add a brightness offset in
+    [-0.5, 0.5), scale the colour (the deviation from each pixel's channel mean) by [0, 2) and the
+    contrast (the deviation from the image's mean) by [0.5, 1.5), as the reference code does. Like it,
+    no clamping: values can leave [-1, 1] by at most those amounts."""
+    batch = images.shape[0]
+    images = images + (torch.rand(batch, 1, 1, 1, device=images.device) - 0.5)  # brightness
+    mean = images.mean(1, keepdim=True)
+    images = (images - mean) * (torch.rand(batch, 1, 1, 1, device=images.device) * 2) + mean  # saturation
+    mean = images.mean((1, 2, 3), keepdim=True)
+    return (images - mean) * (torch.rand(batch, 1, 1, 1, device=images.device) + 0.5) + mean  # contrast
 
 
 def translation(images: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
@@ -48,4 +66,4 @@ def augment(images: torch.Tensor, policy: list[str] | tuple[str, ...]) -> torch.
     return images
 
 
-TRANSFORMS = {"translation": translation, "cutout": cutout}
+TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}

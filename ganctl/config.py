@@ -61,6 +61,18 @@ class EMASettings:
 
 
 @dataclass
+class AdaSettings:
+    """Adaptive discriminator augmentation (ganctl/ada.py); values in conf/train.yaml."""
+
+    mode: str = MISSING
+    p: float = MISSING
+    target: float = MISSING
+    interval: int = MISSING
+    kimg: float = MISSING
+    transforms: List[str] = MISSING
+
+
+@dataclass
 class TrainSettings:
     """Types only; the values live in conf/train.yaml. Hydra rejects e.g. train.batch_size=abc."""
 
@@ -83,6 +95,7 @@ class TrainSettings:
     channels_last: bool = MISSING
     compile: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
+    ada: AdaSettings = field(default_factory=AdaSettings)
 
 
 @dataclass
@@ -174,6 +187,10 @@ def check(cfg: DictConfig) -> None:
     unknown = [name for name in train.augment if name not in POLICIES]
     if unknown:
         raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
+    if OmegaConf.select(cfg, "train.ada") is not None:
+        from ganctl.ada import check_settings as check_ada
+
+        check_ada(train.ada)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 1; got {image_size!r}.")

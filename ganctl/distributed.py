@@ -199,12 +199,16 @@ def reseed(group: Group) -> None:
 def weights_agree(modules: list[nn.Module], group: Group) -> bool:
     """Whether every rank holds bit-identical weights (DDP's promise), checked by hashing them.
     (BatchNorm's running statistics are not weights: each rank's follow its own last batches.)"""
+    return tensors_agree([parameter for module in modules for parameter in module.parameters()], group)
+
+
+def tensors_agree(tensors: list[torch.Tensor], group: Group) -> bool:
+    """Whether every rank holds bit-identical `tensors` (e.g. ADA's augmentation probability)."""
     if not group.enabled:
         return True
     digest = hashlib.sha256()
-    for module in modules:
-        for parameter in module.parameters():
-            digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    for tensor in tensors:
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     digests = [None] * group.world_size
     dist.all_gather_object(digests, digest.hexdigest())
     return len(set(digests)) == 1

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganctl import distributed, speed
+from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
 from ganctl.config import build
 from ganctl.errors import GanctlError
@@ -43,8 +44,10 @@ from ganctl.models.conditioning import AuxiliaryOutput, Conditioning
 # What `GAN.step` returns, stacked in this order: the losses, D's mean raw scores and mean
 # probabilities (sigmoid of the scores) of the real and fake images, the penalty term, and (ACGAN)
 # the auxiliary classifier's loss on real + fake images and its accuracy on each (0 without one).
+# ADA's augmentation probability p after the step and the mean sign of D's scores of real images
+# (what its heuristic r_t averages) end the list.
 STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty",
-              "class_loss", "real_class_accuracy", "fake_class_accuracy")
+              "class_loss", "real_class_accuracy", "fake_class_accuracy", "augment_p", "real_sign")
 GRID_CLASSES = 16  # a conditional run's training grid: one row per class, for the first 16 classes
 
 
@@ -246,6 +249,8 @@ class GAN:
         # fp16's narrow range would overflow the penalty's loss-scaled double backward: it runs in fp32.
         self.penalty_autocast = speed.autocast(device, "fp32" if self.precision == "fp16" else self.precision)
         self.policy = list(settings.augment)
+        self.ada = AdaptiveAugment.from_settings(settings.get("ada"), device, group)  # its p: state, adjusted by the step
+        self.ada.check(loss, self.policy)
         self.sampler = Sampler(self.generator_ema or generator, "ema" if self.generator_ema is not None else "raw", self.classes)
         # What the step calls: DDP-wrapped when there are several ranks, compiled when asked. G's step
         # needs no gradient for D's weights, so nothing of D's to synchronise there: it calls D itself.
@@ -294,22 +299,25 @@ class GAN:
     def step(self, batches: Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], step: int) -> torch.Tensor:
         """Train one step on real batches drawn from `batches` (one per critic update: images and, for a
         conditional GAN, their labels); `step` is its number (1, 2, ...), for the EMA's warm-up.
-        Returns STATISTICS stacked, (10,) on the device."""
-        loss, policy, penalty = self.loss, self.policy, self.no_penalty
+        Returns STATISTICS stacked, (len(STATISTICS),) on the device."""
+        loss, penalty = self.loss, self.no_penalty
         class_loss = real_accuracy = fake_accuracy = self.no_penalty
         for critic_step in range(loss.critic_steps):
             real, labels = next(batches)  # (B, C, H, W) in [-1, 1]; their classes (B,), or None
             latents = torch.randn(real.shape[0], self.latent_dim, device=self.device)
             with torch.set_grad_enabled(critic_step == loss.critic_steps - 1):
                 fake = self.fakes(latents, labels)  # the last critic step's fakes keep their graph for G's update
-            real_scores, real_classes = self.critic_outputs(self.critic_call, augment(real, policy), labels)
-            fake_scores, fake_classes = self.critic_outputs(self.critic_call, augment(fake.detach(), policy), labels)
+            real_scores, real_classes = self.critic_outputs(self.critic_call, self.augmented(real), labels)
+            fake_scores, fake_classes = self.critic_outputs(self.critic_call, self.augmented(fake.detach()), labels)
+            self.ada.observe(real_scores.detach())
             d_loss = loss.discriminator(real_scores, fake_scores)
             if real_classes is not None:  # ACGAN: D also names the class of real and fake images
                 class_loss = classification_loss(real_classes, labels) + classification_loss(fake_classes, labels)
                 d_loss = d_loss + self.auxiliary_weight * class_loss
             if loss.gradient_penalty:  # on interpolates of real and fake images of the same class, with that label
-                critic = partial(self.scores, self.critic_call, labels=labels, amp=self.penalty_autocast)
+                def critic(images: torch.Tensor) -> torch.Tensor:  # ADA shows D the interpolates too (the gradient: before it)
+                    return self.scores(self.critic_call, self.ada.augment(images), labels, self.penalty_autocast)
+
                 penalty = gradient_penalty(critic, real, fake)
                 d_loss = d_loss + loss.gradient_penalty * penalty
             self.update(self.optimizer_d, self.scaler_d, d_loss)
@@ -318,13 +326,14 @@ class GAN:
 
         # The generator update on the same fakes, scored by the updated D.
         with speed.frozen(self.discriminator):
-            fake_scores_g, fake_classes = self.critic_outputs(self.critic_call_in_g_step, augment(fake, policy), labels)
+            fake_scores_g, fake_classes = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
             g_loss = loss.generator(fake_scores_g)
             if fake_classes is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
                 g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes, labels)
         self.update(self.optimizer_g, self.scaler_g, g_loss)
         for scheduler in self.schedulers:
             scheduler.step()
+        self.ada.adjust(step)
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, ema_decay(self.ema_decay, step - self.ema_start))
         if fake_classes is not None:
@@ -332,7 +341,12 @@ class GAN:
                 real_accuracy = (real_classes.argmax(1) == labels).float().mean()
                 fake_accuracy = (fake_classes.argmax(1) == labels).float().mean()
         return torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(), real_scores.sigmoid().mean(),
-                            fake_scores.sigmoid().mean(), penalty, class_loss, real_accuracy, fake_accuracy]).detach()
+                            fake_scores.sigmoid().mean(), penalty, class_loss, real_accuracy, fake_accuracy,
+                            self.ada.p, real_scores.sign().mean()]).detach()
+
+    def augmented(self, images: torch.Tensor) -> torch.Tensor:
+        """Images as D sees them: through the DiffAugment policy (train.augment), then ADA's pipeline."""
+        return self.ada.augment(augment(images, self.policy))
 
     def fakes(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """G's images (of the classes `labels`, conditional) at the run's precision, handed on in fp32."""
@@ -375,6 +389,8 @@ class GAN:
         if self.auxiliary:
             scalars.update({"classifier/loss": means["class_loss"], "classifier/real_accuracy": means["real_class_accuracy"],
                             "classifier/fake_accuracy": means["fake_class_accuracy"]})
+        if self.ada.enabled:  # ADA's p and its heuristic r_t = E[sign(D(real))], as means over the interval
+            scalars.update({"augment/p": means["augment_p"], "augment/r_t": means["real_sign"]})
         return scalars
 
     def state_dict(self) -> dict[str, Any]:
@@ -386,6 +402,7 @@ class GAN:
             "optimizer_d": self.optimizer_d.state_dict(),
             "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
             "scalers": [scaler.state_dict() for scaler in (self.scaler_g, self.scaler_d)],
+            "augment": self.ada.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -403,6 +420,7 @@ class GAN:
             for scaler, scaler_state in zip((self.scaler_g, self.scaler_d), state.get("scalers") or []):
                 if scaler.is_enabled() and scaler_state:
                     scaler.load_state_dict(scaler_state)
+            self.ada.load_state_dict(state.get("augment"))
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as error:
             raise GanctlError(
                 f"The checkpoint's state does not fit the GAN its config describes ({type(error).__name__}: "

@@ -23,7 +23,8 @@ log = logging.getLogger("ganctl")
 
 
 # How the progress bar and train.log show the watched scalars.
-SHORT_NAMES = {"loss/d": "d", "loss/g": "g", "d/real": "D(x)", "d/fake": "D(G(z))", "wasserstein": "W", "gradient_penalty": "gp"}
+SHORT_NAMES = {"loss/d": "d", "loss/g": "g", "d/real": "D(x)", "d/fake": "D(G(z))", "wasserstein": "W", "gradient_penalty": "gp",
+               "augment/p": "p"}
 
 
 class FittedProgress(Progress):
@@ -156,7 +157,7 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("images/s", f"{summary['images_per_second']:.0f}")
     for name, value in summary["losses"].items():
         table.add_row(name, f"{value:.4f}")
-    for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy"):
+    for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy", "augment/p"):
         if summary.get(name) is not None:
             table.add_row(name, f"{summary[name]:.4f}")
     table.add_row("run directory", str(run_dir))

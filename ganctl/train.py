@@ -300,7 +300,7 @@ def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best
         "losses": {"d_loss": last_logged.get("loss/d"), "g_loss": last_logged.get("loss/g")},
         "d_real": last_logged.get("d/real"),
         "d_fake": last_logged.get("d/fake"),
-        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy")
+        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy", "augment/p")
            if name in last_logged},
         **{f"metrics/{card['metric']}": card["value"] for card in cards},
         **({"best": best} if best else {}),
@@ -326,7 +326,8 @@ def finish(
     }
     if group.enabled:  # DDP keeps every rank's weights identical: check it, and say so
         summary["ranks"] = {"world_size": group.world_size,
-                            "weights_agree": distributed.weights_agree([gan.generator, gan.discriminator], group)}
+                            "weights_agree": distributed.weights_agree([gan.generator, gan.discriminator], group),
+                            **({"augment_p_agrees": distributed.tensors_agree([gan.ada.p], group)} if gan.ada.enabled else {})}
     if not group.main:
         return RunResult(run_dir, step, summary, interrupted_by=stopped_by)
     if stopped_by:

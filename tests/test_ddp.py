@@ -50,6 +50,17 @@ def test_two_ranks_train_one_run_with_identical_weights(tmp_path: Path, conditio
     assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
 
 
+def test_two_ranks_keep_the_same_ada_p(tmp_path: Path) -> None:
+    """Each rank augments its own images, but r_t is summed over both, so p moves the same on each."""
+    result = torchrun("train", "train.steps=3", *SMALL, "train.ada.mode=adaptive", "train.ada.interval=1",
+                      "train.ada.kimg=0.05", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["ranks"] == {"world_size": 2, "weights_agree": True, "augment_p_agrees": True}
+    p = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["augment"]["p"].item()
+    assert p > 0 and round(p / 0.32, 4) == round(p / 0.32)  # moved in steps of both ranks' 16 images / 50
+
+
 def test_checkpoints_resume_across_world_sizes(tmp_path: Path) -> None:
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     assert torchrun("train", "train.steps=3", *SMALL, f"hydra.run.dir={ddp}", cwd=tmp_path).returncode == 0
