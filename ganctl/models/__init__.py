@@ -23,9 +23,11 @@ from ganctl.models.conv import ConvDiscriminator, ConvGenerator
 from ganctl.models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_layout
 from ganctl.models.layers import activation_layer, dcgan_init
 from ganctl.models.mlp import MLPDiscriminator, MLPGenerator
+from ganctl.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 __all__ = [
     "ConvDiscriminator", "ConvGenerator", "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator",
+    "StyleGAN2Discriminator", "StyleGAN2Generator",
     "activation_layer", "dcgan_init", "dcgan_layout",
     "UNCONDITIONAL", "AuxiliaryOutput", "ConditionalBatchNorm", "Conditioning", "LabelConcat", "LabelLayer",
     "LabelledSequential", "ProjectionOutput",
