@@ -138,7 +138,7 @@ def path_lengths(images: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     image by about the same amount everywhere. The graph is kept: a double backward through G."""
     noise = torch.randn_like(images) / (images.shape[2] * images.shape[3]) ** 0.5
     (gradients,) = torch.autograd.grad((images * noise).sum(), styles, create_graph=True)
-    return gradients.square().sum(dim=2).mean(dim=1).sqrt()  # (B,)
+    return gradients.float().square().sum(dim=2).mean(dim=1).sqrt()  # (B,), fp32 whatever precision G runs at
 
 
 def classification_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -192,3 +192,11 @@ def test_resume_is_exact_with_lazy_regularisers_w_avg_and_path_length_mean(tmp_p
     straight, resumed = (checkpoint.load(tmp_path / name / "checkpoints" / "last.pt") for name in ("straight", "resumed"))
     torch.testing.assert_close({k: straight[k] for k in keys}, {k: resumed[k] for k in keys}, rtol=0, atol=0)
     assert straight["generator"]["w_avg"].abs().sum() > 0
+
+
+def test_bf16_step_with_every_regulariser_is_finite() -> None:
+    cfg, _ = compose_config(*TINY_STYLEGAN2, *TINY, "train.precision=bf16")
+    gan, images = build_gan(cfg)
+    statistics = gan.step(data.endless(images, 8), 1)  # R1 and path length are due at the first step
+    assert torch.isfinite(statistics).all() and statistics[-2] > 0 and statistics[-1] > 0
+    assert gan.path_length_mean.dtype == torch.float32
