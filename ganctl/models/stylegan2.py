@@ -5,7 +5,7 @@ same settings the networks have the reference's parameters, tensor for tensor (t
 G 19,947,539 and D 20,720,641 parameters; with 10 classes 20,215,315 and 23,089,664). What differs
 is only how the arithmetic is done: no custom CUDA ops (upfirdn2d, bias_act, fma) -- resampling
 with the [1, 3, 3, 1] filter is torch's bilinear interpolation (antialiased when downsampling),
-D's downsampling convs filter before they convolve, biases and activations are torch ops,
+D's downsampling convs filter and halve the map, then convolve it, biases and activations are torch ops,
 and the modulated convolution scales the activations around one ordinary convolution (the
 reference's "non-fused" path, which it trains with).
 
@@ -102,8 +102,8 @@ class FullyConnected(nn.Module):
 
 class Conv(nn.Module):
     """A convolution with equalised learning rate and lrelu (or none), optionally after halving the
-    size with the low-pass filter (the reference filters, then convolves at stride 2: the same
-    receptive field shape, 4x the arithmetic)."""
+    size with the low-pass filter. (The reference filters at full size, then convolves at stride 2;
+    convolving the downsampled map costs the same and covers a slightly wider neighbourhood.)"""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, activation: bool = True,
                  bias: bool = True, down: bool = False) -> None:
