@@ -58,6 +58,8 @@ BEFORE_SPEED_SETTINGS = {"precision": "fp32", "channels_last": False, "compile":
 class EMASettings:
     decay: float = MISSING
     start: int = MISSING
+    half_life_kimg: Optional[float] = None  # StyleGAN2's EMA: half-life in thousands of images (replaces decay)
+    rampup: Optional[float] = None  # with half_life_kimg: at most rampup x the images seen so far
 
 
 @dataclass
@@ -132,6 +134,12 @@ class LossSettings:
     gradient_penalty: float = 0.0  # weight of the WGAN-GP penalty; 0 = none
     clip: float = 0.0  # WGAN weight clipping bound; 0 = none
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
+    r1_gamma: float = 0.0  # R1 on real images (weight gamma / 2); 0 = none
+    r1_every: int = 1  # lazy R1: every k-th critic update, scaled by k
+    path_length: float = 0.0  # StyleGAN2's path-length regularisation weight; 0 = none
+    path_length_every: int = 4  # lazy: every k-th generator step, scaled by k
+    path_length_decay: float = 0.01  # the running mean's rate
+    path_length_batch_shrink: int = 2  # the penalty's batch: 1/k of the step's
 
 
 @dataclass
@@ -176,6 +184,10 @@ def check(cfg: DictConfig) -> None:
         raise GanctlError(f"train.global_batch_size must be at least 1, or null (each process draws train.batch_size); got {train.global_batch_size}.")
     if not 0.0 <= train.ema.decay < 1.0:
         raise GanctlError(f"train.ema.decay must be in [0, 1), got {train.ema.decay} (0 turns EMA off).")
+    for key in ("half_life_kimg", "rampup"):
+        value = OmegaConf.select(train, f"ema.{key}")
+        if value is not None and not value > 0:
+            raise GanctlError(f"train.ema.{key} must be positive, or null (off); got {value}.")
     for net in ("g", "d"):
         lr = OmegaConf.select(cfg, f"optimizer.{net}.lr")
         if lr is not None and not (isinstance(lr, (int, float)) and lr > 0):

@@ -38,16 +38,18 @@ from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
 from ganctl.config import build
 from ganctl.errors import GanctlError
-from ganctl.losses import GANLoss, classification_loss, clip_weights, gradient_penalty
+from ganctl.losses import GANLoss, classification_loss, clip_weights, gradient_penalty, path_lengths, r1_penalty
 from ganctl.models.conditioning import AuxiliaryOutput, Conditioning
 
 # What `GAN.step` returns, stacked in this order: the losses, D's mean raw scores and mean
 # probabilities (sigmoid of the scores) of the real and fake images, the penalty term, and (ACGAN)
 # the auxiliary classifier's loss on real + fake images and its accuracy on each (0 without one).
 # ADA's augmentation probability p after the step and the mean sign of D's scores of real images
-# (what its heuristic r_t averages) end the list.
+# (what its heuristic r_t averages); lazy regularisers report their latest value: R1's and the mean path
+# length (0 when off).
 STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty",
-              "class_loss", "real_class_accuracy", "fake_class_accuracy", "augment_p", "real_sign")
+              "class_loss", "real_class_accuracy", "fake_class_accuracy", "augment_p", "real_sign", "r1_penalty",
+              "path_length")
 GRID_CLASSES = 16  # a conditional run's training grid: one row per class, for the first 16 classes
 
 
@@ -90,6 +92,14 @@ def conditioning_of(cfg: Any, classes: Optional[list[str]]) -> Conditioning:
     node = cfg.get("conditioning") if cfg is not None else None
     settings = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     return Conditioning.from_settings(settings, classes)
+
+
+def half_life_decay(half_life_images: float, rampup: Optional[float], images_seen: int, images_per_step: int) -> float:
+    """StyleGAN2-ADA's EMA decay: a half-life in images, 0.5 ** (images_per_step / half-life), the
+    half-life ramped up as at most rampup x the images seen before this update (0: a copy)."""
+    if rampup is not None:
+        half_life_images = min(half_life_images, images_seen * rampup)
+    return 0.5 ** (images_per_step / max(half_life_images, 1e-8))
 
 
 def ema_decay(decay: float, steps_averaged: int) -> float:
@@ -238,8 +248,12 @@ class GAN:
         self.classes = list(classes) if classes is not None else None
         self.auxiliary = any(isinstance(module, AuxiliaryOutput) for module in discriminator.modules())
         self.auxiliary_weight = auxiliary_weight
-        self.generator_ema = copy.deepcopy(generator).eval().requires_grad_(False) if settings.ema.decay > 0 else None
+        half_life = settings.ema.get("half_life_kimg")
+        averaged = settings.ema.decay > 0 or half_life is not None
+        self.generator_ema = copy.deepcopy(generator).eval().requires_grad_(False) if averaged else None
         self.ema_decay, self.ema_start = settings.ema.decay, settings.ema.start
+        self.ema_half_life = half_life * 1000 if half_life is not None else None  # images
+        self.ema_rampup, self.world_size = settings.ema.get("rampup"), group.world_size
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         factor = partial(lr_factor, settings.lr_schedule, total_steps=settings.steps)
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, factor) for optimizer in (optimizer_g, optimizer_d)]
@@ -256,7 +270,8 @@ class GAN:
         # needs no gradient for D's weights, so nothing of D's to synchronise there: it calls D itself.
         speed.configure_backends(device, self.precision)
         sync_bn, compiled = settings.sync_batchnorm, settings.compile
-        self.generator_call = speed.compiled(distributed.wrap(generator, group, device, sync_bn), "G", compiled)
+        self.generator_call = speed.compiled(distributed.wrap(generator, group, device, sync_bn), "G", compiled,
+                                             loss.path_length > 0)
         self.critic_call = speed.compiled(
             distributed.wrap(discriminator, group, device, sync_bn), "D", compiled, loss.double_backward
         )
@@ -264,6 +279,9 @@ class GAN:
             self.critic_call if not group.enabled else speed.compiled(discriminator, "D", compiled, loss.double_backward)
         )
         self.no_penalty = torch.zeros((), device=device)
+        # The lazy regularisers' latest values, and the path lengths' running mean (the checkpoint keeps it).
+        self.r1_latest, self.path_length_latest = self.no_penalty, self.no_penalty
+        self.path_length_mean = torch.zeros((), device=device)
 
     @classmethod
     def from_config(
@@ -281,6 +299,7 @@ class GAN:
         generator = speed.memory_format(generator.to(device), channels_last)
         discriminator = speed.memory_format(discriminator.to(device), channels_last)
         loss.check_critic(discriminator, cfg.optimizer.d)
+        loss.check_generator(generator)
         optimizer_g = speed.optimizer(build(cfg.optimizer.g, "optimizer.g"), generator.parameters(), device)
         optimizer_d = speed.optimizer(build(cfg.optimizer.d, "optimizer.d"), discriminator.parameters(), device)
         auxiliary_weight = OmegaConf.select(cfg, "conditioning.auxiliary_weight", default=1.0)
@@ -320,6 +339,10 @@ class GAN:
 
                 penalty = gradient_penalty(critic, real, fake)
                 d_loss = d_loss + loss.gradient_penalty * penalty
+            if loss.r1_due((step - 1) * loss.critic_steps + critic_step):  # lazy: weighted by its interval
+                critic = partial(self.scores, self.critic_call, labels=labels, amp=self.penalty_autocast)
+                self.r1_latest = r1_penalty(lambda images: critic(self.augmented(images)), real)  # the gradient: before ADA, as the reference
+                d_loss = d_loss + loss.r1_gamma / 2 * loss.r1_every * self.r1_latest
             self.update(self.optimizer_d, self.scaler_d, d_loss)
             if loss.clip:
                 clip_weights(self.discriminator, loss.clip)
@@ -330,23 +353,47 @@ class GAN:
             g_loss = loss.generator(fake_scores_g)
             if fake_classes is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
                 g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes, labels)
+        if loss.path_length_due(step):  # lazy: weighted by its interval
+            g_loss = g_loss + loss.path_length * loss.path_length_every * self.path_length_penalty(latents, labels)
         self.update(self.optimizer_g, self.scaler_g, g_loss)
         for scheduler in self.schedulers:
             scheduler.step()
         self.ada.adjust(step)
         if self.generator_ema is not None:
-            update_ema(self.generator_ema, self.generator, ema_decay(self.ema_decay, step - self.ema_start))
+            update_ema(self.generator_ema, self.generator, self.ema_decay_at(step, real.shape[0] * self.world_size))
         if fake_classes is not None:
             with torch.no_grad():
                 real_accuracy = (real_classes.argmax(1) == labels).float().mean()
                 fake_accuracy = (fake_classes.argmax(1) == labels).float().mean()
         return torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(), real_scores.sigmoid().mean(),
                             fake_scores.sigmoid().mean(), penalty, class_loss, real_accuracy, fake_accuracy,
-                            self.ada.p, real_scores.sign().mean()]).detach()
+                            self.ada.p, real_scores.sign().mean(), self.r1_latest, self.path_length_latest]).detach()
 
     def augmented(self, images: torch.Tensor) -> torch.Tensor:
         """Images as D sees them: through the DiffAugment policy (train.augment), then ADA's pipeline."""
         return self.ada.augment(augment(images, self.policy))
+
+    def ema_decay_at(self, step: int, images_per_step: int) -> float:
+        """The EMA's decay at `step`: from train.ema.decay warmed up, or from the half-life in images."""
+        if self.ema_half_life is None:
+            return ema_decay(self.ema_decay, step - self.ema_start)
+        if step <= self.ema_start:
+            return 0.0
+        return half_life_decay(self.ema_half_life, self.ema_rampup, (step - 1 - self.ema_start) * images_per_step, images_per_step)
+
+    def path_length_penalty(self, latents: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """StyleGAN2's path-length penalty on a fraction of the step's latents: (length - running mean)^2,
+        the mean moving towards this batch's lengths first."""
+        size = max(1, latents.shape[0] // self.loss.path_length_batch_shrink)
+        labels = labels[:size] if labels is not None else None
+        with self.penalty_autocast():
+            images, styles = (self.generator_call(latents[:size], with_styles=True) if labels is None
+                              else self.generator_call(latents[:size], labels, with_styles=True))
+        lengths = path_lengths(images.float(), styles)  # (size,)
+        mean = self.path_length_mean.lerp(lengths.mean(), self.loss.path_length_decay)  # as the reference: not detached
+        self.path_length_mean.copy_(mean.detach())
+        self.path_length_latest = lengths.mean().detach()
+        return (lengths - mean).square().mean()
 
     def fakes(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """G's images (of the classes `labels`, conditional) at the run's precision, handed on in fp32."""
@@ -403,6 +450,7 @@ class GAN:
             "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
             "scalers": [scaler.state_dict() for scaler in (self.scaler_g, self.scaler_d)],
             "augment": self.ada.state_dict(),
+            "path_length_mean": self.path_length_mean.detach().cpu().clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -417,6 +465,8 @@ class GAN:
                 scheduler.load_state_dict(scheduler_state)
             if self.generator_ema is not None:
                 self.generator_ema.load_state_dict(state["generator_ema"])
+            if state.get("path_length_mean") is not None:  # (a checkpoint from before it: 0, as it was then)
+                self.path_length_mean.copy_(state["path_length_mean"])
             for scaler, scaler_state in zip((self.scaler_g, self.scaler_d), state.get("scalers") or []):
                 if scaler.is_enabled() and scaler_state:
                     scaler.load_state_dict(scaler_state)

@@ -4,8 +4,8 @@ Sign convention, stated once: a discriminator returns raw scores (logits, no sig
 image, shape (B,); higher means "more real". Every discriminator loss takes (real_scores,
 fake_scores) and every generator loss takes fake_scores; both return a scalar to minimise.
 
-Penalties and constraints that need the critic itself (the WGAN-GP gradient penalty, WGAN's weight
-clipping) are separate functions below, as is ACGAN's classification loss on an auxiliary
+Penalties and constraints that need the critic itself (the WGAN-GP gradient penalty, R1, WGAN's weight
+clipping), and StyleGAN2's path lengths of G, are separate functions below, as is ACGAN's classification loss on an auxiliary
 classifier's class logits (a class-conditional critic's second output). `GANLoss` is a loss option made concrete: the pair of
 functions and how the critic is trained with them (critic steps, penalty, clipping) and watched
 (what to log). It is the one place that reads those keys of the config; the GAN's step follows it.
@@ -121,6 +121,26 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return ((gradients.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ||grad_x D(x)||^2 at real images, averaged over the batch. The
+    weight is gamma / 2, as StyleGAN2 applies it; `critic` sees what D sees (augmented images), the
+    gradient is taken at the images before augmentation, in fp32, its graph kept to train D."""
+    real = real.detach().float().requires_grad_(True)  # (B, C, H, W)
+    scores = critic(real).float()
+    (gradients,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
+    return gradients.square().sum(dim=(1, 2, 3)).mean()
+
+
+def path_lengths(images: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's path lengths (Karras et al. 2020): per image, ||J_w^T y|| for a random image-space
+    direction y ~ N(0, 1) / sqrt(H * W), averaged over G's layers' styles `styles` (B, L, W) that made
+    `images` (B, C, H, W). Regularising them towards their running mean makes a step in W change the
+    image by about the same amount everywhere. The graph is kept: a double backward through G."""
+    noise = torch.randn_like(images) / (images.shape[2] * images.shape[3]) ** 0.5
+    (gradients,) = torch.autograd.grad((images * noise).sum(), styles, create_graph=True)
+    return gradients.float().square().sum(dim=2).mean(dim=1).sqrt()  # (B,), fp32 whatever precision G runs at
+
+
 def classification_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """ACGAN's auxiliary classification loss (Odena et al. 2017): the cross-entropy of D's class
     logits (B, K) against the labels (B,) -- minus the log-likelihood of the right class, L_C. Both
@@ -140,6 +160,7 @@ def clip_weights(critic: nn.Module, clip: float) -> None:
 # --------------------------------------------------------------------------- a loss option, made concrete
 
 REPORTS = ("probability", "wasserstein", "scores")
+LAZY_KEYS = ("r1_gamma", "r1_every", "path_length", "path_length_every", "path_length_decay", "path_length_batch_shrink")
 MOMENTUM_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.NAdam", "torch.optim.RAdam", "torch.optim.Adamax")
 
 
@@ -153,15 +174,28 @@ class GANLoss:
     gradient_penalty: float = 0.0  # weight of the WGAN-GP penalty; 0 = none
     clip: float = 0.0  # WGAN weight clipping bound; 0 = none
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
+    r1_gamma: float = 0.0  # R1 on real images, weight gamma / 2; 0 = none
+    r1_every: int = 1  # lazy R1: every k-th critic update, its weight times k (StyleGAN2: 16)
+    path_length: float = 0.0  # StyleGAN2's path-length regularisation of G, its weight; 0 = none
+    path_length_every: int = 4  # lazy: every k-th generator step, its weight times k
+    path_length_decay: float = 0.01  # how fast the running mean of the path lengths follows them
+    path_length_batch_shrink: int = 2  # its images: the batch's first 1/k latents
 
     @classmethod
     def from_config(cls, node: DictConfig) -> "GANLoss":
         """The loss option, its values checked; a GanctlError names the first bad one."""
         if node.critic_steps < 1:
             raise GanctlError(f"loss.critic_steps must be at least 1, got {node.critic_steps}.")
-        for key in ("gradient_penalty", "clip"):
-            if node[key] < 0:
-                raise GanctlError(f"loss.{key} must be 0 (off) or positive, got {node[key]}.")
+        lazy = {key: OmegaConf.select(node, key, default=getattr(cls, key)) for key in LAZY_KEYS}
+        for key in ("r1_every", "path_length_every", "path_length_batch_shrink"):
+            if lazy[key] < 1:
+                raise GanctlError(f"loss.{key} must be at least 1, got {lazy[key]}.")
+        if not 0.0 < lazy["path_length_decay"] <= 1.0:
+            raise GanctlError(f"loss.path_length_decay must be in (0, 1], got {lazy['path_length_decay']}.")
+        for key, value in [("gradient_penalty", node.gradient_penalty), ("clip", node.clip),
+                           ("r1_gamma", lazy["r1_gamma"]), ("path_length", lazy["path_length"])]:
+            if value < 0:
+                raise GanctlError(f"loss.{key} must be 0 (off) or positive, got {value}.")
         if node.report not in REPORTS:
             raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {node.report!r}.")
         labels = OmegaConf.select(node, "discriminator", default={})
@@ -176,17 +210,36 @@ class GANLoss:
             gradient_penalty=node.gradient_penalty,
             clip=node.clip,
             report=node.report,
+            **lazy,
         )
 
     @property
     def double_backward(self) -> bool:
         """Whether D's update differentiates through a gradient of D (torch.compile cannot)."""
-        return self.gradient_penalty > 0
+        return self.gradient_penalty > 0 or self.r1_gamma > 0
+
+    def r1_due(self, critic_update: int) -> bool:
+        """Whether the critic update numbered `critic_update` (0, 1, ...) adds R1."""
+        return self.r1_gamma > 0 and critic_update % self.r1_every == 0
+
+    def path_length_due(self, step: int) -> bool:
+        """Whether generator step `step` (1, 2, ...) adds the path-length penalty (the first does)."""
+        return self.path_length > 0 and (step - 1) % self.path_length_every == 0
+
+    def check_generator(self, generator: nn.Module) -> None:
+        """Refuse regularisers that the generator has no place for."""
+        if self.path_length > 0 and not hasattr(generator, "synthesis"):
+            raise GanctlError(
+                f"loss.path_length regularises a generator's mapping from W to images, but {type(generator).__name__} "
+                "has no W space: use model=stylegan2, or set loss.path_length=0."
+            )
 
     def check_critic(self, critic: nn.Module, optimizer: Optional[DictConfig] = None) -> None:
         """Refuse pairs of this loss and a critic known to be wrong; warn about ones known to be
         unwise (`optimizer`: the critic's optimizer config, e.g. cfg.optimizer.d)."""
-        if self.gradient_penalty > 0 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules()):
+        if (self.gradient_penalty > 0 or self.r1_gamma > 0) and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules()
+        ):
             raise GanctlError(
                 "A gradient penalty needs a critic without BatchNorm: the penalty is on each image's own "
                 "gradient, and BatchNorm makes every score depend on the whole batch (Gulrajani et al. 2017). "
@@ -215,6 +268,10 @@ class GANLoss:
         real and fake images as this loss reads it (probabilities for the BCE family; for Wasserstein
         losses the distance estimate mean D(real) - mean D(fake), and the penalty term)."""
         scalars = {"loss/d": means["d_loss"], "loss/g": means["g_loss"]}
+        if self.r1_gamma:  # the latest lazy evaluation's value
+            scalars["r1_penalty"] = means["r1_penalty"]
+        if self.path_length:
+            scalars["path_length"] = means["path_length"]
         if self.report == "probability":
             return {**scalars, "d/real": means["real_probability"], "d/fake": means["fake_probability"]}
         scalars.update({"d/real": means["real_score"], "d/fake": means["fake_score"]})

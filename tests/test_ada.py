@@ -115,7 +115,7 @@ def test_the_step_raises_p_when_d_scores_every_real_image_positive() -> None:
     gan, data = build_gan(cfg)
     gan.critic_call = lambda x: x.flatten(1).mean(1) * 0 + 5.0 + sum(p.sum() * 0 for p in gan.discriminator.parameters())
     batches = datasets.endless(data, 8)
-    p = [gan.step(batches, step)[-2].item() for step in range(1, 5)]
+    p = [gan.step(batches, step)[STATISTICS.index("augment_p")].item() for step in range(1, 5)]
     assert p == pytest.approx([0.0, 0.32, 0.32, 0.64])  # every 2 steps: + 16 images / 50
 
 

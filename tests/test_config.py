@@ -21,9 +21,9 @@ GROUP_OPTIONS = {
 
 
 def test_every_group_has_options() -> None:
-    assert GROUP_OPTIONS["model"] == ["conv", "dcgan", "dcgan_small", "mlp", "sngan", "wgan", "wgangp"]
-    assert GROUP_OPTIONS["loss"] == ["bce", "hinge", "lsgan", "minimax", "wgan", "wgangp"]
-    assert GROUP_OPTIONS["optimizer"] == ["adam", "adam_fast", "rmsprop", "wgan", "wgangp"]
+    assert GROUP_OPTIONS["model"] == ["conv", "dcgan", "dcgan_small", "mlp", "sngan", "stylegan2", "wgan", "wgangp"]
+    assert GROUP_OPTIONS["loss"] == ["bce", "hinge", "lsgan", "minimax", "stylegan2", "wgan", "wgangp"]
+    assert GROUP_OPTIONS["optimizer"] == ["adam", "adam_fast", "rmsprop", "stylegan2", "wgan", "wgangp"]
     assert GROUP_OPTIONS["dataset"] == ["celeba", "cifar10", "fashion_mnist", "folder", "mnist", "quickdraw"]
     assert all(GROUP_OPTIONS.values())
 
@@ -32,10 +32,11 @@ def test_every_group_has_options() -> None:
 def test_option_composes_and_instantiates(group: str, option: str) -> None:
     cfg, choices = compose_config(f"{group}={option}")
     assert choices[group] == option
-    generator = instantiate(cfg.model.generator, channels=1, image_size=28)
-    discriminator = instantiate(cfg.model.discriminator, channels=1, image_size=28)
+    size = 32 if choices["model"] == "stylegan2" else 28  # StyleGAN2 makes powers of two from 32
+    generator = instantiate(cfg.model.generator, channels=1, image_size=size)
+    discriminator = instantiate(cfg.model.discriminator, channels=1, image_size=size)
     images = generator(torch.randn(3, generator.latent_dim))
-    assert images.shape == (3, 1, 28, 28)
+    assert images.shape == (3, 1, size, size)
     assert discriminator(images).shape == (3,)
     instantiate(cfg.optimizer.g)(generator.parameters())
     instantiate(cfg.optimizer.d)(discriminator.parameters())

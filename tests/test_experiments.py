@@ -35,6 +35,9 @@ def stand_in_data(experiment: str, root: Path, monkeypatch: pytest.MonkeyPatch) 
     if experiment == "celeba_wgangp":
         write_celeba_jpegs(root / "img_align_celeba", 6)
         return [f"dataset.root={root / 'img_align_celeba'}"]
+    if experiment == "ffhq256_stylegan2":
+        write_mixed_folder(root / "faces")
+        return [f"dataset.root={root / 'faces'}"]
     if experiment == "lego_dcgan":
         write_mixed_folder(root / "lego")
         return [f"dataset.root={root / 'lego'}"]
@@ -43,7 +46,15 @@ def stand_in_data(experiment: str, root: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_every_experiment_is_tested() -> None:
     assert set(EXPERIMENTS) == {"mnist_vanilla", "mnist_mlp_bn", "lego_dcgan", "camel_gan", "cifar10_wgan", "celeba_wgangp",
-                                "mnist_cgan", "cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgangp_resnet"}
+                                "mnist_cgan", "cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgangp_resnet",
+                                "cifar10_stylegan2_ada", "ffhq256_stylegan2"}
+
+
+# The StyleGAN2 recipes' networks are 20M+ parameters a side: two CPU steps with them at a few channels.
+NARROW.update({experiment: [f"model.{net}.channel_base={base}" for net in ("generator", "discriminator")]
+               + [f"model.{net}.channel_max=8" for net in ("generator", "discriminator")]
+               + ["model.generator.latent_dim=16", "model.generator.w_dim=16"]
+               for experiment, base in (("cifar10_stylegan2_ada", 256), ("ffhq256_stylegan2", 1024))})
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -72,6 +83,17 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
                       "optimizer.d._target_": "torch.optim.RMSprop", "dataset.image_size": 32}),
     ("celeba_wgangp", {"dataset": "celeba", "dataset.image_size": 64, "loss.gradient_penalty": 10.0,
                        "model.discriminator.norm": "layer", "optimizer.d.betas": [0.0, 0.9]}),
+    ("cifar10_stylegan2_ada", {"dataset": "cifar10", "model": "stylegan2", "model.generator.mapping_layers": 2,
+                               "model.generator.channel_base": 32768, "model.discriminator.architecture": "orig",
+                               "model.discriminator.mbstd_group_size": 32, "loss.r1_gamma": 0.01, "loss.r1_every": 16,
+                               "loss.path_length": 0.0, "model.generator.style_mixing": 0.0, "optimizer.g.lr": 0.0025,
+                               "optimizer.d.betas": [0.0, 0.99], "train.batch_size": 64, "train.ema.half_life_kimg": 500,
+                               "train.ema.rampup": 0.05, "train.steps": 1_562_500, "conditioning.generator": "concat",
+                               "conditioning.discriminator": "projection"}),
+    ("ffhq256_stylegan2", {"dataset": "folder", "dataset.image_size": 256, "model.generator.channel_base": 16384,
+                           "model.discriminator.architecture": "resnet", "model.discriminator.mbstd_group_size": 8,
+                           "loss.r1_gamma": 1.0, "loss.path_length": 2.0, "model.generator.style_mixing": 0.9,
+                           "train.ema.half_life_kimg": 20, "train.ema.rampup": None}),
     ("mnist_cgan", {"dataset": "mnist", "model": "dcgan_small", "optimizer": "adam_fast", "conditioning": "projection",
                     "conditioning.generator": "batchnorm", "conditioning.discriminator": "projection"}),
     ("cifar10_sngan", {"dataset": "cifar10", "model": "sngan", "loss": "hinge", "loss.critic_steps": 5,

@@ -32,7 +32,13 @@ SMALL = {  # narrower networks than the presets, so that 36 pairs train in secon
     "mlp": ["model.generator.hidden=[32]", "model.discriminator.hidden=[32]"],
     "conv": ["model.generator.filters=[16,8,8]", "model.discriminator.filters=[8,8,16,16]"],
     "sngan": ["model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16", "train.channels_last=false"],
+    "stylegan2": ["dataset.image_size=32", "model.generator.latent_dim=16", "model.generator.w_dim=16",
+                  "model.generator.mapping_layers=1", "model.generator.channel_base=128", "model.generator.channel_max=8",
+                  "model.discriminator.channel_base=128", "model.discriminator.channel_max=8"],
 }
+# StyleGAN2's loss regularises G's path lengths in W, which only StyleGAN2 has, and R1 refuses BatchNorm critics.
+REFUSED.update({(model, "stylegan2") for model in ("dcgan", "dcgan_small", "wgan")})
+NO_W_SPACE = {(model, "stylegan2") for model in MODELS if model != "stylegan2"} - REFUSED
 FAST = [*TINY, "train.steps=2", "train.sample_every=0", "train.ckpt_every=0", "loss.critic_steps=2"]
 
 
@@ -50,6 +56,10 @@ def test_every_allowed_pair_trains_and_every_wrong_pair_is_refused(tmp_path: Pat
         with pytest.raises(GanctlError, match="gradient penalty needs a critic without BatchNorm"):
             run(tmp_path, *overrides)
         assert not (tmp_path / "checkpoints").exists()  # refused before training
+        return
+    if (model, loss) in NO_W_SPACE:
+        with pytest.raises(GanctlError, match="model=stylegan2"):
+            run(tmp_path, *overrides)
         return
     result = run(tmp_path, *overrides)
     assert result.step == 2

@@ -25,10 +25,11 @@ from ganctl.models.layers import activation_layer, dcgan_init
 from ganctl.models.mlp import MLPDiscriminator, MLPGenerator
 from ganctl.models.resnet import ResNetDiscriminator, ResNetGenerator, resnet_layout
 from ganctl.models.attention import SelfAttention
+from ganctl.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 __all__ = [
     "ConvDiscriminator", "ConvGenerator", "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator",
-    "ResNetDiscriminator", "ResNetGenerator", "SelfAttention", "resnet_layout",
+    "ResNetDiscriminator", "ResNetGenerator", "SelfAttention", "StyleGAN2Discriminator", "StyleGAN2Generator", "resnet_layout",
     "activation_layer", "dcgan_init", "dcgan_layout",
     "UNCONDITIONAL", "AuxiliaryOutput", "ConditionalBatchNorm", "Conditioning", "LabelConcat", "LabelLayer",
     "LabelledSequential", "ProjectionOutput",

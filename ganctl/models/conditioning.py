@@ -203,6 +203,8 @@ class Conditioning:
         """Refuse a network of a family that did not wire in the piece its way asks for (`role`:
         generator or discriminator), rather than train it silently unconditional."""
         way = self.generator if role == "generator" else self.discriminator
+        if getattr(network, "conditions_itself", False):  # a family with its own label pieces refuses the ways it lacks itself
+            return
         piece = {"concat": LabelConcat, "batchnorm": ConditionalBatchNorm, "projection": ProjectionOutput,
                  "auxiliary": AuxiliaryOutput}.get(way)
         if piece is None or any(isinstance(module, piece) for module in network.modules()):

@@ -1,0 +1,202 @@
+"""StyleGAN2: the reference's parameter counts, its shapes and refusals, W space (truncation, style
+mixing, w_avg), its regularisers (lazy R1 for any model, path length), the half-life EMA, and exact resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganctl import checkpoint, config, data
+from ganctl.errors import GanctlError
+from ganctl.gan import GAN, STATISTICS, half_life_decay
+from ganctl.losses import path_lengths, r1_penalty
+from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
+from ganctl.train import train
+from helpers import TINY, build_gan, compose_config
+
+# A StyleGAN2 of a few thousand parameters: the full procedure (R1, path length, mixing) in well under a second a step.
+TINY_STYLEGAN2 = [
+    "model=stylegan2", "dataset.image_size=32", "model.generator.latent_dim=16", "model.generator.w_dim=16",
+    "model.generator.mapping_layers=2", "model.generator.channel_base=256", "model.generator.channel_max=16",
+    "model.discriminator.channel_base=256", "model.discriminator.channel_max=16", "model.discriminator.mapping_layers=2",
+    "train.channels_last=false", "train.precision=fp32",
+]
+TEN_CLASSES = Conditioning("concat", "projection", num_classes=10)
+
+
+def parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_counts_match_stylegan2_ada_cifar() -> None:
+    """NVlabs/stylegan2-ada-pytorch `--cfg=cifar`: 32x32x3, channel base 32768, max 512, mapping 2, orig D, mbstd 32."""
+    cifar_g = dict(channels=3, image_size=32, mapping_layers=2, channel_base=32768, channel_max=512)
+    cifar_d = dict(channels=3, image_size=32, architecture="orig", channel_base=32768, channel_max=512, mbstd_group_size=32)
+    assert parameters(StyleGAN2Generator(**cifar_g)) == 19_947_539
+    assert parameters(StyleGAN2Discriminator(**cifar_d)) == 20_720_641
+    assert parameters(StyleGAN2Generator(**cifar_g, conditioning=TEN_CLASSES)) == 20_215_315
+    assert parameters(StyleGAN2Discriminator(**cifar_d, conditioning=TEN_CLASSES)) == 23_089_664
+
+
+@pytest.mark.parametrize("channels,size,architecture", [(1, 64, "resnet"), (3, 32, "orig")])
+def test_shapes_at_each_resolution_and_channel_count(channels: int, size: int, architecture: str) -> None:
+    generator = StyleGAN2Generator(channels, size, latent_dim=8, w_dim=8, mapping_layers=1, channel_base=128, channel_max=8)
+    discriminator = StyleGAN2Discriminator(channels, size, architecture, channel_base=128, channel_max=8, mbstd_group_size=4)
+    images = generator(torch.randn(6, 8))
+    assert images.shape == (6, channels, size, size)
+    assert discriminator(images).shape == (6,)  # 6 images, groups of 4: mbstd uses groups of 3
+    assert generator.num_ws == 2 * int(math.log2(size)) - 2
+
+
+def test_refuses_other_resolutions_channels_and_conditioning() -> None:
+    with pytest.raises(GanctlError, match="32, 64, 128, 256"):
+        StyleGAN2Generator(3, 48)
+    with pytest.raises(GanctlError, match="32, 64, 128, 256"):
+        StyleGAN2Discriminator(3, 512)
+    with pytest.raises(GanctlError, match="1- or 3-channel"):
+        StyleGAN2Generator(4, 32)
+    with pytest.raises(GanctlError, match="conditioning.discriminator=projection"):
+        StyleGAN2Generator(3, 32, conditioning=Conditioning("batchnorm", "projection", 10))
+    with pytest.raises(GanctlError, match="conditioning.discriminator=projection"):
+        StyleGAN2Discriminator(3, 32, conditioning=Conditioning("concat", "concat", 10))
+
+
+def small_generator(**kwargs) -> StyleGAN2Generator:
+    return StyleGAN2Generator(1, 32, latent_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=4, **kwargs)
+
+
+def test_w_average_moves_in_training_only_and_eval_is_deterministic() -> None:
+    torch.manual_seed(0)
+    generator = small_generator(conditioning=TEN_CLASSES)
+    z, labels = torch.randn(4, 8), torch.tensor([0, 1, 2, 3])
+    generator(z, labels)
+    moved = generator.w_avg.clone()
+    assert moved.abs().sum() > 0
+    generator.eval()
+    first = generator(z, labels)
+    torch.testing.assert_close(generator(z, labels), first, rtol=0, atol=0)  # stored noise, no mixing
+    torch.testing.assert_close(generator.w_avg, moved, rtol=0, atol=0)
+    assert first.abs().max() <= 1.0  # eval images are clamped to [-1, 1]
+
+
+def test_truncation_lerps_w_towards_its_average() -> None:
+    torch.manual_seed(0)
+    generator = small_generator()
+    generator(torch.randn(64, 8))  # a w_avg to pull towards
+    generator.eval()
+    z = torch.randn(5, 8)
+    torch.testing.assert_close(generator.truncated(z, psi=1.0), generator(z))
+    average = generator.truncated(z, psi=0.0)  # every latent makes the average image
+    torch.testing.assert_close(average, average[:1].expand_as(average))
+    half = generator.truncated(z, psi=0.5)
+    assert (half - average).abs().mean() < (generator(z) - average).abs().mean()
+
+
+def test_style_mixing_takes_the_later_layers_from_a_second_latent() -> None:
+    torch.manual_seed(0)
+    mixing, plain = small_generator(style_mixing=1.0), small_generator(style_mixing=0.0)
+    ws = mixing.mapping(torch.randn(3, 8))  # (B, num_ws, W)
+    assert not torch.equal(ws[:, 0], ws[:, -1]) and torch.equal(ws[:, 0], ws[:, 0])
+    changes = (ws[:, 1:] != ws[:, :-1]).any(dim=2).any(dim=0).sum()
+    assert changes == 1  # one cutoff layer: before it z's w, from it the other z's
+    ws = plain.mapping(torch.randn(3, 8))
+    assert torch.equal(ws, ws[:, :1].expand_as(ws))
+
+
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm() -> None:
+    weight = torch.randn(1, 2, 3, 3)
+    critic = lambda images: (images * weight).sum(dim=(1, 2, 3))  # noqa: E731
+    penalty = r1_penalty(critic, torch.randn(4, 2, 3, 3))
+    torch.testing.assert_close(penalty, weight.square().sum())
+
+
+def test_path_lengths_of_a_linear_map_by_hand() -> None:
+    """images = A w for one layer of styles: lengths are ||A^T y|| for the noise y, whose expectation is ||A||_F / sqrt(HW)."""
+    torch.manual_seed(0)
+    matrix = torch.randn(16, 4)  # (C*H*W, W) with C=1, H=W=4
+    styles = torch.randn(4096, 1, 4, requires_grad=True)
+    images = (styles[:, 0] @ matrix.t()).view(-1, 1, 4, 4)
+    lengths = path_lengths(images, styles)
+    assert lengths.shape == (4096,)
+    expected = (matrix.square().sum() / 16).sqrt()
+    assert abs(lengths.square().mean().sqrt() - expected) < 0.05 * expected
+
+
+def test_half_life_ema_matches_the_reference_formula() -> None:
+    # cifar: ema_kimg 500, ramp-up 0.05, batch 64: beta = 0.5 ** (64 / min(500k, 0.05 * images seen))
+    assert half_life_decay(500_000, 0.05, 0, 64) == 0.0
+    assert half_life_decay(500_000, 0.05, 6400, 64) == pytest.approx(0.5 ** (64 / 320))
+    assert half_life_decay(500_000, 0.05, 10**9, 64) == pytest.approx(0.5 ** (64 / 500_000))
+    assert half_life_decay(10_000, None, 0, 32) == pytest.approx(0.5 ** (32 / 10_000))
+
+
+def test_the_full_procedure_trains_and_reports_its_regularisers() -> None:
+    cfg, _ = compose_config(*TINY_STYLEGAN2, *TINY, "loss.r1_every=2", "conditioning=concat", "conditioning.discriminator=projection",
+                            "train.ema.half_life_kimg=0.01", "train.ema.rampup=0.05")
+    config.check(cfg)
+    _, images = build_gan(compose_config(*TINY_STYLEGAN2, *TINY)[0])
+    gan = GAN.from_config(cfg, images.channels, images.image_size, torch.device("cpu"), classes=images.classes)
+    assert gan.generator_ema is not None and gan.conditional
+    batches = data.endless(images, 8, labels=True)
+    first = torch.stack([gan.step(batches, 1), gan.step(batches, 2)])
+    assert torch.isfinite(first).all()
+    r1, path_length = first[0, -2], first[0, -1]
+    assert r1 > 0 and path_length > 0 and gan.path_length_mean > 0  # both due at the first step
+    assert torch.equal(gan.generator_ema.w_avg, gan.generator.w_avg)  # buffers are copied to the EMA
+    assert set(gan.scalars({name: 0.0 for name in STATISTICS})) >= {"r1_penalty", "path_length"}
+
+
+def test_each_regulariser_switches_off() -> None:
+    cfg, _ = compose_config(*TINY_STYLEGAN2, *TINY, "loss.r1_gamma=0", "loss.path_length=0", "model.generator.style_mixing=0")
+    gan, images = build_gan(cfg)
+    statistics = gan.step(data.endless(images, 8), 1)
+    assert statistics[-2] == 0 and statistics[-1] == 0 and gan.path_length_mean == 0
+
+
+def test_r1_works_for_other_models_and_path_length_is_refused_without_w() -> None:
+    cfg, _ = compose_config(*TINY, "model=wgangp", "loss=bce", "loss.r1_gamma=1", "model.generator.base_filters=8",
+                            "model.discriminator.base_filters=8", "model.generator.latent_dim=16")
+    gan, images = build_gan(cfg)
+    assert gan.step(data.endless(images, 8), 1)[-2] > 0
+    cfg, _ = compose_config(*TINY, "loss.r1_gamma=1")
+    with pytest.raises(GanctlError, match="BatchNorm"):  # R1 is per image, as the gradient penalty
+        build_gan(cfg)
+    cfg, _ = compose_config(*TINY, "loss.path_length=2")
+    with pytest.raises(GanctlError, match="model=stylegan2"):
+        build_gan(cfg)
+
+
+def run(run_dir: Path, *overrides: str, resume: dict | None = None):
+    cfg, choices = compose_config(*overrides)
+    if resume is not None:
+        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
+        choices = resume["choices"]
+    config.check(cfg)
+    return train(cfg, run_dir, choices, resume=resume)
+
+
+def test_resume_is_exact_with_lazy_regularisers_w_avg_and_path_length_mean(tmp_path: Path) -> None:
+    """4 steps straight = 2 steps + resume to 4: R1 every 2 critic updates, path length every 2 G steps
+    (both due on either side of the break: steps 1 and 3), style mixing, the half-life EMA with ramp-up."""
+    overrides = [*TINY_STYLEGAN2, *TINY, "loss.r1_every=2", "loss.path_length_every=2", "train.ckpt_every=0",
+                 "train.sample_every=0", "train.ema.half_life_kimg=0.01", "train.ema.rampup=0.05"]
+    run(tmp_path / "straight", *overrides, "train.steps=4")
+    run(tmp_path / "resumed", *overrides, "train.steps=2")
+    state = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert state["path_length_mean"] > 0
+    run(tmp_path / "resumed", f"resume={tmp_path / 'resumed'}", "train.steps=4", resume=state)
+    keys = ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d", "path_length_mean")
+    straight, resumed = (checkpoint.load(tmp_path / name / "checkpoints" / "last.pt") for name in ("straight", "resumed"))
+    torch.testing.assert_close({k: straight[k] for k in keys}, {k: resumed[k] for k in keys}, rtol=0, atol=0)
+    assert straight["generator"]["w_avg"].abs().sum() > 0
+
+
+def test_bf16_step_with_every_regulariser_is_finite() -> None:
+    cfg, _ = compose_config(*TINY_STYLEGAN2, *TINY, "train.precision=bf16")
+    gan, images = build_gan(cfg)
+    statistics = gan.step(data.endless(images, 8), 1)  # R1 and path length are due at the first step
+    assert torch.isfinite(statistics).all() and statistics[-2] > 0 and statistics[-1] > 0
+    assert gan.path_length_mean.dtype == torch.float32
