@@ -15,6 +15,8 @@ commands:
   sample   write samples from a checkpoint: ganctl sample <checkpoint or run dir> [--num N] [--class C] ...
   eval     FID/KID/IS of a checkpoint: ganctl eval <checkpoint or run dir> [--metrics fid,kid] [--nearest K] ...
   summary  the table of a sweep's jobs: ganctl summary <sweep dir>  (sweeps: ganctl train -m ...)
+  plot     a run's curves as a PNG (a sweep's: one line per job): ganctl plot <run or sweep dir> [--out FILE.png]
+  animate  a run's training grids as a GIF/MP4, the step on each frame: ganctl animate <run dir> [--out FILE.gif]
 
 `ganctl train --help` lists the config groups and options; `ganctl sample --help` its flags.
 """
@@ -50,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
             from ganctl.sweep import main as summary_main
 
             return summary_main(args)
+        if command == "plot":
+            from ganctl.plots import plot_main
+
+            return plot_main(args)
+        if command == "animate":
+            from ganctl.plots import animate_main
+
+            return animate_main(args)
     except GanctlError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

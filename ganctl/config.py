@@ -48,6 +48,7 @@ SCHEDULE_KEYS = (
     "train.channels_last",
     "train.compile",
     "train.ddp_backend",
+    "train.curves",
 )
 
 # Speed settings that a checkpoint from before them lacks: it continues computing as it did then.
@@ -82,6 +83,7 @@ class TrainSettings:
     precision: str = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
+    curves: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
 
 

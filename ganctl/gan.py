@@ -393,6 +393,7 @@ class GAN:
         """What to log from the means of STATISTICS over a log interval (the loss decides), and an
         auxiliary classifier's loss and accuracies on real and fake images."""
         scalars = self.loss.scalars(means)
+        scalars.update({"lr/g": self.optimizer_g.param_groups[0]["lr"], "lr/d": self.optimizer_d.param_groups[0]["lr"]})
         if self.auxiliary:
             scalars.update({"classifier/loss": means["class_loss"], "classifier/real_accuracy": means["real_class_accuracy"],
                             "classifier/fake_accuracy": means["fake_class_accuracy"]})
