@@ -23,7 +23,7 @@ GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
 # The option a checkpoint from before a group existed was trained with.
 GROUP_BEFORE = {"conditioning": "none"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-METRIC_NAMES = ("fid", "kid", "is")
+METRIC_NAMES = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
 DDP_BACKENDS = ("auto", "nccl", "gloo")
 # What a class-conditional GAN's evaluation adds: the mean of the per-class scores of FID and KID.
 INTRA_CLASS_METRICS = {"intra_fid": "fid", "intra_kid": "kid"}
