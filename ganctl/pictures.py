@@ -79,15 +79,16 @@ def grid_frame(images: Any, nrow: int) -> np.ndarray:
 
 
 def captioned(frame: np.ndarray, text: str) -> np.ndarray:
-    """The frame with a band above it holding `text` (Pillow's built-in font: no font files needed)."""
+    """The frame (grayscale (H, W) or RGB (H, W, 3)) with a band above it holding `text` in white
+    (Pillow's built-in font: no font files needed); it stays grayscale when it was."""
     from PIL import Image, ImageDraw, ImageFont
 
-    image = Image.fromarray(frame).convert("RGB")
+    image = Image.fromarray(frame)
     font = ImageFont.load_default()
     band = 14
-    canvas = Image.new("RGB", (image.width, image.height + band), (0, 0, 0))
+    canvas = Image.new(image.mode, (image.width, image.height + band), 0)
     canvas.paste(image, (0, band))
-    ImageDraw.Draw(canvas).text((2, 1), text, fill=(255, 255, 255), font=font)
+    ImageDraw.Draw(canvas).text((2, 1), text, fill=255 if image.mode == "L" else (255, 255, 255), font=font)
     return np.asarray(canvas)
 
 

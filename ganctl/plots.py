@@ -209,6 +209,8 @@ def animate(run_dir: str | Path, out: Optional[str | Path] = None, fps: float = 
             with Image.open(path) as image:
                 image.load()
                 frame = np.asarray(image.convert("RGB"))
+            if (frame == frame[..., :1]).all():  # a grid of grayscale images (saved as RGB): a smaller GIF
+                frame = np.ascontiguousarray(frame[..., 0])
         except (OSError, UnidentifiedImageError, ValueError) as error:
             warn(f"skipping {path}: it cannot be read as an image ({type(error).__name__}).")
             continue
