@@ -24,7 +24,7 @@ from ganctl.gan import Sampler
 work, docs = Path(sys.argv[1]), Path(sys.argv[2])
 state = checkpoint.load(checkpoint.last_path(work / "run"))
 rows = []
-for psi in (1.0, 0.7, 0.3):  # the same 16 latents of seed 0, one row per psi
+for psi in (1.0, 0.9, 0.75, 0.5):  # the same 16 latents of seed 0, one row per psi
     rows.append(Sampler.from_checkpoint(state, torch.device("cpu"), truncation=psi).images(16, seed=0))
 save_image(torch.cat(rows), docs / "truncation.png", nrow=16, normalize=True, value_range=(-1, 1))
 PY
