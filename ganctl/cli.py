@@ -13,8 +13,12 @@ commands:
   train    train a GAN: ganctl train [key=value ...] [-m] [--cfg job]
            e.g. ganctl train model=dcgan loss=bce train.steps=2000
   sample   write samples from a checkpoint: ganctl sample <checkpoint or run dir> [--num N] [--class C] ...
-  eval     FID/KID/IS of a checkpoint: ganctl eval <checkpoint or run dir> [--metrics fid,kid] [--nearest K] ...
+  eval     FID/KID/IS/precision/recall of a checkpoint: ganctl eval <checkpoint or run dir> [--metrics fid,kid] [--nearest K] ...
+           or of a folder of images: ganctl eval --images DIR --dataset mnist
   summary  the table of a sweep's jobs: ganctl summary <sweep dir>  (sweeps: ganctl train -m ...)
+  export   the generator as ONNX, TorchScript or safetensors: ganctl export <run or checkpoint> --format onnx [--out FILE]
+  plot     a run's curves as a PNG (a sweep's: one line per job): ganctl plot <run or sweep dir> [--out FILE.png]
+  animate  a run's training grids as a GIF/MP4, the step on each frame: ganctl animate <run dir> [--out FILE.gif]
 
 `ganctl train --help` lists the config groups and options; `ganctl sample --help` its flags.
 """
@@ -50,6 +54,18 @@ def main(argv: list[str] | None = None) -> int:
             from ganctl.sweep import main as summary_main
 
             return summary_main(args)
+        if command == "export":
+            from ganctl.export import main as export_main
+
+            return export_main(args)
+        if command == "plot":
+            from ganctl.plots import plot_main
+
+            return plot_main(args)
+        if command == "animate":
+            from ganctl.plots import animate_main
+
+            return animate_main(args)
     except GanctlError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -23,7 +23,7 @@ GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
 # The option a checkpoint from before a group existed was trained with.
 GROUP_BEFORE = {"conditioning": "none"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-METRIC_NAMES = ("fid", "kid", "is")
+METRIC_NAMES = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
 DDP_BACKENDS = ("auto", "nccl", "gloo")
 # What a class-conditional GAN's evaluation adds: the mean of the per-class scores of FID and KID.
 INTRA_CLASS_METRICS = {"intra_fid": "fid", "intra_kid": "kid"}
@@ -48,6 +48,7 @@ SCHEDULE_KEYS = (
     "train.channels_last",
     "train.compile",
     "train.ddp_backend",
+    "train.curves",
 )
 
 # Speed settings that a checkpoint from before them lacks: it continues computing as it did then.
@@ -96,6 +97,7 @@ class TrainSettings:
     precision: str = MISSING
     channels_last: bool = MISSING
     compile: bool = MISSING
+    curves: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
     ada: AdaSettings = field(default_factory=AdaSettings)
 

@@ -1,4 +1,6 @@
-"""`ganctl eval`: FID / KID / IS of a checkpoint's generator, and a nearest-training-image check.
+"""`ganctl eval`: FID / KID / IS / precision, recall, density, coverage of a checkpoint's generator
+(or of a folder of images from any tool: --images DIR), the same against truncation psi
+(--truncation-sweep), and a nearest-training-image check.
 
 The generator and the real data both come from the checkpoint alone: G (its EMA by default) is
 rebuilt as `ganctl sample` does, the dataset from the stored config's dataset node. The metric cards
@@ -12,15 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from omegaconf import OmegaConf
+from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
 from ganctl import checkpoint, metrics
 from ganctl import data as datasets
+from ganctl import latents as latent_space
 from ganctl.config import MetricsSettings, check_metric_names, default_config
 from ganctl.console import console
 from ganctl.device import resolve_device
@@ -115,18 +120,23 @@ def evaluate(
     inception_weights: Optional[str] = None,
     nearest: int = 0,
     out: Optional[str | Path] = None,
+    truncation: float = 1.0,
 ) -> tuple[list[dict[str, Any]], Path]:
-    """Score a checkpoint; returns the cards and the file they were written to."""
+    """Score a checkpoint; returns the cards and the file they were written to. With `nearest` and
+    the run's own metric names (not asked for by name), metrics that need Inception weights this
+    machine does not have are skipped, and said so, rather than stopping the memorisation check."""
     if num is not None and num < 2:
         raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
     if nearest < 0:
         raise GanctlError(f"--nearest must be 0 (off) or more, got {nearest}.")
     if split is not None and split not in ("train", "test"):
         raise GanctlError(f"--split must be train or test, got {split!r}.")
+    asked_by_name = names is not None
     if names is not None:
         names = [] if names == ["none"] else check_metric_names(names)
     if names == [] and not nearest:
         raise GanctlError("Nothing to do: --metrics none without --nearest K.")
+    truncation = latent_space.check_psi(truncation)
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {}")
     ckpt_path = ckpt_path.resolve()
     stored = state["config"]
@@ -135,9 +145,14 @@ def evaluate(
     if card_path.is_dir():
         raise GanctlError(f"--out {card_path} is a directory: give a file name such as {card_path / 'metrics.json'}.")
     torch_device = resolve_device(device, "--device ")
-    sampler = Sampler.from_checkpoint(state, torch_device, ema)
+    sampler = Sampler.from_checkpoint(state, torch_device, ema, truncation)
 
     cards: list[dict[str, Any]] = []
+    if settings.names and nearest and not asked_by_name:
+        reason = weights_missing(settings)
+        if reason:
+            console.print(f"[yellow]Skipped {', '.join(settings.names)}[/]: {escape(reason)}")
+            settings = replace(settings, names=[])
     if settings.names:
         real = datasets.build(OmegaConf.create(stored["dataset"]), torch_device, settings.split, labels=sampler.conditional)
         by_class = f", and class by class ({len(sampler.classes)} classes)" if sampler.conditional else ""
@@ -149,6 +164,8 @@ def evaluate(
         cards.append(nearest_check(state, sampler, nearest, settings.seed, torch_device, grid))
     for card in cards:
         card.update(checkpoint=str(ckpt_path), generator=sampler.weights)
+        if truncation != 1:
+            card["options"]["truncation"] = truncation
     try:
         card_path.parent.mkdir(parents=True, exist_ok=True)
         card_path.write_text(json.dumps(cards, indent=2) + "\n")
@@ -158,10 +175,204 @@ def evaluate(
     return cards, card_path
 
 
+def weights_missing(settings: MetricsSettings) -> Optional[str]:
+    """Why the Inception weights the metrics need cannot be had on this machine (with where to put
+    them), or None: found, or a backbone that needs none."""
+    if settings.feature != "inception":
+        return None
+    try:
+        metrics.inception_weights(settings.inception_weights)
+    except GanctlError as error:
+        return str(error)
+    return None
+
+
+def dataset_node(name: str, root: Optional[str]) -> Any:
+    """The config of `dataset=<name>` (a conf/dataset option), with dataset.root when given."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from ganctl.config import config_dir
+
+    overrides = [f"dataset={name}"] + ([f"dataset.root={root}"] if root else [])
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(config_name="train", overrides=overrides).dataset
+    except HydraException as error:
+        options = sorted(path.stem for path in (Path(config_dir()) / "dataset").glob("*.yaml"))
+        raise GanctlError(f"--dataset {name}: not a dataset option ({str(error).splitlines()[0][:160]}); "
+                          f"choose from {', '.join(options)}.") from None
+
+
+def read_folder(folder: Path, channels: int, image_size: int, limit: Optional[int]) -> tuple[torch.Tensor, int]:
+    """Every image file under folder (searched recursively, sorted; other files such as latents.npy
+    ignored) as uint8 (N, channels, image_size, image_size), converted and resized as dataset=folder
+    does; and how many had another size. Any file that cannot be decoded is one clear error."""
+    files = datasets.find_images(folder)
+    if limit is not None:
+        files = files[:limit]
+    if len(files) < 2:
+        raise GanctlError(f"--images {folder}: found {len(files)} image file{'' if len(files) == 1 else 's'} "
+                          f"({', '.join(datasets.IMAGE_SUFFIXES)}); scoring needs at least 2.")
+    images, resized = [], 0
+    for path in files:
+        try:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                resized += image.size != (image_size, image_size)
+            images.append(datasets.decode_image(path, channels, image_size))
+        except Exception as error:  # Pillow fails in many ways on foreign or truncated bytes
+            raise GanctlError(f"--images: {path} cannot be read as an image ({type(error).__name__}). "
+                              "Remove it or replace it with a readable file.") from None
+    return torch.stack(images), resized
+
+
+def evaluate_folder(
+    folder: str | Path,
+    run: Optional[str | Path] = None,
+    dataset: Optional[str] = None,
+    data_root: Optional[str] = None,
+    names: Optional[list[str]] = None,
+    num: Optional[int] = None,
+    split: Optional[str] = None,
+    device: str = "auto",
+    inception_weights: Optional[str] = None,
+    out: Optional[str | Path] = None,
+) -> tuple[list[dict[str, Any]], Path]:
+    """Score a folder of images (from ganctl or any other tool) against a dataset split, with the same
+    cards as a checkpoint's: the dataset (and metric settings) of `run`, or `dataset` (a conf/dataset
+    option, with data_root) and today's metric defaults. Images of another size are resized (and the
+    cards say how many); cards go to <folder>.metrics.json beside the folder by default."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GanctlError(f"--images {folder} is not a directory of image files.")
+    if (run is None) == (dataset is None):
+        raise GanctlError("--images DIR is scored against a dataset: name it with --dataset NAME (e.g. mnist, "
+                          "with --data-root for your own copy) or give a run, whose dataset and metric settings are used.")
+    if num is not None and num < 2:
+        raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
+    if split is not None and split not in ("train", "test"):
+        raise GanctlError(f"--split must be train or test, got {split!r}.")
+    if names is not None:
+        names = check_metric_names(names)
+    if run is not None:
+        _, state = checkpoint.find(run, use="ganctl eval {} --images DIR")
+        stored, node = state["config"], OmegaConf.create(state["config"]["dataset"])
+    else:
+        stored, node = {}, dataset_node(dataset, data_root)
+    settings = metric_settings(stored, names=names, split=split, inception_weights=inception_weights)
+    torch_device = resolve_device(device, "--device ")
+    real = datasets.build(node, torch_device, settings.split)
+    images, resized = read_folder(folder, real.channels, real.image_size, num)
+    settings = replace(settings, num_fake=images.shape[0])
+    card_path = Path(out) if out else folder.with_name(f"{folder.name}.metrics.json")
+    if card_path.is_dir():
+        raise GanctlError(f"--out {card_path} is a directory: give a file name such as {card_path / 'metrics.json'}.")
+    console.print(f"Scoring {', '.join(settings.names)} of {images.shape[0]} images in {folder} against "
+                  f"{settings.num_real or len(real)} real {settings.split} images ...")
+    evaluator = metrics.Evaluator(settings, real, torch_device)
+    cards = evaluator.score(images.split(settings.batch_size), step=0)
+    for card in cards:
+        card.update(step=None, images=str(folder.resolve()), generator=f"images in {folder.name}")
+        card["options"]["resized"] = resized
+    write_cards(cards, card_path)
+    print_cards(cards, card_path)
+    return cards, card_path
+
+
+def truncation_sweep(
+    path: str | Path,
+    psis: list[float],
+    names: Optional[list[str]] = None,
+    num: Optional[int] = None,
+    split: Optional[str] = None,
+    seed: Optional[int] = None,
+    device: str = "auto",
+    ema: bool = True,
+    inception_weights: Optional[str] = None,
+    out: Optional[str | Path] = None,
+) -> Path:
+    """The metrics at each truncation psi, from one set of real features: a table (<out>.csv, default
+    <checkpoint>.truncation.csv), the cards (.json) and a plot of each metric against psi (.png)."""
+    import csv
+
+    from ganctl.pictures import pyplot
+
+    if not psis:
+        raise GanctlError("--truncation-sweep takes comma-separated psi values, e.g. 1,0.9,0.8,0.7,0.5.")
+    psis = [latent_space.check_psi(psi) for psi in psis]
+    if num is not None and num < 2:
+        raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
+    ckpt_path, state = checkpoint.find(path, use="ganctl eval {} --truncation-sweep")
+    ckpt_path = ckpt_path.resolve()
+    names = check_metric_names(names) if names is not None else None
+    settings = metric_settings(state["config"], names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
+    table_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.truncation.csv")
+    if table_path.suffix.lower() != ".csv" or table_path.is_dir():
+        raise GanctlError(f"--out {table_path}: the truncation table is written as a .csv file (its plot beside it as .png).")
+    torch_device = resolve_device(device, "--device ")
+    sampler = Sampler.from_checkpoint(state, torch_device, ema)
+    real = datasets.build(OmegaConf.create(state["config"]["dataset"]), torch_device, settings.split, labels=sampler.conditional)
+    evaluator = metrics.Evaluator(settings, real, torch_device, classes=sampler.classes)
+    rows, cards = [], []
+    for psi in psis:
+        sampler.truncation = psi
+        scored = evaluator(sampler, state["step"])
+        for card in scored:
+            card["options"]["truncation"] = psi
+            card.update(checkpoint=str(ckpt_path), generator=sampler.weights)
+        cards += scored
+        rows.append({"psi": psi, **{card["metric"]: card["value"] for card in scored if "/" not in card["metric"]}})
+        console.print("  psi " + f"{psi:g}: " + "  ".join(f"{key} {value:.4f}" for key, value in rows[-1].items() if key != "psi"))
+    columns = list(rows[0])
+    try:
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(table_path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        write_cards(cards, table_path.with_suffix(".json"))
+    except OSError as error:
+        raise GanctlError(f"Cannot write {table_path}: {error}") from error
+    plt = pyplot()
+    metric_columns = columns[1:]
+    figure, axes = plt.subplots(1, len(metric_columns), figsize=(4 * len(metric_columns), 3.2), dpi=100, squeeze=False)
+    for axis, name in zip(axes.flat, metric_columns):
+        axis.plot([row["psi"] for row in rows], [row[name] for row in rows], marker="o")
+        axis.set_xlabel("truncation psi")
+        axis.set_title(name)
+        axis.grid(alpha=0.3)
+    figure.suptitle(f"step {state['step']}: metrics against truncation", fontsize=10)
+    figure.tight_layout()
+    from ganctl.plots import save_figure
+
+    plot_path = save_figure(figure, table_path.with_suffix(".png"))
+    from rich.table import Table
+
+    table = Table(title=f"ganctl eval: step {state['step']} against truncation psi")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{row[column]:g}" if column == "psi" else f"{row[column]:.4f}" for column in columns))
+    console.print(table)
+    console.print(f"Table written to {table_path}, its plot to {plot_path}, the cards to {table_path.with_suffix('.json')}")
+    return table_path
+
+
+def write_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
+    try:
+        card_path.parent.mkdir(parents=True, exist_ok=True)
+        card_path.write_text(json.dumps(cards, indent=2) + "\n")
+    except OSError as error:
+        raise GanctlError(f"Cannot write the metric cards to {card_path}: {error}") from error
+
+
 def print_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"ganctl eval: step {cards[0]['step']}, {cards[0]['generator']} generator")
+    what = f"step {cards[0]['step']}, {cards[0]['generator']} generator" if cards[0]["step"] is not None else cards[0]["generator"]
+    table = Table(title=f"ganctl eval: {what}")
     for column in ("metric", "value", "± std", "real", "fake", "split", "backbone"):
         numeric = column in ("value", "± std", "real", "fake")
         table.add_column(column, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
@@ -180,20 +391,54 @@ def print_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
 
 
 def main(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ganctl eval", description="Score a ganctl checkpoint: FID, KID, IS, nearest training images.")
-    parser.add_argument("checkpoint", help="a checkpoint .pt file, or a run directory (its checkpoints/last.pt)")
-    parser.add_argument("--metrics", help="comma-separated: fid,kid,is, or none (default: the run's metrics.names)")
-    parser.add_argument("--num", type=int, help="generated images to score (default: the run's metrics.num_fake)")
+    parser = argparse.ArgumentParser(
+        prog="ganctl eval", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Score a ganctl checkpoint (or a folder of images): FID, KID, IS, precision, recall, density, "
+                    "coverage, nearest training images.",
+        epilog="examples:\n  ganctl eval RUN --metrics fid,precision,recall\n  ganctl eval RUN --nearest 16\n"
+               "  ganctl eval RUN --truncation-sweep 1,0.9,0.7,0.5\n  ganctl eval --images DIR --dataset mnist\n"
+               "  ganctl eval RUN --images DIR                  # against the run's dataset, with its metric settings")
+    parser.add_argument("checkpoint", nargs="?", help="a checkpoint .pt file, or a run directory (its checkpoints/last.pt)")
+    parser.add_argument("--metrics", help="comma-separated: fid,kid,is,precision,recall,density,coverage, or none "
+                                          "(default: the run's metrics.names)")
+    parser.add_argument("--num", type=int, help="generated images to score (default: the run's metrics.num_fake; "
+                                                "--images: every image, or the first N)")
     parser.add_argument("--split", help="real images to compare with: train | test (default: the run's metrics.split)")
     parser.add_argument("--seed", type=int, help="seed of the latents (default: the run's metrics.seed)")
+    parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="score samples truncated at psi (default 1: none)")
+    parser.add_argument("--truncation-sweep", metavar="PSIS",
+                        help="score at each of these psi values (e.g. 1,0.9,0.7,0.5): a table (.csv) and its plot (.png)")
     parser.add_argument("--nearest", type=int, default=0, metavar="K",
                         help="also find the nearest training image of K samples: a grid and the mean distance")
+    parser.add_argument("--images", metavar="DIR", help="score the image files in DIR (from any tool) instead of a generator")
+    parser.add_argument("--dataset", help="--images: the dataset option to compare with (e.g. mnist, cifar10, folder), "
+                                          "when no checkpoint names it")
+    parser.add_argument("--data-root", help="--images --dataset: the dataset's dataset.root")
     parser.add_argument("--inception-weights", help=f"a local {metrics.INCEPTION_FILE} (else ${metrics.WEIGHTS_ENV}, then torch's cache)")
     parser.add_argument("--out", help="file for the metric cards (default <checkpoint>.metrics.json next to it)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     parser.add_argument("--no-ema", dest="ema", action="store_false", help="score the raw generator, not its EMA")
     options = parser.parse_args(args)
     names = [name.strip() for name in options.metrics.split(",") if name.strip()] if options.metrics is not None else None
+    if options.images is not None:
+        if options.nearest or options.truncation_sweep or options.truncation != 1:
+            raise GanctlError("--images scores the files as they are: --nearest, --truncation and --truncation-sweep "
+                              "are for a checkpoint's generator.")
+        evaluate_folder(options.images, options.checkpoint, options.dataset, options.data_root, names, options.num,
+                        options.split, options.device, options.inception_weights, options.out)
+        return 0
+    if options.checkpoint is None:
+        raise GanctlError("ganctl eval needs a checkpoint or run directory (or --images DIR --dataset NAME).")
+    if options.dataset or options.data_root:
+        raise GanctlError("--dataset and --data-root go with --images DIR; a checkpoint is scored against its own dataset.")
+    if options.truncation_sweep is not None:
+        try:
+            psis = [float(part) for part in options.truncation_sweep.split(",") if part.strip()]
+        except ValueError:
+            raise GanctlError(f"--truncation-sweep takes comma-separated numbers from 0 to 1, got {options.truncation_sweep!r}.") from None
+        truncation_sweep(options.checkpoint, psis, names, options.num, options.split, options.seed, options.device,
+                         options.ema, options.inception_weights, options.out)
+        return 0
     evaluate(options.checkpoint, names, options.num, options.split, options.seed, options.device, options.ema,
-             options.inception_weights, options.nearest, options.out)
+             options.inception_weights, options.nearest, options.out, options.truncation)
     return 0

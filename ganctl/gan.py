@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganctl import distributed, speed
+from ganctl import latents as latent_space
 from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
 from ganctl.config import build
@@ -113,12 +114,16 @@ def ema_decay(decay: float, steps_averaged: int) -> float:
 class Sampler:
     """The one door to G's images: latents from a seed, G in eval mode (BatchNorm uses its running
     statistics and does not update them), images in [-1, 1] in fp32. A class-conditional G (`classes`:
-    its class names) makes images of the labels it is given (class indices (N,))."""
+    its class names) makes images of the labels it is given (class indices (N,)). `truncation`: the
+    truncation trick's psi (1: none), applied by G's own hook when it has one (a mapping network's lerp
+    towards w_avg), else to the Gaussian latents as they are drawn (`ganctl.latents`)."""
 
-    def __init__(self, generator: nn.Module, weights: str = "raw", classes: Optional[list[str]] = None) -> None:
+    def __init__(self, generator: nn.Module, weights: str = "raw", classes: Optional[list[str]] = None,
+                 truncation: float = 1.0) -> None:
         self.generator = generator
         self.weights = weights  # "ema" or "raw": which of G's weights make the images
         self.classes = list(classes) if classes is not None else None
+        self.truncation = latent_space.check_psi(truncation)
 
     @property
     def latent_dim(self) -> int:
@@ -130,8 +135,22 @@ class Sampler:
 
     def latents(self, num: int, seed: int) -> torch.Tensor:
         """(num, latent_dim) standard normal latents on the CPU, from their own RNG: the same seed
-        gives the same latents on any device, and drawing them never moves the training RNG."""
-        return torch.randn(num, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        gives the same latents on any device, and drawing them never moves the training RNG. With
+        truncation, the Gaussian latents are truncated (after they are drawn, from the same RNG)."""
+        rng = torch.Generator().manual_seed(seed)
+        return self.truncate(torch.randn(num, self.latent_dim, generator=rng), rng)
+
+    def truncate(self, latents: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Gaussian latents (N, latent_dim) truncated at self.truncation, unless G truncates itself."""
+        if self.truncation == 1 or latent_space.has_own_truncation(self.generator):
+            return latents
+        return latent_space.truncate_gaussian(latents, self.truncation, rng)
+
+    def forward(self, latents: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """G of one chunk, through G's own truncation hook when it has one and psi < 1."""
+        if self.truncation != 1 and latent_space.has_own_truncation(self.generator):
+            return self.generator.forward_truncated(latents, labels, self.truncation)
+        return self.generator(latents) if labels is None else self.generator(latents, labels)
 
     def every_class(self, num: int) -> Optional[torch.Tensor]:
         """Labels (num,) taking every class in turn (0, 1, ..., K-1, 0, ...); None for an unconditional G."""
@@ -149,10 +168,10 @@ class Sampler:
         try:
             if labels is None:
                 for chunk in latents.split(batch_size):
-                    yield self.generator(chunk.to(device)).float()
+                    yield self.forward(chunk.to(device), None).float()
             else:
                 for chunk, chunk_labels in zip(latents.split(batch_size), labels.split(batch_size)):
-                    yield self.generator(chunk.to(device), chunk_labels.to(device)).float()
+                    yield self.forward(chunk.to(device), chunk_labels.to(device)).float()
         finally:
             self.generator.train(was_training)
 
@@ -164,11 +183,13 @@ class Sampler:
         """num images from the latents of `seed`; a conditional G's take every class in turn."""
         return self(self.latents(num, seed), labels=self.every_class(num))
 
-    def by_class(self, classes: Sequence[int], num: int, seed: int) -> torch.Tensor:
+    def by_class(self, classes: Sequence[int], num: int = 0, seed: int = 0, latents: Optional[torch.Tensor] = None) -> torch.Tensor:
         """num images of each of `classes` (indices), class after class (len(classes) * num, C, H, W):
-        every class from the same num latents of `seed`, so image i of each class shares latent i, and
-        a class's images do not depend on which other classes are asked for."""
-        latents = self.latents(num, seed)
+        every class from the same num latents of `seed` (or the given `latents` (num, latent_dim)), so
+        image i of each class shares latent i, and a class's images do not depend on which other
+        classes are asked for."""
+        latents = self.latents(num, seed) if latents is None else latents
+        num = latents.shape[0]
         return torch.cat([self(latents, labels=torch.full((num,), index, dtype=torch.long)) for index in classes])
 
     def grid(self, num: int, seed: int) -> tuple[torch.Tensor, int]:
@@ -202,7 +223,7 @@ class Sampler:
                           "(give a name or an index).")
 
     @classmethod
-    def from_checkpoint(cls, state: dict[str, Any], device: torch.device, ema: bool = True) -> "Sampler":
+    def from_checkpoint(cls, state: dict[str, Any], device: torch.device, ema: bool = True, truncation: float = 1.0) -> "Sampler":
         """G as a checkpoint stores it, rebuilt from its own config (and class names, for a conditional
         G): the EMA weights when present and asked for."""
         data = state["data"]
@@ -221,7 +242,7 @@ class Sampler:
                 f"The checkpoint's generator weights do not fit the generator its config describes "
                 f"({str(error).strip().splitlines()[0][:200]}): the file is not a complete ganctl checkpoint."
             ) from None
-        return cls(generator.to(device).eval(), weights, classes if conditioning.conditional else None)
+        return cls(generator.to(device).eval(), weights, classes if conditioning.conditional else None, truncation)
 
 
 class GAN:
@@ -433,6 +454,7 @@ class GAN:
         """What to log from the means of STATISTICS over a log interval (the loss decides), and an
         auxiliary classifier's loss and accuracies on real and fake images."""
         scalars = self.loss.scalars(means)
+        scalars.update({"lr/g": self.optimizer_g.param_groups[0]["lr"], "lr/d": self.optimizer_d.param_groups[0]["lr"]})
         if self.auxiliary:
             scalars.update({"classifier/loss": means["class_loss"], "classifier/real_accuracy": means["real_class_accuracy"],
                             "classifier/fake_accuracy": means["fake_class_accuracy"]})

@@ -45,7 +45,12 @@ from ganctl.console import console, warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 
-HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True, "intra_fid": False, "intra_kid": False}
+HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True, "intra_fid": False, "intra_kid": False,
+                    "precision": True, "recall": True, "density": True, "coverage": True}
+# Fidelity and diversity apart, from k nearest neighbours in feature space: precision and recall
+# (Kynkäänniemi et al. 2019, k=3, torch-fidelity's code) and density and coverage (Naeem et al. 2020, k=5).
+PR_NEIGHBOURS, DC_NEIGHBOURS = 3, 5
+KNN_METRICS = ("precision", "recall", "density", "coverage")
 WEIGHTS_ENV = "GANCTL_INCEPTION_WEIGHTS"
 CACHE_FORMAT, CACHE_VERSION = "ganctl-real-features", 1
 # torch-fidelity's Inception-v3 weights (the TF 2015-12-05 graph, converted); torchmetrics uses the same
@@ -335,6 +340,38 @@ def proportional_labels(real_labels: torch.Tensor, num_classes: int, num: int) -
     return torch.repeat_interleave(torch.arange(num_classes), chosen)
 
 
+def kth_neighbour_distances(features: torch.Tensor, k: int, batch_size: int = 2000) -> torch.Tensor:
+    """Each point's distance to its k-th nearest other point in the same set (N,)."""
+    return torch.cat([torch.cdist(chunk, features).kthvalue(k + 1, dim=1).values for chunk in features.split(batch_size)])
+
+
+def precision_recall(fake: torch.Tensor, real: torch.Tensor, k: int = PR_NEIGHBOURS) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of fake (M, D) against real (N, D)
+    features, with torch-fidelity's implementation: precision, the share of fakes inside the k-NN
+    ball of some real point (fidelity); recall, the share of reals inside some fake's ball (diversity)."""
+    from torch_fidelity.metric_prc import calculate_precision_recall_part
+
+    return calculate_precision_recall_part(fake.double(), real.double(), neighborhood=k, batch_size=2000)
+
+
+def density_coverage(fake: torch.Tensor, real: torch.Tensor, k: int = DC_NEIGHBOURS, batch_size: int = 2000) -> tuple[float, float]:
+    """Density and coverage (Naeem et al. 2020), as the authors' `prdc` package computes them, on the
+    real points' k-NN balls only (robust to outlying fakes): density, how many real balls hold each
+    fake, over k (about 1 when the two match; above 1 when fakes crowd dense regions); coverage, the
+    share of real points whose ball holds at least one fake."""
+    real, fake = real.double(), fake.double()
+    radii = kth_neighbour_distances(real, k, batch_size)  # (N,)
+    inside_count = torch.zeros(fake.shape[0], dtype=torch.float64)
+    nearest_fake = torch.full((real.shape[0],), float("inf"), dtype=torch.float64)
+    for start in range(0, real.shape[0], batch_size):
+        distances = torch.cdist(real[start : start + batch_size], fake)  # (B, M)
+        inside_count += (distances < radii[start : start + batch_size, None]).sum(dim=0)
+        nearest_fake[start : start + batch_size] = distances.min(dim=1).values
+    density = inside_count.sum().item() / (k * fake.shape[0])
+    coverage = (nearest_fake < radii).double().mean().item()
+    return density, coverage
+
+
 class Evaluator:
     """FID / KID / IS of a generator against one real dataset split.
 
@@ -378,6 +415,7 @@ class Evaluator:
         if self.num_real < 2:
             raise GanctlError(f"FID and KID need at least 2 real images; the {self.settings.split} split has {self.num_real}.")
         self.metrics = self._build_metrics(features)
+        self.real_features = features if any(name in KNN_METRICS for name in self.names) else None
         if self.classes is not None:
             self.real_by_class = [features[self.real_labels == index] for index in range(len(self.classes))]
             self.fake_labels = proportional_labels(self.real_labels, len(self.classes), self.settings.num_fake)
@@ -434,11 +472,15 @@ class Evaluator:
         if num_fake < 2:
             raise GanctlError(f"FID, KID and IS need at least 2 generated images, got {num_fake}.")
         cards = []
+        neighbours = self.nearest_neighbour_metrics(features)
         # KID and IS draw random subsets from the global RNG: fork it, so training draws the same
         # numbers as without evaluation, and seed it, so the same features give the same score.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.settings.seed)
             for name in self.names:
+                if name in KNN_METRICS:
+                    cards.append(self.card(name, neighbours[name], None, num_fake, step))
+                    continue
                 metric = self.metrics[name]
                 metric.reset()  # fake features only: the real ones stay (reset_real_features=False)
                 if name == "is":
@@ -456,6 +498,22 @@ class Evaluator:
                 for name in self.class_metrics:
                     cards += self.intra_class(name, features, labels, step)
         return cards
+
+    def nearest_neighbour_metrics(self, features: torch.Tensor) -> dict[str, float]:
+        """Precision, recall, density and coverage (those asked for) of fake features against the real
+        ones: one pass of k-NN distances for each pair."""
+        values: dict[str, float] = {}
+        if self.real_features is None:
+            return values
+        k_needed = max(PR_NEIGHBOURS, DC_NEIGHBOURS) + 1
+        if min(features.shape[0], self.num_real) < k_needed:
+            raise GanctlError(f"Precision, recall, density and coverage compare k-nearest-neighbour balls: they need at "
+                              f"least {k_needed} real and {k_needed} generated images, got {self.num_real} and {features.shape[0]}.")
+        if {"precision", "recall"} & set(self.names):
+            values["precision"], values["recall"] = precision_recall(features, self.real_features)
+        if {"density", "coverage"} & set(self.names):
+            values["density"], values["coverage"] = density_coverage(features, self.real_features)
+        return values
 
     def intra_class(self, name: str, features: torch.Tensor, labels: torch.Tensor, step: int) -> list[dict[str, Any]]:
         """`name` (fid or kid) of each class's fakes against its real images, a card each, then their
@@ -497,6 +555,10 @@ class Evaluator:
             options.update(subsets=KID_SUBSETS, subset_size=self.metrics["kid"].subset_size, degree=3)
         if name == "is":
             options.update(splits=IS_SPLITS)
+        if name in KNN_METRICS:
+            options.update(k=PR_NEIGHBOURS if name in ("precision", "recall") else DC_NEIGHBOURS,
+                           method="Kynkäänniemi et al. 2019 (torch-fidelity)" if name in ("precision", "recall")
+                           else "Naeem et al. 2020 (real k-NN balls)")
         from importlib.metadata import version
 
         return {
@@ -514,7 +576,8 @@ class Evaluator:
             "weights_sha256": self.backbone.weights_sha256,
             "resize": self.backbone.resize,
             "options": options,
-            "library": f"torchmetrics {version('torchmetrics')}",
+            "library": (f"torch-fidelity {version('torch-fidelity')}" if name in ("precision", "recall") else
+                        "ganctl (k-NN on the same features)" if name in KNN_METRICS else f"torchmetrics {version('torchmetrics')}"),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, config, distributed, rundir
+from ganctl import checkpoint, config, distributed, plots, rundir
 from ganctl import data as datasets
 from ganctl.console import console
 from ganctl.device import resolve_device
@@ -330,6 +330,8 @@ def finish(
                             **({"augment_p_agrees": distributed.tensors_agree([gan.ada.p], group)} if gan.ada.enabled else {})}
     if not group.main:
         return RunResult(run_dir, step, summary, interrupted_by=stopped_by)
+    if cfg.train.curves:
+        plots.write_curves(run_dir)  # curves.png, from the run's own TensorBoard events
     if stopped_by:
         console.print(
             f"[yellow]Stopped by {stopped_by} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"

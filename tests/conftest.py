@@ -9,3 +9,26 @@ from helpers import TINY, TINY_DCGAN
 def tiny_overrides() -> list[str]:
     """A DCGAN small enough to train a few steps in about a second on a CPU."""
     return [*TINY, *TINY_DCGAN]
+
+
+def train_tiny(directory, *overrides: str):
+    from ganctl import config
+    from ganctl.train import train
+    from helpers import compose_config
+
+    cfg, choices = compose_config(*TINY, *TINY_DCGAN, *overrides)
+    config.check(cfg)
+    train(cfg, directory, choices)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):
+    """A 4-step tiny DCGAN run that tests only read (sample, walks, export): trained once per session."""
+    return train_tiny(tmp_path_factory.mktemp("tiny_run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_run(tmp_path_factory: pytest.TempPathFactory):
+    """The same with conditioning=projection on MNIST's 10 classes, read-only too."""
+    return train_tiny(tmp_path_factory.mktemp("tiny_conditional_run"), "conditioning=projection")

@@ -22,6 +22,7 @@ TINY = [
     "train.ckpt_every=2",
     "train.num_samples=16",
     "train.device=cpu",
+    "train.curves=false",  # matplotlib costs a second or two a run; tests/test_plots.py draws them
 ]
 TINY_DCGAN = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16"]
 

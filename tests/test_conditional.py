@@ -186,13 +186,13 @@ def test_sampling_by_class_is_deterministic_and_independent_of_the_other_classes
     a = sample(run_dir, num=6, seed=4, classes="3", out=tmp_path / "a.png", images_dir=tmp_path / "a", device="cpu")
     b = sample(run_dir, num=6, seed=4, classes="3", out=tmp_path / "b.png", images_dir=tmp_path / "b", device="cpu")
     assert a.read_bytes() == b.read_bytes()
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["3"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["3", "latents.npy"]  # the latents of every class's images
     threes = sorted((tmp_path / "a" / "3").iterdir())
     assert [p.name for p in threes] == [f"{i:04d}.png" for i in range(6)]
     assert [p.read_bytes() for p in threes] == [p.read_bytes() for p in sorted((tmp_path / "b" / "3").iterdir())]
 
     sample(run_dir, num=6, seed=4, classes="7,3", out=tmp_path / "c.png", images_dir=tmp_path / "c", device="cpu")
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["3", "7"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["3", "7", "latents.npy"]
     assert [p.read_bytes() for p in sorted((tmp_path / "c" / "3").iterdir())] == [p.read_bytes() for p in threes]
     assert [p.read_bytes() for p in sorted((tmp_path / "c" / "7").iterdir())] != [p.read_bytes() for p in threes]
     assert Image.open(tmp_path / "c.png").size == (6 * 30 + 2, 2 * 30 + 2)  # one row per class

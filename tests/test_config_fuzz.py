@@ -40,7 +40,7 @@ SMALL = {"dcgan_small": ["model.generator.base_filters=4", "model.discriminator.
 def test_any_config_gives_a_run_or_one_clear_error(tmp_path: Path, capsys, chosen: dict[str, str]) -> None:
     run_dir = tmp_path / f"run{next(counter)}"
     overrides = [f"{key}={value}" for key, value in chosen.items()] + SMALL[chosen["model"]]
-    code = main(["train", *overrides, "train.device=cpu", "train.sample_every=0", "train.num_samples=4",
+    code = main(["train", *overrides, "train.device=cpu", "train.sample_every=0", "train.num_samples=4", "train.curves=false",
                  f"hydra.run.dir={run_dir}"])
     err = capsys.readouterr().err
     assert "Traceback" not in err

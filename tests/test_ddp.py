@@ -23,7 +23,7 @@ from ganctl.errors import GanctlError
 from helpers import run_cli
 
 SMALL = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16",
-         "train.batch_size=8", "train.log_every=2", "train.num_samples=16", "train.device=cpu"]
+         "train.batch_size=8", "train.log_every=2", "train.num_samples=16", "train.device=cpu", "train.curves=false"]
 
 
 def torchrun(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -150,3 +152,57 @@ def test_usage_lists_eval() -> None:
     from ganctl.cli import USAGE
 
     assert "  eval " in USAGE and "--nearest K" in USAGE
+
+
+# ----------------------------------------------------------------------------- folders, truncation, offline
+
+
+def test_a_folder_of_images_is_scored_against_the_run_dataset(run_dir: Path, tmp_path: Path) -> None:
+    from ganctl.data import bundled_mnist
+    from ganctl.evaluate import evaluate_folder
+
+    folder = tmp_path / "other_tool"
+    folder.mkdir()
+    for i, digit in enumerate(bundled_mnist("train")[0][:30]):  # training digits, some saved at another size
+        image = Image.fromarray(digit[0].numpy())
+        (image.resize((56, 56)) if i < 5 else image).save(folder / f"{i:03d}.png")
+    np.save(folder / "latents.npy", np.zeros((30, 4)))  # not an image: ignored
+    cards, path = evaluate_folder(folder, run=run_dir, names=["fid", "precision", "recall"], device="cpu")
+    assert path == tmp_path / "other_tool.metrics.json" and json.loads(path.read_text()) == cards
+    assert [card["metric"] for card in cards] == ["fid", "precision", "recall"]
+    assert all(card["num_fake"] == 30 and card["options"]["resized"] == 5 for card in cards)
+    assert cards[1]["value"] == 1.0  # real training digits: every one inside a real image's k-NN ball
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    with pytest.raises(GanctlError, match="broken.png cannot be read as an image"):
+        evaluate_folder(folder, run=run_dir, device="cpu")
+    with pytest.raises(GanctlError, match="name it with --dataset NAME"):
+        evaluate_folder(folder, device="cpu")
+    with pytest.raises(GanctlError, match="not a dataset option.*choose from"):
+        evaluate_folder(folder, dataset="imagenet", device="cpu")
+
+
+def test_nearest_works_offline_and_names_the_metrics_it_skipped(run_dir: Path, tmp_path: Path, capsys) -> None:
+    state = checkpoint.load(checkpoint.last_path(run_dir))
+    state["config"]["metrics"]["feature"] = "inception"
+    path = tmp_path / "inception_run" / "checkpoints" / "last.pt"
+    checkpoint.save(state, path)
+    cards, card_path = evaluate(path, nearest=4, device="cpu")  # the run's metrics need weights this machine lacks
+    output = " ".join(capsys.readouterr().err.split())
+    assert "Skipped fid, kid" in output and metrics.WEIGHTS_ENV in output and metrics.INCEPTION_URL in output
+    assert [card["metric"] for card in json.loads(card_path.read_text())] == ["nearest_l1"] == [card["metric"] for card in cards]
+    with pytest.raises(GanctlError, match=metrics.INCEPTION_FILE):  # asked for by name: still an error
+        evaluate(path, names=["fid"], nearest=4, device="cpu")
+
+
+def test_metrics_against_truncation_psi(run_dir: Path, tmp_path: Path) -> None:
+    from ganctl.evaluate import truncation_sweep
+
+    table = truncation_sweep(run_dir, [1, 0.5, 0], names=["fid", "recall"], num=50, device="cpu", out=tmp_path / "psi.csv")
+    rows = list(csv.DictReader(table.open()))
+    assert [float(row["psi"]) for row in rows] == [1, 0.5, 0] and list(rows[0]) == ["psi", "fid", "recall"]
+    plain, _ = evaluate(run_dir, names=["fid", "recall"], num=50, device="cpu", out=tmp_path / "plain.json")
+    assert float(rows[0]["fid"]) == pytest.approx(plain[0]["value"], rel=1e-6)  # psi=1 is no truncation
+    assert float(rows[2]["recall"]) == 0.0  # psi=0: every sample the same image, no variety
+
+    assert Image.open(tmp_path / "psi.png").size == (800, 320)
+    assert [card["options"]["truncation"] for card in json.loads((tmp_path / "psi.json").read_text())][::2] == [1, 0.5, 0]

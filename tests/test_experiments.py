@@ -62,7 +62,7 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
     monkeypatch.setenv("GANCTL_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "data").mkdir()
     overrides = [f"experiment={experiment}", *stand_in_data(experiment, tmp_path / "data", monkeypatch), *NARROW.get(experiment, []),
-                 "train.steps=2", "train.batch_size=4", "train.num_samples=4", "train.log_every=1", "train.device=cpu"]
+                 "train.steps=2", "train.batch_size=4", "train.num_samples=4", "train.log_every=1", "train.device=cpu", "train.curves=false"]
     cfg, choices = compose_config(*overrides)
     config.check(cfg)
     result = train(cfg, tmp_path / "run", choices)

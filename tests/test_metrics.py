@@ -294,3 +294,28 @@ def test_config_checks() -> None:
             config.check(cfg)
     cfg, _ = compose_config("metrics.feature={_target_:ganctl.metrics.PooledPixels,size:4}")
     config.check(cfg)
+
+
+# ----------------------------------------------------------------------------- precision, recall, density, coverage
+
+
+def test_precision_recall_density_coverage_on_known_sets(digits: Images) -> None:
+    points = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    assert metrics.precision_recall(points, points) == (1.0, 1.0)
+    density, coverage = metrics.density_coverage(points, points)
+    assert density == pytest.approx(1.0) and coverage == 1.0  # each ball holds itself and k-1 neighbours: exactly k per ball
+    far = points + 100
+    assert metrics.precision_recall(far, points) == (0.0, 0.0) and metrics.density_coverage(far, points) == (0.0, 0.0)
+    # fakes on one half of the reals: faithful (precision 1) but half the variety (recall, coverage about 0.5)
+    line = torch.linspace(0, 1, 400)[:, None]
+    precision, recall = metrics.precision_recall(line[:200], line)
+    assert precision == 1.0 and 0.45 < recall < 0.55
+    assert 0.45 < metrics.density_coverage(line[:200], line)[1] < 0.55
+    # through the evaluator: the same feature pass as FID, a card each, the real set against itself
+    names = ["fid", "precision", "recall", "density", "coverage"]
+    cards = metrics.Evaluator(settings(names=names), digits, torch.device("cpu")).score(digits.batches(100), step=0)
+    assert [card["metric"] for card in cards] == names
+    assert values(cards)["precision"] == values(cards)["recall"] == values(cards)["coverage"] == 1.0
+    assert cards[1]["options"]["k"] == 3 and cards[3]["options"]["k"] == 5 and cards[1]["library"].startswith("torch-fidelity")
+    with pytest.raises(GanctlError, match="at least 6 real and 6 generated"):
+        metrics.Evaluator(settings(names=["precision"]), digits, torch.device("cpu")).score([digits.images[:4]], step=0)

@@ -30,8 +30,9 @@ def test_grid_and_images_from_a_run_directory(run_dir: Path, tmp_path: Path) -> 
     out = sample(run_dir, num=10, nrow=5, seed=3, out=tmp_path / "grid.png", images_dir=tmp_path / "images", device="cpu")
     assert out == tmp_path / "grid.png"
     assert Image.open(out).size == (5 * 30 + 2, 2 * 30 + 2)  # make_grid: 28 px + 2 px padding per cell
-    files = sorted((tmp_path / "images").iterdir())
+    files = sorted((tmp_path / "images").glob("*.png"))
     assert [f.name for f in files] == [f"{i:04d}.png" for i in range(10)]
+    assert sorted(f.name for f in (tmp_path / "images").iterdir() if f.suffix != ".png") == ["latents.npy"]
     assert all(Image.open(f).size == (28, 28) and Image.open(f).mode == "L" for f in files)  # one channel: grayscale
     grid = np.asarray(Image.open(out).convert("L"))
     assert np.array_equal(grid[2:30, 2:30], np.asarray(Image.open(files[0])))  # the same pixels as in the grid

@@ -11,7 +11,7 @@ import torch
 
 from ganctl import checkpoint, config, data
 from ganctl.errors import GanctlError
-from ganctl.gan import GAN, STATISTICS, half_life_decay
+from ganctl.gan import GAN, STATISTICS, Sampler, half_life_decay
 from ganctl.losses import path_lengths, r1_penalty
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
 from ganctl.train import train
@@ -88,10 +88,10 @@ def test_truncation_lerps_w_towards_its_average() -> None:
     generator(torch.randn(64, 8))  # a w_avg to pull towards
     generator.eval()
     z = torch.randn(5, 8)
-    torch.testing.assert_close(generator.truncated(z, psi=1.0), generator(z))
-    average = generator.truncated(z, psi=0.0)  # every latent makes the average image
+    torch.testing.assert_close(generator.forward_truncated(z, psi=1.0), generator(z))
+    average = generator.forward_truncated(z, psi=0.0)  # every latent makes the average image
     torch.testing.assert_close(average, average[:1].expand_as(average))
-    half = generator.truncated(z, psi=0.5)
+    half = generator.forward_truncated(z, psi=0.5)
     assert (half - average).abs().mean() < (generator(z) - average).abs().mean()
 
 
@@ -200,3 +200,17 @@ def test_bf16_step_with_every_regulariser_is_finite() -> None:
     statistics = gan.step(data.endless(images, 8), 1)  # R1 and path length are due at the first step
     assert torch.isfinite(statistics).all() and statistics[-2] > 0 and statistics[-1] > 0
     assert gan.path_length_mean.dtype == torch.float32
+
+
+def test_the_sampler_truncates_stylegan2_in_w_not_in_z() -> None:
+    """`ganctl sample --truncation` reaches StyleGAN2 through its own hook: the same latents, the lerp
+    towards w_avg (psi 0: every latent makes the average image)."""
+    torch.manual_seed(0)
+    generator = small_generator()
+    generator(torch.randn(64, 8))  # a w_avg to pull towards
+    generator.eval()
+    plain, truncated = Sampler(generator), Sampler(generator, truncation=0.0)
+    torch.testing.assert_close(truncated.latents(4, seed=3), plain.latents(4, seed=3))  # z is left alone
+    average = truncated(truncated.latents(4, seed=3))
+    torch.testing.assert_close(average, average[:1].expand_as(average))
+    torch.testing.assert_close(average, generator.forward_truncated(plain.latents(4, seed=3), psi=0.0))

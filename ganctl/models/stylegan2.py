@@ -307,7 +307,7 @@ class StyleGAN2Generator(nn.Module):
         images = self.synthesis(ws)
         return (images, ws) if with_styles else images
 
-    def truncated(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 0.7) -> torch.Tensor:
+    def forward_truncated(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 0.7) -> torch.Tensor:
         """Images with the truncation trick in W: w_avg + psi * (w - w_avg) for every layer (psi 1:
         as `forward`; 0: the average image). Use in eval mode (the Sampler's): no w_avg update, no mixing."""
         ws = self.mapping(z, labels)
