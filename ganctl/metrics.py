@@ -72,7 +72,7 @@ def hub_weights_path() -> Path:
 
 def missing_weights_message(reason: str) -> str:
     return (
-        f"FID, KID and IS need the Inception-v3 weights file {INCEPTION_FILE}, and {reason}. "
+        f"FID, KID, IS, precision, recall, density and coverage need the Inception-v3 weights file {INCEPTION_FILE}, and {reason}. "
         f"On a machine with internet, download it from {INCEPTION_URL} and put it in "
         f"{hub_weights_path().parent}/ (torch's hub cache, found automatically), or anywhere and point at it "
         f"with the environment variable {WEIGHTS_ENV}=/path/to/{INCEPTION_FILE}, the config key "
