@@ -50,6 +50,19 @@ def build_gan(cfg: DictConfig, device: str = "cpu"):
     return GAN.from_config(cfg, images.channels, images.image_size, torch.device(device)), images
 
 
+def run(run_dir: Path, *overrides: str, resume: dict | None = None):
+    """Train `ganctl train <overrides>` in run_dir in this process (resume: a checkpoint's state, whose
+    stored config the overrides are merged onto as `ganctl train resume=...` does)."""
+    from ganctl.train import train
+
+    cfg, choices = compose_config(*overrides)
+    if resume is not None:
+        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
+        choices = resume["choices"]
+    config.check(cfg)
+    return train(cfg, run_dir, choices, resume=resume)
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the installed `ganctl` console script (falling back to `python -m ganctl`)."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}

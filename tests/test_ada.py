@@ -16,8 +16,7 @@ from ganctl import data as datasets
 from ganctl.ada import TRANSFORMS, AdaptiveAugment, pipeline
 from ganctl.errors import GanctlError
 from ganctl.gan import GAN, STATISTICS
-from ganctl.train import train
-from helpers import TINY, TINY_DCGAN, build_gan, compose_config
+from helpers import TINY, TINY_DCGAN, build_gan, compose_config, run
 
 ON = ["train.ada.mode=adaptive", "train.ada.interval=1", "train.ada.kimg=0.05"]  # p moves 0.16 per step at batch 8
 
@@ -151,15 +150,6 @@ def test_settings_are_checked_and_unwise_combinations_warned(capsys: pytest.Capt
     cfg, _ = compose_config(*TINY, *TINY_DCGAN, *ON)
     build_gan(cfg)
     assert "warning" not in capsys.readouterr().err
-
-
-def run(run_dir: Path, *overrides: str, resume: dict | None = None):
-    cfg, choices = compose_config(*overrides)
-    if resume is not None:
-        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
-        choices = resume["choices"]
-    config.check(cfg)
-    return train(cfg, run_dir, choices, resume=resume)
 
 
 def test_resume_with_p_moving_is_exact(tmp_path: Path) -> None:

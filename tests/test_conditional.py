@@ -20,8 +20,7 @@ from ganctl.config import config_dir
 from ganctl.errors import GanctlError
 from ganctl.gan import GAN, Sampler
 from ganctl.sample import sample
-from ganctl.train import train
-from helpers import TINY, TINY_DCGAN, compose_config, run_cli
+from helpers import TINY, TINY_DCGAN, compose_config, run, run_cli
 from test_gan_family import SMALL
 
 CPU = torch.device("cpu")
@@ -128,15 +127,6 @@ def test_conditioning_that_cannot_work_is_refused_with_the_reason(digits, overri
 
 
 CONDITIONAL = [*TINY, *TINY_DCGAN, "conditioning=projection"]
-
-
-def run(run_dir: Path, *overrides: str, resume: dict | None = None):
-    cfg, choices = compose_config(*overrides)
-    if resume is not None:
-        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
-        choices = resume["choices"]
-    config.check(cfg)
-    return train(cfg, run_dir, choices, resume=resume)
 
 
 @pytest.fixture(scope="module")

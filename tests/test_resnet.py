@@ -17,8 +17,8 @@ from ganctl.config import build
 from ganctl.errors import GanctlError
 from ganctl.models import ConditionalBatchNorm, Conditioning, DCGANDiscriminator, DCGANGenerator, ProjectionOutput, SelfAttention
 from ganctl.models import ResNetDiscriminator, ResNetGenerator
-from helpers import TINY, compose_config
-from test_train import run, weights_and_optimizers
+from helpers import TINY, compose_config, run
+from test_train import weights_and_optimizers
 
 TINY_RESNET = ["model=sngan", "model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16",
                "train.channels_last=false"]

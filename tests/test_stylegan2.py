@@ -14,8 +14,7 @@ from ganctl.errors import GanctlError
 from ganctl.gan import GAN, STATISTICS, Sampler, half_life_decay
 from ganctl.losses import path_lengths, r1_penalty
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
-from ganctl.train import train
-from helpers import TINY, build_gan, compose_config
+from helpers import TINY, build_gan, compose_config, run
 
 # A StyleGAN2 of a few thousand parameters: the full procedure (R1, path length, mixing) in well under a second a step.
 TINY_STYLEGAN2 = [
@@ -167,15 +166,6 @@ def test_r1_works_for_other_models_and_path_length_is_refused_without_w() -> Non
     cfg, _ = compose_config(*TINY, "loss.path_length=2")
     with pytest.raises(GanctlError, match="model=stylegan2"):
         build_gan(cfg)
-
-
-def run(run_dir: Path, *overrides: str, resume: dict | None = None):
-    cfg, choices = compose_config(*overrides)
-    if resume is not None:
-        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
-        choices = resume["choices"]
-    config.check(cfg)
-    return train(cfg, run_dir, choices, resume=resume)
 
 
 def test_resume_is_exact_with_lazy_regularisers_w_avg_and_path_length_mean(tmp_path: Path) -> None:

@@ -12,17 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ganctl import checkpoint, config
 from ganctl.errors import GanctlError
 from ganctl.gan import GAN, ema_decay, update_ema
-from ganctl.train import train
-from helpers import compose_config
-
-
-def run(run_dir: Path, *overrides: str, resume: dict | None = None):
-    cfg, choices = compose_config(*overrides)
-    if resume is not None:
-        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
-        choices = resume["choices"]
-    config.check(cfg)
-    return train(cfg, run_dir, choices, resume=resume)
+from helpers import compose_config, run
 
 
 def test_short_run_writes_checkpoints_logs_samples_and_summary(tmp_path: Path, tiny_overrides: list[str]) -> None:
