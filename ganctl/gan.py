@@ -292,7 +292,7 @@ class GAN:
         speed.configure_backends(device, self.precision)
         sync_bn, compiled = settings.sync_batchnorm, settings.compile
         self.generator_call = speed.compiled(distributed.wrap(generator, group, device, sync_bn), "G", compiled,
-                                             loss.path_length > 0)
+                                             "path-length regularisation" if loss.path_length > 0 else "")
         self.critic_call = speed.compiled(
             distributed.wrap(discriminator, group, device, sync_bn), "D", compiled, loss.double_backward
         )

@@ -214,9 +214,10 @@ class GANLoss:
         )
 
     @property
-    def double_backward(self) -> bool:
-        """Whether D's update differentiates through a gradient of D (torch.compile cannot)."""
-        return self.gradient_penalty > 0 or self.r1_gamma > 0
+    def double_backward(self) -> str:
+        """What makes D's update differentiate through a gradient of D (torch.compile cannot), or ""."""
+        return " and ".join(name for name, on in (("the gradient penalty", self.gradient_penalty > 0),
+                                                  ("R1", self.r1_gamma > 0)) if on)
 
     def r1_due(self, critic_update: int) -> bool:
         """Whether the critic update numbered `critic_update` (0, 1, ...) adds R1."""

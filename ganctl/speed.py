@@ -117,17 +117,18 @@ def frozen(module: nn.Module) -> Iterator[None]:
             parameter.requires_grad_(flag)
 
 
-def compiled(module: nn.Module, name: str, enabled: bool, double_backward: bool = False) -> Callable:
+def compiled(module: nn.Module, name: str, enabled: bool, double_backward: str = "") -> Callable:
     """`module` under torch.compile when enabled; eager, with one warning, where it cannot be compiled.
 
-    torch.compile has no double backward, which the gradient penalty needs: a critic trained with
-    one stays eager. Other failures (no C++ compiler for the CPU backend, an unsupported op) show at
+    torch.compile has no double backward, which a penalty on a gradient needs: a network trained with
+    one (`double_backward` names it: the gradient penalty, R1, path-length regularisation) stays eager. Other failures (no C++ compiler for the CPU backend, an unsupported op) show at
     a call, when torch compiles: that call and the rest run eagerly.
     """
     if not enabled:
         return module
     if double_backward:
-        warn(f"train.compile: {name} runs eagerly, because the gradient penalty needs a double "
+        needs = "needs" if " and " not in double_backward else "need"
+        warn(f"train.compile: {name} runs eagerly, because {double_backward} {needs} a double "
              "backward, which torch.compile does not support.")
         return module
     if not torch.cuda.is_available():

@@ -242,6 +242,15 @@ def test_a_penalised_critic_stays_eager_under_compile(tmp_path: Path, capsys: py
     assert "D runs eagerly, because the gradient penalty needs a double backward" in capsys.readouterr().err
 
 
+def test_the_eager_warning_names_what_needs_the_double_backward(capsys: pytest.CaptureFixture) -> None:
+    """R1 and path-length regularisation keep their network eager too, and the warning says which."""
+    cfg, _ = compose_config(*QUIET, "model=mlp", "loss.r1_gamma=1", "train.compile=true")
+    build_gan(cfg)
+    assert "D runs eagerly, because R1 needs a double backward" in capsys.readouterr().err
+    speed.compiled(torch.nn.Linear(2, 2), "G", True, "path-length regularisation")
+    assert "G runs eagerly, because path-length regularisation needs a double backward" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("model", ["dcgan_small", "wgangp"])
 def test_no_host_reads_inside_training_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str) -> None:
     """Losses and statistics stay on the device between logs: a run's host reads of tensor values
