@@ -138,6 +138,8 @@ class LossSettings:
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
     r1_gamma: float = 0.0  # R1 on real images (weight gamma / 2); 0 = none
     r1_every: int = 1  # lazy R1: every k-th critic update, scaled by k
+    r2_gamma: float = 0.0  # R2 on fake images (weight gamma / 2); 0 = none
+    r2_every: int = 1  # lazy R2: every k-th critic update, scaled by k
     path_length: float = 0.0  # StyleGAN2's path-length regularisation weight; 0 = none
     path_length_every: int = 4  # lazy: every k-th generator step, scaled by k
     path_length_decay: float = 0.01  # the running mean's rate

@@ -39,7 +39,7 @@ from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
 from ganctl.config import build
 from ganctl.errors import GanctlError
-from ganctl.losses import GANLoss, classification_loss, clip_weights, gradient_penalty, path_lengths, r1_penalty
+from ganctl.losses import GANLoss, classification_loss, clip_weights, gradient_penalty, path_lengths, squared_gradient_norm
 from ganctl.models.conditioning import AuxiliaryOutput, Conditioning
 
 # What `GAN.step` returns, stacked in this order: the losses, D's mean raw scores and mean
@@ -47,10 +47,10 @@ from ganctl.models.conditioning import AuxiliaryOutput, Conditioning
 # the auxiliary classifier's loss on real + fake images and its accuracy on each (0 without one).
 # ADA's augmentation probability p after the step and the mean sign of D's scores of real images
 # (what its heuristic r_t averages); lazy regularisers report their latest value: R1's and the mean path
-# length (0 when off).
+# length, R2's (0 when off).
 STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty",
               "class_loss", "real_class_accuracy", "fake_class_accuracy", "augment_p", "real_sign", "r1_penalty",
-              "path_length")
+              "path_length", "r2_penalty")
 GRID_CLASSES = 16  # a conditional run's training grid: one row per class, for the first 16 classes
 
 
@@ -301,7 +301,7 @@ class GAN:
         )
         self.no_penalty = torch.zeros((), device=device)
         # The lazy regularisers' latest values, and the path lengths' running mean (the checkpoint keeps it).
-        self.r1_latest, self.path_length_latest = self.no_penalty, self.no_penalty
+        self.r1_latest, self.r2_latest, self.path_length_latest = self.no_penalty, self.no_penalty, self.no_penalty
         self.path_length_mean = torch.zeros((), device=device)
 
     @classmethod
@@ -360,10 +360,17 @@ class GAN:
 
                 penalty = gradient_penalty(critic, real, fake)
                 d_loss = d_loss + loss.gradient_penalty * penalty
-            if loss.r1_due((step - 1) * loss.critic_steps + critic_step):  # lazy: weighted by its interval
-                critic = partial(self.scores, self.critic_call, labels=labels, amp=self.penalty_autocast)
-                self.r1_latest = r1_penalty(lambda images: critic(self.augmented(images)), real)  # the gradient: before ADA, as the reference
-                d_loss = d_loss + loss.r1_gamma / 2 * loss.r1_every * self.r1_latest
+            update = (step - 1) * loss.critic_steps + critic_step
+            if loss.r1_due(update) or loss.r2_due(update):  # lazy: weighted by its interval
+                def seen(images: torch.Tensor) -> torch.Tensor:  # D's scores of what it sees; the gradient: before ADA, as the reference
+                    return self.scores(self.critic_call, self.augmented(images), labels, self.penalty_autocast)
+
+                if loss.r1_due(update):  # at real images
+                    self.r1_latest = squared_gradient_norm(seen, real)
+                    d_loss = d_loss + loss.r1_gamma / 2 * loss.r1_every * self.r1_latest
+                if loss.r2_due(update):  # at the fakes D just scored
+                    self.r2_latest = squared_gradient_norm(seen, fake)
+                    d_loss = d_loss + loss.r2_gamma / 2 * loss.r2_every * self.r2_latest
             self.update(self.optimizer_d, self.scaler_d, d_loss)
             if loss.clip:
                 clip_weights(self.discriminator, loss.clip)
@@ -388,7 +395,8 @@ class GAN:
                 fake_accuracy = (fake_classes.argmax(1) == labels).float().mean()
         return torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(), real_scores.sigmoid().mean(),
                             fake_scores.sigmoid().mean(), penalty, class_loss, real_accuracy, fake_accuracy,
-                            self.ada.p, real_scores.sign().mean(), self.r1_latest, self.path_length_latest]).detach()
+                            self.ada.p, real_scores.sign().mean(), self.r1_latest, self.path_length_latest,
+                            self.r2_latest]).detach()
 
     def augmented(self, images: torch.Tensor) -> torch.Tensor:
         """Images as D sees them: through the DiffAugment policy (train.augment), then ADA's pipeline."""

@@ -121,13 +121,14 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return ((gradients.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
 
 
-def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): ||grad_x D(x)||^2 at real images, averaged over the batch. The
-    weight is gamma / 2, as StyleGAN2 applies it; `critic` sees what D sees (augmented images), the
-    gradient is taken at the images before augmentation, in fp32, its graph kept to train D."""
-    real = real.detach().float().requires_grad_(True)  # (B, C, H, W)
-    scores = critic(real).float()
-    (gradients,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
+def squared_gradient_norm(critic: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+    """The zero-centred gradient penalties (Mescheder et al. 2018): ||grad_x D(x)||^2 at the images,
+    averaged over the batch -- R1 at real images, R2 at fakes. The weight is gamma / 2, as StyleGAN2
+    applies it; `critic` sees what D sees (augmented images), the gradient is taken at the images
+    before augmentation, in fp32, its graph kept to train D."""
+    images = images.detach().float().requires_grad_(True)  # (B, C, H, W)
+    scores = critic(images).float()
+    (gradients,) = torch.autograd.grad(scores.sum(), images, create_graph=True)
     return gradients.square().sum(dim=(1, 2, 3)).mean()
 
 
@@ -160,7 +161,7 @@ def clip_weights(critic: nn.Module, clip: float) -> None:
 # --------------------------------------------------------------------------- a loss option, made concrete
 
 REPORTS = ("probability", "wasserstein", "scores")
-LAZY_KEYS = ("r1_gamma", "r1_every", "path_length", "path_length_every", "path_length_decay", "path_length_batch_shrink")
+LAZY_KEYS = ("r1_gamma", "r1_every", "r2_gamma", "r2_every", "path_length", "path_length_every", "path_length_decay", "path_length_batch_shrink")
 MOMENTUM_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.NAdam", "torch.optim.RAdam", "torch.optim.Adamax")
 
 
@@ -176,6 +177,8 @@ class GANLoss:
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
     r1_gamma: float = 0.0  # R1 on real images, weight gamma / 2; 0 = none
     r1_every: int = 1  # lazy R1: every k-th critic update, its weight times k (StyleGAN2: 16)
+    r2_gamma: float = 0.0  # R2 on fake images, weight gamma / 2; 0 = none
+    r2_every: int = 1  # lazy R2: every k-th critic update, its weight times k
     path_length: float = 0.0  # StyleGAN2's path-length regularisation of G, its weight; 0 = none
     path_length_every: int = 4  # lazy: every k-th generator step, its weight times k
     path_length_decay: float = 0.01  # how fast the running mean of the path lengths follows them
@@ -187,13 +190,13 @@ class GANLoss:
         if node.critic_steps < 1:
             raise GanctlError(f"loss.critic_steps must be at least 1, got {node.critic_steps}.")
         lazy = {key: OmegaConf.select(node, key, default=getattr(cls, key)) for key in LAZY_KEYS}
-        for key in ("r1_every", "path_length_every", "path_length_batch_shrink"):
+        for key in ("r1_every", "r2_every", "path_length_every", "path_length_batch_shrink"):
             if lazy[key] < 1:
                 raise GanctlError(f"loss.{key} must be at least 1, got {lazy[key]}.")
         if not 0.0 < lazy["path_length_decay"] <= 1.0:
             raise GanctlError(f"loss.path_length_decay must be in (0, 1], got {lazy['path_length_decay']}.")
         for key, value in [("gradient_penalty", node.gradient_penalty), ("clip", node.clip),
-                           ("r1_gamma", lazy["r1_gamma"]), ("path_length", lazy["path_length"])]:
+                           ("r1_gamma", lazy["r1_gamma"]), ("r2_gamma", lazy["r2_gamma"]), ("path_length", lazy["path_length"])]:
             if value < 0:
                 raise GanctlError(f"loss.{key} must be 0 (off) or positive, got {value}.")
         if node.report not in REPORTS:
@@ -217,11 +220,15 @@ class GANLoss:
     def double_backward(self) -> str:
         """What makes D's update differentiate through a gradient of D (torch.compile cannot), or ""."""
         return " and ".join(name for name, on in (("the gradient penalty", self.gradient_penalty > 0),
-                                                  ("R1", self.r1_gamma > 0)) if on)
+                                                  ("R1", self.r1_gamma > 0), ("R2", self.r2_gamma > 0)) if on)
 
     def r1_due(self, critic_update: int) -> bool:
         """Whether the critic update numbered `critic_update` (0, 1, ...) adds R1."""
         return self.r1_gamma > 0 and critic_update % self.r1_every == 0
+
+    def r2_due(self, critic_update: int) -> bool:
+        """Whether the critic update numbered `critic_update` (0, 1, ...) adds R2."""
+        return self.r2_gamma > 0 and critic_update % self.r2_every == 0
 
     def path_length_due(self, step: int) -> bool:
         """Whether generator step `step` (1, 2, ...) adds the path-length penalty (the first does)."""
@@ -238,7 +245,7 @@ class GANLoss:
     def check_critic(self, critic: nn.Module, optimizer: Optional[DictConfig] = None) -> None:
         """Refuse pairs of this loss and a critic known to be wrong; warn about ones known to be
         unwise (`optimizer`: the critic's optimizer config, e.g. cfg.optimizer.d)."""
-        if (self.gradient_penalty > 0 or self.r1_gamma > 0) and any(
+        if (self.gradient_penalty > 0 or self.r1_gamma > 0 or self.r2_gamma > 0) and any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules()
         ):
             raise GanctlError(
@@ -271,6 +278,8 @@ class GANLoss:
         scalars = {"loss/d": means["d_loss"], "loss/g": means["g_loss"]}
         if self.r1_gamma:  # the latest lazy evaluation's value
             scalars["r1_penalty"] = means["r1_penalty"]
+        if self.r2_gamma:
+            scalars["r2_penalty"] = means["r2_penalty"]
         if self.path_length:
             scalars["path_length"] = means["path_length"]
         if self.report == "probability":

@@ -167,3 +167,31 @@ def test_clip_weights_clamps_every_parameter() -> None:
     bound = torch.tensor(0.01)  # in float32, like the parameters
     assert all(parameter.abs().max() <= bound for parameter in critic.parameters())
     assert all(parameter.abs().max() == bound for parameter in critic.parameters())  # each had a larger entry
+
+
+def test_r2_penalises_d_at_the_fakes_on_its_lazy_interval(monkeypatch) -> None:
+    import pytest
+
+    from ganctl import data, gan as gan_module
+    from ganctl.errors import GanctlError
+    from ganctl.gan import STATISTICS
+    from helpers import TINY, build_gan, compose_config
+
+    seen: list[torch.Tensor] = []
+    penalty = gan_module.squared_gradient_norm
+    monkeypatch.setattr(gan_module, "squared_gradient_norm", lambda critic, images: seen.append(images) or penalty(critic, images))
+    cfg, _ = compose_config(*TINY, "model=wgangp", "loss=bce", "loss.r2_gamma=1", "loss.r2_every=2",
+                            "model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16")
+    gan, images = build_gan(cfg)
+    batches = data.endless(images, 8)
+    r2 = [gan.step(batches, step)[STATISTICS.index("r2_penalty")].item() for step in (1, 2, 3)]
+    assert r2[0] > 0 and r2[1] == r2[0] and r2[2] != r2[0]  # due at critic updates 0 and 2; the latest is reported
+    assert len(seen) == 2
+    real_levels = torch.arange(256) / 127.5 - 1  # real images are quantised to 256 levels; fakes are tanh outputs
+    assert not torch.isin(seen[0], real_levels).all()
+    assert gan.scalars(dict(zip(STATISTICS, [0.5] * len(STATISTICS))))["r2_penalty"] == 0.5
+    cfg, _ = compose_config(*TINY, "loss.r2_gamma=1")
+    with pytest.raises(GanctlError, match="BatchNorm"):  # per image, as R1 and the gradient penalty
+        build_gan(cfg)
+    with pytest.raises(GanctlError, match="loss.r2_every must be at least 1"):
+        build_gan(compose_config(*TINY, "model=wgangp", "loss.r2_gamma=1", "loss.r2_every=0")[0])
