@@ -131,3 +131,20 @@ def test_rmsprop_option_has_the_camel_gan_settings() -> None:
     assert (cfg.optimizer.d.lr, cfg.optimizer.g.lr) == (8e-4, 4e-4)
     optimizer = build(cfg.optimizer.d, "d")([nn.Parameter(torch.zeros(1))])
     assert isinstance(optimizer, torch.optim.RMSprop)
+
+
+def test_dcgan_minibatch_std_shows_d_the_batch_variety() -> None:
+    from ganctl.models import DCGANDiscriminator
+    from ganctl.models.layers import MinibatchStd
+
+    spread = MinibatchStd(4)
+    same = spread(torch.randn(1, 3, 2, 2).repeat(8, 1, 1, 1))  # (8, 4, 2, 2)
+    varied = spread(torch.randn(8, 3, 2, 2))
+    assert same.shape == varied.shape == (8, 4, 2, 2)
+    assert same[:, 3].abs().max() < 1e-3 and (varied[:, 3] > 0.1).all()  # ~0 for copies of one image
+    critic = DCGANDiscriminator(8, 1, 28, minibatch_std=4)
+    assert any(isinstance(m, MinibatchStd) for m in critic.modules())
+    assert critic.net[-1].in_channels == 8 * 2 + 1  # the last conv reads the features and their spread
+    assert critic(torch.randn(6, 1, 28, 28)).shape == (6,)  # a batch the group size does not divide
+    with pytest.raises(GanctlError, match="minibatch_std"):
+        DCGANDiscriminator(8, 1, 28, minibatch_std=-1)

@@ -11,7 +11,7 @@ from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
-from ganctl.models.layers import dcgan_init, spectrally_normalised
+from ganctl.models.layers import MinibatchStd, dcgan_init, spectrally_normalised
 
 
 def dcgan_layout(image_size: int) -> tuple[int, int]:
@@ -93,11 +93,13 @@ def _upsample(kind: str, in_channels: int, out_channels: int) -> list[nn.Module]
 
 class DCGANDiscriminator(nn.Module):
     """(B, C, H, W) -> S strided 4x4 convs halving the size -> a start x start conv -> (B,) logits;
-    conditioned, the label joins the input, or projects onto (or is classified from) the last features."""
+    conditioned, the label joins the input, or projects onto (or is classified from) the last features.
+    `minibatch_std` > 0 appends, before the last conv, the features' spread over groups of that many
+    images (ProGAN's minibatch standard deviation): D sees a batch's variety, against mode collapse."""
 
     def __init__(
         self, base_filters: int, channels: int, image_size: int, norm: str = "batch", spectral_norm: bool = False,
-        attention: Optional[int] = None, conditioning: Conditioning = UNCONDITIONAL,
+        attention: Optional[int] = None, minibatch_std: int = 0, conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         start, stages = dcgan_layout(image_size)
@@ -119,6 +121,11 @@ class DCGANDiscriminator(nn.Module):
             width *= 2
         if place == stages - 1:
             layers.append(SelfAttention(width))
+        if minibatch_std < 0:
+            raise GanctlError(f"model.discriminator.minibatch_std is a group size, or 0 for none; got {minibatch_std}.")
+        if minibatch_std:
+            layers.append(MinibatchStd(minibatch_std))  # (B, width + 1, s, s)
+            width += 1
         layers.append(conditioning.critic_output(nn.Conv2d(width, 1, start, 1, 0), width * start * start))  # (B, 1, 1, 1)
         self.net = LabelledSequential(*layers)
         self.apply(dcgan_init)

@@ -1,7 +1,8 @@
-"""Pieces the model families share: initialisation and activations."""
+"""Pieces the model families share: initialisation, activations, spectral norm, minibatch std."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ganctl.errors import GanctlError
@@ -35,11 +36,29 @@ def spectrally_normalised(layer: nn.Module) -> nn.Module:
     features), torch.compile's autograd trips over the power iteration's in-place update of the
     singular vectors ("modified by an inplace operation" in the backward); there the normalisation
     runs eagerly, and the layer's own computation is still compiled. Eager results are unchanged."""
-    import torch
-
     rows, columns = layer.weight.shape[0], layer.weight[0].numel()
     nn.utils.parametrizations.spectral_norm(layer)
     if rows > columns:
         normalisation = layer.parametrizations.weight[0]
         normalisation.forward = torch._dynamo.disable(normalisation.forward)
     return layer
+
+
+class MinibatchStd(nn.Module):
+    """Appends the mean standard deviation of each feature over groups of images (Karras et al.
+    2018): D sees how varied a batch is. A batch that the group size does not divide uses its
+    largest divisor below the group size."""
+
+    def __init__(self, group_size: int, num_channels: int = 1) -> None:
+        super().__init__()
+        self.group_size, self.num_channels = group_size, num_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        group = max(g for g in range(1, min(self.group_size, n) + 1) if n % g == 0)
+        f = self.num_channels
+        y = x.reshape(group, -1, f, c // f, h, w)  # (G, n, F, c, H, W)
+        y = (y - y.mean(dim=0)).square().mean(dim=0)  # (n, F, c, H, W) variance over the group
+        y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))  # (n, F)
+        y = y.reshape(-1, f, 1, 1).repeat(group, 1, h, w)  # (N, F, H, W)
+        return torch.cat([x, y], dim=1)

@@ -38,6 +38,7 @@ from torch import nn
 
 from ganctl.errors import GanctlError
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
+from ganctl.models.layers import MinibatchStd
 
 RESOLUTIONS = (32, 64, 128, 256)
 LEAKY_GAIN = math.sqrt(2.0)  # lrelu(0.2)'s gain: keeps activations' magnitude from layer to layer
@@ -312,26 +313,6 @@ class StyleGAN2Generator(nn.Module):
         as `forward`; 0: the average image). Use in eval mode (the Sampler's): no w_avg update, no mixing."""
         ws = self.mapping(z, labels)
         return self.synthesis(self.w_avg.to(ws.dtype).lerp(ws, psi))
-
-
-class MinibatchStd(nn.Module):
-    """Appends the mean standard deviation of each feature over groups of images (Karras et al.
-    2018): D sees how varied a batch is. A batch that the group size does not divide uses its
-    largest divisor below the group size."""
-
-    def __init__(self, group_size: int, num_channels: int = 1) -> None:
-        super().__init__()
-        self.group_size, self.num_channels = group_size, num_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        group = max(g for g in range(1, min(self.group_size, n) + 1) if n % g == 0)
-        f = self.num_channels
-        y = x.reshape(group, -1, f, c // f, h, w)  # (G, n, F, c, H, W)
-        y = (y - y.mean(dim=0)).square().mean(dim=0)  # (n, F, c, H, W) variance over the group
-        y = (y + 1e-8).sqrt().mean(dim=(2, 3, 4))  # (n, F)
-        y = y.reshape(-1, f, 1, 1).repeat(group, 1, h, w)  # (N, F, H, W)
-        return torch.cat([x, y], dim=1)
 
 
 class DiscriminatorBlock(nn.Module):
