@@ -22,8 +22,8 @@ from ganctl import checkpoint, distributed
 from ganctl.errors import GanctlError
 from helpers import run_cli
 
-SMALL = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16",
-         "train.batch_size=8", "train.log_every=2", "train.num_samples=16", "train.device=cpu", "train.curves=false"]
+QUICK = ["train.batch_size=8", "train.log_every=2", "train.num_samples=16", "train.device=cpu", "train.curves=false"]
+SMALL = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16", *QUICK]
 
 
 def torchrun(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -32,12 +32,18 @@ def torchrun(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Complete
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("conditioning", ["none", "projection"])
-def test_two_ranks_train_one_run_with_identical_weights(tmp_path: Path, conditioning: str) -> None:
-    # WGAN-GP: the gradient penalty's double backward goes through DDP too (conditioned: with the
-    # labels held fixed, through class-conditional BatchNorm in G and a projection head in D).
-    result = torchrun("train", "model=wgangp", "loss.critic_steps=2", "train.steps=4", *SMALL, f"conditioning={conditioning}",
-                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+SNGAN = ["model=sngan", "model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16", *QUICK]
+
+
+@pytest.mark.parametrize("setup", [
+    # WGAN-GP: the gradient penalty's double backward goes through DDP too.
+    ["model=wgangp", *SMALL],
+    # The ResNet with spectral norm, conditioned (class-conditional BatchNorm in G, a projection head
+    # in D, the labels held fixed), and R1's double backward every other critic update.
+    [*SNGAN, "conditioning=projection", "loss=hinge", "loss.r1_gamma=1", "loss.r1_every=2"],
+], ids=["wgangp", "sngan-projection-r1"])
+def test_two_ranks_train_one_run_with_identical_weights(tmp_path: Path, setup: list[str]) -> None:
+    result = torchrun("train", "loss.critic_steps=2", "train.steps=4", *setup, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # rank 1 wrote no directory of its own
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
