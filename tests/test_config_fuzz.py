@@ -35,7 +35,7 @@ SMALL = {"dcgan_small": ["model.generator.base_filters=4", "model.discriminator.
          "conv": ["model.generator.filters=[4,4,4]", "model.discriminator.filters=[4,4,4,4]"]}
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values)
 def test_any_config_gives_a_run_or_one_clear_error(tmp_path: Path, capsys, chosen: dict[str, str]) -> None:
     run_dir = tmp_path / f"run{next(counter)}"
