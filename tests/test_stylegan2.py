@@ -204,3 +204,29 @@ def test_the_sampler_truncates_stylegan2_in_w_not_in_z() -> None:
     average = truncated(truncated.latents(4, seed=3))
     torch.testing.assert_close(average, average[:1].expand_as(average))
     torch.testing.assert_close(average, generator.forward_truncated(plain.latents(4, seed=3), psi=0.0))
+
+
+def test_conv_clamp_bounds_every_conv_layer_as_the_reference() -> None:
+    """StyleGAN2-ADA's conv_clamp: each conv layer's output after bias, activation and gain stays within
+    +-clamp (x gain: a resnet branch's sqrt(1/2) shrinks the bound with it), whatever its weights."""
+    from ganctl.models.stylegan2 import Conv, SynthesisLayer, ToRGB
+
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(2, 8)
+    for clamp in (None, 2.0):
+        layers = [Conv(4, 4, 3, conv_clamp=clamp), SynthesisLayer(4, 4, 8, 8, conv_clamp=clamp), ToRGB(4, 3, 8, conv_clamp=clamp)]
+        with torch.no_grad():
+            for layer in layers:
+                layer.weight.mul_(1e4)
+                layer.bias.fill_(1e4)  # (demodulation undoes a huge weight; a huge bias it does not)
+        outputs = [layers[0](x, gain=math.sqrt(0.5)), layers[1](x, w), layers[2](x, w)]
+        bounds = [2.0 * math.sqrt(0.5), 2.0, 2.0]
+        for output, bound in zip(outputs, bounds):
+            assert (output.abs().max() <= bound + 1e-6) if clamp else (output.abs().max() > 100)
+    generator = small_generator(conv_clamp=256)
+    discriminator = StyleGAN2Discriminator(1, 32, "resnet", channel_base=64, channel_max=4, conv_clamp=256)
+    convs = [m for m in [*generator.modules(), *discriminator.modules()] if isinstance(m, (Conv, SynthesisLayer, ToRGB))]
+    skips = {id(block.skip) for block in discriminator.blocks}
+    assert all((m.conv_clamp == 256) == (id(m) not in skips) for m in convs) and len(convs) > len(skips) > 0
+    with pytest.raises(GanctlError, match="conv_clamp must be a positive number"):
+        small_generator(conv_clamp=0)
