@@ -266,6 +266,7 @@ class GAN:
         `auxiliary_weight`: the weight of an auxiliary classifier's loss (ACGAN), when D has one."""
         group = group or distributed.Group()
         self.generator, self.discriminator, self.loss, self.device = generator, discriminator, loss, device
+        self.group = group
         self.classes = list(classes) if classes is not None else None
         self.auxiliary = any(isinstance(module, AuxiliaryOutput) for module in discriminator.modules())
         self.auxiliary_weight = auxiliary_weight
@@ -411,9 +412,12 @@ class GAN:
             images, styles = (self.generator_call(latents[:size], with_styles=True) if labels is None
                               else self.generator_call(latents[:size], labels, with_styles=True))
         lengths = path_lengths(images.float(), styles)  # (size,)
-        mean = self.path_length_mean.lerp(lengths.mean(), self.loss.path_length_decay)  # as the reference: not detached
+        batch_mean = lengths.mean()
+        if self.group.enabled:  # every rank's running mean follows all ranks' lengths, so the ranks keep one
+            batch_mean = batch_mean + (distributed.mean_over_ranks(batch_mean, self.group) - batch_mean).detach()
+        mean = self.path_length_mean.lerp(batch_mean, self.loss.path_length_decay)  # as the reference: not detached
         self.path_length_mean.copy_(mean.detach())
-        self.path_length_latest = lengths.mean().detach()
+        self.path_length_latest = batch_mean.detach()
         return (lengths - mean).square().mean()
 
     def fakes(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
