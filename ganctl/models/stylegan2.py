@@ -206,6 +206,7 @@ class SynthesisBlock(nn.Module):
         self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, noise=noise, conv_clamp=conv_clamp)
         self.torgb = ToRGB(out_channels, channels, w_dim, conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
+        self.resolution = resolution
 
     def forward(self, x: Optional[torch.Tensor], image: Optional[torch.Tensor], ws: torch.Tensor):
         styles = ws.unbind(dim=1)  # num_conv + 1 of (B, W): the convs', then toRGB's
@@ -248,8 +249,10 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
 
 
 class StyleGAN2Generator(nn.Module):
-    """z (B, latent_dim) [and labels (B,)] -> images (B, C, H, W); `mapping`, `synthesis` and
-    `truncated` expose W for truncation and path-length regularisation."""
+    """z (B, latent_dim) [and labels (B,)] -> images (B, C, H, W). W is exposed for what works in it:
+    `mapping` (training: w_avg update, style mixing; path length), and the Sampler's hooks
+    `forward_truncated` (the truncation trick), `styles` and `synthesis` with `style_resolutions`
+    (style-mixing grids, walks in W: `ganctl sample --mix`, `--space w`)."""
 
     conditions_itself = True  # its label embedding lives in the mapping network (check_conditioning)
 
@@ -291,6 +294,9 @@ class StyleGAN2Generator(nn.Module):
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last toRGB's; each other toRGB shares the next block's first w
         self.blocks = nn.ModuleList(blocks)
+        # The resolution each of the num_ws styles drives: a block's convs', then the last toRGB's (each
+        # other toRGB shares the next block's first style).
+        self.style_resolutions = tuple(r for block in blocks for r in [block.resolution] * block.num_conv) + (image_size,)
         self.register_buffer("w_avg", torch.zeros(w_dim))  # running mean of w: the centre truncation pulls to
 
     def mapping(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -324,11 +330,16 @@ class StyleGAN2Generator(nn.Module):
         images = self.synthesis(ws)
         return (images, ws) if with_styles else images
 
-    def forward_truncated(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 0.7) -> torch.Tensor:
-        """Images with the truncation trick in W: w_avg + psi * (w - w_avg) for every layer (psi 1:
-        as `forward`; 0: the average image). Use in eval mode (the Sampler's): no w_avg update, no mixing."""
+    def styles(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 1.0) -> torch.Tensor:
+        """The styles (B, num_ws, W) G draws z with (the same w for every layer), truncated in W:
+        w_avg + psi * (w - w_avg) (psi 1: none; 0: the average). `synthesis` draws them, so styles can
+        be mixed or interpolated in between. Use in eval mode (the Sampler's): no w_avg update, no mixing."""
         ws = self.mapping(z, labels)
-        return self.synthesis(self.w_avg.to(ws.dtype).lerp(ws, psi))
+        return ws if psi == 1 else self.w_avg.to(ws.dtype).lerp(ws, psi)
+
+    def forward_truncated(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 0.7) -> torch.Tensor:
+        """Images with the truncation trick in W (see `styles`); use in eval mode (the Sampler's)."""
+        return self.synthesis(self.styles(z, labels, psi))
 
 
 class MinibatchStd(nn.Module):
