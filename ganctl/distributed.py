@@ -188,6 +188,16 @@ def broadcast(value: Any, group: Group) -> Any:
     return box[0]
 
 
+def mean_over_ranks(value: torch.Tensor, group: Group) -> torch.Tensor:
+    """The mean of `value` over every rank, on every rank (itself in a single process). No gradient
+    flows through the collective: combine it with the local value to keep one (see GAN.path_length_penalty)."""
+    if not group.enabled:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)  # a sum: gloo has no average
+    return total / group.world_size
+
+
 def reseed(group: Group) -> None:
     """Give each rank its own random stream (its own batches and latents), derived from the shared one."""
     if not group.enabled:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -156,24 +157,55 @@ class Sampler:
         """Labels (num,) taking every class in turn (0, 1, ..., K-1, 0, ...); None for an unconditional G."""
         return torch.arange(num) % len(self.classes) if self.conditional else None
 
+    @contextmanager
+    def evaluating(self) -> Iterator[torch.device]:
+        """G in eval mode for the block (its training mode restored after it); yields G's device."""
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            yield next(self.generator.parameters()).device
+        finally:
+            self.generator.train(was_training)
+
     @torch.no_grad()
     def batches(self, latents: torch.Tensor, batch_size: int, labels: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
         """G's images (B, C, H, W) for `latents` (and `labels`, for a conditional G) in chunks of
         batch_size, on G's device."""
         if self.conditional != (labels is not None):
             raise ValueError("a class-conditional generator needs labels, an unconditional one takes none")
-        was_training = self.generator.training
-        self.generator.eval()
-        device = next(self.generator.parameters()).device
-        try:
+        with self.evaluating() as device:
             if labels is None:
                 for chunk in latents.split(batch_size):
                     yield self.forward(chunk.to(device), None).float()
             else:
                 for chunk, chunk_labels in zip(latents.split(batch_size), labels.split(batch_size)):
                     yield self.forward(chunk.to(device), chunk_labels.to(device)).float()
-        finally:
-            self.generator.train(was_training)
+
+    @property
+    def has_styles(self) -> bool:
+        """Whether G draws from per-layer styles (W) that can be mixed and walked (`styles`, `synthesize`)."""
+        return latent_space.has_styles(self.generator)
+
+    @property
+    def style_resolutions(self) -> tuple[int, ...]:
+        """The resolution each of G's per-layer styles drives (4, 8, 8, 16, 16, ...)."""
+        return tuple(self.generator.style_resolutions)
+
+    @torch.no_grad()
+    def styles(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """G's per-layer styles (N, num_ws, W) for `latents` (of the classes `labels`, conditional),
+        truncated at self.truncation, on the CPU: mix or interpolate them, then `synthesize`."""
+        if self.conditional != (labels is not None):
+            raise ValueError("a class-conditional generator needs labels, an unconditional one takes none")
+        with self.evaluating() as device:
+            styles = self.generator.styles(latents.to(device), None if labels is None else labels.to(device), self.truncation)
+            return styles.float().cpu()
+
+    @torch.no_grad()
+    def synthesize(self, styles: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
+        """G's images (N, C, H, W) in [-1, 1] for per-layer styles (N, num_ws, W), on the CPU."""
+        with self.evaluating() as device:
+            return torch.cat([self.generator.synthesis(chunk.to(device)).float().cpu() for chunk in styles.split(batch_size)])
 
     def __call__(self, latents: torch.Tensor, batch_size: int = 250, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """G's images (N, C, H, W) for all of `latents` (of the classes `labels`, conditional), on the CPU."""
@@ -266,6 +298,7 @@ class GAN:
         `auxiliary_weight`: the weight of an auxiliary classifier's loss (ACGAN), when D has one."""
         group = group or distributed.Group()
         self.generator, self.discriminator, self.loss, self.device = generator, discriminator, loss, device
+        self.group = group
         self.classes = list(classes) if classes is not None else None
         self.auxiliary = any(isinstance(module, AuxiliaryOutput) for module in discriminator.modules())
         self.auxiliary_weight = auxiliary_weight
@@ -419,9 +452,12 @@ class GAN:
             images, styles = (self.generator_call(latents[:size], with_styles=True) if labels is None
                               else self.generator_call(latents[:size], labels, with_styles=True))
         lengths = path_lengths(images.float(), styles)  # (size,)
-        mean = self.path_length_mean.lerp(lengths.mean(), self.loss.path_length_decay)  # as the reference: not detached
+        batch_mean = lengths.mean()
+        if self.group.enabled:  # every rank's running mean follows all ranks' lengths, so the ranks keep one
+            batch_mean = batch_mean + (distributed.mean_over_ranks(batch_mean, self.group) - batch_mean).detach()
+        mean = self.path_length_mean.lerp(batch_mean, self.loss.path_length_decay)  # as the reference: not detached
         self.path_length_mean.copy_(mean.detach())
-        self.path_length_latest = lengths.mean().detach()
+        self.path_length_latest = batch_mean.detach()
         return (lengths - mean).square().mean()
 
     def fakes(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -13,7 +13,9 @@ Truncation (`psi` in [0, 1]; 1 is no truncation, 0 collapses every sample to the
   Sampler calls it instead of resampling z when the generator has it (see `has_own_truncation`).
 
 Walks: spherical interpolation (slerp) between Gaussian latents keeps each frame's norm where the
-normal puts it, where a straight line would pass through the low-norm middle nobody trained on.
+normal puts it, where a straight line would pass through the low-norm middle nobody trained on. A
+generator with per-layer styles (`has_styles`: StyleGAN2's W) is walked in W by default, in straight
+lines (lerp), as the StyleGAN papers measure perceptual path length in W.
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ def has_own_truncation(generator: torch.nn.Module) -> bool:
     return callable(getattr(generator, "forward_truncated", None))
 
 
+def has_styles(generator: torch.nn.Module) -> bool:
+    """Whether G draws from per-layer styles it exposes (a mapping network's W: `styles`, `synthesis`,
+    `style_resolutions`), which can be mixed (`ganctl sample --mix`) and interpolated (`--space w`)."""
+    return all(callable(getattr(generator, name, None)) for name in ("styles", "synthesis")) and hasattr(
+        generator, "style_resolutions")
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation from a (D,) to b (D,) at fractions t (T,): (T, D), the ends exactly a and b.
+    A walk in W is a straight line, as the StyleGAN papers' perceptual path length in W measures it."""
+    path = torch.lerp(a[None], b[None], t.to(a.dtype)[:, None])
+    path[0], path[-1] = a, b
+    return path
+
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical interpolation from a (D,) to b (D,) at fractions t (T,): (T, D). The ends are a and b
     exactly; nearly parallel latents fall back to a straight line."""
@@ -75,11 +92,12 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return path
 
 
-def walk(points: torch.Tensor, frames: int) -> torch.Tensor:
+def walk(points: torch.Tensor, frames: int, between=slerp) -> torch.Tensor:
     """A walk through points (K, D), K >= 2: `frames` frames from each point to the next (the next's
-    first frame is the point itself), ending on the last point: ((K - 1) * frames + 1, D)."""
+    first frame is the point itself), ending on the last point: ((K - 1) * frames + 1, D); spherical
+    (Gaussian z) or `between=lerp` (W)."""
     t = torch.arange(frames + 1, dtype=torch.float64) / frames
-    legs = [slerp(points[i], points[i + 1], t)[:-1] for i in range(points.shape[0] - 1)]
+    legs = [between(points[i], points[i + 1], t)[:-1] for i in range(points.shape[0] - 1)]
     return torch.cat([*legs, points[-1:]])
 
 

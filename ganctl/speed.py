@@ -145,10 +145,10 @@ class CompiledOrEager:
         self.module, self.name = module, name
         self.compiled: Optional[Callable] = torch.compile(module)
 
-    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *args: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         if self.compiled is not None:
             try:
-                return self.compiled(*args)
+                return self.compiled(*args, **kwargs)
             except torch.cuda.OutOfMemoryError:
                 raise
             except Exception as error:  # a compiler failure: nothing has run yet, so run eagerly
@@ -156,4 +156,4 @@ class CompiledOrEager:
                 reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
                 warn(f"train.compile: torch.compile could not compile {self.name} ({reason}); it runs eagerly.")
                 self.compiled = None
-        return self.module(*args)
+        return self.module(*args, **kwargs)

@@ -327,7 +327,9 @@ def finish(
     if group.enabled:  # DDP keeps every rank's weights identical: check it, and say so
         summary["ranks"] = {"world_size": group.world_size,
                             "weights_agree": distributed.weights_agree([gan.generator, gan.discriminator], group),
-                            **({"augment_p_agrees": distributed.tensors_agree([gan.ada.p], group)} if gan.ada.enabled else {})}
+                            **({"augment_p_agrees": distributed.tensors_agree([gan.ada.p], group)} if gan.ada.enabled else {}),
+                            **({"path_length_mean_agrees": distributed.tensors_agree([gan.path_length_mean], group)}
+                               if gan.loss.path_length > 0 else {})}
     if not group.main:
         return RunResult(run_dir, step, summary, interrupted_by=stopped_by)
     if cfg.train.curves:

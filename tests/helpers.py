@@ -25,6 +25,13 @@ TINY = [
     "train.curves=false",  # matplotlib costs a second or two a run; tests/test_plots.py draws them
 ]
 TINY_DCGAN = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16"]
+# A StyleGAN2 of a few thousand parameters: the full procedure (R1, path length, mixing) in well under a second a step.
+TINY_STYLEGAN2 = [
+    "model=stylegan2", "dataset.image_size=32", "model.generator.latent_dim=16", "model.generator.w_dim=16",
+    "model.generator.mapping_layers=2", "model.generator.channel_base=256", "model.generator.channel_max=16",
+    "model.discriminator.channel_base=256", "model.discriminator.channel_max=16", "model.discriminator.mapping_layers=2",
+    "train.channels_last=false", "train.precision=fp32",
+]
 
 
 def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:

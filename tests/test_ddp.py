@@ -20,7 +20,7 @@ import torch
 
 from ganctl import checkpoint, distributed
 from ganctl.errors import GanctlError
-from helpers import run_cli
+from helpers import TINY_STYLEGAN2, run_cli
 
 QUICK = ["train.batch_size=8", "train.log_every=2", "train.num_samples=16", "train.device=cpu", "train.curves=false"]
 SMALL = ["model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16", *QUICK]
@@ -65,6 +65,18 @@ def test_two_ranks_keep_the_same_ada_p(tmp_path: Path) -> None:
     assert summary["ranks"] == {"world_size": 2, "weights_agree": True, "augment_p_agrees": True}
     p = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["augment"]["p"].item()
     assert p > 0 and round(p / 0.32, 4) == round(p / 0.32)  # moved in steps of both ranks' 16 images / 50
+
+
+def test_two_ranks_train_stylegan2_with_one_path_length_mean(tmp_path: Path) -> None:
+    """Lazy R1 and path length every 2 steps (both due at steps 1 and 3), style mixing: the path-length
+    pass is a second forward of the DDP-wrapped G in the step, and the running mean follows both ranks' lengths."""
+    result = torchrun("train", *TINY_STYLEGAN2, "train.steps=4", "train.batch_size=8", "train.log_every=2", "train.num_samples=16",
+                      "train.device=cpu", "train.curves=false", "loss.r1_every=2", "loss.path_length_every=2",
+                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["ranks"] == {"world_size": 2, "weights_agree": True, "path_length_mean_agrees": True}
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["path_length_mean"] > 0
 
 
 def test_checkpoints_resume_across_world_sizes(tmp_path: Path) -> None:

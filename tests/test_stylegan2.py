@@ -14,15 +14,8 @@ from ganctl.errors import GanctlError
 from ganctl.gan import GAN, STATISTICS, Sampler, half_life_decay
 from ganctl.losses import path_lengths, squared_gradient_norm
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
-from helpers import TINY, build_gan, compose_config, run
+from helpers import TINY, TINY_STYLEGAN2, build_gan, compose_config, run
 
-# A StyleGAN2 of a few thousand parameters: the full procedure (R1, path length, mixing) in well under a second a step.
-TINY_STYLEGAN2 = [
-    "model=stylegan2", "dataset.image_size=32", "model.generator.latent_dim=16", "model.generator.w_dim=16",
-    "model.generator.mapping_layers=2", "model.generator.channel_base=256", "model.generator.channel_max=16",
-    "model.discriminator.channel_base=256", "model.discriminator.channel_max=16", "model.discriminator.mapping_layers=2",
-    "train.channels_last=false", "train.precision=fp32",
-]
 TEN_CLASSES = Conditioning("concat", "projection", num_classes=10)
 
 
@@ -206,3 +199,53 @@ def test_the_sampler_truncates_stylegan2_in_w_not_in_z() -> None:
     average = truncated(truncated.latents(4, seed=3))
     torch.testing.assert_close(average, average[:1].expand_as(average))
     torch.testing.assert_close(average, generator.forward_truncated(plain.latents(4, seed=3), psi=0.0))
+
+
+def test_conv_clamp_bounds_every_conv_layer_as_the_reference() -> None:
+    """StyleGAN2-ADA's conv_clamp: each conv layer's output after bias, activation and gain stays within
+    +-clamp (x gain: a resnet branch's sqrt(1/2) shrinks the bound with it), whatever its weights."""
+    from ganctl.models.stylegan2 import Conv, SynthesisLayer, ToRGB
+
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(2, 8)
+    for clamp in (None, 2.0):
+        layers = [Conv(4, 4, 3, conv_clamp=clamp), SynthesisLayer(4, 4, 8, 8, conv_clamp=clamp), ToRGB(4, 3, 8, conv_clamp=clamp)]
+        with torch.no_grad():
+            for layer in layers:
+                layer.weight.mul_(1e4)
+                layer.bias.fill_(1e4)  # (demodulation undoes a huge weight; a huge bias it does not)
+        outputs = [layers[0](x, gain=math.sqrt(0.5)), layers[1](x, w), layers[2](x, w)]
+        bounds = [2.0 * math.sqrt(0.5), 2.0, 2.0]
+        for output, bound in zip(outputs, bounds):
+            assert (output.abs().max() <= bound + 1e-6) if clamp else (output.abs().max() > 100)
+    generator = small_generator(conv_clamp=256)
+    discriminator = StyleGAN2Discriminator(1, 32, "resnet", channel_base=64, channel_max=4, conv_clamp=256)
+    convs = [m for m in [*generator.modules(), *discriminator.modules()] if isinstance(m, (Conv, SynthesisLayer, ToRGB))]
+    skips = {id(block.skip) for block in discriminator.blocks}
+    assert all((m.conv_clamp == 256) == (id(m) not in skips) for m in convs) and len(convs) > len(skips) > 0
+    with pytest.raises(GanctlError, match="conv_clamp must be a positive number"):
+        small_generator(conv_clamp=0)
+
+
+def test_compile_keeps_the_double_backward_eager_and_compiles_g_with_style_mixing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """train.compile=true: with path length due every 2 steps G stays eager, with R1 D does (each warning
+    says why), and the run trains; without path length, G -- style mixing, w_avg update and all -- goes
+    through torch.compile (dynamo's eager backend here: inductor's C++ build of it takes minutes on a CPU)."""
+    import functools
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    overrides = [*TINY_STYLEGAN2, *TINY, "train.compile=true", "train.steps=2", "train.ckpt_every=0", "train.sample_every=0",
+                 "loss.r1_every=2", "loss.path_length_every=2"]
+    result = run(tmp_path / "eager", *overrides)
+    assert result.step == 2 and all(math.isfinite(v) for v in result.summary["losses"].values())
+    err = capsys.readouterr().err
+    assert "G runs eagerly, because path-length regularisation" in err and "D runs eagerly, because R1" in err
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    torch._dynamo.reset()
+    compiled_before = counters["frames"]["ok"]
+    result = run(tmp_path / "compiled", *overrides, "loss.path_length=0")
+    assert result.step == 2 and all(math.isfinite(v) for v in result.summary["losses"].values())
+    assert counters["frames"]["ok"] > compiled_before and "G runs eagerly" not in capsys.readouterr().err

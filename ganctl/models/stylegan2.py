@@ -79,6 +79,19 @@ def upsample(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # (B, C, 2H, 2W)
 
 
+def clamped(x: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
+    """x within +-bound (None: unbounded): StyleGAN2-ADA's `conv_clamp`, applied to each conv layer's
+    output after its bias, activation and gain (bias_act's `clamp`), so fp16 activations cannot overflow."""
+    return x if bound is None else x.clamp(-bound, bound)
+
+
+def check_clamp(conv_clamp: Optional[float], role: str) -> Optional[float]:
+    number = isinstance(conv_clamp, (int, float)) and not isinstance(conv_clamp, bool)
+    if conv_clamp is not None and not (number and math.isfinite(conv_clamp) and conv_clamp > 0):
+        raise GanctlError(f"model.{role}.conv_clamp must be a positive number (StyleGAN2-ADA uses 256) or null, got {conv_clamp!r}.")
+    return None if conv_clamp is None else float(conv_clamp)
+
+
 def downsample(x: torch.Tensor) -> torch.Tensor:
     """2x antialiased bilinear downsampling: the [1, 3, 3, 1] / 8 low-pass filter at stride 2."""
     return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)  # (B, C, H/2, W/2)
@@ -107,19 +120,20 @@ class Conv(nn.Module):
     convolving the downsampled map costs the same and covers a slightly wider neighbourhood.)"""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, activation: bool = True,
-                 bias: bool = True, down: bool = False) -> None:
+                 bias: bool = True, down: bool = False, conv_clamp: Optional[float] = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size**2)
-        self.activation, self.down = activation, down
+        self.activation, self.down, self.conv_clamp = activation, down, conv_clamp
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         weight = self.weight * self.weight_gain
         x = F.conv2d(downsample(x) if self.down else x, weight, padding=weight.shape[-1] // 2)
         if self.bias is not None:
             x = x + self.bias.view(1, -1, 1, 1)
-        return leaky(x, gain) if self.activation else x * gain
+        x = leaky(x, gain) if self.activation else x * gain
+        return clamped(x, None if self.conv_clamp is None else self.conv_clamp * gain)
 
 
 def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
@@ -141,13 +155,13 @@ class SynthesisLayer(nn.Module):
     """[2x upsampling,] a modulated 3x3 conv, noise of learned strength, bias, lrelu."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
-                 noise: bool = True) -> None:
+                 noise: bool = True, conv_clamp: Optional[float] = None) -> None:
         super().__init__()
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.resolution, self.noise = resolution, noise
-        self.up = up
+        self.up, self.conv_clamp = up, conv_clamp
         if noise:
             self.register_buffer("noise_const", torch.randn(resolution, resolution))  # eval mode's fixed noise
             self.noise_strength = nn.Parameter(torch.zeros(()))
@@ -160,22 +174,23 @@ class SynthesisLayer(nn.Module):
             noise = (torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
                      if self.training else self.noise_const.to(x.dtype))
             x = x + noise * self.noise_strength.to(x.dtype)
-        return leaky(x + self.bias.to(x.dtype).view(1, -1, 1, 1))
+        return clamped(leaky(x + self.bias.to(x.dtype).view(1, -1, 1, 1)), self.conv_clamp)
 
 
 class ToRGB(nn.Module):
     """A modulated 1x1 conv to the image's channels, without demodulation."""
 
-    def __init__(self, in_channels: int, channels: int, w_dim: int) -> None:
+    def __init__(self, in_channels: int, channels: int, w_dim: int, conv_clamp: Optional[float] = None) -> None:
         super().__init__()
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
+        self.conv_clamp = conv_clamp
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         x = modulated_conv(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
-        return x + self.bias.to(x.dtype).view(1, -1, 1, 1)
+        return clamped(x + self.bias.to(x.dtype).view(1, -1, 1, 1), self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
@@ -183,15 +198,16 @@ class SynthesisBlock(nn.Module):
     far is upsampled and the block's RGB added (skip architecture)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, channels: int,
-                 noise: bool) -> None:
+                 noise: bool, conv_clamp: Optional[float] = None) -> None:
         super().__init__()
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, noise=noise)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, noise=noise)
-        self.torgb = ToRGB(out_channels, channels, w_dim)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, noise=noise, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, noise=noise, conv_clamp=conv_clamp)
+        self.torgb = ToRGB(out_channels, channels, w_dim, conv_clamp)
         self.num_conv = 1 if in_channels == 0 else 2
+        self.resolution = resolution
 
     def forward(self, x: Optional[torch.Tensor], image: Optional[torch.Tensor], ws: torch.Tensor):
         styles = ws.unbind(dim=1)  # num_conv + 1 of (B, W): the convs', then toRGB's
@@ -234,8 +250,10 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
 
 
 class StyleGAN2Generator(nn.Module):
-    """z (B, latent_dim) [and labels (B,)] -> images (B, C, H, W); `mapping`, `synthesis` and
-    `truncated` expose W for truncation and path-length regularisation."""
+    """z (B, latent_dim) [and labels (B,)] -> images (B, C, H, W). W is exposed for what works in it:
+    `mapping` (training: w_avg update, style mixing; path length), and the Sampler's hooks
+    `forward_truncated` (the truncation trick), `styles` and `synthesis` with `style_resolutions`
+    (style-mixing grids, walks in W: `ganctl sample --mix`, `--space w`)."""
 
     conditions_itself = True  # its label embedding lives in the mapping network (check_conditioning)
 
@@ -252,11 +270,13 @@ class StyleGAN2Generator(nn.Module):
         noise: bool = True,
         style_mixing: float = 0.9,
         w_avg_beta: float = 0.995,
+        conv_clamp: Optional[float] = None,
         conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         check_shape(channels, image_size)
         check_conditioning(conditioning, "generator", "concat")
+        conv_clamp = check_clamp(conv_clamp, "generator")
         if not 0.0 <= style_mixing <= 1.0:
             raise GanctlError(f"model.generator.style_mixing must be a probability in [0, 1], got {style_mixing}.")
         if mapping_layers < 1:
@@ -270,11 +290,14 @@ class StyleGAN2Generator(nn.Module):
         for resolution in resolutions:
             in_channels = channels_at(resolution // 2, channel_base, channel_max) if resolution > 4 else 0
             block = SynthesisBlock(in_channels, channels_at(resolution, channel_base, channel_max), w_dim, resolution,
-                                   channels, noise)
+                                   channels, noise, conv_clamp)
             blocks.append(block)
             self.num_ws += block.num_conv
         self.num_ws += 1  # the last toRGB's; each other toRGB shares the next block's first w
         self.blocks = nn.ModuleList(blocks)
+        # The resolution each of the num_ws styles drives: a block's convs', then the last toRGB's (each
+        # other toRGB shares the next block's first style).
+        self.style_resolutions = tuple(r for block in blocks for r in [block.resolution] * block.num_conv) + (image_size,)
         self.register_buffer("w_avg", torch.zeros(w_dim))  # running mean of w: the centre truncation pulls to
 
     def mapping(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -308,23 +331,29 @@ class StyleGAN2Generator(nn.Module):
         images = self.synthesis(ws)
         return (images, ws) if with_styles else images
 
-    def forward_truncated(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 0.7) -> torch.Tensor:
-        """Images with the truncation trick in W: w_avg + psi * (w - w_avg) for every layer (psi 1:
-        as `forward`; 0: the average image). Use in eval mode (the Sampler's): no w_avg update, no mixing."""
+    def styles(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 1.0) -> torch.Tensor:
+        """The styles (B, num_ws, W) G draws z with (the same w for every layer), truncated in W:
+        w_avg + psi * (w - w_avg) (psi 1: none; 0: the average). `synthesis` draws them, so styles can
+        be mixed or interpolated in between. Use in eval mode (the Sampler's): no w_avg update, no mixing."""
         ws = self.mapping(z, labels)
-        return self.synthesis(self.w_avg.to(ws.dtype).lerp(ws, psi))
+        return ws if psi == 1 else self.w_avg.to(ws.dtype).lerp(ws, psi)
+
+    def forward_truncated(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 0.7) -> torch.Tensor:
+        """Images with the truncation trick in W (see `styles`); use in eval mode (the Sampler's)."""
+        return self.synthesis(self.styles(z, labels, psi))
 
 
 class DiscriminatorBlock(nn.Module):
     """One resolution of D: [fromRGB,] a 3x3 conv, a downsampling 3x3 conv [, a 1x1 skip (resnet)]."""
 
-    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, channels: int, architecture: str) -> None:
+    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, channels: int, architecture: str,
+                 conv_clamp: Optional[float] = None) -> None:
         super().__init__()
         if in_channels == 0:
-            self.fromrgb = Conv(channels, tmp_channels, 1)
-        self.conv0 = Conv(tmp_channels, tmp_channels, 3)
-        self.conv1 = Conv(tmp_channels, out_channels, 3, down=True)
-        if architecture == "resnet":
+            self.fromrgb = Conv(channels, tmp_channels, 1, conv_clamp=conv_clamp)
+        self.conv0 = Conv(tmp_channels, tmp_channels, 3, conv_clamp=conv_clamp)
+        self.conv1 = Conv(tmp_channels, out_channels, 3, down=True, conv_clamp=conv_clamp)
+        if architecture == "resnet":  # (unclamped, as the reference's)
             self.skip = Conv(tmp_channels, out_channels, 1, activation=False, bias=False, down=True)
         self.architecture = architecture
 
@@ -352,11 +381,13 @@ class StyleGAN2Discriminator(nn.Module):
         mbstd_group_size: int = 4,
         mbstd_channels: int = 1,
         mapping_layers: int = 8,
+        conv_clamp: Optional[float] = None,
         conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         check_shape(channels, image_size)
         check_conditioning(conditioning, "discriminator", "projection")
+        conv_clamp = check_clamp(conv_clamp, "discriminator")
         if architecture not in ("orig", "resnet"):
             raise GanctlError(f"model.discriminator.architecture must be orig or resnet, got {architecture!r}.")
         if mbstd_group_size < 1 or mbstd_channels < 0:
@@ -365,7 +396,7 @@ class StyleGAN2Discriminator(nn.Module):
         self.blocks = nn.ModuleList(
             DiscriminatorBlock(channels_at(r, channel_base, channel_max) if r < image_size else 0,
                                channels_at(r, channel_base, channel_max), channels_at(r // 2, channel_base, channel_max),
-                               channels, architecture)
+                               channels, architecture, conv_clamp)
             for r in resolutions
         )
         width = channels_at(4, channel_base, channel_max)
@@ -374,7 +405,7 @@ class StyleGAN2Discriminator(nn.Module):
         if self.num_classes:
             self.mapping = MappingNetwork(0, self.num_classes, cmap_dim, mapping_layers, 0.01)
         self.mbstd = MinibatchStd(mbstd_group_size, mbstd_channels) if mbstd_channels > 0 else nn.Identity()
-        self.conv = Conv(width + mbstd_channels, width, 3)
+        self.conv = Conv(width + mbstd_channels, width, 3, conv_clamp=conv_clamp)
         self.fc = FullyConnected(width * 16, width, activation=True)
         self.out = FullyConnected(width, cmap_dim or 1)
         self.cmap_dim = cmap_dim
