@@ -1,7 +1,7 @@
 """What one generator step of a recipe costs in floating-point operations, counted, not timed, and the
 GPU time of the whole recipe that follows from an assumed sustained throughput.
 
-    python scripts/recipe_cost.py                                   # the CIFAR-10 ResNet recipes
+    python scripts/recipe_cost.py                                   # the CIFAR-10 ResNet and BigGAN recipes
     python scripts/recipe_cost.py --experiments cifar10_sngan --tflops 20 40 --json cost.json
 
 Each recipe's GAN is built from the composed config (`ganctl.gan.GAN.from_config`, exactly the
@@ -33,7 +33,7 @@ from helpers import compose_config  # noqa: E402  (the real config, as `ganctl t
 from ganctl.gan import GAN  # noqa: E402
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-RECIPES = ["cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgangp_resnet"]
+RECIPES = ["cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgangp_resnet", "cifar10_biggan"]
 
 
 class FlopCount(TorchDispatchMode):

@@ -19,6 +19,8 @@ from test_data import write_celeba_jpegs, write_cifar10, write_mixed_folder
 # (the settings test below checks the recipes themselves).
 NARROW = {name: ["model.generator.width=8", "model.discriminator.width=8", "train.channels_last=false"]
           for name in ("cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgangp_resnet")}
+NARROW["cifar10_biggan"] = ["model.generator.width=2", "model.discriminator.width=2", "model.generator.latent_dim=16",
+                            "train.channels_last=false"]
 EXPERIMENTS = sorted(path.stem for path in (Path(config_dir()) / "experiment").glob("*.yaml"))
 
 
@@ -47,7 +49,7 @@ def stand_in_data(experiment: str, root: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_every_experiment_is_tested() -> None:
     assert set(EXPERIMENTS) == {"mnist_vanilla", "mnist_mlp_bn", "lego_dcgan", "camel_gan", "cifar10_wgan", "celeba_wgangp",
                                 "mnist_cgan", "cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgangp_resnet",
-                                "cifar10_stylegan2_ada", "ffhq256_stylegan2"}
+                                "cifar10_biggan", "cifar10_stylegan2_ada", "ffhq256_stylegan2"}
 
 
 # The StyleGAN2 recipes' networks are 20M+ parameters a side: two CPU steps with them at a few channels.
@@ -102,6 +104,13 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
     ("cifar10_cgan_pd", {"model": "sngan", "loss": "hinge", "conditioning.generator": "batchnorm",
                          "conditioning.discriminator": "projection", "loss.critic_steps": 5, "optimizer.d.lr": 2e-4,
                          "train.steps": 50000, "train.lr_schedule": "linear"}),
+    ("cifar10_biggan", {"dataset": "cifar10", "model": "biggan", "loss": "hinge", "conditioning": "projection",
+                        "model.generator.width": 64, "model.discriminator.width": 64, "model.generator.latent_dim": 128,
+                        "model.generator.shared_embedding": False, "model.generator.hierarchical": False,
+                        "model.generator.attention": None, "model.discriminator.attention": None, "model.generator.init": "N02",
+                        "model.discriminator.init": "N02", "loss.critic_steps": 4, "optimizer.g.lr": 2e-4, "optimizer.d.lr": 2e-4,
+                        "optimizer.g.betas": [0.0, 0.999], "optimizer.d.betas": [0.0, 0.999], "train.batch_size": 50,
+                        "train.steps": 125000, "train.lr_schedule": "constant", "train.ema.start": 1000}),
     ("cifar10_wgangp_resnet", {"model": "sngan", "loss.gradient_penalty": 10.0, "loss.critic_steps": 5,
                                "model.generator.width": 128, "model.discriminator.width": 128,
                                "model.discriminator.spectral_norm": False, "model.discriminator.pooling": "mean",

@@ -32,6 +32,8 @@ SMALL = {  # narrower networks than the presets, so that 36 pairs train in secon
     "mlp": ["model.generator.hidden=[32]", "model.discriminator.hidden=[32]"],
     "conv": ["model.generator.filters=[16,8,8]", "model.discriminator.filters=[8,8,16,16]"],
     "sngan": ["model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16", "train.channels_last=false"],
+    "biggan": ["model.generator.width=2", "model.discriminator.width=2", "model.generator.latent_dim=12",
+               "model.generator.shared_dim=8", "train.channels_last=false"],
     "stylegan2": ["dataset.image_size=32", "model.generator.latent_dim=16", "model.generator.w_dim=16",
                   "model.generator.mapping_layers=1", "model.generator.channel_base=128", "model.generator.channel_max=8",
                   "model.discriminator.channel_base=128", "model.discriminator.channel_max=8"],

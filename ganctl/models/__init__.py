@@ -19,6 +19,7 @@ from ganctl.models.conditioning import (
     UNCONDITIONAL, AuxiliaryOutput, ConditionalBatchNorm, Conditioning, LabelConcat, LabelLayer, LabelledSequential,
     ProjectionOutput,
 )
+from ganctl.models.biggan import BigGANDiscriminator, BigGANGenerator, biggan_layout
 from ganctl.models.conv import ConvDiscriminator, ConvGenerator
 from ganctl.models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_layout
 from ganctl.models.layers import activation_layer, dcgan_init
@@ -28,6 +29,7 @@ from ganctl.models.attention import SelfAttention
 from ganctl.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 __all__ = [
+    "BigGANDiscriminator", "BigGANGenerator", "biggan_layout",
     "ConvDiscriminator", "ConvGenerator", "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator",
     "ResNetDiscriminator", "ResNetGenerator", "SelfAttention", "StyleGAN2Discriminator", "StyleGAN2Generator", "resnet_layout",
     "activation_layer", "dcgan_init", "dcgan_layout",
