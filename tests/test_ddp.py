@@ -32,16 +32,18 @@ def torchrun(*args: str, cwd: Path, timeout: float = 240) -> subprocess.Complete
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
-SNGAN = ["model=sngan", "model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16", *QUICK]
+BIGGAN = ["model=biggan", "model.generator.width=2", "model.discriminator.width=2", "model.generator.latent_dim=12",
+          "model.generator.shared_dim=8", *QUICK]
 
 
 @pytest.mark.parametrize("setup", [
     # WGAN-GP: the gradient penalty's double backward goes through DDP too.
     ["model=wgangp", *SMALL],
-    # The ResNet with spectral norm, conditioned (class-conditional BatchNorm in G, a projection head
-    # in D, the labels held fixed), and R1's double backward every other critic update.
-    [*SNGAN, "conditioning=projection", "loss=hinge", "loss.r1_gamma=1", "loss.r1_every=2"],
-], ids=["wgangp", "sngan-projection-r1"])
+    # BigGAN's ResNets, spectral norm in G and D, conditioned (class-conditional BatchNorm fed by the
+    # shared embedding and z's chunks, a projection head in D, the labels held fixed), and R1's double
+    # backward every other critic update.
+    [*BIGGAN, "conditioning=projection", "loss=hinge", "loss.r1_gamma=1", "loss.r1_every=2"],
+], ids=["wgangp", "biggan-projection-r1"])
 def test_two_ranks_train_one_run_with_identical_weights(tmp_path: Path, setup: list[str]) -> None:
     result = torchrun("train", "loss.critic_steps=2", "train.steps=4", *setup, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
