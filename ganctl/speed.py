@@ -40,8 +40,9 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(name: str, device: torch.device) -> str:
     """The precision a run uses on `device`: `auto` made concrete, unusable choices refused."""
     check_precision(name)
-    if name == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "auto":  # bf16 where the hardware has it: the default run's quality holds (docs/benchmarks.md)
+        native = torch.cuda.is_bf16_supported() if device.type == "cuda" else device.type == "cpu" and cpu_has_native_bf16()
+        return "bf16" if native else "fp32"
     if device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():
         raise GanctlError("train.precision=bf16, but this GPU has no bfloat16 support: use fp16 (or fp32).")
     if device.type == "cpu" and name == "bf16" and not cpu_has_native_bf16():

@@ -219,7 +219,10 @@ def train_on(
     batch_size = distributed.per_process_batch(settings.batch_size, settings.global_batch_size, group)
     seed_everything(settings.seed)
     data = datasets.build(cfg.dataset, device, labels=config.is_conditional(cfg))  # labels refused if missing
+    if resume is not None and settings.precision == "auto" and device.type == "cpu":
+        settings.precision = "fp32"  # a checkpoint from before auto chose bf16 on CPUs: it continues as it was computed
     gan = GAN.from_config(cfg, data.channels, data.image_size, device, group, data.classes)
+    settings.precision = gan.precision  # checkpoints keep what auto chose, so a resume computes the same on any machine
     start_step = 0
     if resume is not None:
         gan.load_state_dict(checkpoint.gan_state(resume))

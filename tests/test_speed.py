@@ -283,11 +283,29 @@ def test_bad_precision_is_one_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_auto_precision_is_fp32_on_cpus_and_bf16_only_by_option() -> None:
-    assert speed.resolve_precision("auto", CPU) == "fp32"
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native)
+        assert speed.resolve_precision("auto", CPU) == expected
+        assert speed.resolve_precision("fp32", CPU) == "fp32"
     assert speed.resolve_precision("bf16", CPU) == "bf16"
     with pytest.raises(GanctlError, match="train.precision must be one of"):
         speed.resolve_precision("half", CPU)
+
+
+def test_checkpoints_keep_the_precision_auto_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What auto picked is stored, so a resume computes the same on any machine; a checkpoint that
+    stored auto comes from a ganctl whose auto meant fp32 on CPUs, and continues in fp32."""
+    from helpers import run as run_resumable
+
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    overrides = [*QUIET, "model=mlp", "train.steps=2"]
+    run_resumable(tmp_path / "new", *overrides)
+    assert checkpoint.load(checkpoint.last_path(tmp_path / "new"))["config"]["train"]["precision"] == "bf16"
+    older = checkpoint.load(checkpoint.last_path(tmp_path / "new"))
+    older["config"]["train"]["precision"] = "auto"
+    run_resumable(tmp_path / "new", *overrides[:-1], "train.steps=3", resume=older)
+    assert checkpoint.load(checkpoint.last_path(tmp_path / "new"))["config"]["train"]["precision"] == "fp32"
 
 
 @needs_cuda
