@@ -172,3 +172,11 @@ def test_attention_sits_where_asked_in_both_networks() -> None:
     labels = torch.randint(10, (2,))
     critic(generator(torch.randn(2, generator.latent_dim), labels), labels)
     assert sizes == [16, 8]
+
+
+def test_the_biggan_preset_trains_as_biggan_does_unless_the_command_line_says_otherwise() -> None:
+    cfg, choices = compose_config("model=biggan")
+    assert cfg.loss.discriminator._target_ == "ganctl.losses.hinge_discriminator_loss"
+    assert (cfg.optimizer.g.lr, list(cfg.optimizer.d.betas)) == (2.0e-4, [0.0, 0.999])  # not adam_fast's 3.2e-3
+    cfg, _ = compose_config("model=biggan", "loss=bce", "optimizer=adam_fast")
+    assert cfg.loss.discriminator._target_ == "ganctl.losses.bce_discriminator_loss" and cfg.optimizer.g.lr == 3.2e-3
