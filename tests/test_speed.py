@@ -198,12 +198,13 @@ def test_fp16_loss_scales_are_saved_and_restored() -> None:
     assert [scaler.get_scale() for scaler in (fresh.scaler_g, fresh.scaler_d)] == [512.0, 1024.0]
 
 
-@pytest.mark.parametrize("conditioning", ["none", "acgan"])  # acgan: G takes labels, D returns (scores, class logits)
-def test_compile_compiles_g_and_d(tmp_path: Path, conditioning: str) -> None:
+def test_compile_compiles_g_and_d(tmp_path: Path) -> None:
+    """Conditioned by ACGAN, the hardest case for the compiled wrappers: G takes labels, D returns
+    (scores, class logits)."""
     from torch._dynamo.utils import counters
 
     compiled_before = counters["frames"]["ok"]
-    result = run(tmp_path, *QUIET, "model=mlp", "train.compile=true", "train.steps=2", f"conditioning={conditioning}")
+    result = run(tmp_path, *QUIET, "model=mlp", "train.compile=true", "train.steps=2", "conditioning=acgan")
     assert result.step == 2 and all(torch.isfinite(torch.tensor(v)) for v in result.summary["losses"].values())
     assert counters["frames"]["ok"] - compiled_before >= 2  # G's forward and D's, at least
 
