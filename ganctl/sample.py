@@ -205,6 +205,14 @@ def default_picture(ckpt_path: Path, name: str) -> Path:
     return checkpoint.run_dir_of(ckpt_path) / "samples" / name
 
 
+def picture_path(out: str | Path | None, ckpt_path: Path, name: str, example: str) -> Path:
+    """Where a picture goes: --out, or <run>/samples/<name>; a directory is refused before any work."""
+    path = Path(out) if out else default_picture(ckpt_path, name)
+    if path.is_dir():
+        raise GanctlError(f"--out {path} is a directory: give a file name such as {path / example}.")
+    return path
+
+
 def interpolate(
     path: str | Path, seeds: list[int], frames: int = 16, out: str | Path | None = None, fps: float = 8.0,
     classes: Optional[str] = None, truncation: float = 1.0, device: str = "auto", ema: bool = True,
@@ -355,9 +363,7 @@ def style_mixing(
     suffix = ("" if classes is None else f"_class{folder_name(sampler.classes[indices[0]])[:40]}") + (
         "" if truncation == 1 else f"_psi{truncation:g}")
     name = f"mix_step{state['step']:07d}_{source}_{folder_name(layers.strip().lower())[:20]}{suffix}.png"
-    out = Path(out) if out else default_picture(ckpt_path, name)
-    if out.is_dir():
-        raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'mix.png'}.")
+    out = picture_path(out, ckpt_path, name, "mix.png")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(torch.stack(grid), out, nrow=num_columns + 1, normalize=True, value_range=(-1, 1))
@@ -395,9 +401,7 @@ def latent_arithmetic(
     expression = " ".join(f"{'+' if sign > 0 else '-'} mean({','.join(map(str, seeds))})" for sign, seeds in terms).lstrip("+ ")
     spelled = "_".join(f"{'add' if sign > 0 else 'sub'}{'-'.join(map(str, seeds))}" for sign, seeds in terms)
     name = f"arithmetic_step{state['step']:07d}_{spelled[:80]}.png"
-    out = Path(out) if out else default_picture(ckpt_path, name)
-    if out.is_dir():
-        raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'arithmetic.png'}.")
+    out = picture_path(out, ckpt_path, name, "arithmetic.png")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(images, out, nrow=latents.shape[0], normalize=True, value_range=(-1, 1))
