@@ -15,14 +15,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ganctl import checkpoint
 from ganctl.config import build
 from ganctl.errors import GanctlError
 from ganctl.gan import GAN
 from ganctl.models import UNCONDITIONAL, BigGANDiscriminator, BigGANGenerator, Conditioning, ProjectionOutput, SelfAttention
 from ganctl.models.biggan import BigGANBatchNorm
 from helpers import TINY, compose_config, run
-from test_train import weights_and_optimizers
+from test_train import straight_and_resumed
 
 CIFAR10 = ["model.generator.latent_dim=128", "model.generator.shared_embedding=false", "model.generator.hierarchical=false",
            "model.generator.init=N02", "model.discriminator.init=N02"]  # launch_cifar_ema.sh
@@ -146,12 +145,7 @@ CONDITIONAL = [*TINY, *TINY_BIGGAN, "conditioning=projection", "loss=hinge", "lo
 
 
 def test_a_conditional_biggan_with_attention_resumes_exactly(tmp_path: Path) -> None:
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run(straight, *CONDITIONAL, "train.steps=4")
-    run(resumed, *CONDITIONAL, "train.steps=2")
-    state = checkpoint.load(resumed / "checkpoints" / "last.pt")
-    run(resumed, f"resume={resumed}", "train.steps=4", resume=state)
-    a, b = weights_and_optimizers(straight / "checkpoints" / "last.pt"), weights_and_optimizers(resumed / "checkpoints" / "last.pt")
+    a, b = straight_and_resumed(tmp_path, CONDITIONAL)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert any(key.startswith("shared.") for key in a["generator"])
     assert sum(key.endswith("gamma") for key in [*a["generator"], *a["discriminator"]]) == 2

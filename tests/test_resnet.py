@@ -12,13 +12,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ganctl import checkpoint
 from ganctl.config import build
 from ganctl.errors import GanctlError
 from ganctl.models import ConditionalBatchNorm, Conditioning, DCGANDiscriminator, DCGANGenerator, ProjectionOutput, SelfAttention
 from ganctl.models import ResNetDiscriminator, ResNetGenerator
 from helpers import TINY, compose_config, run
-from test_train import weights_and_optimizers
+from test_train import straight_and_resumed
 
 TINY_RESNET = ["model=sngan", "model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16",
                "train.channels_last=false"]
@@ -119,12 +118,7 @@ def test_spectral_norm_with_a_batchnorm_critic_is_warned_about(caplog) -> None:
 def test_a_conditional_resnet_with_attention_resumes_exactly(tmp_path: Path) -> None:
     overrides = [*TINY, *TINY_RESNET, "conditioning=projection", "loss=hinge", "loss.critic_steps=2", "model.generator.attention=14",
                  "model.discriminator.attention=7", "train.ckpt_every=0", "train.sample_every=0"]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run(straight, *overrides, "train.steps=4")
-    run(resumed, *overrides, "train.steps=2")
-    state = checkpoint.load(resumed / "checkpoints" / "last.pt")
-    run(resumed, f"resume={resumed}", "train.steps=4", resume=state)
-    a, b = weights_and_optimizers(straight / "checkpoints" / "last.pt"), weights_and_optimizers(resumed / "checkpoints" / "last.pt")
+    a, b = straight_and_resumed(tmp_path, overrides)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert any(key.endswith("gamma") for key in a["generator"]) and any(key.endswith("gamma") for key in a["discriminator"])
 

@@ -53,6 +53,16 @@ def weights_and_optimizers(path: Path) -> dict:
     return {k: state[k] for k in ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d")}
 
 
+def straight_and_resumed(tmp_path: Path, overrides: list[str], steps: int = 4) -> tuple[dict, dict]:
+    """The weights and optimizer states of a run of `steps` straight, and of one stopped halfway and resumed."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    run(straight, *overrides, f"train.steps={steps}")
+    run(resumed, *overrides, f"train.steps={steps // 2}")
+    state = checkpoint.load(resumed / "checkpoints" / "last.pt")
+    run(resumed, f"resume={resumed}", f"train.steps={steps}", resume=state)
+    return tuple(weights_and_optimizers(path / "checkpoints" / "last.pt") for path in (straight, resumed))
+
+
 def test_resume_is_exact(tmp_path: Path, tiny_overrides: list[str]) -> None:
     straight = tmp_path / "straight"
     run(straight, *tiny_overrides, "train.steps=6", "train.ckpt_every=0")
