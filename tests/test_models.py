@@ -142,6 +142,11 @@ def test_dcgan_minibatch_std_shows_d_the_batch_variety() -> None:
     varied = spread(torch.randn(8, 3, 2, 2))
     assert same.shape == varied.shape == (8, 4, 2, 2)
     assert same[:, 3].abs().max() < 1e-3 and (varied[:, 3] > 0.1).all()  # ~0 for copies of one image
+    x = torch.randn(8, 4, 3, 3)  # two feature groups: StyleGAN2's formula, written out in NCHW
+    y = x.reshape(4, 2, 2, 2, 3, 3)
+    expected = ((y - y.mean(0)).square().mean(0) + 1e-8).sqrt().mean((2, 3, 4)).repeat(4, 1)  # (8, 2)
+    got = MinibatchStd(4, num_channels=2)(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(got[:, :4], x) and torch.allclose(got[:, 4:], expected[:, :, None, None].expand(8, 2, 3, 3))
     critic = DCGANDiscriminator(8, 1, 28, minibatch_std=4)
     assert any(isinstance(m, MinibatchStd) for m in critic.modules())
     assert critic.net[-1].in_channels == 8 * 2 + 1  # the last conv reads the features and their spread
