@@ -1,4 +1,4 @@
-"""StyleGAN2: the reference's parameter counts, its shapes and refusals, W space (truncation, style
+"""StyleGAN2: the reference's parameter counts, its resampling, its shapes and refusals, W space (truncation, style
 mixing, w_avg), its regularisers (lazy R1 for any model, path length), the half-life EMA, and exact resume."""
 
 from __future__ import annotations
@@ -41,6 +41,53 @@ def test_shapes_at_each_resolution_and_channel_count(channels: int, size: int, a
     assert images.shape == (6, channels, size, size)
     assert discriminator(images).shape == (6,)  # 6 images, groups of 4: mbstd uses groups of 3
     assert generator.num_ws == 2 * int(math.log2(size)) - 2
+
+
+def test_resampling_is_upfirdn2d_with_zeros_beyond_the_border() -> None:
+    """The reference's upsample2d / downsample2d with the [1, 3, 3, 1] filter: bilinear inside the image,
+    its edge pixels weighed against zeros outside it (not repeated, not renormalised)."""
+    from ganctl.models.stylegan2 import downsample, upsample
+
+    edge_up = torch.tensor([0.75, 1, 1, 1, 1, 1, 1, 0.75])
+    torch.testing.assert_close(upsample(torch.ones(1, 1, 4, 4)), torch.outer(edge_up, edge_up).view(1, 1, 8, 8))
+    ramp = torch.arange(4.0).expand(1, 1, 4, 4)  # 0, 1, 2, 3 along each row: interpolated at 1/4 and 3/4
+    torch.testing.assert_close(upsample(ramp)[0, 0, 3, 1:7], torch.tensor([0.25, 0.75, 1.25, 1.75, 2.25, 2.75]))
+    edge_down = torch.tensor([7 / 8, 1, 1, 7 / 8])
+    torch.testing.assert_close(downsample(torch.ones(2, 3, 8, 8)), torch.outer(edge_down, edge_down).expand(2, 3, 4, 4))
+
+
+def test_d_downsampling_conv_filters_at_full_size_then_strides() -> None:
+    """conv2d_resample(down=2) with a 3x3 kernel: the filter zero-padded by 2 at full size, then the conv at
+    stride 2, so its taps are neighbouring pixels. An all-ones kernel spreads an impulse at pixel 8 over
+    outputs 3, 4, 5 as [1/2, 7/8, 1/8] along each axis, times the weight gain 1/3 (a conv of the
+    downsampled map, taps two pixels apart, would spread it over outputs 2-5)."""
+    from ganctl.models.stylegan2 import Conv
+
+    conv = Conv(1, 1, 3, activation=False, bias=False, down=True)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    impulse = torch.zeros(1, 1, 16, 16)
+    impulse[..., 8, 8] = 1.0
+    profile = torch.zeros(8)
+    profile[3:6] = torch.tensor([0.5, 0.875, 0.125])
+    torch.testing.assert_close(conv(impulse)[0, 0], torch.outer(profile, profile) / 3)
+
+
+def test_upsampling_conv_is_a_transposed_convolution_as_the_reference() -> None:
+    """conv2d_resample(up=2, padding=1), as the reference's synthesis layers use it: a transposed conv at
+    stride 2 -- a true convolution, so a kernel's top-left tap carries a pixel towards the top left --
+    then the filter with gain 4. An impulse at input pixel 1 lands on outputs 0-3 as [1/4, 3/4, 3/4, 1/4]
+    along each axis (upsampling, then a correlation, would put it on 2-5)."""
+    from ganctl.models.stylegan2 import modulated_conv
+
+    weight = torch.zeros(1, 1, 3, 3)
+    weight[..., 0, 0] = 1.0
+    impulse = torch.zeros(1, 1, 4, 4)
+    impulse[..., 1, 1] = 1.0
+    profile = torch.zeros(8)
+    profile[:4] = torch.tensor([0.25, 0.75, 0.75, 0.25])
+    output = modulated_conv(impulse, weight, torch.ones(1, 1), demodulate=False, up=True)
+    torch.testing.assert_close(output[0, 0], torch.outer(profile, profile))
 
 
 def test_refuses_other_resolutions_channels_and_conditioning() -> None:

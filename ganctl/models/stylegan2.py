@@ -2,12 +2,14 @@
 
 The shapes follow NVlabs/stylegan2-ada-pytorch `training/networks.py` layer for layer, so at the
 same settings the networks have the reference's parameters, tensor for tensor (the `cifar` config:
-G 19,947,539 and D 20,720,641 parameters; with 10 classes 20,215,315 and 23,089,664). What differs
-is only how the arithmetic is done: no custom CUDA ops (upfirdn2d, bias_act, fma) -- resampling
-with the [1, 3, 3, 1] filter is torch's bilinear interpolation (antialiased when downsampling),
-D's downsampling convs filter and halve the map, then convolve it, biases and activations are torch ops,
-and the modulated convolution scales the activations around one ordinary convolution (the
-reference's "non-fused" path, which it trains with).
+G 19,947,539 and D 20,720,641 parameters; with 10 classes 20,215,315 and 23,089,664), and with the
+same weights the same outputs and gradients, to float rounding (scripts/compare_stylegan2_reference.py
+checks this against a checkout). Only the ops differ: no custom CUDA ops (upfirdn2d, bias_act, fma).
+Resampling with the [1, 3, 3, 1] filter is a per-channel convolution with zeros beyond the border, as
+upfirdn2d's; G's upsampling convs are transposed convolutions at stride 2 followed by the filter, and
+D's downsampling convs filter at full size and then convolve at stride 2, as conv2d_resample does;
+biases and activations are torch ops; the modulated convolution scales the activations around one
+ordinary convolution (the reference's "non-fused" path, which it trains with).
 
     G: z (B, Z) -> normalise -> mapping MLP (lr x0.01) -> w (B, W) -> broadcast to ws (B, num_ws, W)
        -> synthesis: learned 4x4 constant -> per resolution: [upsample] modulated 3x3 convs with
@@ -73,10 +75,30 @@ def leaky(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     return F.leaky_relu(x, 0.2) * (LEAKY_GAIN * gain)
 
 
+LOWPASS = (1.0, 3.0, 3.0, 1.0)  # the reference's resample_filter, separable: [1, 3, 3, 1] x [1, 3, 3, 1] / 64
+
+
+def lowpass_kernel(x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """The 4x4 low-pass filter, one per channel of x (C, 1, 4, 4), summing to `gain`, in x's dtype."""
+    taps = x.new_tensor(LOWPASS)
+    return (torch.outer(taps, taps) * (gain / taps.sum() ** 2)).repeat(x.shape[1], 1, 1, 1)
+
+
+def lowpass(x: torch.Tensor, padding: int, stride: int = 1, gain: float = 1.0) -> torch.Tensor:
+    """upfirdn2d with the [1, 3, 3, 1] filter: zero-pad by `padding` on every side, filter each channel,
+    keep every `stride`-th pixel. (B, C, H, W) -> (B, C, (H + 2 padding - 4) // stride + 1, ...)."""
+    return F.conv2d(F.pad(x, [padding] * 4), lowpass_kernel(x, gain), stride=stride, groups=x.shape[1])
+
+
 def upsample(x: torch.Tensor) -> torch.Tensor:
-    """2x bilinear upsampling: inside the image, the reference's [1, 3, 3, 1] filter (upfirdn2d)
-    exactly; at the border it repeats the edge where the reference pads with zeros."""
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)  # (B, C, 2H, 2W)
+    """2x upsampling as the reference's upfirdn2d.upsample2d: zeros between the pixels, then the filter
+    (gain 4): bilinear interpolation inside the image, with zeros beyond its border."""
+    return F.conv_transpose2d(x, lowpass_kernel(x, 4.0), stride=2, padding=1, groups=x.shape[1])  # (B, C, 2H, 2W)
+
+
+def downsample(x: torch.Tensor) -> torch.Tensor:
+    """2x downsampling as the reference's upfirdn2d.downsample2d: the filter at stride 2, zero-padded by 1."""
+    return lowpass(x, padding=1, stride=2)  # (B, C, H/2, W/2)
 
 
 def clamped(x: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
@@ -90,11 +112,6 @@ def check_clamp(conv_clamp: Optional[float], role: str) -> Optional[float]:
     if conv_clamp is not None and not (number and math.isfinite(conv_clamp) and conv_clamp > 0):
         raise GanctlError(f"model.{role}.conv_clamp must be a positive number (StyleGAN2-ADA uses 256) or null, got {conv_clamp!r}.")
     return None if conv_clamp is None else float(conv_clamp)
-
-
-def downsample(x: torch.Tensor) -> torch.Tensor:
-    """2x antialiased bilinear downsampling: the [1, 3, 3, 1] / 8 low-pass filter at stride 2."""
-    return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=False, antialias=True)  # (B, C, H/2, W/2)
 
 
 class FullyConnected(nn.Module):
@@ -115,9 +132,9 @@ class FullyConnected(nn.Module):
 
 
 class Conv(nn.Module):
-    """A convolution with equalised learning rate and lrelu (or none), optionally after halving the
-    size with the low-pass filter. (The reference filters at full size, then convolves at stride 2;
-    convolving the downsampled map costs the same and covers a slightly wider neighbourhood.)"""
+    """A convolution with equalised learning rate and lrelu (or none), optionally halving the size as
+    the reference's conv2d_resample(down=2) does: a 1x1 conv after downsampling; a 3x3 conv at stride 2
+    after the low-pass filter at full size (zero-padded by 2), so its taps are neighbouring pixels."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, activation: bool = True,
                  bias: bool = True, down: bool = False, conv_clamp: Optional[float] = None) -> None:
@@ -129,7 +146,13 @@ class Conv(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
         weight = self.weight * self.weight_gain
-        x = F.conv2d(downsample(x) if self.down else x, weight, padding=weight.shape[-1] // 2)
+        padding = weight.shape[-1] // 2
+        if not self.down:
+            x = F.conv2d(x, weight, padding=padding)
+        elif weight.shape[-1] == 1:
+            x = F.conv2d(downsample(x), weight)  # (B, O, H/2, W/2)
+        else:
+            x = F.conv2d(lowpass(x, padding + 1), weight, stride=2)  # (B, O, H/2, W/2)
         if self.bias is not None:
             x = x + self.bias.view(1, -1, 1, 1)
         x = leaky(x, gain) if self.activation else x * gain
@@ -137,13 +160,20 @@ class Conv(nn.Module):
 
 
 def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-                   padding: int = 0) -> torch.Tensor:
+                   padding: int = 0, up: bool = False) -> torch.Tensor:
     """StyleGAN2's modulated convolution, computed by scaling the activations: conv(x * s) with the
     shared weight, times each output's demodulation 1 / ||w * s|| -- the same as convolving with each
-    image's own weight w * s / ||w * s||, at the price of one ordinary convolution."""
+    image's own weight w * s / ||w * s||, at the price of one ordinary convolution. `up` (a 3x3 weight):
+    2x upsampling as the reference's conv2d_resample(up=2, padding=1), a transposed convolution at
+    stride 2 -- a true convolution of the zero-stuffed input, its kernel flipped against conv2d's --
+    then the low-pass filter (gain 4)."""
     batch = x.shape[0]
     x = x * styles.to(x.dtype).view(batch, -1, 1, 1)  # (B, I, H, W)
-    x = F.conv2d(x, weight.to(x.dtype), padding=padding)  # (B, O, H, W)
+    if up:
+        x = F.conv_transpose2d(x, weight.to(x.dtype).transpose(0, 1), stride=2)  # (B, O, 2H + 1, 2W + 1)
+        x = lowpass(x, padding=1, gain=4.0)  # (B, O, 2H, 2W)
+    else:
+        x = F.conv2d(x, weight.to(x.dtype), padding=padding)  # (B, O, H, W)
     if demodulate:
         squared = weight.square().sum(dim=(2, 3))  # (O, I)
         coefficients = (styles.square() @ squared.t() + 1e-8).rsqrt()  # (B, O)
@@ -152,7 +182,7 @@ def modulated_conv(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, 
 
 
 class SynthesisLayer(nn.Module):
-    """[2x upsampling,] a modulated 3x3 conv, noise of learned strength, bias, lrelu."""
+    """A modulated 3x3 conv [upsampling 2x], noise of learned strength, bias, lrelu."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
                  noise: bool = True, conv_clamp: Optional[float] = None) -> None:
@@ -167,9 +197,7 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self.up:
-            x = upsample(x)  # (B, I, 2H, 2W)
-        x = modulated_conv(x, self.weight, self.affine(w), padding=1)  # (B, O, H, W)
+        x = modulated_conv(x, self.weight, self.affine(w), padding=1, up=self.up)  # (B, O, H, W)
         if self.noise:
             noise = (torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device, dtype=x.dtype)
                      if self.training else self.noise_const.to(x.dtype))
