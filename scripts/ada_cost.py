@@ -1,6 +1,6 @@
 """What ADA (train.ada) costs a training step, and its augmentation pipeline alone.
 
-    python scripts/ada_cost.py                          # the default run (dcgan_small, 28x28 digits, batch 64)
+    python scripts/ada_cost.py                          # the default run (dcgan_r1, 28x28 digits, batch 64)
     python scripts/ada_cost.py --steps 30 --rounds 5 model=dcgan dataset.image_size=32
     python scripts/ada_cost.py --device cuda train.precision=bf16
 

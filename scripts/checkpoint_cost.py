@@ -26,7 +26,7 @@ import torch
 import xxhash
 
 CHECKPOINTS = {
-    "default run (dcgan_small, 28x28 digits)": [],
+    "default run (dcgan_r1, 28x28 digits)": [],
     "~20 MB (model=dcgan, 76 base filters, 28x28)": ["model=dcgan", "model.generator.base_filters=76",
                                                      "model.discriminator.base_filters=76"],
     "DCGAN 64x64 (model=dcgan dataset.image_size=64)": ["model=dcgan", "dataset.image_size=64"],

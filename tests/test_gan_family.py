@@ -22,11 +22,13 @@ def options(group: str) -> list[str]:
 
 
 MODELS, LOSSES = options("model"), options("loss")  # every option, including ones added later
-# Critics with BatchNorm cannot take a gradient penalty.
-REFUSED = {("dcgan", "wgangp"), ("dcgan_small", "wgangp"), ("wgan", "wgangp")}
+# Critics with BatchNorm cannot take a gradient penalty, nor R1.
+BATCHNORM_CRITICS = ("dcgan", "dcgan_small", "wgan")
+REFUSED = {(model, loss) for model in BATCHNORM_CRITICS for loss in ("wgangp", "bce_r1")}
 SMALL = {  # narrower networks than the presets, so that 36 pairs train in seconds
     "dcgan": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
     "dcgan_small": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
+    "dcgan_r1": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
     "wgan": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
     "wgangp": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
     "mlp": ["model.generator.hidden=[32]", "model.discriminator.hidden=[32]"],
@@ -39,7 +41,7 @@ SMALL = {  # narrower networks than the presets, so that 36 pairs train in secon
                   "model.discriminator.channel_base=128", "model.discriminator.channel_max=8"],
 }
 # StyleGAN2's loss regularises G's path lengths in W, which only StyleGAN2 has, and R1 refuses BatchNorm critics.
-REFUSED.update({(model, "stylegan2") for model in ("dcgan", "dcgan_small", "wgan")})
+REFUSED.update({(model, "stylegan2") for model in BATCHNORM_CRITICS})
 NO_W_SPACE = {(model, "stylegan2") for model in MODELS if model != "stylegan2"} - REFUSED
 FAST = [*TINY, "train.steps=2", "train.sample_every=0", "train.ckpt_every=0", "loss.critic_steps=2"]
 

@@ -190,7 +190,7 @@ def test_r2_penalises_d_at_the_fakes_on_its_lazy_interval(monkeypatch) -> None:
     real_levels = torch.arange(256) / 127.5 - 1  # real images are quantised to 256 levels; fakes are tanh outputs
     assert not torch.isin(seen[0], real_levels).all()
     assert gan.scalars(dict(zip(STATISTICS, [0.5] * len(STATISTICS))))["r2_penalty"] == 0.5
-    cfg, _ = compose_config(*TINY, "loss.r2_gamma=1")
+    cfg, _ = compose_config(*TINY, "model=dcgan_small", "loss.r2_gamma=1")  # a BatchNorm critic
     with pytest.raises(GanctlError, match="BatchNorm"):  # per image, as R1 and the gradient penalty
         build_gan(cfg)
     with pytest.raises(GanctlError, match="loss.r2_every must be at least 1"):

@@ -26,7 +26,7 @@ def test_short_run_writes_checkpoints_logs_samples_and_summary(tmp_path: Path, t
     assert summary["wall_seconds"] > 0 and summary["images_per_second"] > 0
     assert set(summary["losses"]) == {"d_loss", "g_loss"}
     assert all(isinstance(v, float) for v in summary["losses"].values())
-    assert (summary["model"], summary["loss"], summary["dataset"], summary["optimizer"]) == ("dcgan_small", "bce", "mnist", "adam_fast")
+    assert (summary["model"], summary["loss"], summary["dataset"], summary["optimizer"]) == ("dcgan_r1", "bce_r1", "mnist", "adam_fast")
     assert summary["torch_threads"] == torch.get_num_threads()  # same config + seed = same run, at the same count
 
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
@@ -38,7 +38,7 @@ def test_short_run_writes_checkpoints_logs_samples_and_summary(tmp_path: Path, t
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     assert state["step"] == 4
     assert state["config"]["train"]["steps"] == 4
-    assert state["choices"]["model"] == "dcgan_small"
+    assert state["choices"]["model"] == "dcgan_r1"
     assert set(state["rng"]) >= {"torch", "numpy", "python"}
 
 
