@@ -24,6 +24,13 @@ every one of them counts):
     (loss=stylegan2) and GAN.path_length_penalty; and style mixing's ws for one cutoff.
 
 Differences are max |reference - ganctl|, and for gradients also relative to the largest gradient.
+
+With --train DIR it trains the reference instead, on ganctl's bundled digits at the narrow config of
+docs/benchmarks.md (its own loss and training procedure; see train_reference), and writes G_ema's
+samples for scripts/digit_judge.py:
+
+    python scripts/compare_stylegan2_reference.py --reference <checkout> --train /tmp/reference-run --seconds 590
+    python scripts/digit_judge.py /tmp/reference-run/step1000
 """
 
 from __future__ import annotations
@@ -160,13 +167,93 @@ def zero_grads(*networks: nn.Module) -> None:
             parameter.grad = None
 
 
+def train_reference(networks, reference_loss, args: argparse.Namespace) -> None:
+    """The reference itself trained on ganctl's bundled digits at 32x32: its networks at the narrow
+    digits config, its StyleGAN2Loss, and training_loop.py's procedure (phases Gmain, Greg, Dmain, Dreg,
+    each on its own latents; lazy regularisation as separate Adam steps, lr x k/(k+1), betas ** (k/(k+1));
+    gradients nan_to_num'd; G_ema by half-life 10 kimg, ramp-up 0.05). Every --every steps it writes
+    1,000 images of G_ema (latents of seed 0, noise_mode='const') to <dir>/step<N>/ for scripts/digit_judge.py."""
+    import copy
+    import time
+
+    from PIL import Image
+
+    from ganctl import data
+
+    torch.manual_seed(0)
+    digits = data.InMemoryImages(data.mnist(None, False, 32).images, torch.device("cpu"))
+    generator = networks.Generator(z_dim=64, c_dim=0, w_dim=64, img_resolution=32, img_channels=1,
+                                   mapping_kwargs=dict(num_layers=2),
+                                   synthesis_kwargs=dict(channel_base=512, channel_max=64)).train().requires_grad_(False)
+    critic = networks.Discriminator(c_dim=0, img_resolution=32, img_channels=1, architecture=args.architecture,
+                                    channel_base=512, channel_max=64,
+                                    epilogue_kwargs=dict(mbstd_group_size=args.mbstd_group)).train().requires_grad_(False)
+    average = copy.deepcopy(generator).eval()
+    loss = reference_loss.StyleGAN2Loss(device=torch.device("cpu"), G_mapping=generator.mapping, G_synthesis=generator.synthesis,
+                                        D=critic, style_mixing_prob=args.style_mixing, r1_gamma=args.r1_gamma,
+                                        pl_weight=args.path_length)
+    phases = []
+    for name, network, interval in [("G", generator, 4), ("D", critic, 16)]:
+        ratio = interval / (interval + 1)
+        optimizer = torch.optim.Adam(network.parameters(), lr=args.lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8)
+        phases += [(name + "main", network, optimizer, 1), (name + "reg", network, optimizer, interval)]
+    no_labels = torch.zeros(args.batch, 0)
+    start, images_seen = time.time(), 0
+    for step in range(args.steps):
+        real = digits.sample(args.batch)
+        for (phase, network, optimizer, interval), latents in zip(phases, torch.randn(len(phases) * args.batch, 64).split(args.batch)):
+            if step % interval:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            network.requires_grad_(True)
+            loss.accumulate_gradients(phase, real, no_labels, latents, no_labels, sync=True, gain=interval)
+            network.requires_grad_(False)
+            for parameter in network.parameters():
+                if parameter.grad is not None:
+                    torch.nan_to_num(parameter.grad, nan=0, posinf=1e5, neginf=-1e5, out=parameter.grad)
+            optimizer.step()
+        beta = 0.5 ** (args.batch / max(min(10_000, images_seen * 0.05), 1e-8))
+        with torch.no_grad():
+            for averaged, parameter in zip(average.parameters(), generator.parameters()):
+                averaged.copy_(parameter.lerp(averaged, beta))
+            for averaged, buffer in zip(average.buffers(), generator.buffers()):
+                averaged.copy_(buffer)
+        images_seen += args.batch
+        if (step + 1) % args.every == 0:
+            folder = args.train / f"step{step + 1}"
+            folder.mkdir(parents=True, exist_ok=True)
+            latents = torch.randn(1000, 64, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                fakes = torch.cat([average(chunk, torch.zeros(len(chunk), 0), noise_mode="const") for chunk in latents.split(250)])
+            for index, pixels in enumerate(((fakes.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)[:, 0].numpy()):
+                Image.fromarray(pixels).save(folder / f"{index:04d}.png")
+            print(f"step {step + 1}, {time.time() - start:.0f} s: wrote {folder}", flush=True)
+        if time.time() - start > args.seconds:
+            break
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=Path, required=True,
                         help="a checkout (or bare git directory) of NVlabs/stylegan2-ada-pytorch")
+    parser.add_argument("--train", type=Path, metavar="DIR",
+                        help="instead of comparing: train the reference on the bundled digits (see train_reference)")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=600, help="--train: stop after this long")
+    parser.add_argument("--every", type=int, default=250, help="--train: write samples every this many steps")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.0025)
+    parser.add_argument("--r1-gamma", type=float, default=0.05)
+    parser.add_argument("--path-length", type=float, default=2.0)
+    parser.add_argument("--style-mixing", type=float, default=0.9)
+    parser.add_argument("--architecture", default="resnet", choices=["resnet", "orig"])
+    parser.add_argument("--mbstd-group", type=int, default=4)
     args = parser.parse_args()
     networks, reference_loss = import_reference(args.reference)
     torch.set_grad_enabled(True)
+    if args.train:
+        train_reference(networks, reference_loss, args)
+        return
 
     print("parameter counts (G, D) at --cfg=cifar (32x32x3, channel base 32768, max 512, mapping 2, orig D, mbstd 32):")
     for classes in (0, 10):
@@ -181,14 +268,15 @@ def main() -> None:
         print(f"  {classes or 'no'} classes: reference {count(theirs_g):,}, {count(theirs_d):,} | "
               f"ganctl {count(ours_g):,}, {count(ours_d):,}")
 
-    # The brief's narrow digits config: 32x32x1, channel base 512, max 64, z = w = 64, mapping 2.
-    size, channels, batch, z_dim, gamma = 32, 1, 8, 64, 0.05
+    # The narrow digits config of docs/benchmarks.md: 32x32x1, channel base 512, max 64, z = w = 64,
+    # mapping 2; and 64x64x3 (four resolutions of up- and downsampling, three channels).
+    batch, z_dim, gamma = 8, 64, 0.05
     small = ["model.generator.latent_dim=64", "model.generator.w_dim=64", "model.generator.mapping_layers=2",
              "model.generator.channel_base=512", "model.generator.channel_max=64", "model.discriminator.channel_base=512",
              "model.discriminator.channel_max=64", "model.discriminator.mapping_layers=2", "model.generator.style_mixing=0",
              f"loss.r1_gamma={gamma}", "loss.path_length=2"]
-    for architecture, classes in [("resnet", 0), ("orig", 0), ("resnet", 10)]:
-        print(f"\n32x32x1, channel base 512, max 64, z = w = 64, mapping 2, D {architecture}, "
+    for size, channels, architecture, classes in [(32, 1, "resnet", 0), (32, 1, "orig", 0), (32, 1, "resnet", 10), (64, 3, "resnet", 0)]:
+        print(f"\n{size}x{size}x{channels}, channel base 512, max 64, z = w = 64, mapping 2, D {architecture}, "
               f"{f'{classes} classes' if classes else 'unconditional'}:")
         overrides = [*small, f"model.discriminator.architecture={architecture}"]
         if classes:
