@@ -155,7 +155,7 @@ def test_settings_are_checked_and_unwise_combinations_warned(capsys: pytest.Capt
 def test_resume_with_p_moving_is_exact(tmp_path: Path) -> None:
     """Stopped at step 3, one step into an interval of 2: the resumed run keeps p, the heuristic's
     counts and the schedule, and ends where 4 steps straight do."""
-    overrides = [*TINY, *TINY_DCGAN, "train.precision=fp32", "train.channels_last=false", "train.ada.mode=adaptive",
+    overrides = [*TINY, "model=dcgan_small", *TINY_DCGAN, "train.precision=fp32", "train.channels_last=false", "train.ada.mode=adaptive",
                  "train.ada.interval=2", "train.ada.kimg=0.05", "train.ckpt_every=0"]
     run(tmp_path / "straight", *overrides, "train.steps=4")
     run(tmp_path / "resumed", *overrides, "train.steps=3")
