@@ -126,6 +126,17 @@ def test_command_line_loss_and_optimizer_win_over_a_preset() -> None:
     assert cfg.model.discriminator.norm == "layer"
 
 
+def test_the_default_run_is_dcgan_small_with_an_r1_critic() -> None:
+    cfg, choices = compose_config()
+    assert (choices["model"], choices["loss"]) == ("dcgan_r1", "bce_r1")
+    assert (cfg.loss.r1_gamma, cfg.loss.r1_every) == (0.1, 16)
+    assert (cfg.model.generator.base_filters, cfg.model.discriminator.norm, cfg.model.discriminator.minibatch_std) == (32, "none", 4)
+    _, critic = build_pair("dcgan_r1", 1, 28)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
+    cfg, choices = compose_config("loss=hinge")  # the command line wins over the preset's loss
+    assert choices["loss"] == "hinge" and cfg.loss.r1_gamma == 0
+
+
 def test_rmsprop_option_has_the_camel_gan_settings() -> None:
     cfg, _ = compose_config("optimizer=rmsprop")
     assert (cfg.optimizer.d.lr, cfg.optimizer.g.lr) == (8e-4, 4e-4)
