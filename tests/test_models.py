@@ -164,3 +164,14 @@ def test_dcgan_minibatch_std_shows_d_the_batch_variety() -> None:
     assert critic(torch.randn(6, 1, 28, 28)).shape == (6,)  # a batch the group size does not divide
     with pytest.raises(GanctlError, match="minibatch_std"):
         DCGANDiscriminator(8, 1, 28, minibatch_std=-1)
+
+
+def test_minibatch_std_gradients_are_exact_to_second_order() -> None:
+    """Its hand-written backward (and R1's derivative of it) against finite differences, in float64."""
+    from ganctl.models.layers import MinibatchStd
+
+    for features in (1, 2):
+        spread = MinibatchStd(4, num_channels=features)
+        x = torch.randn(8, 4, 3, 3, dtype=torch.float64).to(memory_format=torch.channels_last).requires_grad_()
+        assert torch.autograd.gradcheck(spread, (x,))
+        assert torch.autograd.gradgradcheck(spread, (x,))
