@@ -1,4 +1,4 @@
-"""The fast paths: precision, channels_last, torch.compile, foreach optimizers, D frozen in G's step.
+"""The fast paths: precision, channels_last, torch.compile, fused optimizers, D frozen in G's step.
 
 fp32 stays bit-for-bit the plain training loop; the faster paths are checked against fp32 for the
 quality of what they train. Speed itself is measured by scripts/bench.py, not here.
@@ -38,9 +38,10 @@ QUIET = [*TINY, "train.ckpt_every=0", "train.sample_every=0"]
 
 
 def test_fp32_is_bit_for_bit_the_plain_loop(tmp_path: Path) -> None:
-    """ganctl's fp32 step -- D's weights frozen in G's step, foreach Adam -- gives exactly the weights
-    of the loop written the common way (D's weight gradients computed and thrown away, Adam looping
-    over parameters), from the same seed and the same draws."""
+    """ganctl's fp32 step -- D's weights frozen in G's step -- gives exactly the weights of the loop
+    written the common way (D's weight gradients computed and thrown away), from the same seed and the
+    same draws, with Adam's update computed by the same kernel (fused rounds unlike the loop over
+    parameters)."""
     overrides = [*QUIET, "model=dcgan_small", *TINY_DCGAN, "train.steps=3", "train.precision=fp32", "train.channels_last=false",
                  "train.ema.decay=0"]  # the classic DCGAN step: BatchNorm critic, no R1
     run(tmp_path, *overrides)
@@ -49,7 +50,7 @@ def test_fp32_is_bit_for_bit_the_plain_loop(tmp_path: Path) -> None:
     cfg, _ = compose_config(*overrides)
     gan, data = build_gan(cfg)  # the same initial weights, and the RNG where the loop starts drawing
     G, D = gan.generator, gan.discriminator
-    adam = dict(lr=cfg.optimizer.g.lr, betas=tuple(cfg.optimizer.g.betas), foreach=False)
+    adam = dict(lr=cfg.optimizer.g.lr, betas=tuple(cfg.optimizer.g.betas), fused=speed.fused_kernels_on(CPU) or None)
     optimizer_g, optimizer_d = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
     for _ in range(3):
         real = data.sample(cfg.train.batch_size)
@@ -89,11 +90,14 @@ def test_channels_last_is_for_conv_models_and_changes_only_rounding(tmp_path: Pa
     torch.testing.assert_close(a.summary["losses"], b.summary["losses"], rtol=1e-2, atol=1e-4)
 
 
-def test_optimizers_are_foreach_on_the_cpu_unless_the_config_says() -> None:
+def test_optimizers_are_fused_where_torch_has_the_kernels_else_foreach_unless_the_config_says() -> None:
     gan, _ = build_gan(compose_config(*QUIET)[0])
-    assert gan.optimizer_g.defaults["foreach"] is True and gan.optimizer_d.defaults["foreach"] is True
-    chosen, _ = build_gan(compose_config(*QUIET, "+optimizer.g.foreach=false", "optimizer=rmsprop")[0])
+    fused = speed.fused_kernels_on(CPU)  # torch 2.4 and later
+    assert all(bool(o.defaults["fused"]) is fused and bool(o.defaults["foreach"]) is not fused for o in (gan.optimizer_g, gan.optimizer_d))
+    chosen, _ = build_gan(compose_config(*QUIET, "+optimizer.g.foreach=false", "optimizer=rmsprop")[0])  # RMSprop: no fused kernel
     assert chosen.optimizer_g.defaults["foreach"] is False and chosen.optimizer_d.defaults["foreach"] is True
+    own, _ = build_gan(compose_config(*QUIET, "+optimizer.d.foreach=true")[0])
+    assert own.optimizer_d.defaults["foreach"] is True and not own.optimizer_d.defaults["fused"]
 
 
 def test_d_is_frozen_only_inside_the_context() -> None:
