@@ -411,7 +411,7 @@ class GAN:
         # The generator update on the same fakes, scored by the updated D.
         with speed.frozen(self.discriminator):
             fake_scores_g, fake_classes = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
-            g_loss = loss.generator(fake_scores_g)
+            g_loss = loss.generator_loss(fake_scores_g, real_scores.detach())  # a relativistic loss: D's scores of the reals, before its update
             if fake_classes is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
                 g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes, labels)
         if loss.path_length_due(step):  # lazy: weighted by its interval

@@ -2,7 +2,8 @@
 
 Sign convention, stated once: a discriminator returns raw scores (logits, no sigmoid), one per
 image, shape (B,); higher means "more real". Every discriminator loss takes (real_scores,
-fake_scores) and every generator loss takes fake_scores; both return a scalar to minimise.
+fake_scores) and every generator loss takes fake_scores; both return a scalar to minimise. A
+relativistic generator loss also takes `real_scores`, D's scores of the step's real images.
 
 Penalties and constraints that need the critic itself (the WGAN-GP gradient penalty, R1, WGAN's weight
 clipping), and StyleGAN2's path lengths of G, are separate functions below, as is ACGAN's classification loss on an auxiliary
@@ -13,6 +14,7 @@ functions and how the critic is trained with them (critic steps, penalty, clippi
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -74,6 +76,18 @@ def hinge_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tenso
 def hinge_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     """-D(G(z)): G raises its fakes' scores."""
     return -fake_scores.mean()
+
+
+def relativistic_discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """RpGAN, the relativistic pairing loss (Jolicoeur-Martineau 2018; R3GAN, Huang et al. 2024):
+    softplus(D(G(z)) - D(x)) over pairs of a real and a fake image. D ranks each real image above its
+    fake instead of both against a fixed boundary."""
+    return F.softplus(fake_scores - real_scores).mean()
+
+
+def relativistic_generator_loss(fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:
+    """softplus(D(x) - D(G(z))): G raises each fake above the real image it is paired with."""
+    return F.softplus(real_scores - fake_scores).mean()
 
 
 def minimax_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
@@ -170,7 +184,7 @@ class GANLoss:
     """D's and G's loss functions, and how the critic is trained and reported (conf/loss/*.yaml)."""
 
     discriminator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    generator: Callable[[torch.Tensor], torch.Tensor]
+    generator: Callable[..., torch.Tensor]  # (fake_scores), or (fake_scores, real_scores) for a relativistic loss
     critic_steps: int = 1  # D updates per G update
     gradient_penalty: float = 0.0  # weight of the WGAN-GP penalty; 0 = none
     clip: float = 0.0  # WGAN weight clipping bound; 0 = none
@@ -221,6 +235,12 @@ class GANLoss:
         """What makes D's update differentiate through a gradient of D (torch.compile cannot), or ""."""
         return " and ".join(name for name, on in (("the gradient penalty", self.gradient_penalty > 0),
                                                   ("R1", self.r1_gamma > 0), ("R2", self.r2_gamma > 0)) if on)
+
+    def generator_loss(self, fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:
+        """G's loss on D's scores of its fakes; a relativistic loss also sees D's scores of the real images."""
+        if "real_scores" in inspect.signature(self.generator).parameters:
+            return self.generator(fake_scores, real_scores=real_scores)
+        return self.generator(fake_scores)
 
     def r1_due(self, critic_update: int) -> bool:
         """Whether the critic update numbered `critic_update` (0, 1, ...) adds R1."""

@@ -22,7 +22,7 @@ GROUP_OPTIONS = {
 
 def test_every_group_has_options() -> None:
     assert GROUP_OPTIONS["model"] == ["biggan", "conv", "dcgan", "dcgan_r1", "dcgan_small", "mlp", "sngan", "stylegan2", "wgan", "wgangp"]
-    assert GROUP_OPTIONS["loss"] == ["bce", "bce_r1", "hinge", "lsgan", "minimax", "stylegan2", "wgan", "wgangp"]
+    assert GROUP_OPTIONS["loss"] == ["bce", "bce_r1", "hinge", "lsgan", "minimax", "rpgan", "rpgan_r1r2", "stylegan2", "wgan", "wgangp"]
     assert GROUP_OPTIONS["optimizer"] == ["adam", "adam_fast", "biggan", "rmsprop", "stylegan2", "wgan", "wgangp"]
     assert GROUP_OPTIONS["dataset"] == ["celeba", "cifar10", "fashion_mnist", "folder", "mnist", "quickdraw"]
     assert all(GROUP_OPTIONS.values())

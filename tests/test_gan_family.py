@@ -24,7 +24,7 @@ def options(group: str) -> list[str]:
 MODELS, LOSSES = options("model"), options("loss")  # every option, including ones added later
 # Critics with BatchNorm cannot take a gradient penalty, nor R1.
 BATCHNORM_CRITICS = ("dcgan", "dcgan_small", "wgan")
-REFUSED = {(model, loss) for model in BATCHNORM_CRITICS for loss in ("wgangp", "bce_r1")}
+REFUSED = {(model, loss) for model in BATCHNORM_CRITICS for loss in ("wgangp", "bce_r1", "rpgan_r1r2")}
 SMALL = {  # narrower networks than the presets, so that 36 pairs train in seconds
     "dcgan": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
     "dcgan_small": ["model.generator.base_filters=8", "model.discriminator.base_filters=8"],
@@ -118,7 +118,7 @@ def test_critic_steps_per_generator_step(tmp_path: Path, loss: str, critic_steps
 
 
 def test_label_tricks_train(tmp_path: Path) -> None:
-    result = run(tmp_path, *SMALL["dcgan_small"], *TINY, "loss.discriminator.real_target=0.9",
+    result = run(tmp_path, *SMALL["dcgan_small"], *TINY, "loss=bce", "loss.discriminator.real_target=0.9",
                  "loss.discriminator.label_noise=0.1", "loss.discriminator.flip_prob=0.05")
     assert result.summary["losses"]["d_loss"] > 0
 
@@ -131,7 +131,7 @@ def test_label_tricks_train(tmp_path: Path) -> None:
 def test_bad_loss_values_are_refused(override: str, message: str) -> None:
     from ganctl.losses import GANLoss
 
-    cfg, _ = compose_config(override)
+    cfg, _ = compose_config("loss=bce", override)  # BCE: the loss with label settings
     with pytest.raises(GanctlError, match=message):
         GANLoss.from_config(cfg.loss)
 

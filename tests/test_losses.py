@@ -195,3 +195,35 @@ def test_r2_penalises_d_at_the_fakes_on_its_lazy_interval(monkeypatch) -> None:
         build_gan(cfg)
     with pytest.raises(GanctlError, match="loss.r2_every must be at least 1"):
         build_gan(compose_config(*TINY, "model=wgangp", "loss.r2_gamma=1", "loss.r2_every=0")[0])
+
+
+def test_relativistic_losses_by_hand_pair_each_real_with_its_fake() -> None:
+    from ganctl.losses import relativistic_discriminator_loss, relativistic_generator_loss
+
+    real, fake = torch.tensor([2.0, -1.0], requires_grad=True), torch.tensor([0.5, 1.0], requires_grad=True)
+    d_loss = relativistic_discriminator_loss(real, fake)  # softplus(fake - real), pair by pair
+    assert_close(d_loss, torch.tensor((softplus(-1.5) + softplus(2.0)) / 2))
+    assert_close(relativistic_discriminator_loss(real, fake.flip(0)), torch.tensor((softplus(-1.0) + softplus(1.5)) / 2))
+    d_loss.backward()
+    assert (real.grad < 0).all() and (fake.grad > 0).all()  # D raises reals and lowers fakes
+    g_loss = relativistic_generator_loss(fake, real_scores=real.detach())
+    assert_close(g_loss, torch.tensor((softplus(1.5) + softplus(-2.0)) / 2))
+
+
+def test_a_relativistic_generator_loss_sees_the_real_scores_of_ds_update(monkeypatch) -> None:
+    from ganctl import data, losses
+    from ganctl.gan import STATISTICS
+    from helpers import TINY, TINY_DCGAN, build_gan, compose_config
+
+    seen: list[torch.Tensor] = []
+    loss = losses.relativistic_generator_loss
+    monkeypatch.setattr(losses, "relativistic_generator_loss", lambda fake_scores, real_scores: seen.append(real_scores) or loss(fake_scores, real_scores))
+    cfg, _ = compose_config(*TINY, *TINY_DCGAN, "loss=rpgan_r1r2")
+    assert (cfg.loss.r1_gamma, cfg.loss.r2_gamma, cfg.loss.r1_every, cfg.loss.r2_every) == (0.1, 0.1, 16, 16)
+    gan, images = build_gan(cfg)
+    statistics = gan.step(data.endless(images, 8), 1)
+    assert len(seen) == 1 and seen[0].shape == (8,) and not seen[0].requires_grad
+    assert_close(seen[0].mean(), statistics[STATISTICS.index("real_score")])  # D's scores of the step's reals
+    assert statistics[STATISTICS.index("r1_penalty")] > 0 and statistics[STATISTICS.index("r2_penalty")] > 0
+    plain = losses.GANLoss.from_config(compose_config("loss=bce")[0].loss)  # other G losses see fakes only
+    assert_close(plain.generator_loss(torch.zeros(2), real_scores=torch.full((2,), 5.0)), torch.tensor(softplus(0.0)))

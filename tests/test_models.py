@@ -128,8 +128,9 @@ def test_command_line_loss_and_optimizer_win_over_a_preset() -> None:
 
 def test_the_default_run_is_dcgan_small_with_an_r1_critic() -> None:
     cfg, choices = compose_config()
-    assert (choices["model"], choices["loss"]) == ("dcgan_r1", "bce_r1")
-    assert (cfg.loss.r1_gamma, cfg.loss.r1_every) == (0.1, 16)
+    assert (choices["model"], choices["loss"]) == ("dcgan_r1", "rpgan_r1r2")
+    assert (cfg.loss.r1_gamma, cfg.loss.r1_every, cfg.loss.r2_gamma, cfg.loss.r2_every) == (0.1, 16, 0.1, 16)
+    assert cfg.loss.generator._target_ == "ganctl.losses.relativistic_generator_loss"
     assert (cfg.model.generator.base_filters, cfg.model.discriminator.norm, cfg.model.discriminator.minibatch_std) == (32, "none", 4)
     _, critic = build_pair("dcgan_r1", 1, 28)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())

@@ -26,7 +26,7 @@ def test_short_run_writes_checkpoints_logs_samples_and_summary(tmp_path: Path, t
     assert summary["wall_seconds"] > 0 and summary["images_per_second"] > 0
     assert set(summary["losses"]) == {"d_loss", "g_loss"}
     assert all(isinstance(v, float) for v in summary["losses"].values())
-    assert (summary["model"], summary["loss"], summary["dataset"], summary["optimizer"]) == ("dcgan_r1", "bce_r1", "mnist", "adam_fast")
+    assert (summary["model"], summary["loss"], summary["dataset"], summary["optimizer"]) == ("dcgan_r1", "rpgan_r1r2", "mnist", "adam_fast")
     assert summary["torch_threads"] == torch.get_num_threads()  # same config + seed = same run, at the same count
 
     events = EventAccumulator(str(tmp_path / "tb")).Reload()
@@ -261,7 +261,7 @@ def test_a_diverged_run_says_so_in_its_train_log(tmp_path: Path, tiny_overrides:
     from ganctl import losses
     from ganctl.cli import main
 
-    monkeypatch.setattr(losses, "bce_discriminator_loss", lambda real, fake, **_: (real + fake).mean() * float("inf"))
+    monkeypatch.setattr(losses, "relativistic_discriminator_loss", lambda real, fake: (real + fake).mean() * float("inf"))
     assert main(["train", *tiny_overrides, f"hydra.run.dir={tmp_path / 'run'}"]) == 1
     assert "Training diverged at step 1" in capsys.readouterr().err
     assert "Training diverged at step 1" in (tmp_path / "run" / "train.log").read_text()
@@ -271,13 +271,13 @@ def test_divergence_stops_with_the_last_finite_checkpoint(tmp_path: Path, tiny_o
     from ganctl import losses
 
     calls = {"n": 0}
-    real_loss = losses.bce_generator_loss
+    real_loss = losses.relativistic_generator_loss
 
-    def poisoned(fake_scores: torch.Tensor) -> torch.Tensor:  # G's loss turns NaN at step 3
+    def poisoned(fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:  # G's loss turns NaN at step 3
         calls["n"] += 1
-        return real_loss(fake_scores) * (float("nan") if calls["n"] == 3 else 1.0)
+        return real_loss(fake_scores, real_scores) * (float("nan") if calls["n"] == 3 else 1.0)
 
-    monkeypatch.setattr(losses, "bce_generator_loss", poisoned)
+    monkeypatch.setattr(losses, "relativistic_generator_loss", poisoned)
     with pytest.raises(GanctlError, match=r"diverged at step 3: the generator \(G\) loss or weights.*last.pt holds step 2"):
         run(tmp_path, *tiny_overrides, "train.log_every=1", "train.steps=6")
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
@@ -290,7 +290,7 @@ def test_divergence_stops_with_the_last_finite_checkpoint(tmp_path: Path, tiny_o
 def test_divergence_before_the_first_checkpoint_leaves_none(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
     from ganctl import losses
 
-    monkeypatch.setattr(losses, "bce_discriminator_loss", lambda real, fake, **_: (real + fake).mean() * float("inf"))
+    monkeypatch.setattr(losses, "relativistic_discriminator_loss", lambda real, fake: (real + fake).mean() * float("inf"))
     with pytest.raises(GanctlError, match=r"diverged at step 1: the discriminator \(D\).*no checkpoint was written"):
         run(tmp_path, *tiny_overrides, "train.log_every=3")
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
@@ -331,15 +331,15 @@ def test_non_finite_weights_are_never_saved(tmp_path: Path, tiny_overrides: list
 def test_out_of_memory_is_one_clear_message(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
     from ganctl import losses
 
-    real_loss, calls = losses.bce_generator_loss, {"n": 0}
+    real_loss, calls = losses.relativistic_generator_loss, {"n": 0}
 
-    def out_of_memory(fake_scores: torch.Tensor) -> torch.Tensor:
+    def out_of_memory(fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:
         calls["n"] += 1
         if calls["n"] == 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_loss(fake_scores)
+        return real_loss(fake_scores, real_scores)
 
-    monkeypatch.setattr(losses, "bce_generator_loss", out_of_memory)
+    monkeypatch.setattr(losses, "relativistic_generator_loss", out_of_memory)
     with pytest.raises(GanctlError, match=r"Out of CPU memory at step 3 with train.batch_size=8: try a smaller batch.*last.pt holds step 2"):
         run(tmp_path, *tiny_overrides)
     assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
