@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Optional
 
 import torch
@@ -236,9 +237,17 @@ class GANLoss:
         return " and ".join(name for name, on in (("the gradient penalty", self.gradient_penalty > 0),
                                                   ("R1", self.r1_gamma > 0), ("R2", self.r2_gamma > 0)) if on)
 
+    @cached_property
+    def relativistic(self) -> bool:
+        """Whether G's loss takes `real_scores` too (read once, not every step)."""
+        try:
+            return "real_scores" in inspect.signature(self.generator).parameters
+        except (TypeError, ValueError):  # a callable without a signature to read: G's loss of fakes alone
+            return False
+
     def generator_loss(self, fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:
         """G's loss on D's scores of its fakes; a relativistic loss also sees D's scores of the real images."""
-        if "real_scores" in inspect.signature(self.generator).parameters:
+        if self.relativistic:
             return self.generator(fake_scores, real_scores=real_scores)
         return self.generator(fake_scores)
 
