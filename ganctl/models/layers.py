@@ -53,13 +53,19 @@ def grouped(x: torch.Tensor, group: int, features: int) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32)).permute(0, 2, 3, 1).reshape(group, -1, h * w, features, c // features)
 
 
+def centred_and_std(x: torch.Tensor, group: int, features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features less their group's mean, (G, n, HW, F, c), and their standard deviation over the
+    group, (n, HW, F, c)."""
+    y = grouped(x, group, features)
+    centred = y - y.mean(dim=0)
+    return centred, (centred.square().mean(dim=0) + 1e-8).sqrt()
+
+
 def group_spread(x: torch.Tensor, group: int, features: int) -> torch.Tensor:
     """The minibatch standard deviation statistic, (N, C, H, W) -> (N / group, features): the standard
     deviation of every feature over each group of images (i, i + N / group, ...), averaged over the
     positions and the channels of each of `features` groups of channels (StyleGAN2's formula)."""
-    y = grouped(x, group, features)
-    y = (y - y.mean(dim=0)).square().mean(dim=0)  # (n, HW, F, c) variance over the group
-    return (y + 1e-8).sqrt().mean(dim=(1, 3))  # (n, F)
+    return centred_and_std(x, group, features)[1].mean(dim=(1, 3))  # (n, F)
 
 
 class GroupSpread(torch.autograd.Function):
@@ -70,9 +76,7 @@ class GroupSpread(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, group: int, features: int) -> torch.Tensor:
-        y = grouped(x, group, features)  # (G, n, HW, F, c)
-        centred = y - y.mean(dim=0)
-        std = centred.square().mean(dim=0).add_(1e-8).sqrt_()  # (n, HW, F, c)
+        centred, std = centred_and_std(x, group, features)
         ctx.save_for_backward(x)
         ctx.centred, ctx.std, ctx.group, ctx.features = centred, std, group, features
         return std.mean(dim=(1, 3))
