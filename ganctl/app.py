@@ -12,9 +12,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 import hydra
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -136,6 +137,37 @@ def check_arguments(args: list[str]) -> None:
     config.check_override_keys(parsed.overrides)
 
 
+class CheckedConfigLoader(ConfigLoaderImpl):
+    """Hydra's config loader, which checks every config it composes -- the run's, and each sweep job's,
+    in whichever process composes it -- before Hydra builds anything from it (its logging, callbacks,
+    launcher, sweeper): `registry.check_hydra`. A launcher sends this loader to its workers, so they
+    import this class and check too."""
+
+    def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
+        cfg = super().load_configuration(*args, **kwargs)
+        try:
+            from ganctl import registry
+
+            registry.check_hydra(cfg.hydra)
+        except GanctlError as error:  # one line, not Hydra's report (a SystemExit passes through it)
+            print_error(error)
+            raise SystemExit(1) from None
+        return cfg
+
+
+@contextlib.contextmanager
+def checked_hydra_configs() -> Iterator[None]:
+    """Inside the block, the Hydra app composes with `CheckedConfigLoader`."""
+    from hydra._internal import hydra as hydra_internal
+
+    original = hydra_internal.ConfigLoaderImpl
+    hydra_internal.ConfigLoaderImpl = CheckedConfigLoader
+    try:
+        yield
+    finally:
+        hydra_internal.ConfigLoaderImpl = original
+
+
 def main(args: list[str]) -> int:
     """`ganctl train ARGS`: Hydra reads sys.argv, so it is swapped in for the call and restored. A
     run directory named on the command line is locked first, before Hydra writes into it."""
@@ -151,6 +183,7 @@ def main(args: list[str]) -> int:
             with rundir.hold(run_dir) if run_dir is not None else contextlib.nullcontext():
                 if run_dir is not None and not any(a.startswith("resume=") and a not in ("resume=", "resume=null") for a in args):
                     rundir.refuse_new_run_over(run_dir)  # before Hydra rewrites that run's .hydra/
-                return sweep.supervise(hydra_train)
+                with checked_hydra_configs():
+                    return sweep.supervise(hydra_train)
         finally:
             sys.argv = saved

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import xxhash
 
+from ganctl import registry
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
@@ -329,6 +330,7 @@ def check_layout(path: Path, state: dict[str, Any]) -> None:
     stored = state.get("config")
     if not isinstance(stored, dict) or not isinstance(stored.get("dataset"), dict) or not isinstance(stored.get("model"), dict):
         raise GanctlError(f"{path} has no stored config with a dataset and a model: it was not written by `ganctl train`.")
+    registry.check_config(stored, str(path), prefix="config")  # it names ganctl's components, never code
     data = state.get("data")
     problems = [
         name for name, ok in (

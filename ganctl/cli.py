@@ -21,11 +21,36 @@ commands:
   animate  a run's training grids as a GIF/MP4, the step on each frame: ganctl animate <run dir> [--out FILE.gif]
 
 `ganctl train --help` lists the config groups and options; `ganctl sample --help` its flags.
+
+--trust MODULE (any command, repeatable): build your own components (a feature extractor, a
+regulariser, a model) that a config names in MODULE, e.g. `ganctl --trust my_penalties train ...`.
+Without it a config, a checkpoint or an exported file can name only ganctl's own components.
 """
 
 
+def take_trusted(argv: list[str]) -> tuple[list[str], list[str]]:
+    """argv without its `--trust MODULE` / `--trust=MODULE` flags, and the modules they name."""
+    rest, modules = [], []
+    arguments = iter(argv)
+    for argument in arguments:
+        if argument == "--trust":
+            module = next(arguments, None)
+            if module is None or module.startswith("-"):
+                raise ValueError("--trust needs a module name, e.g. --trust my_package.penalties")
+            modules.append(module)
+        elif argument.startswith("--trust="):
+            modules.append(argument.split("=", 1)[1])
+        else:
+            rest.append(argument)
+    return rest, modules
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, trusted = take_trusted(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as error:
+        print(f"ganctl: {error}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -38,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     from ganctl.errors import GanctlError
 
     try:
+        if trusted:
+            from ganctl import registry
+
+            registry.trust(trusted)
         if command == "train":
             from ganctl.app import main as train_main
 

@@ -1,6 +1,5 @@
 """Where the config lives, its typed schema, its checks, and how a resumed run's stored config takes
-overrides; `build` instantiates a node of it. The modules that build things import this one; it
-imports none of them."""
+overrides. What a config may build, and building it, are `ganctl.registry`'s."""
 
 from __future__ import annotations
 
@@ -13,10 +12,9 @@ from pathlib import Path
 from typing import Any, Iterator, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from ganctl import registry
 from ganctl.errors import GanctlError
 
 GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
@@ -173,7 +171,9 @@ ConfigStore.instance().store(name="schema", node=Schema)
 
 
 def check(cfg: DictConfig) -> None:
-    """Value checks the types cannot express; one clear GanctlError for the first problem."""
+    """Value checks the types cannot express; one clear GanctlError for the first problem. First of
+    all, that the config names nothing but ganctl's components (or a trusted module's)."""
+    registry.check_config(cfg)
     train = cfg.train
     for key in ("steps", "batch_size", "log_every", "num_samples"):
         if train[key] < 1:
@@ -269,41 +269,20 @@ def check_metrics(metrics: DictConfig, conditional: bool = False) -> None:
         )
 
 
-def check_targets(cfg: Any, where: str = "") -> None:
-    """Only ganctl's own components and torch.optim may be instantiated (configs come from files
-    and checkpoints, and _target_ names a callable to import and call)."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    if isinstance(cfg, dict):
-        target = cfg.get("_target_")
-        if target is not None and not str(target).startswith(("ganctl.", "torch.optim.")):
-            raise GanctlError(
-                f"Refusing to instantiate '{target}' at {where or 'the top level'}: only ganctl's own "
-                "components and torch.optim optimizers may be named by _target_."
-            )
-        for key, value in cfg.items():
-            check_targets(value, f"{where}.{key}" if where else key)
-    elif isinstance(cfg, list):
-        for i, value in enumerate(cfg):
-            check_targets(value, f"{where}[{i}]")
-
-
 # ---------------------------------------------------------------- keys and optimizer settings
 
-HYDRA_KEYWORDS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+HYDRA_KEYWORDS = ("_target_", "_partial_")
 # Optimizer keywords that depend on the device the run trains on: not tried out on a CPU tensor.
 DEVICE_KEYWORDS = ("fused", "capturable")
 
 
 def keyword_parameters(target: Any) -> Optional[list[inspect.Parameter]]:
-    """The keyword parameters of the callable `target` names, or None when it takes any (**kwargs)
-    or cannot be found (building it will say so). Only ganctl's and torch.optim's callables are read."""
-    from hydra.utils import get_object
-
-    if not str(target).startswith(("ganctl.", "torch.optim.")):
+    """The keyword parameters of the component `target` names, or None when it takes any (**kwargs)
+    or is not a component (building it will say so). Only names the registry accepts are looked up."""
+    if not registry.is_component(target):
         return None
     try:
-        parameters = inspect.signature(get_object(str(target))).parameters.values()
+        parameters = inspect.signature(registry.resolve(str(target))).parameters.values()
     except Exception:  # not importable or no signature: `build` reports it
         return None
     if any(p.kind == p.VAR_KEYWORD for p in parameters):
@@ -380,14 +359,9 @@ def check_optimizer(node: DictConfig, where: str) -> None:
     import torch
 
     target = node.get("_target_")
-    if not str(target).startswith("torch.optim."):
-        return
-    from hydra.utils import get_object
-
-    try:
-        cls = get_object(str(target))
-    except Exception:
-        return  # not a class ganctl can find: `build` says so
+    if target not in registry.OPTIMIZERS:
+        return  # a user's own optimizer (--trust) checks its own settings when it is built
+    cls = registry.resolve(target)
     settings = OmegaConf.to_container(node, resolve=True)
     for name, parameter in inspect.signature(cls).parameters.items():
         if isinstance(parameter.default, tuple) and name in settings:
@@ -562,18 +536,6 @@ def resumed_config(
             )
         OmegaConf.update(cfg, key, new)
     return cfg
-
-
-def build(node: Any, where: str, **runtime: Any) -> Any:
-    """hydra.utils.instantiate, with a clear GanctlError naming the config node when it fails."""
-    check_targets(node, where)
-    try:
-        return instantiate(node, **runtime)
-    except InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, GanctlError):
-            raise cause from None
-        raise GanctlError(f"Cannot build {where} from its config: {cause or error}") from error
 
 
 def default_config() -> DictConfig:

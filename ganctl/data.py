@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from ganctl.config import build as instantiate
+from ganctl.registry import build as instantiate
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically

@@ -38,7 +38,7 @@ from ganctl import distributed, speed
 from ganctl import latents as latent_space
 from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
-from ganctl.config import build
+from ganctl.registry import build
 from ganctl.errors import GanctlError
 from ganctl.losses import GANLoss, classification_loss, clip_weights, gradient_penalty, path_lengths, squared_gradient_norm
 from ganctl.models.conditioning import AuxiliaryOutput, Conditioning

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganctl.config import build
+from ganctl.registry import build
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 

@@ -40,7 +40,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganctl import data
-from ganctl.config import MetricsSettings, build, check_metric_names
+from ganctl.config import MetricsSettings, check_metric_names
+from ganctl.registry import build
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ganctl.config import build
+from ganctl.registry import build
 from ganctl.errors import GanctlError
 from ganctl.gan import GAN
 from ganctl.models import UNCONDITIONAL, BigGANDiscriminator, BigGANGenerator, Conditioning, ProjectionOutput, SelfAttention
@@ -40,7 +40,7 @@ def build_pair(image_size: int, classes: int, *overrides: str) -> tuple[nn.Modul
     cfg, _ = compose_config("model=biggan", *overrides)
     conditioning = Conditioning("batchnorm", "projection", classes) if classes else UNCONDITIONAL
     shape = {"channels": 3, "image_size": image_size, "conditioning": conditioning}
-    return build(cfg.model.generator, "g", **shape), build(cfg.model.discriminator, "d", **shape)
+    return build(cfg.model.generator, "model.generator", **shape), build(cfg.model.discriminator, "model.discriminator", **shape)
 
 
 # Counted from ajbrock/BigGAN-PyTorch (commit 9845943), its Generator and Discriminator built with the same settings.

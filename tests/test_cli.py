@@ -159,15 +159,3 @@ def test_multirun_writes_one_run_directory_per_combination(tmp_path: Path) -> No
         summary = json.loads((sweep_dir / job / "summary.json").read_text())
         assert (summary["loss"], summary["steps"]) == (loss, 2)
         assert (sweep_dir / job / "checkpoints" / "last.pt").exists()
-
-
-def test_a_checkpoint_config_naming_foreign_code_is_refused(trained_run: Path, tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    state = torch.load(trained_run / "checkpoints" / "last.pt", weights_only=True)
-    state["config"]["model"]["generator"] = {"_target_": "os.system", "command": f"touch {marker}"}
-    crafted = tmp_path / "crafted" / "checkpoints" / "last.pt"
-    crafted.parent.mkdir(parents=True)
-    checkpoint.save(state, crafted)  # a plain, loadable dict with a valid checksum: only its config is hostile
-    for command in (["sample", str(crafted)], ["eval", str(crafted)], ["train", f"resume={crafted}"]):
-        assert_clean_error(run_cli(*command, cwd=tmp_path), "Refusing to instantiate 'os.system'")
-    assert not marker.exists()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ganctl import checkpoint, config
+from ganctl import checkpoint, config, registry
 from ganctl.config import config_dir
 from ganctl.errors import GanctlError
 from ganctl.train import train
@@ -79,7 +79,7 @@ def test_wgan_keeps_every_critic_parameter_inside_the_clip_bound(tmp_path: Path)
     run(tmp_path, "model=wgan", *SMALL["wgan"], *TINY, "optimizer.d.lr=0.05")  # a large lr pushes past c
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     cfg, _ = compose_config("model=wgan", *SMALL["wgan"])
-    critic = config.build(cfg.model.discriminator, "d", channels=1, image_size=28)
+    critic = registry.build(cfg.model.discriminator, "model.discriminator", channels=1, image_size=28)
     critic.load_state_dict(state["discriminator"])
     bound = torch.tensor(0.01)
     assert all(parameter.abs().max() <= bound for parameter in critic.parameters())

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ganctl.config import build
+from ganctl.registry import build
 from ganctl.errors import GanctlError
 from ganctl.models import ConvDiscriminator, ConvGenerator, DCGANGenerator
 from helpers import compose_config
@@ -18,7 +18,7 @@ MODELS = ("dcgan", "dcgan_small", "mlp", "conv", "wgan", "wgangp", "sngan")
 def build_pair(model: str, channels: int, image_size: int, *overrides: str) -> tuple[nn.Module, nn.Module]:
     cfg, _ = compose_config(f"model={model}", *overrides)
     shape = {"channels": channels, "image_size": image_size}
-    return build(cfg.model.generator, "g", **shape), build(cfg.model.discriminator, "d", **shape)
+    return build(cfg.model.generator, "model.generator", **shape), build(cfg.model.discriminator, "model.discriminator", **shape)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -141,7 +141,7 @@ def test_the_default_run_is_dcgan_small_with_an_r1_critic() -> None:
 def test_rmsprop_option_has_the_camel_gan_settings() -> None:
     cfg, _ = compose_config("optimizer=rmsprop")
     assert (cfg.optimizer.d.lr, cfg.optimizer.g.lr) == (8e-4, 4e-4)
-    optimizer = build(cfg.optimizer.d, "d")([nn.Parameter(torch.zeros(1))])
+    optimizer = build(cfg.optimizer.d, "optimizer.d")([nn.Parameter(torch.zeros(1))])
     assert isinstance(optimizer, torch.optim.RMSprop)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ganctl.config import build
+from ganctl.registry import build
 from ganctl.errors import GanctlError
 from ganctl.models import ConditionalBatchNorm, Conditioning, DCGANDiscriminator, DCGANGenerator, ProjectionOutput, SelfAttention
 from ganctl.models import ResNetDiscriminator, ResNetGenerator
@@ -33,8 +33,8 @@ def count(network: nn.Module) -> int:
 ])
 def test_sngan_is_the_published_network_with_spectral_norm_on_every_critic_layer(image_size, generator_size, critic_size) -> None:
     cfg, _ = compose_config("model=sngan")
-    generator = build(cfg.model.generator, "g", channels=3, image_size=image_size)
-    critic = build(cfg.model.discriminator, "d", channels=3, image_size=image_size)
+    generator = build(cfg.model.generator, "model.generator", channels=3, image_size=image_size)
+    critic = build(cfg.model.discriminator, "model.discriminator", channels=3, image_size=image_size)
     assert (count(generator), count(critic)) == (generator_size, critic_size)
     weighted = [m for m in critic.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(weighted) == (11 if image_size == 32 else 16) and all(parametrize.is_parametrized(m, "weight") for m in weighted)

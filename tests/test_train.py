@@ -147,11 +147,6 @@ def test_bad_values_are_clear_errors(tmp_path: Path, tiny_overrides: list[str], 
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_foreign_targets_are_refused() -> None:
-    with pytest.raises(GanctlError, match="os.system"):
-        config.check_targets({"model": {"generator": {"_target_": "os.system", "command": "touch x"}}})
-
-
 def test_a_signal_mid_run_then_resume_is_exact(tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT after step 3 of 6 (raised for real, from inside the loop), then resume: the same
     weights, optimizer and schedule states as 6 steps straight, here with a decaying learning rate."""
