@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 import torch
 
 from ganctl.errors import GanctlError
+from ganctl.models.capabilities import StyleGenerator, TruncatingGenerator
 
 
 def check_psi(psi: float) -> float:
@@ -58,14 +59,13 @@ def truncate_gaussian(latents: torch.Tensor, psi: float, generator: torch.Genera
 
 def has_own_truncation(generator: torch.nn.Module) -> bool:
     """Whether G truncates itself (a mapping network's lerp towards w_avg) rather than its Gaussian z."""
-    return callable(getattr(generator, "forward_truncated", None))
+    return isinstance(generator, TruncatingGenerator)
 
 
 def has_styles(generator: torch.nn.Module) -> bool:
-    """Whether G draws from per-layer styles it exposes (a mapping network's W: `styles`, `synthesis`,
-    `style_resolutions`), which can be mixed (`ganctl sample --mix`) and interpolated (`--space w`)."""
-    return all(callable(getattr(generator, name, None)) for name in ("styles", "synthesis")) and hasattr(
-        generator, "style_resolutions")
+    """Whether G draws from per-layer styles it exposes (a mapping network's W), which can be mixed
+    (`ganctl sample --mix`) and interpolated (`--space w`)."""
+    return isinstance(generator, StyleGenerator)
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
