@@ -213,8 +213,7 @@ class AdaptiveAugment:
             warn(f"ADA (train.ada.mode={self.mode}) together with DiffAugment (train.augment={list(policy)}): D's "
                  "images are augmented twice, and DiffAugment's transforms (applied to every image) leak into "
                  "what G learns to make where ADA's (with p < 1) do not. Use one: train.augment=[] for ADA.")
-        least_squares = getattr(getattr(loss.discriminator, "func", None), "__name__", "").startswith("lsgan")
-        if self.adaptive and (loss.report == "wasserstein" or least_squares):
+        if self.adaptive and loss.boundary != 0:  # the loss option declares where its line between real and fake is
             warn("ADA's heuristic r_t = E[sign(D(real))] takes 0 as the line between D's real and fake scores (BCE, "
                  "hinge); this loss's scores have no such line (a Wasserstein critic's have no fixed zero; least "
                  "squares puts it at 0.5), so p will not follow overfitting. Use train.ada.mode=fixed with a chosen "

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ganctl import config, rundir, sweep
+from ganctl import config, overrides, rundir, sweep
 from ganctl.console import print_error
 from ganctl.errors import EXIT_CODES, GanctlError
 
@@ -134,7 +134,7 @@ def check_arguments(args: list[str]) -> None:
         return  # Hydra will say what is wrong with the flags
     if parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion or parsed.config_name or parsed.config_path or parsed.config_dir:
         return
-    config.check_override_keys(parsed.overrides)
+    overrides.check_override_keys(parsed.overrides)
 
 
 class CheckedConfigLoader(ConfigLoaderImpl):
@@ -171,6 +171,7 @@ def checked_hydra_configs() -> Iterator[None]:
 def main(args: list[str]) -> int:
     """`ganctl train ARGS`: Hydra reads sys.argv, so it is swapped in for the call and restored. A
     run directory named on the command line is locked first, before Hydra writes into it."""
+    args = overrides.expand_shorthands(args)
     check_arguments(args)
     args = resume_arguments(args)
     run_dir = named_run_dir(args)

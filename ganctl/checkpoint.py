@@ -21,6 +21,7 @@ carry none and load as before.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -34,8 +35,10 @@ from typing import Any, BinaryIO, Optional
 import numpy as np
 import torch
 import xxhash
+from omegaconf import DictConfig, OmegaConf
 
 from ganctl import registry
+from ganctl.config import BEFORE_SPEED_SETTINGS, GROUP_BEFORE, LEGACY_LOSS_KEYS, LEGACY_LOSS_SWITCHES, config_dir
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
@@ -44,7 +47,7 @@ from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used t
 )
 
 FORMAT = "ganctl-checkpoint"
-VERSION = 2  # 2: the checksum in the zip comment; 1 (before it): none
+VERSION = 3  # 3: regularisers as units (loss.regularisers); 2: the checksum in the zip comment; 1 (before it): none
 # What a run stores beside the GAN's own state dict entries (which sit at the top level too).
 RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data")
 
@@ -193,7 +196,65 @@ def load(path: Path) -> dict[str, Any]:
             "adds the checksum). Nothing was loaded from it."
         )
     check_layout(path, state)
+    return upgrade(state)
+
+
+def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint of any earlier ganctl in today's layout: the one place that knows what older
+    versions wrote differently, so that every reader (train resume=, sample, eval, export) gets the
+    same record. Each step below names what changed."""
+    config = dict(state["config"])
+    # Blocks added since (train.*, metrics.*): today's defaults (conf/train.yaml), except the speed
+    # settings, which a checkpoint from before them computed without (fp32, NCHW, eager).
+    train = {**BEFORE_SPEED_SETTINGS, **(config.get("train") or {})}
+    # `auto` precision chose fp32 on every CPU until it chose bf16 on CPUs that have it; checkpoints
+    # since store what auto chose, so one that stores auto and was trained on a CPU computed in fp32.
+    if train.get("precision") == "auto" and "cuda" not in state["rng"]:
+        train["precision"] = "fp32"
+    defaults = todays_defaults()
+    config["train"] = OmegaConf.to_container(OmegaConf.merge(defaults.train, train))
+    config["metrics"] = OmegaConf.to_container(OmegaConf.merge(defaults.metrics, config.get("metrics") or {}))
+    config.setdefault("conditioning", {})  # (before class conditioning: unconditional)
+    choices = {**GROUP_BEFORE, **state["choices"]}
+    state = {**state, "config": config, "choices": choices}
+    loss = config.get("loss")
+    if isinstance(loss, dict) and ("regularisers" not in loss or any(key in loss for key in LEGACY_LOSS_KEYS)):
+        config["loss"] = upgraded_loss(loss)
+    # The path lengths' running mean sat in the GAN's state before the regularisers held their own.
+    if "path_length_mean" in state:
+        mean = state["path_length_mean"]
+        state = {key: value for key, value in state.items() if key != "path_length_mean"}
+        if "path_length" in config["loss"]["regularisers"]:
+            state["regularisers"] = {"path_length": {"mean": mean}}
     return state
+
+
+def upgraded_loss(loss: dict[str, Any]) -> dict[str, Any]:
+    """A loss block from before the regulariser units (checkpoint version 3): its flat keys
+    (`config.LEGACY_LOSS_KEYS`) as the units that were on, the gradient penalty's interpolates without
+    DiffAugment (as they were then), and the traits then read off its functions (relativistic, the
+    boundary between real and fake scores) written down."""
+    loss = dict(loss)
+    units: dict[str, dict[str, Any]] = {name: dict(node) for name, node in (loss.get("regularisers") or {}).items()}
+    switched_on = {LEGACY_LOSS_KEYS[key][0] for key in LEGACY_LOSS_SWITCHES if loss.get(key)}
+    for key, (name, target, setting) in LEGACY_LOSS_KEYS.items():
+        value = loss.pop(key, None)
+        if value is not None and name in switched_on:
+            units.setdefault(name, {"_target_": target})[setting] = value
+    if "gradient_penalty" in units:
+        units["gradient_penalty"]["diffaugment"] = False
+    loss["regularisers"] = units
+    generator_loss = str((loss.get("generator") or {}).get("_target_", ""))
+    discriminator_loss = str((loss.get("discriminator") or {}).get("_target_", ""))
+    loss.setdefault("relativistic", generator_loss == "ganctl.losses.relativistic_generator_loss")
+    loss.setdefault("boundary", None if "wasserstein" in discriminator_loss else 0.5 if "lsgan" in discriminator_loss else 0.0)
+    return loss
+
+
+@functools.lru_cache(maxsize=1)
+def todays_defaults() -> DictConfig:
+    """conf/train.yaml's own blocks (train, metrics): what a key added since a checkpoint was written means."""
+    return OmegaConf.load(Path(config_dir()) / "train.yaml")
 
 
 # What a file that is not a zip archive is, by its first bytes, for the message that refuses it.

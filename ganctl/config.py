@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ganctl import registry
 from ganctl.errors import GanctlError
@@ -124,24 +123,54 @@ class MetricsSettings:
         return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
 
 
+REPORTS = ("probability", "wasserstein", "scores")
+
+# The flat loss keys of ganctl before the units: a shorthand on the command line (`loss.r1_gamma=10`)
+# and in the stored config of an older checkpoint. Each is a setting of one unit: (its name in
+# loss.regularisers, its class, its setting).
+LEGACY_LOSS_KEYS: dict[str, tuple[str, str, str]] = {
+    "gradient_penalty": ("gradient_penalty", "ganctl.regularisers.GradientPenalty", "weight"),
+    "clip": ("clip", "ganctl.regularisers.WeightClip", "bound"),
+    "r1_gamma": ("r1", "ganctl.regularisers.R1", "gamma"),
+    "r1_every": ("r1", "ganctl.regularisers.R1", "every"),
+    "r2_gamma": ("r2", "ganctl.regularisers.R2", "gamma"),
+    "r2_every": ("r2", "ganctl.regularisers.R2", "every"),
+    "path_length": ("path_length", "ganctl.regularisers.PathLength", "weight"),
+    "path_length_every": ("path_length", "ganctl.regularisers.PathLength", "every"),
+    "path_length_decay": ("path_length", "ganctl.regularisers.PathLength", "decay"),
+    "path_length_batch_shrink": ("path_length", "ganctl.regularisers.PathLength", "batch_shrink"),
+}
+# The setting of each unit that switches it on (its others alone leave it off, as before the units).
+LEGACY_LOSS_SWITCHES = ("gradient_penalty", "clip", "r1_gamma", "r2_gamma", "path_length")
+
+
+
 @dataclass
 class LossSettings:
-    """A loss option: D's and G's loss functions (_partial_ targets) and how the critic is trained."""
+    """A loss option (conf/loss/*.yaml; built into `losses.GANLoss`): D's and G's loss functions
+    (_partial_ targets), how the critic is trained and read, and the regularisers by name
+    (`ganctl.regularisers`: each a _target_ node with its own settings)."""
 
     discriminator: Any = MISSING
     generator: Any = MISSING
     critic_steps: int = 1  # D updates per G update
-    gradient_penalty: float = 0.0  # weight of the WGAN-GP penalty; 0 = none
-    clip: float = 0.0  # WGAN weight clipping bound; 0 = none
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
-    r1_gamma: float = 0.0  # R1 on real images (weight gamma / 2); 0 = none
-    r1_every: int = 1  # lazy R1: every k-th critic update, scaled by k
-    r2_gamma: float = 0.0  # R2 on fake images (weight gamma / 2); 0 = none
-    r2_every: int = 1  # lazy R2: every k-th critic update, scaled by k
-    path_length: float = 0.0  # StyleGAN2's path-length regularisation weight; 0 = none
-    path_length_every: int = 4  # lazy: every k-th generator step, scaled by k
-    path_length_decay: float = 0.01  # the running mean's rate
-    path_length_batch_shrink: int = 2  # the penalty's batch: 1/k of the step's
+    relativistic: bool = False  # G's loss also takes D's scores of the step's real images (RpGAN)
+    boundary: Optional[float] = 0.0  # D's score on the line between real and fake: 0 (BCE, hinge, RpGAN), 0.5 (least squares), null (Wasserstein)
+    regularisers: Dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ganctl.regularisers.R1, gamma: ..., every: ...}
+
+    @staticmethod
+    def check(node: DictConfig) -> None:
+        """The loss block's own values; the regularisers check theirs when they are built."""
+        if node.critic_steps < 1:
+            raise GanctlError(f"loss.critic_steps must be at least 1, got {node.critic_steps}.")
+        if node.report not in REPORTS:
+            raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {node.report!r}.")
+        labels = OmegaConf.select(node, "discriminator", default={})
+        for key in ("real_target", "label_noise", "flip_prob"):
+            value = labels.get(key)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise GanctlError(f"loss.discriminator.{key} must be in [0.0, 1.0], got {value}.")
 
 
 @dataclass
@@ -174,6 +203,7 @@ def check(cfg: DictConfig) -> None:
     """Value checks the types cannot express; one clear GanctlError for the first problem. First of
     all, that the config names nothing but ganctl's components (or a trusted module's)."""
     registry.check_config(cfg)
+    LossSettings.check(cfg.loss)
     train = cfg.train
     for key in ("steps", "batch_size", "log_every", "num_samples"):
         if train[key] < 1:
@@ -380,112 +410,6 @@ def check_optimizer(node: DictConfig, where: str) -> None:
         raise GanctlError(f"{where}: {target} refuses these settings ({reason}). Fix them under {where}.") from None
 
 
-@functools.lru_cache(maxsize=32)
-def composed_options(choices: tuple[str, ...]) -> DictConfig:
-    """The config that the group choices (e.g. ('model=mlp',)) compose to, without key overrides."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="train", overrides=list(choices))
-
-
-def check_override_keys(arguments: list[str]) -> None:
-    """Refuse command-line overrides of keys ganctl does not know, with or without `+`, before
-    Hydra composes anything (Hydra would accept `+key=...` and store it unread, and answer
-    `key=...` with advice to append it). Hydra's own keys (hydra.*) and parse errors are Hydra's."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        overrides = OverridesParser.create().parse_overrides(arguments)
-    except Exception:
-        return  # Hydra reports what it cannot parse
-    groups = (*GROUPS, "experiment")
-    keys = [o for o in overrides if not o.is_hydra_override() and not o.is_delete() and o.package is None
-            and o.key_or_group not in groups]
-    if not keys:
-        return
-    # The options each key must fit: the chosen ones, and each option of a group a sweep varies.
-    chosen = {o.key_or_group: [o.input_line] for o in overrides if o.key_or_group in groups}
-    for swept in (o for o in overrides if o.key_or_group in groups and o.is_sweep_override()):
-        try:
-            chosen[swept.key_or_group] = [f"{swept.key_or_group}={v}" for v in swept.sweep_string_iterator()]
-        except Exception:
-            del chosen[swept.key_or_group]  # e.g. a glob: Hydra expands it
-    first = tuple(options[0] for options in chosen.values())
-    variants = [first] + [tuple(option if choice == options[0] else choice for choice in first)
-                          for options in chosen.values() for option in options[1:]]
-    for variant in variants:
-        try:
-            cfg = composed_options(variant)
-        except Exception:
-            return  # an unknown option or a broken file: Hydra's message names it
-        swept = ", ".join(v for v, options in zip(variant, chosen.values()) if len(options) > 1)
-        check_override_keys_in(cfg, keys, swept)
-
-
-def check_override_keys_in(cfg: DictConfig, overrides: list, choices: str) -> None:
-    """Each override's key exists in `cfg` (or in a dict an override sets), or is a keyword that
-    the _target_ of the node above it accepts (`+optimizer.g.foreach=false`)."""
-    dicts: dict[str, DictConfig] = {}  # the nodes that overrides set to a dict, by their path
-
-    def lookup(path: str) -> Any:
-        for prefix, node in reversed(dicts.items()):
-            if path == prefix or path.startswith(prefix + "."):
-                return child(node, path[len(prefix) + 1:])
-        return child(cfg, path)
-
-    for override in overrides:
-        key = override.key_or_group
-        value = None if override.is_sweep_override() else override.value()
-        if lookup(key) is ABSENT:
-            parent_path, _, name = key.rpartition(".")
-            parent = lookup(parent_path)
-            targets = [o.value() for o in overrides if o.key_or_group == f"{parent_path}._target_"]
-            target = targets[-1] if targets else (parent.get("_target_") if isinstance(parent, DictConfig) else None)
-            parameters = keyword_parameters(target) if target else None
-            where = override.input_line + (f", with {choices}" if choices else "")
-            if target is None:
-                raise unknown_key(key, [*paths(cfg), *GROUPS, "experiment"], where)
-            if parameters is not None and name not in [p.name for p in parameters]:
-                settings = settings_of(parameters, parent)
-                raise unknown_key(key, [f"{parent_path}.{k}" for k in settings], where,
-                                  takes_message(parent_path, target, settings))
-            if not (override.is_add() or override.is_force_add()):
-                raise GanctlError(
-                    f"{key} is a setting of {target} that the config does not hold yet{f' (with {choices})' if choices else ''}: "
-                    f"add it with +{override.input_line}."
-                )
-        if isinstance(value, dict):
-            try:
-                dicts[key] = OmegaConf.create(value)
-            except Exception:
-                pass  # Hydra will say what is wrong with it
-
-
-ABSENT = object()
-
-
-def child(node: Any, path: str) -> Any:
-    """The node at a dotted path below `node`, or ABSENT."""
-    for part in path.split(".") if path else ():
-        if isinstance(node, DictConfig) and part in node:
-            node = node._get_node(part)
-        elif isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
-            node = node._get_node(int(part))
-        else:
-            return ABSENT
-    return node
-
-
-def paths(node: Any, prefix: str = "") -> Iterator[str]:
-    """Every dotted key of a config, nodes and leaves."""
-    if isinstance(node, DictConfig):
-        for key in node.keys():
-            path = f"{prefix}.{key}" if prefix else str(key)
-            yield path
-            yield from paths(node._get_node(key), path)
-
-
 def override_key(override: str) -> str:
     """'train.steps=2000' -> 'train.steps'; '+a.b=1' -> 'a.b'; 'model=mlp' -> 'model'."""
     return override.split("=", 1)[0].lstrip("+~")
@@ -499,13 +423,7 @@ def resumed_config(
     Any override that would change what is trained (architecture, loss, optimizer, data) is
     refused: a checkpoint's weights only make sense with the config that produced them.
     """
-    cfg = OmegaConf.create(stored)
-    for key, value in BEFORE_SPEED_SETTINGS.items():
-        if "train" in cfg and key not in cfg.train:
-            cfg.train[key] = value
-    # A checkpoint from an earlier ganctl lacks the keys added since: they take today's defaults.
-    for section in ("train", "metrics"):
-        cfg[section] = OmegaConf.merge(current[section], cfg.get(section, {}))
+    cfg = OmegaConf.create(stored)  # (as `checkpoint.upgrade` completed it)
     cfg.loss = OmegaConf.merge(OmegaConf.structured(LossSettings), cfg.loss)
     cfg.conditioning = OmegaConf.merge(OmegaConf.structured(ConditioningSettings), cfg.get("conditioning") or {})
     for override in overrides:
@@ -518,7 +436,7 @@ def resumed_config(
                 "Start a new run to use an experiment."
             )
         if key in GROUPS:
-            stored_choice = stored_choices.get(key, GROUP_BEFORE.get(key))
+            stored_choice = stored_choices[key]
             if choices[key] != stored_choice:
                 raise GanctlError(
                     f"Cannot resume with {override}: the run was trained with {key}={stored_choice}. "

@@ -1,7 +1,7 @@
 """The GAN: its networks and optimizers, how one step trains them, and the one door to G's images.
 
     gan = GAN.from_config(cfg, channels=1, image_size=28, device=device, classes=None)
-    stats = gan.step(batches, step)   # critic update(s), then G's: on-device statistics (STATISTICS)
+    stats = gan.step(batches, step)   # critic update(s), then G's: on-device statistics by name
     images = gan.generate(latents)    # G in eval mode (its EMA when there is one), fp32, on the CPU
     images = gan.generate(latents, labels)  # a conditional GAN's, of the classes `labels` (B,)
     state = gan.state_dict()          # networks, EMA, optimizers, schedulers, loss scales
@@ -40,18 +40,10 @@ from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
 from ganctl.registry import build
 from ganctl.errors import GanctlError
-from ganctl.losses import GANLoss, classification_loss, clip_weights, gradient_penalty, path_lengths, squared_gradient_norm
+from ganctl.losses import GANLoss, classification_loss
+from ganctl.regularisers import CriticInputs, GeneratorInputs, Regulariser
 from ganctl.models.conditioning import AuxiliaryOutput, Conditioning
 
-# What `GAN.step` returns, stacked in this order: the losses, D's mean raw scores and mean
-# probabilities (sigmoid of the scores) of the real and fake images, the penalty term, and (ACGAN)
-# the auxiliary classifier's loss on real + fake images and its accuracy on each (0 without one).
-# ADA's augmentation probability p after the step and the mean sign of D's scores of real images
-# (what its heuristic r_t averages); lazy regularisers report their latest value: R1's and the mean path
-# length, R2's (0 when off).
-STATISTICS = ("d_loss", "g_loss", "real_score", "fake_score", "real_probability", "fake_probability", "penalty",
-              "class_loss", "real_class_accuracy", "fake_class_accuracy", "augment_p", "real_sign", "r1_penalty",
-              "path_length", "r2_penalty")
 GRID_CLASSES = 16  # a conditional run's training grid: one row per class, for the first 16 classes
 
 
@@ -277,6 +269,14 @@ class Sampler:
         return cls(generator.to(device).eval(), weights, classes if conditioning.conditional else None, truncation)
 
 
+def regularised(loss: torch.Tensor, terms: list[Regulariser], update: int, inputs: Any) -> torch.Tensor:
+    """A network's loss plus its regularisers' terms that are due at its update number `update` (0, 1, ...)."""
+    for term in terms:
+        if term.due(update):
+            loss = loss + term.loss(inputs)
+    return loss
+
+
 class GAN:
     """G and D, their optimizers, schedulers and loss scales, the EMA of G, and one training step."""
 
@@ -325,17 +325,15 @@ class GAN:
         speed.configure_backends(device, self.precision)
         sync_bn, compiled = settings.sync_batchnorm, settings.compile
         self.generator_call = speed.compiled(distributed.wrap(generator, group, device, sync_bn), "G", compiled,
-                                             "path-length regularisation" if loss.path_length > 0 else "")
+                                             loss.double_backward("generator"))
         self.critic_call = speed.compiled(
-            distributed.wrap(discriminator, group, device, sync_bn), "D", compiled, loss.double_backward
+            distributed.wrap(discriminator, group, device, sync_bn), "D", compiled, loss.double_backward("discriminator")
         )
-        self.critic_call_in_g_step = (
-            self.critic_call if not group.enabled else speed.compiled(discriminator, "D", compiled, loss.double_backward)
-        )
-        self.no_penalty = torch.zeros((), device=device)
-        # The lazy regularisers' latest values, and the path lengths' running mean (the checkpoint keeps it).
-        self.r1_latest, self.r2_latest, self.path_length_latest = self.no_penalty, self.no_penalty, self.no_penalty
-        self.path_length_mean = torch.zeros((), device=device)
+        self.critic_call_in_g_step = (self.critic_call if not group.enabled else
+                                      speed.compiled(discriminator, "D", compiled, loss.double_backward("discriminator")))
+        self.critic_terms, self.generator_terms = loss.terms("discriminator"), loss.terms("generator")
+        for unit in loss.regularisers:
+            unit.to(device)
 
     @classmethod
     def from_config(
@@ -369,12 +367,11 @@ class GAN:
         """Whether G and D see class labels: the batches must bring them (`data.endless(..., labels=True)`)."""
         return self.classes is not None
 
-    def step(self, batches: Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], step: int) -> torch.Tensor:
+    def step(self, batches: Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], step: int) -> dict[str, torch.Tensor]:
         """Train one step on real batches drawn from `batches` (one per critic update: images and, for a
-        conditional GAN, their labels); `step` is its number (1, 2, ...), for the EMA's warm-up.
-        Returns STATISTICS stacked, (len(STATISTICS),) on the device."""
-        loss, penalty = self.loss, self.no_penalty
-        class_loss = real_accuracy = fake_accuracy = self.no_penalty
+        conditional GAN, their labels); `step` is its number (1, 2, ...), for the EMA's warm-up and the
+        lazy regularisers. Returns the step's statistics by name, on the device (`statistics`)."""
+        loss, classified = self.loss, None
         for critic_step in range(loss.critic_steps):
             real, labels = next(batches)  # (B, C, H, W) in [-1, 1]; their classes (B,), or None
             latents = torch.randn(real.shape[0], self.latent_dim, device=self.device)
@@ -387,53 +384,70 @@ class GAN:
             if real_classes is not None:  # ACGAN: D also names the class of real and fake images
                 class_loss = classification_loss(real_classes, labels) + classification_loss(fake_classes, labels)
                 d_loss = d_loss + self.auxiliary_weight * class_loss
-            if loss.gradient_penalty:  # on interpolates of real and fake images of the same class, with that label
-                def critic(images: torch.Tensor) -> torch.Tensor:  # ADA shows D the interpolates too (the gradient: before it)
-                    return self.scores(self.critic_call, self.ada.augment(images), labels, self.penalty_autocast)
-
-                penalty = gradient_penalty(critic, real, fake)
-                d_loss = d_loss + loss.gradient_penalty * penalty
-            update = (step - 1) * loss.critic_steps + critic_step
-            if loss.r1_due(update) or loss.r2_due(update):  # lazy: weighted by its interval
-                def seen(images: torch.Tensor) -> torch.Tensor:  # D's scores of what it sees; the gradient: before ADA, as the reference
-                    return self.scores(self.critic_call, self.augmented(images), labels, self.penalty_autocast)
-
-                if loss.r1_due(update):  # at real images
-                    self.r1_latest = squared_gradient_norm(seen, real)
-                    d_loss = d_loss + loss.r1_gamma / 2 * loss.r1_every * self.r1_latest
-                if loss.r2_due(update):  # at the fakes D just scored
-                    self.r2_latest = squared_gradient_norm(seen, fake)
-                    d_loss = d_loss + loss.r2_gamma / 2 * loss.r2_every * self.r2_latest
+            # Each D-side term on the images as D sees them (the gradient penalty's interpolates keep the labels).
+            inputs = CriticInputs(real, fake, partial(self.penalised_scores, self.augmented, labels=labels),
+                                  partial(self.penalised_scores, self.ada.augment, labels=labels))
+            d_loss = regularised(d_loss, self.critic_terms, (step - 1) * loss.critic_steps + critic_step, inputs)
             self.update(self.optimizer_d, self.scaler_d, d_loss)
-            if loss.clip:
-                clip_weights(self.discriminator, loss.clip)
+            for term in self.critic_terms:
+                term.after_update(self.discriminator)
 
         # The generator update on the same fakes, scored by the updated D.
         with speed.frozen(self.discriminator):
-            fake_scores_g, fake_classes = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
+            fake_scores_g, fake_classes_g = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
             g_loss = loss.generator_loss(fake_scores_g, real_scores.detach())  # a relativistic loss: D's scores of the reals, before its update
-            if fake_classes is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
-                g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes, labels)
-        if loss.path_length_due(step):  # lazy: weighted by its interval
-            g_loss = g_loss + loss.path_length * loss.path_length_every * self.path_length_penalty(latents, labels)
+            if fake_classes_g is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
+                g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes_g, labels)
+                classified = (class_loss, real_classes, fake_classes_g, labels)
+        inputs = GeneratorInputs(latents, labels, self.images_and_styles, self.group)
+        g_loss = regularised(g_loss, self.generator_terms, step - 1, inputs)
         self.update(self.optimizer_g, self.scaler_g, g_loss)
         for scheduler in self.schedulers:
             scheduler.step()
         self.ada.adjust(step)
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, self.ema_decay_at(step, real.shape[0] * self.world_size))
-        if fake_classes is not None:
-            with torch.no_grad():
-                real_accuracy = (real_classes.argmax(1) == labels).float().mean()
-                fake_accuracy = (fake_classes.argmax(1) == labels).float().mean()
-        return torch.stack([d_loss, g_loss, real_scores.mean(), fake_scores.mean(), real_scores.sigmoid().mean(),
-                            fake_scores.sigmoid().mean(), penalty, class_loss, real_accuracy, fake_accuracy,
-                            self.ada.p, real_scores.sign().mean(), self.r1_latest, self.path_length_latest,
-                            self.r2_latest]).detach()
+        return self.statistics(d_loss, g_loss, real_scores, fake_scores, classified)
+
+    def statistics(self, d_loss: torch.Tensor, g_loss: torch.Tensor, real_scores: torch.Tensor, fake_scores: torch.Tensor,
+                   classified: Optional[tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
+        """What a step measures, by name with a group prefix (loss/, d/, reg/, classifier/, augment/),
+        detached on the device: every display (TensorBoard, the progress line, curves.png,
+        summary.json) selects from these by name. D's view of real and fake as the loss reads it:
+        probabilities for the BCE family, else raw scores, and a Wasserstein critic's distance estimate.
+        `classified` (ACGAN): the classifier's loss in D's last update, its logits of the real images
+        there and of G's fakes in G's update, and their labels."""
+        with torch.no_grad():
+            view = torch.sigmoid if self.loss.report == "probability" else (lambda scores: scores)
+            stats = {"loss/d": d_loss, "loss/g": g_loss, "d/real": view(real_scores).mean(), "d/fake": view(fake_scores).mean()}
+            if self.loss.report == "wasserstein":
+                stats["d/wasserstein"] = real_scores.mean() - fake_scores.mean()
+            stats.update({term.statistic: term.latest for term in (*self.critic_terms, *self.generator_terms) if term.reports})
+            if classified is not None:
+                class_loss, real_classes, fake_classes, labels = classified
+                stats.update({"classifier/loss": class_loss,
+                              "classifier/real_accuracy": (real_classes.argmax(1) == labels).float().mean(),
+                              "classifier/fake_accuracy": (fake_classes.argmax(1) == labels).float().mean()})
+            if self.ada.enabled:  # ADA's p after the step, and its heuristic r_t = E[sign(D(real))]
+                stats.update({"augment/p": self.ada.p, "augment/r_t": real_scores.sign().mean()})
+            return {name: value.detach() for name, value in stats.items()}
 
     def augmented(self, images: torch.Tensor) -> torch.Tensor:
         """Images as D sees them: through the DiffAugment policy (train.augment), then ADA's pipeline."""
         return self.ada.augment(augment(images, self.policy))
+
+    def penalised_scores(self, view: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                         labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """D's scores of `images` seen through `view`, as a D-side regulariser differentiates them (at
+        the penalties' precision: fp32 under fp16)."""
+        return self.scores(self.critic_call, view(images), labels, self.penalty_autocast)
+
+    def images_and_styles(self, latents: torch.Tensor, labels: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """G's images and the styles (W) that made them, in the graph (path length), at the penalties' precision."""
+        with self.penalty_autocast():
+            if labels is None:
+                return self.generator_call(latents, with_styles=True)
+            return self.generator_call(latents, labels, with_styles=True)
 
     def ema_decay_at(self, step: int, images_per_step: int) -> float:
         """The EMA's decay at `step`: from train.ema.decay warmed up, or from the half-life in images."""
@@ -442,23 +456,6 @@ class GAN:
         if step <= self.ema_start:
             return 0.0
         return half_life_decay(self.ema_half_life, self.ema_rampup, (step - 1 - self.ema_start) * images_per_step, images_per_step)
-
-    def path_length_penalty(self, latents: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
-        """StyleGAN2's path-length penalty on a fraction of the step's latents: (length - running mean)^2,
-        the mean moving towards this batch's lengths first."""
-        size = max(1, latents.shape[0] // self.loss.path_length_batch_shrink)
-        labels = labels[:size] if labels is not None else None
-        with self.penalty_autocast():
-            images, styles = (self.generator_call(latents[:size], with_styles=True) if labels is None
-                              else self.generator_call(latents[:size], labels, with_styles=True))
-        lengths = path_lengths(images.float(), styles)  # (size,)
-        batch_mean = lengths.mean()
-        if self.group.enabled:  # every rank's running mean follows all ranks' lengths, so the ranks keep one
-            batch_mean = batch_mean + (distributed.mean_over_ranks(batch_mean, self.group) - batch_mean).detach()
-        mean = self.path_length_mean.lerp(batch_mean, self.loss.path_length_decay)  # as the reference: not detached
-        self.path_length_mean.copy_(mean.detach())
-        self.path_length_latest = batch_mean.detach()
-        return (lengths - mean).square().mean()
 
     def fakes(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """G's images (of the classes `labels`, conditional) at the run's precision, handed on in fp32."""
@@ -495,16 +492,8 @@ class GAN:
         return self.sampler(latents, labels=labels)
 
     def scalars(self, means: dict[str, float]) -> dict[str, float]:
-        """What to log from the means of STATISTICS over a log interval (the loss decides), and an
-        auxiliary classifier's loss and accuracies on real and fake images."""
-        scalars = self.loss.scalars(means)
-        scalars.update({"lr/g": self.optimizer_g.param_groups[0]["lr"], "lr/d": self.optimizer_d.param_groups[0]["lr"]})
-        if self.auxiliary:
-            scalars.update({"classifier/loss": means["class_loss"], "classifier/real_accuracy": means["real_class_accuracy"],
-                            "classifier/fake_accuracy": means["fake_class_accuracy"]})
-        if self.ada.enabled:  # ADA's p and its heuristic r_t = E[sign(D(real))], as means over the interval
-            scalars.update({"augment/p": means["augment_p"], "augment/r_t": means["real_sign"]})
-        return scalars
+        """What to log: the statistics' means over a log interval, and the learning rates now."""
+        return {**means, "lr/g": self.optimizer_g.param_groups[0]["lr"], "lr/d": self.optimizer_d.param_groups[0]["lr"]}
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -516,7 +505,7 @@ class GAN:
             "schedulers": [scheduler.state_dict() for scheduler in self.schedulers],
             "scalers": [scaler.state_dict() for scaler in (self.scaler_g, self.scaler_d)],
             "augment": self.ada.state_dict(),
-            "path_length_mean": self.path_length_mean.detach().cpu().clone(),
+            "regularisers": {unit.name: unit.state_dict() for unit in self.loss.regularisers if unit.state_dict()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -531,8 +520,8 @@ class GAN:
                 scheduler.load_state_dict(scheduler_state)
             if self.generator_ema is not None:
                 self.generator_ema.load_state_dict(state["generator_ema"])
-            if state.get("path_length_mean") is not None:  # (a checkpoint from before it: 0, as it was then)
-                self.path_length_mean.copy_(state["path_length_mean"])
+            for unit in self.loss.regularisers:
+                unit.load_state_dict(state.get("regularisers", {}).get(unit.name, {}))
             for scaler, scaler_state in zip((self.scaler_g, self.scaler_d), state.get("scalers") or []):
                 if scaler.is_enabled() and scaler_state:
                     scaler.load_state_dict(scaler_state)

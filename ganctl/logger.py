@@ -22,9 +22,17 @@ from ganctl.console import console
 log = logging.getLogger("ganctl")
 
 
-# How the progress bar and train.log show the watched scalars.
-SHORT_NAMES = {"loss/d": "d", "loss/g": "g", "d/real": "D(x)", "d/fake": "D(G(z))", "wasserstein": "W", "gradient_penalty": "gp",
-               "augment/p": "p"}
+# The statistics the progress line and train.log show (TensorBoard gets every one): by group prefix,
+# so a new regulariser shows with no edit here; the familiar ones under short labels.
+WATCHED = ("loss/", "d/", "reg/", "augment/p")
+SHORT_NAMES = {"loss/d": "d", "loss/g": "g", "d/real": "D(x)", "d/fake": "D(G(z))", "d/wasserstein": "W",
+               "reg/gradient_penalty": "gp", "reg/path_length": "pl", "augment/p": "p"}
+
+
+def watched(metrics: dict[str, float]) -> str:
+    """The progress line's part for the statistics: `d 0.693  g 0.693  D(x) 0.501 ...`."""
+    return "  ".join(f"{SHORT_NAMES.get(name, name.rpartition('/')[2])} {value:.3f}"
+                     for name, value in metrics.items() if name.startswith(WATCHED))
 
 
 class FittedProgress(Progress):
@@ -102,7 +110,7 @@ class RunLogger:
         self.images_per_second = steps_per_second * self.images_per_step
         for name, value in {**metrics, "speed/images_per_second": self.images_per_second}.items():
             self.writer.add_scalar(name, value, step)
-        losses = "  ".join(f"{SHORT_NAMES[name]} {value:.3f}" for name, value in metrics.items() if name in SHORT_NAMES)
+        losses = watched(metrics)
         speed = f"{steps_per_second:.1f} steps/s  {self.images_per_second:.0f} img/s"
         if self.progress is not None:
             self.progress.update(self.task, completed=step, speed=speed, losses=losses)
@@ -145,6 +153,9 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
+SUMMARY_TABLE = ("reg/", "d/wasserstein", "classifier/fake_accuracy", "augment/p")  # besides the losses
+
+
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table = Table(title="ganctl run", show_header=False)
     table.add_column(style="bold")
@@ -157,9 +168,9 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("images/s", f"{summary['images_per_second']:.0f}")
     for name, value in summary["losses"].items():
         table.add_row(name, f"{value:.4f}")
-    for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy", "augment/p"):
-        if summary.get(name) is not None:
-            table.add_row(name, f"{summary[name]:.4f}")
+    for name, value in summary.get("statistics", {}).items():  # the regularisers, D's distance estimate, ADA, ACGAN
+        if name.startswith(SUMMARY_TABLE):
+            table.add_row(name, f"{value:.4f}")
     table.add_row("run directory", str(run_dir))
     console.print(table)
     if conditional:  # one row per class, or the class asked for

@@ -21,11 +21,13 @@ FIGURE_INCHES, DPI = (12.0, 7.0), 100  # curves.png is 1200 x 700 pixels whateve
 Series = dict[str, tuple[list[int], list[float]]]  # tag -> (steps, values)
 
 # The panels of curves.png, in order: a title and which TensorBoard tags it draws. Empty ones are left out.
+BEFORE_UNITS = ("gradient_penalty", "r1_penalty", "r2_penalty", "path_length")  # the regularisers' tags in older runs
 PANELS: list[tuple[str, Callable[[str], bool]]] = [
     ("losses", lambda tag: tag.startswith("loss/")),
-    ("D's view of real and fake", lambda tag: tag.startswith("d/")),
-    ("Wasserstein estimate and gradient penalty", lambda tag: tag in ("wasserstein", "gradient_penalty")),
+    ("D's view of real and fake", lambda tag: tag.startswith("d/") or tag == "wasserstein"),
+    ("regularisers", lambda tag: tag.startswith("reg/") or tag in BEFORE_UNITS),
     ("auxiliary classifier", lambda tag: tag.startswith("classifier/")),
+    ("augmentation (ADA)", lambda tag: tag.startswith("augment/")),
     ("learning rates", lambda tag: tag.startswith("lr/")),
     ("image-quality metrics", lambda tag: tag.startswith("metrics/") and tag.count("/") == 1),
 ]

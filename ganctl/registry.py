@@ -42,6 +42,7 @@ GENERATOR_LOSSES = tuple(f"ganctl.losses.{name}_generator_loss" for name in ("bc
 OPTIMIZERS = tuple(f"torch.optim.{name}" for name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "SGD", "Adagrad", "Adadelta"))
 DATASETS = tuple(f"ganctl.data.{name}" for name in ("mnist", "fashion_mnist", "cifar10", "celeba", "folder", "quickdraw"))
 FEATURES = ("ganctl.metrics.PooledPixels",)
+REGULARISERS = tuple(f"ganctl.regularisers.{name}" for name in ("R1", "R2", "GradientPenalty", "PathLength", "WeightClip"))
 CALLBACKS = ("ganctl.sweep.SweepSummary", "hydra.experimental.callbacks.LogJobReturnCallback")
 # What the Optuna sweeper plugin builds from hydra.sweeper.sampler.
 SAMPLERS = tuple(f"optuna.samplers.{name}" for name in ("TPESampler", "RandomSampler", "CmaEsSampler", "NSGAIISampler",
@@ -59,6 +60,7 @@ PLACES: dict[str, tuple[str, ...]] = {
     "optimizer.d": OPTIMIZERS,
     "dataset": DATASETS,
     "metrics.feature": FEATURES,
+    "loss.regularisers.*": REGULARISERS,  # each regulariser, by its name
 }
 # What Hydra's logging configs (hydra.job_logging, hydra.hydra_logging) may name.
 LOGGING_CLASSES = ("logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter",
@@ -111,9 +113,11 @@ def refusal(key: str, value: Any, source: str, allowed: tuple[str, ...] = ()) ->
                        f"A config names components, never code; nothing was built from it.{choices}{own}")
 
 
-def place_of(path: str) -> Optional[tuple[str, ...]]:
-    """What the node at a dotted path may name, or None if nothing may be built there."""
-    return PLACES.get(path)
+def allowed_at(path: str, places: dict[str, tuple[str, ...]]) -> Optional[tuple[str, ...]]:
+    """What the node at a dotted path may name (a place `a.b.*` stands for each node below a.b), or
+    None if nothing may be built there."""
+    parent, _, name = path.rpartition(".")
+    return places.get(path, places.get(f"{parent}.*") if parent and name else None)
 
 
 def nodes(cfg: Any, path: str = "") -> Iterator[tuple[str, dict]]:
@@ -162,7 +166,7 @@ def check_config(cfg: Any, source: str = "this config", places: Optional[dict[st
                 raise refusal(key_of(key), node[key], source)
         if "_target_" not in node:
             continue
-        target, allowed = node["_target_"], places.get(path)
+        target, allowed = node["_target_"], allowed_at(path, places)
         if allowed is None or not isinstance(target, str) or not (target in allowed or is_trusted(target)):
             raise refusal(key_of("_target_"), target, source, allowed or ())
         if not isinstance(node.get("_partial_", False), bool):
@@ -216,7 +220,7 @@ def component(node: Any, where: str) -> Any:
     settings = plain(node)
     if not isinstance(settings, dict) or "_target_" not in settings:
         raise GanctlError(f"{where} must be a config node with _target_ naming a ganctl component, got {settings!r}.")
-    check_config(settings, "this config", {"": PLACES.get(where, ())}, prefix=where)
+    check_config(settings, "this config", {"": allowed_at(where, PLACES) or ()}, prefix=where)
     return resolve(settings["_target_"])
 
 

@@ -23,7 +23,7 @@ from ganctl import data as datasets
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
-from ganctl.gan import GAN, STATISTICS
+from ganctl.gan import GAN
 from ganctl.logger import NullLogger, RunLogger, print_summary, write_summary
 
 log = logging.getLogger("ganctl")
@@ -61,10 +61,16 @@ class GracefulStop:
 class RunningMeans:
     """Sums of the steps' statistics, kept on the device; `read` is the one host sync per log interval."""
 
-    def __init__(self, names: tuple[str, ...], device: torch.device) -> None:
-        self.names, self.sums, self.count = names, torch.zeros(len(names), device=device), 0
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] = ()
+        self.sums: Optional[torch.Tensor] = None
+        self.count = 0
 
-    def add(self, values: torch.Tensor) -> None:
+    def add(self, statistics: dict[str, torch.Tensor]) -> None:
+        """One step's statistics by name (a run's steps report the same names)."""
+        values = torch.stack(list(statistics.values()))
+        if self.sums is None:
+            self.names, self.sums = tuple(statistics), torch.zeros_like(values)
         self.sums += values
         self.count += 1
 
@@ -83,8 +89,8 @@ class DivergenceWatch:
         self.run_dir = run_dir
         self.first = torch.zeros(3, dtype=torch.long, device=device)  # step, D's loss bad, G's loss bad
 
-    def update(self, step: int, statistics: torch.Tensor) -> None:
-        bad = (~torch.isfinite(statistics[:2])).long()  # (2,): d_loss, g_loss
+    def update(self, step: int, statistics: dict[str, torch.Tensor]) -> None:
+        bad = (~torch.isfinite(torch.stack([statistics["loss/d"], statistics["loss/g"]]))).long()  # (2,)
         new = (self.first[0] == 0) & (bad.sum() > 0)
         self.first = torch.where(new, torch.cat([torch.full_like(bad[:1], step), bad]), self.first)
 
@@ -126,9 +132,11 @@ class RunOutputs:
         self.started = time.perf_counter()
 
     def state(self, step: int) -> dict[str, Any]:
+        config = OmegaConf.to_container(self.cfg, resolve=True)
+        config["train"]["precision"] = self.gan.precision  # what auto chose: a resume computes the same on any machine
         return checkpoint.training_state(
             self.gan.state_dict(), step=step, wall_seconds=self.wall_before + time.perf_counter() - self.started,
-            config=OmegaConf.to_container(self.cfg, resolve=True), choices=dict(self.choices),
+            config=config, choices=dict(self.choices),
             metrics=self.cards, best=self.best, data=self.data_shape, device=self.device,
         )
 
@@ -219,10 +227,7 @@ def train_on(
     batch_size = distributed.per_process_batch(settings.batch_size, settings.global_batch_size, group)
     seed_everything(settings.seed)
     data = datasets.build(cfg.dataset, device, labels=config.is_conditional(cfg))  # labels refused if missing
-    if resume is not None and settings.precision == "auto" and device.type == "cpu":
-        settings.precision = "fp32"  # a checkpoint from before auto chose bf16 on CPUs: it continues as it was computed
     gan = GAN.from_config(cfg, data.channels, data.image_size, device, group, data.classes)
-    settings.precision = gan.precision  # checkpoints keep what auto chose, so a resume computes the same on any machine
     start_step = 0
     if resume is not None:
         gan.load_state_dict(checkpoint.gan_state(resume))
@@ -245,7 +250,7 @@ def train_on(
     logger = RunLogger(run_dir, settings.steps, start_step, images_per_step) if group.main else NullLogger()
     shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
     outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume)
-    means, batches = RunningMeans(STATISTICS, device), datasets.endless(data, batch_size, labels=gan.conditional)
+    means, batches = RunningMeans(), datasets.endless(data, batch_size, labels=gan.conditional)
     step, stopping, last_logged = start_step, False, {}
     with GracefulStop() as stop:
         try:
@@ -297,14 +302,14 @@ def report_stopped_at_once(run_dir: Path, step: int) -> None:
 
 
 def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best: Optional[dict]) -> dict[str, Any]:
-    """The summary's view of how training ended: the last logged losses and scores, the latest
-    metric values and the best one."""
+    """The summary's view of how training ended: every statistic of the last log interval by name
+    (`statistics`; the losses and D's view again under the keys sweeps read), the latest metric
+    values and the best one."""
     return {
         "losses": {"d_loss": last_logged.get("loss/d"), "g_loss": last_logged.get("loss/g")},
         "d_real": last_logged.get("d/real"),
         "d_fake": last_logged.get("d/fake"),
-        **{name: last_logged[name] for name in ("wasserstein", "gradient_penalty", "classifier/fake_accuracy", "augment/p")
-           if name in last_logged},
+        "statistics": dict(last_logged),
         **{f"metrics/{card['metric']}": card["value"] for card in cards},
         **({"best": best} if best else {}),
     }
@@ -331,8 +336,8 @@ def finish(
         summary["ranks"] = {"world_size": group.world_size,
                             "weights_agree": distributed.weights_agree([gan.generator, gan.discriminator], group),
                             **({"augment_p_agrees": distributed.tensors_agree([gan.ada.p], group)} if gan.ada.enabled else {}),
-                            **({"path_length_mean_agrees": distributed.tensors_agree([gan.path_length_mean], group)}
-                               if gan.loss.path_length > 0 else {})}
+                            **{f"{unit.name}_state_agrees": distributed.tensors_agree(list(unit.state_dict().values()), group)
+                               for unit in gan.loss.regularisers if unit.active and unit.state_dict()}}
     if not group.main:
         return RunResult(run_dir, step, summary, interrupted_by=stopped_by)
     if cfg.train.curves:

@@ -51,6 +51,7 @@ def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path, extra: Seq
 
     from ganctl import config
     from ganctl.config import config_dir
+    from ganctl.overrides import expand_shorthands
     from ganctl.train import train
 
     overrides = [
@@ -62,7 +63,7 @@ def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path, extra: Seq
         *args.override, *extra,
     ]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name="train", overrides=expand_shorthands(overrides), return_hydra_config=True)
     choices = {group: cfg.hydra.runtime.choices[group] for group in config.GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]

@@ -21,7 +21,7 @@ every one of them counts):
   - the gradients of one step's terms on the same batch: G's non-saturating loss, D's logistic loss,
     R1 (gamma / 2) and the path-length penalty (weight 2, half the batch, the running mean from 0),
     each the reference's StyleGAN2Loss.accumulate_gradients phase against ganctl's loss functions
-    (loss=stylegan2) and GAN.path_length_penalty; and style mixing's ws for one cutoff.
+    (loss=stylegan2) and its PathLength regulariser; and style mixing's ws for one cutoff.
 
 Differences are max |reference - ganctl|, and for gradients also relative to the largest gradient.
 
@@ -51,7 +51,8 @@ from torch import nn
 
 from ganctl import config
 from ganctl.gan import GAN
-from ganctl.losses import squared_gradient_norm
+from ganctl.overrides import expand_shorthands
+from ganctl.regularisers import GeneratorInputs, squared_gradient_norm
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
 
 
@@ -144,8 +145,8 @@ def ganctl_gan(image_size: int, channels: int, overrides: list[str], classes: in
     """ganctl's GAN as `ganctl train model=stylegan2 <overrides>` builds it for a dataset with
     `classes` classes (its networks get the reference's weights afterwards)."""
     with initialize_config_dir(config_dir=config.config_dir(), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["model=stylegan2", f"dataset.image_size={image_size}",
-                                                      "train.precision=fp32", "train.channels_last=false", *overrides])
+        cfg = compose(config_name="train", overrides=expand_shorthands([
+            "model=stylegan2", f"dataset.image_size={image_size}", "train.precision=fp32", "train.channels_last=false", *overrides]))
     with open_dict(cfg):
         cfg.pop("hydra", None)
     return GAN.from_config(cfg, channels, image_size, torch.device("cpu"), classes=[str(i) for i in range(classes)] or None)
@@ -327,6 +328,7 @@ def main() -> None:
         loss = reference_loss.StyleGAN2Loss(device=torch.device("cpu"), G_mapping=theirs_g.mapping, G_synthesis=theirs_g.synthesis,
                                             D=theirs_d, style_mixing_prob=0, r1_gamma=gamma, pl_weight=2)
         ours_loss = gan.loss
+        units = {unit.name: unit for unit in ours_loss.regularisers}
         for phase, network_theirs, network_ours, rename in [
             ("Gmain", theirs_g, ours_g, generator_name), ("Dmain", theirs_d, ours_d, lambda n: critic_name(n, size)),
             ("Dreg", theirs_d, ours_d, lambda n: critic_name(n, size)), ("Greg", theirs_g, ours_g, generator_name),
@@ -345,15 +347,16 @@ def main() -> None:
                 value = ours_loss.discriminator(gan.scores(ours_d, real, labels), gan.scores(ours_d, fake, labels))
                 what = "D's loss"
             elif phase == "Dreg":
-                value = ours_loss.r1_gamma / 2 * squared_gradient_norm(lambda x: gan.scores(ours_d, x, labels), real)
+                value = units["r1"].gamma / 2 * squared_gradient_norm(lambda x: gan.scores(ours_d, x, labels), real)
                 what = "R1 (gamma / 2)"
             else:
-                gan.path_length_mean.zero_()
-                value = ours_loss.path_length * gan.path_length_penalty(z, labels)
+                units["path_length"].mean.zero_()
+                inputs = GeneratorInputs(z, labels, gan.images_and_styles, gan.group)
+                value = units["path_length"].weight * units["path_length"].penalty(inputs)
                 what = "path length (weight 2)"
             value.backward()
             print(f"  gradients, {what}: {gradient_difference(network_theirs, network_ours, rename)}")
-        print("  path lengths' running mean after one step:", largest(loss.pl_mean, gan.path_length_mean))
+        print("  path lengths' running mean after one step:", largest(loss.pl_mean, units["path_length"].mean))
         for network in (theirs_g, theirs_d, ours_g, ours_d):
             network.requires_grad_(True)
 

@@ -75,8 +75,13 @@ def trained_state(overrides: list[str]) -> dict[str, Any]:
     from ganctl import checkpoint, config
     from ganctl.train import train
 
+    try:  # the shorthands of the flat regulariser keys (loss.r1_every=...), as the command line expands them
+        from ganctl.overrides import expand_shorthands
+    except ImportError:  # a ganctl from before the regulariser units reads them directly
+        def expand_shorthands(arguments: list[str]) -> list[str]:
+            return arguments
     with initialize_config_dir(config_dir=config.config_dir(), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*TINY, *overrides], return_hydra_config=True)
+        cfg = compose(config_name="train", overrides=expand_shorthands([*TINY, *overrides]), return_hydra_config=True)
     choices = {group: cfg.hydra.runtime.choices[group] for group in config.GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -88,7 +93,9 @@ def trained_state(overrides: list[str]) -> dict[str, Any]:
 
 def hashes(state: dict[str, Any]) -> dict[str, str]:
     optimizer_states = {name: state[name]["state"] for name in ("optimizer_g", "optimizer_d")}
-    rest = {key: state.get(key) for key in ("augment", "path_length_mean")}
+    regularisers = state.get("regularisers") or {}  # (before the units: the path lengths' mean alone, at the top)
+    path_length_mean = state.get("path_length_mean", (regularisers.get("path_length") or {}).get("mean", torch.zeros(())))
+    rest = {"augment": state.get("augment"), "path_length_mean": path_length_mean}
     return {
         "G": digest(state["generator"]), "D": digest(state["discriminator"]), "G_ema": digest(state["generator_ema"]),
         "optimizers": digest(optimizer_states), "rest": digest(rest),

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from ganctl.config import config_dir
+from ganctl.overrides import expand_shorthands
 from ganctl import config  # noqa: F401  (registers the schema with Hydra's ConfigStore)
 
 # Small networks and few steps: every test trains in seconds on a CPU.
@@ -35,9 +36,10 @@ TINY_STYLEGAN2 = [
 
 
 def compose_config(*overrides: str) -> tuple[DictConfig, dict[str, str]]:
-    """The config `ganctl train <overrides>` would run with, and the chosen group options."""
+    """The config `ganctl train <overrides>` would run with (shorthands expanded as the CLI does), and
+    the chosen group options."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name="train", overrides=expand_shorthands(list(overrides)), return_hydra_config=True)
     choices = {group: cfg.hydra.runtime.choices[group] for group in config.GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -64,7 +66,7 @@ def run(run_dir: Path, *overrides: str, resume: dict | None = None):
 
     cfg, choices = compose_config(*overrides)
     if resume is not None:
-        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, list(overrides), choices)
+        cfg = config.resumed_config(resume["config"], resume["choices"], cfg, expand_shorthands(list(overrides)), choices)
         choices = resume["choices"]
     config.check(cfg)
     return train(cfg, run_dir, choices, resume=resume)
@@ -94,7 +96,7 @@ def train_in_process(*args: str):
 
     args = app.resume_arguments(list(args))
     run_dir = next(a.split("=", 1)[1] for a in reversed(args) if a.startswith("hydra.run.dir="))
-    task = [a for a in args if not a.startswith("hydra.")]
+    task = expand_shorthands([a for a in args if not a.startswith("hydra.")])
     cfg, choices = compose_config(*task)
     hydra_cfg = OmegaConf.create({"runtime": {"output_dir": str(Path(run_dir).resolve()), "choices": choices},
                                   "overrides": {"task": task}})

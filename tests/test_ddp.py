@@ -77,8 +77,8 @@ def test_two_ranks_train_stylegan2_with_one_path_length_mean(tmp_path: Path) -> 
                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["ranks"] == {"world_size": 2, "weights_agree": True, "path_length_mean_agrees": True}
-    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["path_length_mean"] > 0
+    assert summary["ranks"] == {"world_size": 2, "weights_agree": True, "path_length_state_agrees": True}
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["regularisers"]["path_length"]["mean"] > 0
 
 
 def test_a_single_process_checkpoint_resumes_on_two_ranks(tmp_path: Path) -> None:

@@ -11,11 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ganctl import checkpoint, config, metrics
+from ganctl import checkpoint, metrics
 from ganctl.errors import GanctlError
 from ganctl.evaluate import evaluate, nearest_training_images
-from ganctl.train import train
-from helpers import TINY, TINY_DCGAN, compose_config, run_cli
+from helpers import TINY, TINY_DCGAN, run_cli, run
 
 POOLED = "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}"
 
@@ -24,9 +23,7 @@ POOLED = "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}"
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 4-step run whose stored config scores with the tiny extractor, on 100 samples."""
     directory = tmp_path_factory.mktemp("run")
-    cfg, choices = compose_config(*TINY, *TINY_DCGAN, POOLED, "metrics.num_fake=100", "metrics.num_real=300")
-    config.check(cfg)
-    train(cfg, directory, choices)
+    run(directory, *TINY, *TINY_DCGAN, POOLED, "metrics.num_fake=100", "metrics.num_real=300")
     return directory
 
 

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ganctl import config
 from ganctl.config import config_dir
-from ganctl.train import train
-from helpers import compose_config
+from helpers import compose_config, run
 from test_data import write_celeba_jpegs, write_cifar10, write_mixed_folder
 
 # The ResNet recipes' published widths take minutes per step on a CPU: the two-step runs narrow them
@@ -65,9 +63,7 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
     (tmp_path / "data").mkdir()
     overrides = [f"experiment={experiment}", *stand_in_data(experiment, tmp_path / "data", monkeypatch), *NARROW.get(experiment, []),
                  "train.steps=2", "train.batch_size=4", "train.num_samples=4", "train.log_every=1", "train.device=cpu", "train.curves=false"]
-    cfg, choices = compose_config(*overrides)
-    config.check(cfg)
-    result = train(cfg, tmp_path / "run", choices)
+    result = run(tmp_path / "run", *overrides)
     assert result.step == 2
     assert all(math.isfinite(value) for value in result.summary["losses"].values())
 
@@ -81,20 +77,21 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
                     "optimizer.g.betas": [0.4, 0.999], "loss.discriminator.label_noise": 0.1, "train.batch_size": 128}),
     ("camel_gan", {"dataset": "quickdraw", "model": "conv", "optimizer.d.lr": 8e-4, "optimizer.g.lr": 4e-4,
                    "model.discriminator.strides": [2, 2, 2, 1], "model.discriminator.dropout": 0.4}),
-    ("cifar10_wgan", {"dataset": "cifar10", "loss.clip": 0.01, "loss.critic_steps": 5, "optimizer.d.lr": 5e-5,
+    ("cifar10_wgan", {"dataset": "cifar10", "loss.regularisers.clip.bound": 0.01, "loss.critic_steps": 5, "optimizer.d.lr": 5e-5,
                       "optimizer.d._target_": "torch.optim.RMSprop", "dataset.image_size": 32}),
-    ("celeba_wgangp", {"dataset": "celeba", "dataset.image_size": 64, "loss.gradient_penalty": 10.0,
+    ("celeba_wgangp", {"dataset": "celeba", "dataset.image_size": 64, "loss.regularisers.gradient_penalty.weight": 10.0,
                        "model.discriminator.norm": "layer", "optimizer.d.betas": [0.0, 0.9]}),
     ("cifar10_stylegan2_ada", {"dataset": "cifar10", "model": "stylegan2", "model.generator.mapping_layers": 2,
                                "model.generator.channel_base": 32768, "model.discriminator.architecture": "orig",
-                               "model.discriminator.mbstd_group_size": 32, "loss.r1_gamma": 0.01, "loss.r1_every": 16,
-                               "loss.path_length": 0.0, "model.generator.style_mixing": 0.0, "optimizer.g.lr": 0.0025,
+                               "model.discriminator.mbstd_group_size": 32, "loss.regularisers.r1.gamma": 0.01,
+                               "loss.regularisers.r1.every": 16, "loss.regularisers.path_length.weight": 0.0, "model.generator.style_mixing": 0.0, "optimizer.g.lr": 0.0025,
                                "optimizer.d.betas": [0.0, 0.99], "train.batch_size": 64, "train.ema.half_life_kimg": 500,
                                "train.ema.rampup": 0.05, "train.steps": 1_562_500, "conditioning.generator": "concat",
                                "conditioning.discriminator": "projection"}),
     ("ffhq256_stylegan2", {"dataset": "folder", "dataset.image_size": 256, "model.generator.channel_base": 16384,
                            "model.discriminator.architecture": "resnet", "model.discriminator.mbstd_group_size": 8,
-                           "loss.r1_gamma": 1.0, "loss.path_length": 2.0, "model.generator.style_mixing": 0.9,
+                           "loss.regularisers.r1.gamma": 1.0, "loss.regularisers.path_length.weight": 2.0,
+                           "model.generator.style_mixing": 0.9,
                            "train.ema.half_life_kimg": 20, "train.ema.rampup": None}),
     ("mnist_cgan", {"dataset": "mnist", "model": "dcgan_small", "optimizer": "adam_fast", "conditioning": "projection",
                     "conditioning.generator": "batchnorm", "conditioning.discriminator": "projection"}),
@@ -111,7 +108,7 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
                         "model.discriminator.init": "N02", "loss.critic_steps": 4, "optimizer.g.lr": 2e-4, "optimizer.d.lr": 2e-4,
                         "optimizer.g.betas": [0.0, 0.999], "optimizer.d.betas": [0.0, 0.999], "train.batch_size": 50,
                         "train.steps": 125000, "train.lr_schedule": "constant", "train.ema.start": 1000}),
-    ("cifar10_wgangp_resnet", {"model": "sngan", "loss.gradient_penalty": 10.0, "loss.critic_steps": 5,
+    ("cifar10_wgangp_resnet", {"model": "sngan", "loss.regularisers.gradient_penalty.weight": 10.0, "loss.critic_steps": 5,
                                "model.generator.width": 128, "model.discriminator.width": 128,
                                "model.discriminator.spectral_norm": False, "model.discriminator.pooling": "mean",
                                "optimizer.g.lr": 2e-4, "optimizer.g.betas": [0.0, 0.9], "train.steps": 100000,

@@ -136,7 +136,7 @@ class LinearCritic(torch.nn.Module):
 
 
 def test_gradient_penalty_is_zero_for_a_unit_gradient_critic_and_positive_otherwise() -> None:
-    from ganctl.losses import gradient_penalty
+    from ganctl.regularisers import gradient_penalty
 
     torch.manual_seed(0)
     real, fake = torch.randn(8, 1, 4, 4), torch.randn(8, 1, 4, 4)
@@ -148,7 +148,7 @@ def test_gradient_penalty_is_zero_for_a_unit_gradient_critic_and_positive_otherw
 
 
 def test_gradient_penalty_trains_the_critic_towards_unit_gradients() -> None:
-    from ganctl.losses import gradient_penalty
+    from ganctl.regularisers import gradient_penalty
 
     critic = LinearCritic(torch.full((16,), 1.0))  # gradient norm 4
     real, fake = torch.randn(8, 1, 4, 4), torch.randn(8, 1, 4, 4)
@@ -157,7 +157,7 @@ def test_gradient_penalty_trains_the_critic_towards_unit_gradients() -> None:
 
 
 def test_clip_weights_clamps_every_parameter() -> None:
-    from ganctl.losses import clip_weights
+    from ganctl.regularisers import clip_weights
 
     critic = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
     with torch.no_grad():
@@ -172,28 +172,26 @@ def test_clip_weights_clamps_every_parameter() -> None:
 def test_r2_penalises_d_at_the_fakes_on_its_lazy_interval(monkeypatch) -> None:
     import pytest
 
-    from ganctl import data, gan as gan_module
+    from ganctl import data, regularisers
     from ganctl.errors import GanctlError
-    from ganctl.gan import STATISTICS
     from helpers import TINY, build_gan, compose_config
 
     seen: list[torch.Tensor] = []
-    penalty = gan_module.squared_gradient_norm
-    monkeypatch.setattr(gan_module, "squared_gradient_norm", lambda critic, images: seen.append(images) or penalty(critic, images))
+    penalty = regularisers.squared_gradient_norm
+    monkeypatch.setattr(regularisers, "squared_gradient_norm", lambda critic, images: seen.append(images) or penalty(critic, images))
     cfg, _ = compose_config(*TINY, "model=wgangp", "loss=bce", "loss.r2_gamma=1", "loss.r2_every=2",
                             "model.generator.base_filters=8", "model.discriminator.base_filters=8", "model.generator.latent_dim=16")
     gan, images = build_gan(cfg)
     batches = data.endless(images, 8)
-    r2 = [gan.step(batches, step)[STATISTICS.index("r2_penalty")].item() for step in (1, 2, 3)]
+    r2 = [gan.step(batches, step)["reg/r2"].item() for step in (1, 2, 3)]
     assert r2[0] > 0 and r2[1] == r2[0] and r2[2] != r2[0]  # due at critic updates 0 and 2; the latest is reported
     assert len(seen) == 2
     real_levels = torch.arange(256) / 127.5 - 1  # real images are quantised to 256 levels; fakes are tanh outputs
     assert not torch.isin(seen[0], real_levels).all()
-    assert gan.scalars(dict(zip(STATISTICS, [0.5] * len(STATISTICS))))["r2_penalty"] == 0.5
     cfg, _ = compose_config(*TINY, "model=dcgan_small", "loss.r2_gamma=1")  # a BatchNorm critic
     with pytest.raises(GanctlError, match="BatchNorm"):  # per image, as R1 and the gradient penalty
         build_gan(cfg)
-    with pytest.raises(GanctlError, match="loss.r2_every must be at least 1"):
+    with pytest.raises(GanctlError, match="loss.regularisers.r2 from its config: every must be a whole number, at least 1"):
         build_gan(compose_config(*TINY, "model=wgangp", "loss.r2_gamma=1", "loss.r2_every=0")[0])
 
 
@@ -212,18 +210,18 @@ def test_relativistic_losses_by_hand_pair_each_real_with_its_fake() -> None:
 
 def test_a_relativistic_generator_loss_sees_the_real_scores_of_ds_update(monkeypatch) -> None:
     from ganctl import data, losses
-    from ganctl.gan import STATISTICS
     from helpers import TINY, TINY_DCGAN, build_gan, compose_config
 
     seen: list[torch.Tensor] = []
     loss = losses.relativistic_generator_loss
     monkeypatch.setattr(losses, "relativistic_generator_loss", lambda fake_scores, real_scores: seen.append(real_scores) or loss(fake_scores, real_scores))
     cfg, _ = compose_config(*TINY, *TINY_DCGAN, "loss=rpgan_r1r2")
-    assert (cfg.loss.r1_gamma, cfg.loss.r2_gamma, cfg.loss.r1_every, cfg.loss.r2_every) == (0.1, 0.1, 16, 16)
+    units = cfg.loss.regularisers
+    assert (units.r1.gamma, units.r2.gamma, units.r1.every, units.r2.every) == (0.1, 0.1, 16, 16)
     gan, images = build_gan(cfg)
     statistics = gan.step(data.endless(images, 8), 1)
     assert len(seen) == 1 and seen[0].shape == (8,) and not seen[0].requires_grad
-    assert_close(seen[0].mean(), statistics[STATISTICS.index("real_score")])  # D's scores of the step's reals
-    assert statistics[STATISTICS.index("r1_penalty")] > 0 and statistics[STATISTICS.index("r2_penalty")] > 0
+    assert_close(seen[0].mean(), statistics["d/real"])  # D's scores of the step's reals
+    assert statistics["reg/r1"] > 0 and statistics["reg/r2"] > 0
     plain = losses.GANLoss.from_config(compose_config("loss=bce")[0].loss)  # other G losses see fakes only
     assert_close(plain.generator_loss(torch.zeros(2), real_scores=torch.full((2,), 5.0)), torch.tensor(softplus(0.0)))

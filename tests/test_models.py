@@ -104,7 +104,7 @@ def test_mlp_generator_options_for_the_vanilla_gan() -> None:
 def test_wgangp_preset_is_a_complete_wgangp() -> None:
     cfg, choices = compose_config("model=wgangp")
     assert (choices["loss"], choices["optimizer"]) == ("wgangp", "wgangp")
-    assert (cfg.loss.gradient_penalty, cfg.loss.critic_steps, cfg.loss.clip) == (10.0, 5, 0.0)
+    assert (cfg.loss.regularisers.gradient_penalty.weight, cfg.loss.critic_steps, list(cfg.loss.regularisers)) == (10.0, 5, ["gradient_penalty"])
     for net in ("g", "d"):
         assert cfg.optimizer[net]._target_ == "torch.optim.Adam"
         assert cfg.optimizer[net].lr == 1e-4 and list(cfg.optimizer[net].betas) == [0.0, 0.9]
@@ -115,7 +115,7 @@ def test_wgangp_preset_is_a_complete_wgangp() -> None:
 def test_wgan_preset_is_a_complete_wgan() -> None:
     cfg, choices = compose_config("model=wgan")
     assert (choices["loss"], choices["optimizer"]) == ("wgan", "wgan")
-    assert (cfg.loss.clip, cfg.loss.critic_steps, cfg.loss.gradient_penalty) == (0.01, 5, 0.0)
+    assert (cfg.loss.regularisers.clip.bound, cfg.loss.critic_steps, list(cfg.loss.regularisers)) == (0.01, 5, ["clip"])
     assert cfg.optimizer.d._target_ == "torch.optim.RMSprop" and cfg.optimizer.d.lr == 5e-5
 
 
@@ -129,13 +129,14 @@ def test_command_line_loss_and_optimizer_win_over_a_preset() -> None:
 def test_the_default_run_is_dcgan_small_with_an_r1_critic() -> None:
     cfg, choices = compose_config()
     assert (choices["model"], choices["loss"]) == ("dcgan_r1", "rpgan_r1r2")
-    assert (cfg.loss.r1_gamma, cfg.loss.r1_every, cfg.loss.r2_gamma, cfg.loss.r2_every) == (0.1, 16, 0.1, 16)
+    units = cfg.loss.regularisers
+    assert (units.r1.gamma, units.r1.every, units.r2.gamma, units.r2.every) == (0.1, 16, 0.1, 16)
     assert cfg.loss.generator._target_ == "ganctl.losses.relativistic_generator_loss"
     assert (cfg.model.generator.base_filters, cfg.model.discriminator.norm, cfg.model.discriminator.minibatch_std) == (32, "none", 4)
     _, critic = build_pair("dcgan_r1", 1, 28)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in critic.modules())
     cfg, choices = compose_config("loss=hinge")  # the command line wins over the preset's loss
-    assert choices["loss"] == "hinge" and cfg.loss.r1_gamma == 0
+    assert choices["loss"] == "hinge" and not cfg.loss.regularisers
 
 
 def test_rmsprop_option_has_the_camel_gan_settings() -> None:

@@ -35,7 +35,8 @@ def test_a_run_ends_with_curves_of_its_losses_penalty_and_learning_rates(run_dir
     figure = plots.curves_figure(series, "t")
     titles = {axis.get_title(): [line.get_label() for line in axis.get_lines()] for axis in figure.axes if axis.get_visible()}
     assert titles["losses"] == ["loss/d", "loss/g"]
-    assert titles["Wasserstein estimate and gradient penalty"] == ["gradient_penalty", "wasserstein"]
+    assert titles["D's view of real and fake"] == ["d/fake", "d/real", "d/wasserstein"]
+    assert titles["regularisers"] == ["reg/gradient_penalty"]
     assert titles["learning rates"] == ["lr/d", "lr/g"]
 
 

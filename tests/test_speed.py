@@ -18,20 +18,14 @@ from torch import nn
 
 from ganctl import checkpoint, config, speed
 from ganctl.errors import GanctlError
-from ganctl.losses import gradient_penalty
+from ganctl.regularisers import gradient_penalty
 from ganctl.models import DCGANDiscriminator
 from ganctl.train import train
-from helpers import TINY, TINY_DCGAN, build_gan, compose_config, run_cli
+from helpers import TINY, TINY_DCGAN, build_gan, compose_config, run_cli, run
 
 CPU = torch.device("cpu")
 needs_native_bf16 = pytest.mark.skipif(not speed.cpu_has_native_bf16(), reason="this CPU has no native bf16")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def run(run_dir: Path, *overrides: str):
-    cfg, choices = compose_config(*overrides)
-    config.check(cfg)
-    return train(cfg, run_dir, choices)
 
 
 QUIET = [*TINY, "train.ckpt_every=0", "train.sample_every=0"]

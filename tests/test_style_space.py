@@ -10,13 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from ganctl import checkpoint, config
+from ganctl import checkpoint
 from ganctl.cli import main as cli
 from ganctl.errors import GanctlError
 from ganctl.gan import Sampler
 from ganctl.sample import class_walk, interpolate, style_mixing
-from ganctl.train import train
-from helpers import TINY, TINY_STYLEGAN2, compose_config
+from helpers import TINY, TINY_STYLEGAN2, run
 
 CELL = 32 + 2  # a 32x32 image and the grid's 2-pixel padding
 
@@ -25,10 +24,8 @@ CELL = 32 + 2  # a 32x32 image and the grid's 2-pixel padding
 def stylegan2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A class-conditional tiny StyleGAN2 after 2 steps (w_avg has moved: truncation in W pulls somewhere)."""
     directory = tmp_path_factory.mktemp("stylegan2_run")
-    cfg, choices = compose_config(*TINY_STYLEGAN2, *TINY, "train.steps=2", "train.sample_every=0", "train.ckpt_every=0",
-                                  "conditioning=concat", "conditioning.discriminator=projection")
-    config.check(cfg)
-    train(cfg, directory, choices)
+    run(directory, *TINY_STYLEGAN2, *TINY, "train.steps=2", "train.sample_every=0", "train.ckpt_every=0",
+        "conditioning=concat", "conditioning.discriminator=projection")
     return directory
 
 

@@ -11,8 +11,8 @@ import torch
 
 from ganctl import checkpoint, config, data
 from ganctl.errors import GanctlError
-from ganctl.gan import GAN, STATISTICS, Sampler, half_life_decay
-from ganctl.losses import path_lengths, squared_gradient_norm
+from ganctl.gan import GAN, Sampler, half_life_decay
+from ganctl.regularisers import path_lengths, squared_gradient_norm
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
 from helpers import TINY, TINY_STYLEGAN2, build_gan, compose_config, run
 
@@ -172,6 +172,11 @@ def test_half_life_ema_matches_the_reference_formula() -> None:
     assert half_life_decay(10_000, None, 0, 32) == pytest.approx(0.5 ** (32 / 10_000))
 
 
+def units(gan: GAN) -> dict:
+    """The GAN's regularisers by their names in loss.regularisers."""
+    return {unit.name: unit for unit in gan.loss.regularisers}
+
+
 def test_the_full_procedure_trains_and_reports_its_regularisers() -> None:
     cfg, _ = compose_config(*TINY_STYLEGAN2, *TINY, "loss.r1_every=2", "conditioning=concat", "conditioning.discriminator=projection",
                             "train.ema.half_life_kimg=0.01", "train.ema.rampup=0.05")
@@ -180,27 +185,26 @@ def test_the_full_procedure_trains_and_reports_its_regularisers() -> None:
     gan = GAN.from_config(cfg, images.channels, images.image_size, torch.device("cpu"), classes=images.classes)
     assert gan.generator_ema is not None and gan.conditional
     batches = data.endless(images, 8, labels=True)
-    first = torch.stack([gan.step(batches, 1), gan.step(batches, 2)])
-    assert torch.isfinite(first).all()
-    r1, path_length = first[0, STATISTICS.index("r1_penalty")], first[0, STATISTICS.index("path_length")]
-    assert r1 > 0 and path_length > 0 and gan.path_length_mean > 0  # both due at the first step
+    first = [gan.step(batches, 1), gan.step(batches, 2)]
+    assert all(torch.isfinite(value) for step in first for value in step.values())
+    r1, path_length = first[0]["reg/r1"], first[0]["reg/path_length"]
+    assert r1 > 0 and path_length > 0 and units(gan)["path_length"].mean > 0  # both due at the first step
     assert torch.equal(gan.generator_ema.w_avg, gan.generator.w_avg)  # buffers are copied to the EMA
-    assert set(gan.scalars({name: 0.0 for name in STATISTICS})) >= {"r1_penalty", "path_length"}
 
 
 def test_each_regulariser_switches_off() -> None:
     cfg, _ = compose_config(*TINY_STYLEGAN2, *TINY, "loss.r1_gamma=0", "loss.path_length=0", "model.generator.style_mixing=0")
     gan, images = build_gan(cfg)
     statistics = gan.step(data.endless(images, 8), 1)
-    assert statistics[STATISTICS.index("r1_penalty")] == 0 and statistics[STATISTICS.index("path_length")] == 0
-    assert gan.path_length_mean == 0
+    assert "reg/r1" not in statistics and "reg/path_length" not in statistics  # off: nothing to report
+    assert units(gan)["path_length"].mean == 0
 
 
 def test_r1_works_for_other_models_and_path_length_is_refused_without_w() -> None:
     cfg, _ = compose_config(*TINY, "model=wgangp", "loss=bce", "loss.r1_gamma=1", "model.generator.base_filters=8",
                             "model.discriminator.base_filters=8", "model.generator.latent_dim=16")
     gan, images = build_gan(cfg)
-    assert gan.step(data.endless(images, 8), 1)[STATISTICS.index("r1_penalty")] > 0
+    assert gan.step(data.endless(images, 8), 1)["reg/r1"] > 0
     cfg, _ = compose_config(*TINY, "model=dcgan_small", "loss.r1_gamma=1")  # a BatchNorm critic
     with pytest.raises(GanctlError, match="BatchNorm"):  # R1 is per image, as the gradient penalty
         build_gan(cfg)
@@ -217,9 +221,9 @@ def test_resume_is_exact_with_lazy_regularisers_w_avg_and_path_length_mean(tmp_p
     run(tmp_path / "straight", *overrides, "train.steps=4")
     run(tmp_path / "resumed", *overrides, "train.steps=2")
     state = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")
-    assert state["path_length_mean"] > 0
+    assert state["regularisers"]["path_length"]["mean"] > 0
     run(tmp_path / "resumed", f"resume={tmp_path / 'resumed'}", "train.steps=4", resume=state)
-    keys = ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d", "path_length_mean")
+    keys = ("generator", "discriminator", "generator_ema", "optimizer_g", "optimizer_d", "regularisers")
     straight, resumed = (checkpoint.load(tmp_path / name / "checkpoints" / "last.pt") for name in ("straight", "resumed"))
     torch.testing.assert_close({k: straight[k] for k in keys}, {k: resumed[k] for k in keys}, rtol=0, atol=0)
     assert straight["generator"]["w_avg"].abs().sum() > 0
@@ -229,9 +233,9 @@ def test_bf16_step_with_every_regulariser_is_finite() -> None:
     cfg, _ = compose_config(*TINY_STYLEGAN2, *TINY, "train.precision=bf16")
     gan, images = build_gan(cfg)
     statistics = gan.step(data.endless(images, 8), 1)  # R1 and path length are due at the first step
-    assert torch.isfinite(statistics).all()
-    assert statistics[STATISTICS.index("r1_penalty")] > 0 and statistics[STATISTICS.index("path_length")] > 0
-    assert gan.path_length_mean.dtype == torch.float32
+    assert all(torch.isfinite(value) for value in statistics.values())
+    assert statistics["reg/r1"] > 0 and statistics["reg/path_length"] > 0
+    assert units(gan)["path_length"].mean.dtype == torch.float32
 
 
 def test_the_sampler_truncates_stylegan2_in_w_not_in_z() -> None:

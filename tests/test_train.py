@@ -346,9 +346,17 @@ def test_a_checkpoint_from_an_earlier_ganctl_resumes(tmp_path: Path, tiny_overri
     for key in ("keep_last", "eval_every", "sync_batchnorm", "precision", "channels_last", "compile"):  # came later
         del state["config"]["train"][key]
     del state["scalers"]
-    for key in ("clip", "gradient_penalty", "report"):
-        del state["config"]["loss"][key]
+    loss = state["config"]["loss"]
+    for key in ("report", "relativistic", "boundary"):
+        del loss[key]
+    units = loss.pop("regularisers")  # before the units: flat keys
+    loss.update(r1_gamma=units["r1"]["gamma"], r1_every=units["r1"]["every"], r2_gamma=units["r2"]["gamma"],
+                r2_every=units["r2"]["every"], clip=0.0, gradient_penalty=0.0)
     del state["config"]["metrics"]
+    state["version"] = 1
+    checkpoint.save(state, tmp_path / "old.pt")
+    state = checkpoint.load(tmp_path / "old.pt")  # as every reader gets it: upgraded
+    assert state["config"]["loss"]["regularisers"] == units
     result = run(tmp_path, *tiny_overrides, "train.steps=6", resume=state)
     assert result.step == 6
     resumed = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["config"]["train"]
