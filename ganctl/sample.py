@@ -18,7 +18,7 @@ from ganctl.console import console
 from ganctl.errors import GanctlError
 
 if TYPE_CHECKING:
-    from ganctl.gan import Sampler
+    from ganctl.sampling import Sampler
 
 
 def chosen_classes(sampler: Sampler, classes: Optional[str]) -> Optional[list[int]]:
@@ -75,7 +75,7 @@ def sample(
     from ganctl import checkpoint
     from ganctl import latents as latent_space
     from ganctl.device import resolve_device
-    from ganctl.gan import Sampler
+    from ganctl.sampling import Sampler
 
     if latents_file is not None and num is not None:
         raise GanctlError("--latents renders every latent in the file: leave out --num.")
@@ -137,7 +137,7 @@ def load_sampler(path: str | Path, device: str, ema: bool, truncation: float, us
     from ganctl import checkpoint
     from ganctl import latents as latent_space
     from ganctl.device import resolve_device
-    from ganctl.gan import Sampler
+    from ganctl.sampling import Sampler
 
     psi = latent_space.check_psi(truncation)
     ckpt_path, state = checkpoint.find(path, use=use)

@@ -13,8 +13,8 @@ from PIL import Image, ImageSequence
 from ganctl import checkpoint
 from ganctl import latents as latent_space
 from ganctl.errors import GanctlError
-from ganctl.gan import Sampler
 from ganctl.sample import class_walk, interpolate, latent_arithmetic, sample
+from ganctl.sampling import Sampler
 
 
 @pytest.fixture(scope="module")
