@@ -13,7 +13,8 @@ from PIL import Image
 from ganctl import checkpoint, config
 from ganctl.cli import main as cli
 from ganctl.errors import GanctlError
-from ganctl.sample import class_walk, interpolate, style_mixing
+from ganctl.sample.mixing import style_mixing
+from ganctl.sample.walks import class_walk, interpolate
 from ganctl.sampling import Sampler
 from ganctl.train import train
 from helpers import TINY, TINY_STYLEGAN2, compose_config
