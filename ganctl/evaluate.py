@@ -30,7 +30,7 @@ from ganctl.config import MetricsSettings, check_metric_names, default_config
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
-from ganctl.gan import Sampler
+from ganctl.sampling import Sampler
 
 
 def metric_settings(stored: dict[str, Any], **overrides: Any) -> MetricsSettings:

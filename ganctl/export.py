@@ -153,7 +153,7 @@ def load_safetensors(path: str | Path) -> tuple[Any, dict[str, Any]]:
     weights load without pickle): (G in eval mode, the description). Needs ganctl for the classes."""
     import torch
 
-    from ganctl.gan import build_generator, conditioning_of
+    from ganctl.sampling import build_generator, conditioning_of
 
     try:
         from safetensors import safe_open
@@ -191,7 +191,7 @@ def export(path: str | Path, format: str, out: Optional[str | Path] = None, ema:
     import torch
 
     from ganctl import checkpoint
-    from ganctl.gan import Sampler
+    from ganctl.sampling import Sampler
 
     ckpt_path, state = checkpoint.find(path, use="ganctl export {}")
     sampler = Sampler.from_checkpoint(state, torch.device("cpu"), ema)

@@ -381,7 +381,7 @@ class Evaluator:
     `.fingerprint`, `.channels`, `.image_size`); feature_extractor, any nn.Module mapping uint8 images
     (B, C, H, W) to (B, D) features, replaces settings.feature. Building it loads (or computes and
     caches) the real features, so it is built once per run. `evaluator(sampler, step)` scores the
-    images of a `gan.Sampler` (the one door to G's images) and returns one card per metric.
+    images of a `sampling.Sampler` (the one door to G's images) and returns one card per metric.
 
     For a class-conditional generator (`classes`: its class names, which the real data must have too)
     the fakes are made in the real images' class proportions, and FID and KID are also computed class

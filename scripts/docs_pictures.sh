@@ -19,7 +19,7 @@ import torch
 from torchvision.utils import save_image
 
 from ganctl import checkpoint
-from ganctl.gan import Sampler
+from ganctl.sampling import Sampler
 
 work, docs = Path(sys.argv[1]), Path(sys.argv[2])
 state = checkpoint.load(checkpoint.last_path(work / "run"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ganctl import checkpoint
-from ganctl.gan import Sampler
+from ganctl.sampling import Sampler
 
 from helpers import train_in_process
 

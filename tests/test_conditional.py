@@ -18,8 +18,9 @@ from ganctl import checkpoint, config
 from ganctl import data as datasets
 from ganctl.config import config_dir
 from ganctl.errors import GanctlError
-from ganctl.gan import GAN, Sampler
-from ganctl.sample import sample
+from ganctl.gan import GAN
+from ganctl.sample.grid import sample
+from ganctl.sampling import Sampler
 from helpers import TINY, TINY_DCGAN, compose_config, run, run_cli
 from test_gan_family import SMALL
 

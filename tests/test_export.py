@@ -17,7 +17,7 @@ from PIL import Image
 from ganctl import checkpoint
 from ganctl.errors import GanctlError
 from ganctl.export import CHECK_TOLERANCE, export, load_safetensors
-from ganctl.gan import Sampler
+from ganctl.sampling import Sampler
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

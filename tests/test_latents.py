@@ -13,8 +13,10 @@ from PIL import Image, ImageSequence
 from ganctl import checkpoint
 from ganctl import latents as latent_space
 from ganctl.errors import GanctlError
-from ganctl.gan import Sampler
-from ganctl.sample import class_walk, interpolate, latent_arithmetic, sample
+from ganctl.sample.arithmetic import latent_arithmetic
+from ganctl.sample.grid import sample
+from ganctl.sample.walks import class_walk, interpolate
+from ganctl.sampling import Sampler
 
 
 @pytest.fixture(scope="module")

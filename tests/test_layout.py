@@ -1,10 +1,15 @@
-"""How the package is put together: no import circles, and sample / eval stay clear of the run loop;
-a checkpoint written by an earlier ganctl (commit 18eea1d) still samples, evaluates and resumes exactly."""
+"""How the package is put together: no import circles, and sample / eval / export stay clear of the run
+loop and the training step; a checkpoint written by an earlier ganctl (commit 18eea1d) still samples,
+evaluates and resumes exactly."""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +17,7 @@ import torch
 
 import ganctl
 from ganctl import checkpoint
-from helpers import run_cli
+from helpers import TINY, TINY_DCGAN, run_cli, train_in_process
 
 PACKAGE = Path(ganctl.__file__).parent
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint-18eea1d.pt"
@@ -76,6 +81,33 @@ def test_sample_and_eval_do_not_import_the_training_loop() -> None:
 
     for command in ("sample", "evaluate"):  # (logger would bring TensorBoard)
         assert closure(command) & {"train", "app", "logger"} == set(), command
+
+
+# What trains a step: reading a checkpoint back (sample, eval, export) needs none of it.
+STEP_MODULES = {f"ganctl.{name}" for name in ("gan", "losses", "ada", "augment", "speed", "distributed", "train")}
+
+
+def test_sample_eval_and_export_run_without_the_training_steps_modules(tmp_path: Path) -> None:
+    """Each command run for real in a fresh process (so lazy imports count too): once it has done its
+    work, none of the step's modules is loaded."""
+    run_dir = tmp_path / "run"
+    train_in_process(*TINY, *TINY_DCGAN, "train.steps=2", "train.sample_every=0", "train.ckpt_every=0",
+                     "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", "metrics.num_real=100",
+                     f"hydra.run.dir={run_dir}")  # scored by pooled pixels: no Inception weights to fetch
+    grid, cards, exported = tmp_path / "grid.png", tmp_path / "cards.json", tmp_path / "generator.ts.pt"
+    commands = [
+        (["sample", str(run_dir), "--num", "4", "--out", str(grid), "--device", "cpu"], grid),
+        (["eval", str(run_dir), "--metrics", "fid", "--num", "20", "--out", str(cards), "--device", "cpu"], cards),
+        (["export", str(run_dir), "--format", "torchscript", "--out", str(exported)], exported),
+    ]
+    env = {**os.environ, "GANCTL_CACHE_DIR": str(tmp_path / "cache"), "TORCH_HOME": str(tmp_path / "torch")}
+    for args, written in commands:
+        code = ("import json, sys\nfrom ganctl.cli import main\nstatus = main(%r)\n"
+                "print(json.dumps(sorted(sys.modules)))\nsys.exit(status)" % args)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0 and written.exists(), result.stdout + result.stderr
+        loaded = set(json.loads(result.stdout.splitlines()[-1]))
+        assert "ganctl.sampling" in loaded and loaded & STEP_MODULES == set(), (args[0], sorted(loaded & STEP_MODULES))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from torch import nn
 from ganctl import config, metrics
 from ganctl.data import bundled_mnist
 from ganctl.errors import GanctlError
-from ganctl.gan import Sampler
+from ganctl.sampling import Sampler
 from helpers import compose_config
 
 POOLED = {"_target_": "ganctl.metrics.PooledPixels", "size": 8}

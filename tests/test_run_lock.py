@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from torch.testing import assert_close
 
 from ganctl import app, checkpoint, cli, rundir, sweep
-from ganctl.sample import sample
+from ganctl.sample.grid import sample
 from helpers import TINY, TINY_DCGAN, compose_config, run_cli, train_in_process
 
 RUN = [*TINY, *TINY_DCGAN, "train.steps=10", "train.log_every=1", "train.sample_every=0", "train.ckpt_every=3"]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ganctl import config
 from ganctl.errors import GanctlError
-from ganctl.sample import sample
+from ganctl.sample.grid import sample
 from ganctl.train import train
 from helpers import compose_config
 

@@ -13,8 +13,9 @@ from PIL import Image
 from ganctl import checkpoint
 from ganctl.cli import main as cli
 from ganctl.errors import GanctlError
-from ganctl.gan import Sampler
-from ganctl.sample import class_walk, interpolate, style_mixing
+from ganctl.sample.mixing import style_mixing
+from ganctl.sample.walks import class_walk, interpolate
+from ganctl.sampling import Sampler
 from helpers import TINY, TINY_STYLEGAN2, run
 
 CELL = 32 + 2  # a 32x32 image and the grid's 2-pixel padding

@@ -11,9 +11,10 @@ import torch
 
 from ganctl import checkpoint, config, data
 from ganctl.errors import GanctlError
-from ganctl.gan import GAN, Sampler, half_life_decay
+from ganctl.gan import GAN, half_life_decay
 from ganctl.regularisers import path_lengths, squared_gradient_norm
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
+from ganctl.sampling import Sampler
 from helpers import TINY, TINY_STYLEGAN2, build_gan, compose_config, run
 
 TEN_CLASSES = Conditioning("concat", "projection", num_classes=10)

@@ -1,0 +1,113 @@
+"""`ganctl sample`: G's images from a checkpoint alone. This module owns the arguments and picks the one
+mode they ask for; each mode lives in its own module, with what the modes share beside them:
+
+    grid        a grid, each image as a file (--images-dir) and their latents; --latents FILE renders such latents
+    walks       --interpolate between seeds' latents (in z or W), --class-walk between a conditional G's classes
+    mixing      --mix: a style-mixing grid (StyleGAN2)
+    arithmetic  --add / --subtract: latent arithmetic on the mean latents of seeds
+    shared      G from the checkpoint, the classes --class names, default picture paths
+
+torch loads with the mode's module, after the arguments are parsed: `ganctl sample --help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganctl.errors import GanctlError
+
+
+class Term(argparse.Action):
+    """--add / --subtract: terms of the latent arithmetic, in the order given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from ganctl.latents import parse_seeds
+
+        terms = list(getattr(namespace, self.dest) or [])
+        terms.append((1 if option_string == "--add" else -1, parse_seeds(values, option_string)))
+        setattr(namespace, self.dest, terms)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ganctl sample", description="Write samples from a ganctl checkpoint: a grid, image files, walks, latent arithmetic, style-mixing grids.",
+        epilog="examples:\n  ganctl sample RUN --truncation 0.7\n  ganctl sample RUN --interpolate --seeds 1,2,3 --frames 16\n"
+               "  ganctl sample RUN --add 1,2,3 --subtract 4,5,6 --add 7,8,9\n  ganctl sample RUN --latents RUN/images/latents.npy\n"
+               "  ganctl sample RUN --mix 3 4 --mix-layers coarse",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a checkpoint .pt file, or a run directory (its checkpoints/last.pt)")
+    parser.add_argument("--num", type=int, help="number of samples, per class for a conditional checkpoint "
+                                                "(default 64; --nrow per class when several classes are asked for)")
+    parser.add_argument("--nrow", type=int, default=8, help="images per row of the grid (default 8; several classes: one row each)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latents (default 0)")
+    parser.add_argument("--class", dest="classes", metavar="CLASS",
+                        help="conditional checkpoints: a class name or index, or several comma-separated (default: every class)")
+    parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
+                        help="the truncation trick: 1 none (default), smaller trades variety for typical samples, 0 the average")
+    parser.add_argument("--latents", dest="latents_file", metavar="FILE",
+                        help="render these latents: a .pt or .npy of shape (N, latent_dim), e.g. the latents.npy --images-dir writes")
+    parser.add_argument("--interpolate", action="store_true", help="a walk between the latents of --seeds, as a GIF/MP4 and a PNG strip")
+    parser.add_argument("--seeds", help="--interpolate: the seeds to walk through, comma-separated (e.g. 1,2,3)")
+    parser.add_argument("--frames", type=int, help="--interpolate: frames from each seed to the next (default 16); "
+                                                   "--class-walk: frames from each class to the next, in W (default 1)")
+    parser.add_argument("--space", choices=("z", "w"), help="--interpolate, --class-walk: walk in z (slerp) or in a mapping "
+                                                          "network's W (lerp; the default where G has one, e.g. stylegan2)")
+    parser.add_argument("--fps", type=float, help="frames per second of a walk (default 8; --class-walk 2)")
+    parser.add_argument("--class-walk", action="store_true",
+                        help="conditional checkpoints: the classes (--class, default all) in turn at the latent of --seed")
+    parser.add_argument("--mix", nargs=2, type=int, metavar=("ROWS", "COLS"),
+                        help="a style-mixing grid (stylegan2): ROWS + COLS sources from --seed; each cell its row's "
+                             "styles with --mix-layers from its column")
+    parser.add_argument("--mix-rows", metavar="SEEDS", help="--mix: the row sources' seeds, comma-separated (with --mix-cols)")
+    parser.add_argument("--mix-cols", metavar="SEEDS", help="--mix: the column sources' seeds, comma-separated")
+    parser.add_argument("--mix-layers", default="coarse", metavar="LAYERS",
+                        help="--mix: the styles each cell takes from its column: coarse (4x4-8x8, default), middle "
+                             "(16x16-32x32), fine (64x64 up), or style indices A-B")
+    parser.add_argument("--add", dest="terms", action=Term, metavar="SEEDS",
+                        help="latent arithmetic: add the mean latent of these seeds (repeat; with --subtract)")
+    parser.add_argument("--subtract", dest="terms", action=Term, metavar="SEEDS",
+                        help="latent arithmetic: subtract the mean latent of these seeds")
+    parser.add_argument("--out", help="output file (default <run>/samples/...: a .png grid; a walk .gif or .mp4)")
+    parser.add_argument("--images-dir", help="also write each sample as <dir>/0000.png, ... (conditional: <dir>/<class>/0000.png, ...) "
+                                             "and their latents as <dir>/latents.npy")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    parser.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw generator, not its EMA")
+    return parser
+
+
+def chosen_mode(options: argparse.Namespace) -> str:
+    """The mode the options ask for: walk, mix, arithmetic or grid (--latents renders a grid too); a flag
+    that belongs to another mode, or two modes at once, is refused before anything loads."""
+    mixing = options.mix is not None or options.mix_rows is not None or options.mix_cols is not None
+    modes = [name for name, on in (("--interpolate", options.interpolate), ("--class-walk", options.class_walk),
+                                   ("--add/--subtract", bool(options.terms)), ("--latents", options.latents_file is not None),
+                                   ("--mix", mixing)) if on]
+    if len(modes) > 1:
+        raise GanctlError(f"{' and '.join(modes)} do different things: give one of them.")
+    if options.seeds is not None and not options.interpolate:
+        raise GanctlError("--seeds is for --interpolate (a walk between seeds); one grid takes --seed S.")
+    if options.space is not None and not (options.interpolate or options.class_walk):
+        raise GanctlError("--space is for walks (--interpolate, --class-walk): the space they interpolate in.")
+    if options.frames is not None and not (options.interpolate or options.class_walk):
+        raise GanctlError("--frames is for walks (--interpolate, --class-walk).")
+    if options.mix_layers != "coarse" and not mixing:
+        raise GanctlError("--mix-layers is for style-mixing grids: give --mix ROWS COLS (or --mix-rows and --mix-cols).")
+    if options.interpolate or options.class_walk:
+        return "walk"
+    if mixing:
+        return "mix"
+    return "arithmetic" if options.terms else "grid"
+
+
+def main(args: list[str]) -> int:
+    options = argument_parser().parse_args(args)
+    mode = chosen_mode(options)
+    if mode == "walk":
+        from ganctl.sample.walks import run
+    elif mode == "mix":
+        from ganctl.sample.mixing import run
+    elif mode == "arithmetic":
+        from ganctl.sample.arithmetic import run
+    else:
+        from ganctl.sample.grid import run
+    run(options)
+    return 0

@@ -1,0 +1,108 @@
+"""`ganctl sample RUN`: a grid of G's images and, with --images-dir, each image as a file and their
+latents beside them (`--latents FILE` renders such latents again).
+
+A class-conditional checkpoint samples by class: `--class 3`, `--class 0,5,7` or a class name
+(`--class cat`); without --class, every class. Each class gets --num images from the same latents of
+--seed, so its images never depend on the other classes asked for; the grid has one row per class
+(the same latents down each column), and --images-dir writes DIR/<class name>/0000.png ..."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torchvision.transforms.v2.functional import to_pil_image
+from torchvision.utils import save_image
+
+from ganctl import checkpoint
+from ganctl import latents as latent_space
+from ganctl.console import console
+from ganctl.device import resolve_device
+from ganctl.errors import GanctlError
+from ganctl.sample.shared import chosen_classes, folder_name
+from ganctl.sampling import Sampler
+
+
+def sample(
+    path: str | Path,
+    num: Optional[int] = None,
+    nrow: int = 8,
+    seed: int = 0,
+    out: str | Path | None = None,
+    images_dir: str | Path | None = None,
+    device: str = "auto",
+    ema: bool = True,
+    classes: Optional[str] = None,
+    truncation: float = 1.0,
+    latents_file: str | Path | None = None,
+) -> Path:
+    """Write a grid of samples (and each image, with images_dir, and their latents beside them as
+    latents.npy). `num`: images, per class for a conditional checkpoint (default 64; nrow per class when
+    several classes are asked for). `latents_file`: render these latents (N, latent_dim) instead of
+    those of `seed`; `truncation`: psi (1: none)."""
+    if num is not None and num < 1:
+        raise GanctlError(f"--num must be at least 1, got {num}.")
+    if nrow < 1:
+        raise GanctlError(f"--nrow must be at least 1, got {nrow}.")
+    if latents_file is not None and num is not None:
+        raise GanctlError("--latents renders every latent in the file: leave out --num.")
+    ckpt_path, state = checkpoint.find(path, use="ganctl sample {}")
+    if out is not None and Path(out).is_dir():
+        raise GanctlError(f"--out {out} is a directory: give a file name such as {Path(out) / 'grid.png'}.")
+    sampler = Sampler.from_checkpoint(state, resolve_device(device, "--device "), ema, latent_space.check_psi(truncation))
+    indices = chosen_classes(sampler, classes)
+    if latents_file is not None:
+        latents = sampler.truncate(latent_space.read_latents(latents_file, sampler.latent_dim), torch.Generator().manual_seed(seed))
+        num = latents.shape[0]
+    else:
+        num = num or (64 if indices is None or len(indices) == 1 else nrow)  # per class
+        latents = sampler.latents(num, seed)  # (num, latent_dim), truncated when asked
+    if indices is None:
+        images = sampler(latents)  # (num, C, H, W) in [-1, 1], on the CPU
+    else:
+        images = sampler.by_class(indices, latents=latents)  # (len(indices) * num, C, H, W), class after class
+        nrow = nrow if len(indices) == 1 else num  # several classes: one row per class
+    names = [folder_name(sampler.classes[index]) for index in indices] if indices is not None else []
+    # Named by what it holds, so that asking for 1,000 samples never replaces a run's 64-sample grid.
+    suffix = "" if classes is None else "_class" + "-".join(folder_name(name.strip()) for name in classes.split(","))[:64]
+    suffix += "" if truncation == 1 else f"_psi{truncation:g}"
+    source = f"seed{seed}" if latents_file is None else f"latents-{folder_name(Path(latents_file).stem)[:40]}"
+    default = f"sample_step{state['step']:07d}_{source}_num{num}{suffix}.png"
+    out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / default
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+        if images_dir:
+            images_dir = Path(images_dir)
+            # [-1, 1] to bytes as save_image does; one channel stays one (a grayscale PNG), three are RGB.
+            pixels = ((images.clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (N, C, H, W)
+            for i, image in enumerate(pixels):
+                folder = images_dir / names[i // num] if names else images_dir
+                folder.mkdir(parents=True, exist_ok=True)
+                to_pil_image(image).save(folder / f"{i % num:04d}.png")
+            # Image i (of each class) is G of row i: `ganctl sample RUN --latents DIR/latents.npy` re-makes them.
+            np.save(images_dir / "latents.npy", latents.numpy())
+    except OSError as error:
+        raise GanctlError(f"Cannot write the samples: {error}") from error
+    if indices is None:
+        console.print(f"Wrote a grid of {num} samples from step {state['step']} to {out}")
+    else:
+        shown = ", ".join(sampler.classes[index] for index in indices[:10]) + (" ..." if len(indices) > 10 else "")
+        layout = f"{num} of class {shown}" if len(indices) == 1 else f"{num} of each of {len(indices)} classes ({shown}), one row per class"
+        console.print(f"Wrote a grid of {len(images)} samples from step {state['step']}, {layout}, to {out}")
+    if images_dir:
+        console.print(f"Wrote their latents to {Path(images_dir) / 'latents.npy'} (re-make with --latents)")
+    if images_dir and not names:
+        console.print(f"Wrote {num} images to {images_dir}/0000.png ... {num - 1:04d}.png")
+    elif images_dir:
+        console.print(f"Wrote {num} images of each class to {images_dir}/<class>/0000.png ... {num - 1:04d}.png "
+                      f"({', '.join(names[:10])}{' ...' if len(names) > 10 else ''})")
+    return out
+
+
+def run(options: argparse.Namespace) -> Path:
+    return sample(options.checkpoint, options.num, options.nrow, options.seed, options.out, options.images_dir, options.device,
+                  options.ema, options.classes, options.truncation, options.latents_file)
