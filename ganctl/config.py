@@ -22,6 +22,8 @@ GROUP_BEFORE = {"conditioning": "none"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METRIC_NAMES = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
 DDP_BACKENDS = ("auto", "nccl", "gloo")
+SPLITS = ("train", "test")  # a dataset's splits (those without a test split say so when asked for one)
+MIN_IMAGE_SIZE = 4  # the smallest images any dataset reader or model makes
 # What a class-conditional GAN's evaluation adds: the mean of the per-class scores of FID and KID.
 INTRA_CLASS_METRICS = {"intra_fid": "fid", "intra_kid": "kid"}
 
@@ -60,6 +62,10 @@ class EMASettings:
     rampup: Optional[float] = None  # with half_life_kimg: at most rampup x the images seen so far
 
 
+ADA_MODES = ("none", "adaptive", "fixed")
+ADA_TRANSFORMS = ("xflip", "rotate90", "translation", "brightness", "contrast", "saturation", "cutout")  # applied in this order
+
+
 @dataclass
 class AdaSettings:
     """Adaptive discriminator augmentation (ganctl/ada.py); values in conf/train.yaml."""
@@ -70,6 +76,26 @@ class AdaSettings:
     interval: int = MISSING
     kimg: float = MISSING
     transforms: List[str] = MISSING
+
+    @staticmethod
+    def check(settings: Any) -> None:
+        """The `train.ada` block's values; one clear GanctlError for the first bad one."""
+        if settings.mode not in ADA_MODES:
+            raise GanctlError(f"train.ada.mode must be one of {', '.join(ADA_MODES)}, got {settings.mode!r}.")
+        if not 0.0 <= settings.p <= 1.0:
+            raise GanctlError(f"train.ada.p must be a probability in [0, 1], got {settings.p}.")
+        if not 0.0 <= settings.target < 1.0:
+            raise GanctlError(f"train.ada.target must be in [0, 1) (the reference uses 0.6), got {settings.target}.")
+        if settings.interval < 1:
+            raise GanctlError(f"train.ada.interval must be at least 1 step, got {settings.interval}.")
+        if not settings.kimg > 0:
+            raise GanctlError(f"train.ada.kimg must be positive (thousands of images for p to go from 0 to 1), got {settings.kimg}.")
+        unknown = [name for name in settings.transforms if name not in ADA_TRANSFORMS]
+        if unknown:
+            raise GanctlError(f"train.ada.transforms: unknown transform {unknown[0]!r}; choose from {', '.join(ADA_TRANSFORMS)}.")
+        if settings.mode != "none" and not settings.transforms:
+            raise GanctlError(f"train.ada.mode={settings.mode} with no train.ada.transforms: name at least one of "
+                              f"{', '.join(ADA_TRANSFORMS)}.")
 
 
 @dataclass
@@ -234,12 +260,10 @@ def check(cfg: DictConfig) -> None:
     if unknown:
         raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
     if OmegaConf.select(cfg, "train.ada") is not None:
-        from ganctl.ada import check_settings as check_ada
-
-        check_ada(train.ada)
+        AdaSettings.check(train.ada)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
-    if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
-        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 1; got {image_size!r}.")
+    if image_size is not None and not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
+        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")
     if OmegaConf.select(cfg, "train.eval_every", default=0) < 0:
         raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
     if OmegaConf.select(cfg, "conditioning") is not None:
@@ -285,7 +309,7 @@ def check_metrics(metrics: DictConfig, conditional: bool = False) -> None:
         raise GanctlError(f"metrics.num_real must be at least 2 or null (every image), got {metrics.num_real}.")
     if metrics.batch_size < 1:
         raise GanctlError(f"metrics.batch_size must be at least 1, got {metrics.batch_size}.")
-    if metrics.split not in ("train", "test"):
+    if metrics.split not in SPLITS:
         raise GanctlError(f"metrics.split must be train or test, got {metrics.split!r}.")
     intra = [name for name, base in INTRA_CLASS_METRICS.items() if base in names] if conditional else []
     if metrics.best not in names + intra:

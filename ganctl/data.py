@@ -40,6 +40,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ganctl.registry import build as instantiate
+from ganctl.config import MIN_IMAGE_SIZE, SPLITS
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
@@ -172,7 +173,7 @@ def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def check_split(split: str) -> None:
-    if split not in ("train", "test"):
+    if split not in SPLITS:
         raise GanctlError(f"Unknown split '{split}': use train or test.")
 
 
@@ -429,8 +430,8 @@ def spread(count: int, max_items: Optional[int]) -> list[int]:
 def check_image_settings(channels: int, image_size: int) -> None:
     if channels not in (1, 3):
         raise GanctlError(f"dataset.channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
-    if not isinstance(image_size, int) or image_size < 4:
-        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 4, got {image_size}.")
+    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")
 
 
 def files_key(files: list[Path], root: Path, settings: dict[str, Any]) -> tuple[str, str]:

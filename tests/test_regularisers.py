@@ -52,7 +52,8 @@ def test_the_flat_keys_of_earlier_versions_keep_their_meaning() -> None:
     old = {"config": {"loss": {"generator": {"_target_": "ganctl.losses.wasserstein_generator_loss"},
                                "discriminator": {"_target_": "ganctl.losses.wasserstein_discriminator_loss"},
                                "gradient_penalty": 10.0, "clip": 0.0, "r1_gamma": 0.0, "r1_every": 16,
-                               "path_length": 0.0, "path_length_every": 4}}, "path_length_mean": torch.zeros(())}
+                               "path_length": 0.0, "path_length_every": 4}},
+           "choices": {"model": "wgangp"}, "rng": {}, "path_length_mean": torch.zeros(())}
     upgraded = checkpoint.upgrade(old)
     loss = upgraded["config"]["loss"]
     assert loss["regularisers"] == {"gradient_penalty": {"_target_": "ganctl.regularisers.GradientPenalty", "weight": 10.0,
