@@ -4,9 +4,11 @@ A checkpoint holds everything needed to continue a run or to sample from it with
 file: the GAN's state (networks, optimizers, schedulers, loss scales: `gan.GAN.state_dict()`), the
 step, the RNG states, the resolved config as plain containers, and the data's shape (`data`:
 channels, image size, and a class-conditional run's class names, `classes`). Nothing in it can run code when
-loaded. This module owns the file's layout: `training_state` writes it, `load` checks it for every
-reader (train resume=, sample, eval, export), and `find` picks what a path names (a run directory:
-its newest intact checkpoint).
+loaded, and its config names only ganctl's components (`ganctl.registry`). This module owns the
+file's layout: `training_state` writes it, `load` checks it for every reader (train resume=, sample,
+eval, export) and `upgrade`s what an older ganctl wrote to today's layout (`Checkpoint`: the one
+record every reader gets; no other module knows what older versions lacked), and `find` picks what a
+path names (a run directory: its newest intact checkpoint).
 
 The checksum: a checkpoint is the zip archive `torch.save` writes, carrying a 128-bit XXH3 hash of
 exactly those bytes as the archive's comment (the zip format's own trailing field, so `torch.load`,
@@ -21,7 +23,6 @@ carry none and load as before.
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import pickle
@@ -30,15 +31,15 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Optional, TypedDict
 
 import numpy as np
 import torch
 import xxhash
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ganctl import registry
-from ganctl.config import BEFORE_SPEED_SETTINGS, GROUP_BEFORE, LEGACY_LOSS_KEYS, LEGACY_LOSS_SWITCHES, config_dir
+from ganctl.config import BEFORE_SPEED_SETTINGS, GROUP_BEFORE, LEGACY_LOSS_KEYS, LEGACY_LOSS_SWITCHES, todays_defaults
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
@@ -51,6 +52,37 @@ VERSION = 3  # 3: regularisers as units (loss.regularisers); 2: the checksum in 
 # What a run stores beside the GAN's own state dict entries (which sit at the top level too).
 RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data")
 
+class DataShape(TypedDict, total=False):
+    channels: int
+    image_size: int
+    classes: list[str]  # a class-conditional run's class names (a label is an index into them)
+
+
+class Checkpoint(TypedDict, total=False):
+    """A checkpoint as every reader gets it from `load` and `find`, whichever ganctl wrote it
+    (`upgrade` brings older layouts to this one): what the run stores, then the GAN's state."""
+
+    format: str
+    version: int
+    step: int
+    wall_seconds: float
+    config: dict[str, Any]  # the resolved config as plain containers, completed with today's defaults
+    choices: dict[str, str]  # the option of each config group
+    metrics: list[dict[str, Any]]  # the latest metric cards
+    best: Optional[dict[str, Any]]  # the best metric's value and step (checkpoints/best.pt)
+    rng: dict[str, Any]
+    data: DataShape
+    generator: dict[str, Any]  # (from here on: `gan.GAN.state_dict()`)
+    discriminator: dict[str, Any]
+    generator_ema: Optional[dict[str, Any]]
+    optimizer_g: dict[str, Any]
+    optimizer_d: dict[str, Any]
+    schedulers: list[dict[str, Any]]
+    scalers: list[dict[str, Any]]
+    augment: dict[str, Any]
+    regularisers: dict[str, dict[str, Any]]  # each regulariser's own state, by its name
+
+
 ZIP_START, ZIP_END = b"PK\x03\x04", b"PK\x05\x06"  # a zip's first local header; its end record (22 bytes + comment)
 CHECKSUM_MARK = b"ganctl-xxh3-128:"
 COMMENT_LENGTH = len(CHECKSUM_MARK) + 32  # the mark and the hex digest
@@ -59,7 +91,7 @@ COMMENT_LENGTH = len(CHECKSUM_MARK) + 32  # the mark and the hex digest
 def training_state(
     gan_state: dict[str, Any], *, step: int, wall_seconds: float, config: dict, choices: dict,
     metrics: list, best: Optional[dict], data: dict[str, Any], device: torch.device,
-) -> dict[str, Any]:
+) -> Checkpoint:
     """A checkpoint: the GAN's state dict, the RNG states and what the run needs to go on from `step`
     (the resolved config, the chosen options, the data's shape, the latest metric cards)."""
     return {
@@ -157,7 +189,7 @@ def prune(run_dir: Path, keep: int) -> list[Path]:
     return old
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path) -> Checkpoint:
     """Read a ganctl checkpoint: verify its checksum, unpickle it with weights_only=True, check its
     layout. Any other file, and any damage, is one GanctlError naming the file."""
     path = Path(path)
@@ -199,7 +231,7 @@ def load(path: Path) -> dict[str, Any]:
     return upgrade(state)
 
 
-def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+def upgrade(state: dict[str, Any]) -> Checkpoint:
     """A checkpoint of any earlier ganctl in today's layout: the one place that knows what older
     versions wrote differently, so that every reader (train resume=, sample, eval, export) gets the
     same record. Each step below names what changed."""
@@ -251,12 +283,6 @@ def upgraded_loss(loss: dict[str, Any]) -> dict[str, Any]:
     return loss
 
 
-@functools.lru_cache(maxsize=1)
-def todays_defaults() -> DictConfig:
-    """conf/train.yaml's own blocks (train, metrics): what a key added since a checkpoint was written means."""
-    return OmegaConf.load(Path(config_dir()) / "train.yaml")
-
-
 # What a file that is not a zip archive is, by its first bytes, for the message that refuses it.
 SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
@@ -299,7 +325,7 @@ def unreadable(path: Path, error: Exception) -> str:
 @dataclass
 class Found:
     path: Path
-    state: dict[str, Any]
+    state: Checkpoint
 
 
 def newest_intact(run_dir: Path, newer_than: int = -1, exclude: Optional[Path] = None) -> tuple[Optional[Found], list[str]]:
@@ -336,7 +362,7 @@ def newest_intact(run_dir: Path, newer_than: int = -1, exclude: Optional[Path] =
     return found, passed_over
 
 
-def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, dict[str, Any]]:
+def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, Checkpoint]:
     """The checkpoint a path names, loaded and verified: a .pt file itself, or a run directory's
     newest intact checkpoint (its last.pt; when that is missing or damaged, its newest intact
     step_<N>.pt, with a warning that says so). A file that fails to load is refused with the newest

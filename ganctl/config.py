@@ -4,6 +4,7 @@ overrides. What a config may build, and building it, are `ganctl.registry`'s."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import difflib
 import inspect
 from dataclasses import dataclass, field
@@ -278,9 +279,10 @@ def check(cfg: DictConfig) -> None:
             check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
 
 
-def is_conditional(cfg: DictConfig) -> bool:
-    """Whether the config trains a class-conditional GAN (a config from before conditioning does not)."""
-    return OmegaConf.select(cfg, "conditioning.generator", default="none") != "none"
+def is_conditional(cfg: DictConfig | dict) -> bool:
+    """Whether the config (composed, or a checkpoint's plain one) trains a class-conditional GAN: G sees labels."""
+    conditioning = cfg.get("conditioning") or {}
+    return conditioning.get("generator", "none") != "none"
 
 
 def check_precision(precision: str) -> None:
@@ -480,10 +482,8 @@ def resumed_config(
     return cfg
 
 
-def default_config() -> DictConfig:
-    """`ganctl train`'s config with no overrides: today's defaults, composed as Hydra composes them
-    (for reading a checkpoint from a ganctl older than a config block)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="train")
+@functools.lru_cache(maxsize=1)
+def todays_defaults() -> DictConfig:
+    """conf/train.yaml's own blocks (train, metrics, ...) as written there: what a key means that a
+    checkpoint from before it lacks, and eval's metric settings without a run."""
+    return OmegaConf.load(Path(config_dir()) / "train.yaml")

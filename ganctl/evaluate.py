@@ -26,7 +26,7 @@ from torchvision.utils import make_grid, save_image
 from ganctl import checkpoint, metrics
 from ganctl import data as datasets
 from ganctl import latents as latent_space
-from ganctl.config import MetricsSettings, check_metric_names, default_config
+from ganctl.config import MetricsSettings, check_metric_names, todays_defaults
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
@@ -34,10 +34,9 @@ from ganctl.sampling import Sampler
 
 
 def metric_settings(stored: dict[str, Any], **overrides: Any) -> MetricsSettings:
-    """The checkpoint's metrics block (today's defaults for checkpoints written before it existed),
-    with the command line's values on top. The stored weights path is not used: it names a file on
+    """The checkpoint's metrics block (without a run: today's defaults), with the command line's values on top. The stored weights path is not used: it names a file on
     the machine that trained, so eval finds the weights itself (--inception-weights, the env var, cache)."""
-    merged = OmegaConf.merge(default_config().metrics, stored.get("metrics") or {})
+    merged = OmegaConf.merge(todays_defaults().metrics, stored.get("metrics") or {})
     merged.inception_weights = None
     for key, value in overrides.items():
         if value is not None:
