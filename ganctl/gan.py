@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from functools import partial
 from typing import Any, Callable, Iterator, Optional
 
@@ -34,7 +35,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganctl import distributed, speed
+from ganctl import distributed, fits, speed
 from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
 from ganctl.registry import build
@@ -157,17 +158,22 @@ class GAN:
         loss = GANLoss.from_config(cfg.loss)
         conditioning = conditioning_of(cfg, classes)
         channels_last = cfg.train.channels_last
-        generator = build_generator(cfg.model.generator, channels, image_size, conditioning)
-        discriminator = build_discriminator(cfg.model.discriminator, channels, image_size, conditioning)
+        with warnings.catch_warnings():  # a layer of size 0 says so here; the trial below refuses it in one line
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+            generator = build_generator(cfg.model.generator, channels, image_size, conditioning)
+            discriminator = build_discriminator(cfg.model.discriminator, channels, image_size, conditioning)
         generator = speed.memory_format(generator.to(device), channels_last)
         discriminator = speed.memory_format(discriminator.to(device), channels_last)
         loss.check_critic(discriminator, cfg.optimizer.d)
         loss.check_generator(generator)
+        measured = fits.trial(generator, discriminator, cfg.model, conditioning.conditional)  # refuses what cannot run
         optimizer_g = speed.optimizer(build(cfg.optimizer.g, "optimizer.g"), generator.parameters(), device)
         optimizer_d = speed.optimizer(build(cfg.optimizer.d, "optimizer.d"), discriminator.parameters(), device)
         auxiliary_weight = OmegaConf.select(cfg, "conditioning.auxiliary_weight", default=1.0)
-        return cls(generator, discriminator, loss, optimizer_g, optimizer_d, cfg.train, device, group,
-                   classes if conditioning.conditional else None, auxiliary_weight)
+        gan = cls(generator, discriminator, loss, optimizer_g, optimizer_d, cfg.train, device, group,
+                  classes if conditioning.conditional else None, auxiliary_weight)
+        gan.measured = measured  # its activations per image: `fits.check_batch`
+        return gan
 
     @property
     def latent_dim(self) -> int:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, config, distributed, plots, rundir
+from ganctl import checkpoint, config, distributed, fits, plots, rundir
 from ganctl import data as datasets
 from ganctl.console import console
 from ganctl.device import resolve_device
@@ -228,6 +228,7 @@ def train_on(
     seed_everything(settings.seed)
     data = datasets.build(cfg.dataset, device, labels=config.is_conditional(cfg))  # labels refused if missing
     gan = GAN.from_config(cfg, data.channels, data.image_size, device, group, data.classes)
+    fits.check_batch(gan.discriminator, gan.measured, batch_size, device)
     start_step = 0
     if resume is not None:
         gan.load_state_dict(checkpoint.gan_state(resume))
@@ -279,7 +280,9 @@ def train_on(
             if group.main:
                 report_stopped_at_once(run_dir, step)
             raise
-        except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError in newer versions
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:  # (CUDA's type; the CPU allocator's RuntimeError)
+            if not fits.out_of_memory(error):
+                raise
             raise GanctlError(
                 f"Out of {device.type.upper()} memory at step {step} with train.batch_size={settings.batch_size}: "
                 f"try a smaller batch (e.g. train.batch_size={max(1, settings.batch_size // 2)}) or a smaller model. "

@@ -12,13 +12,9 @@ def tiny_overrides() -> list[str]:
 
 
 def train_tiny(directory, *overrides: str):
-    from ganctl import config
-    from ganctl.train import train
-    from helpers import compose_config
+    from helpers import run
 
-    cfg, choices = compose_config(*TINY, *TINY_DCGAN, *overrides)
-    config.check(cfg)
-    train(cfg, directory, choices)
+    run(directory, *TINY, *TINY_DCGAN, *overrides)
     return directory
 
 

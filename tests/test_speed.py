@@ -283,11 +283,13 @@ def test_bad_precision_is_one_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_precision_is_bf16_only_on_cpus_with_native_bf16(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: native)
         assert speed.resolve_precision("auto", CPU) == expected
         assert speed.resolve_precision("fp32", CPU) == "fp32"
+        speed.resolve_precision("fp16", CPU)  # the advice names what this CPU does well
+        assert f"use {expected}" in " ".join(capsys.readouterr().err.split())
     assert speed.resolve_precision("bf16", CPU) == "bf16"
     with pytest.raises(GanctlError, match="train.precision must be one of"):
         speed.resolve_precision("half", CPU)

@@ -132,11 +132,14 @@ def class_walk(
 
 
 def run(options: argparse.Namespace) -> Path:
+    def given(value: Optional[float], default: float) -> float:  # (0 is given, and refused: not the default)
+        return default if value is None else value
+
     if options.class_walk:
-        return class_walk(options.checkpoint, options.seed, options.classes, options.out, options.fps or 2.0, options.truncation,
-                          options.device, options.ema, 1 if options.frames is None else options.frames, options.space)
+        return class_walk(options.checkpoint, options.seed, options.classes, options.out, given(options.fps, 2.0), options.truncation,
+                          options.device, options.ema, int(given(options.frames, 1)), options.space)
     if options.seeds is None:
         raise GanctlError("--interpolate walks between seeds: give them with --seeds 1,2,3.")
-    return interpolate(options.checkpoint, latent_space.parse_seeds(options.seeds), 16 if options.frames is None else options.frames,
-                       options.out, options.fps or 8.0, options.classes, options.truncation, options.device, options.ema,
+    return interpolate(options.checkpoint, latent_space.parse_seeds(options.seeds), int(given(options.frames, 16)),
+                       options.out, given(options.fps, 8.0), options.classes, options.truncation, options.device, options.ema,
                        options.space)
