@@ -10,7 +10,8 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganctl.config import (
-    GROUPS, HYDRA_KEYWORDS, LEGACY_LOSS_KEYS, config_dir, keyword_parameters, settings_of, takes_message, unknown_key,
+    GROUPS, HYDRA_KEYWORDS, LEGACY_LOSS_KEYS, check_optimizer, config_dir, keyword_parameters, settings_of, takes_message,
+    unknown_key,
 )
 from ganctl.errors import GanctlError
 
@@ -106,6 +107,8 @@ def check_override_keys_in(cfg: DictConfig, overrides: list, choices: str) -> No
                 raise unknown_key(key, [f"{parent_path}.{k}" for k in settings], where,
                                   takes_message(parent_path, target, settings))
             if not (override.is_add() or override.is_force_add()):
+                if isinstance(parent, DictConfig) and value is not None:  # a value the optimizer refuses: say that first
+                    check_optimizer(OmegaConf.create({**OmegaConf.to_container(parent, resolve=True), name: value}), parent_path)
                 raise GanctlError(
                     f"{key} is a setting of {target} that the config does not hold yet{f' (with {choices})' if choices else ''}: "
                     f"add it with +{override.input_line}."

@@ -117,6 +117,7 @@ def test_spectral_norm_discriminator() -> None:
     (["+optimizer.g.momentum=0.9"], "torch.optim.Adam (at optimizer.g) takes lr, betas, eps"),
     (["model=dcgan,mlp", "model.generator.base_filters=8"], "(model.generator.base_filters=8, with model=mlp)"),
     (["optimizer.g.eps=1e-6"], "add it with +optimizer.g.eps=1e-6"),
+    (["optimizer.g.eps=-1"], "torch.optim.Adam refuses these settings (Invalid epsilon value: -1)"),  # not advice it then refuses
     (["+metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", "metrics.feature.sizes=4"],
      "did you mean metrics.feature.size?"),
 ])
