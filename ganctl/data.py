@@ -224,6 +224,13 @@ def torchvision_dataset(name: str, root: str, download: bool, expected: str, hin
                 f"Could not download {name} into {Path(root).resolve()} ({reason[-1].strip()}). Without internet here, "
                 f"{by_hand(dataset_class, Path(root).resolve())}{hint}"
             ) from error
+        damaged = changed_files(dataset_class, Path(root)) if isinstance(error, RuntimeError) else []
+        if damaged:
+            raise GanctlError(
+                f"{name}'s {damaged[0]} is there but differs from the original file (its MD5 checksum does not match "
+                f"torchvision's{f'; so do {len(damaged) - 1} more' if len(damaged) > 1 else ''}): it is damaged, or another "
+                f"version. Copy the original again, or train on images of your own with dataset=folder dataset.root=<folder>.{hint}"
+            ) from error
         if isinstance(error, RuntimeError):
             raise GanctlError(
                 f"{name} files not found or incomplete: expected {Path(root).resolve()}/{expected}, as torchvision "
@@ -231,6 +238,17 @@ def torchvision_dataset(name: str, root: str, download: bool, expected: str, hin
                 f"dataset.download=true to fetch them (needs internet).{hint}"
             ) from error
         raise GanctlError(f"Cannot read {name} under {Path(root).resolve()}: {error}") from error
+
+
+def changed_files(dataset_class: type, root: Path) -> list[str]:
+    """The files of a dataset that torchvision checks by MD5 (CIFAR-10's batches) which are present but
+    differ from the originals, as paths under root."""
+    from torchvision.datasets.utils import check_integrity
+
+    listed = [*getattr(dataset_class, "train_list", []), *getattr(dataset_class, "test_list", [])]
+    folder = root / getattr(dataset_class, "base_folder", "")
+    return [f"{folder.name}/{file}" for file, md5 in listed
+            if (folder / file).is_file() and not check_integrity(str(folder / file), md5)]
 
 
 def download_folder(dataset_class: type, root: Path) -> Path:

@@ -191,7 +191,10 @@ def test_cifar10_files_that_fail_their_checksum_are_refused(tmp_path: Path, monk
     write_cifar10(tmp_path, monkeypatch)
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "ab") as f:
         f.write(b"tampered")
-    with pytest.raises(GanctlError, match="cifar-10-batches-py/ with data_batch_1"):
+    with pytest.raises(GanctlError, match="cifar-10-batches-py/data_batch_3 is there but differs from the original file"):
+        load("cifar10", f"dataset.root={tmp_path}")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()  # missing, not changed: said so
+    with pytest.raises(GanctlError, match="not found or incomplete: expected .*cifar-10-batches-py/ with data_batch_1"):
         load("cifar10", f"dataset.root={tmp_path}")
 
 
