@@ -70,6 +70,8 @@ def discard_refused_run(run_dir: Path) -> None:
 
 def run(cfg: DictConfig, hydra_cfg: DictConfig):
     """One training run from the composed config, or from a checkpoint's stored one with `resume=`."""
+    if cfg.resume is None:
+        config.check(cfg)  # its value checks need no torch: a mistake is answered before torch loads
     # torch loads here, after Hydra has parsed the command line: `--cfg job` and --help stay fast.
     from ganctl import checkpoint
     from ganctl.train import train
@@ -83,7 +85,7 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig):
             checkpoint.check_resume_into(run_dir, path, state)
             cfg = config.resumed_config(state["config"], state["choices"], cfg, list(hydra_cfg.overrides.task), choices)
             choices = state["choices"]
-        config.check(cfg)
+            config.check(cfg)
         return train(cfg, run_dir, choices, resume=state)
 
 

@@ -9,7 +9,7 @@ import difflib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -200,6 +200,11 @@ class LossSettings:
                 raise GanctlError(f"loss.discriminator.{key} must be in [0.0, 1.0], got {value}.")
 
 
+GENERATOR_WAYS = ("none", "concat", "batchnorm")  # how G sees the label
+DISCRIMINATOR_WAYS = ("none", "concat", "projection", "auxiliary")  # how D does
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")  # train.augment (ganctl/augment.py)
+
+
 @dataclass
 class ConditioningSettings:
     """How G and D see the class label (conf/conditioning/*.yaml; ganctl/models/conditioning.py).
@@ -209,6 +214,29 @@ class ConditioningSettings:
     discriminator: str = "none"  # none | concat | projection | auxiliary
     embedding_dim: int = 16  # the label embedding that `concat` joins to G's latent and D's input
     auxiliary_weight: float = 1.0  # ACGAN: weight of the auxiliary classifier's loss
+
+    @staticmethod
+    def check(settings: Mapping[str, Any]) -> None:
+        """The conditioning block's values: known ways, both networks conditioned or neither, sizes and weights in range."""
+        generator, discriminator = settings.get("generator", "none"), settings.get("discriminator", "none")
+        if generator not in GENERATOR_WAYS:
+            raise GanctlError(f"conditioning.generator must be one of {', '.join(GENERATOR_WAYS)}, got {generator!r}.")
+        if discriminator not in DISCRIMINATOR_WAYS:
+            raise GanctlError(f"conditioning.discriminator must be one of {', '.join(DISCRIMINATOR_WAYS)}, got {discriminator!r}.")
+        if (generator == "none") != (discriminator == "none"):
+            seeing, blind = ("G", "D") if discriminator == "none" else ("D", "G")
+            raise GanctlError(
+                f"conditioning.generator={generator} with conditioning.discriminator={discriminator}: only {seeing} would "
+                f"see the label, and a label {blind} cannot see teaches nothing (G cannot learn to make a class D does "
+                "not check, and D cannot check a class G was not asked for). Condition both, e.g. conditioning=projection, "
+                "or neither (conditioning=none)."
+            )
+        embedding_dim = settings.get("embedding_dim", 16)
+        if not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise GanctlError(f"conditioning.embedding_dim must be a whole number, at least 1, got {embedding_dim!r}.")
+        weight = settings.get("auxiliary_weight", 1.0)
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise GanctlError(f"conditioning.auxiliary_weight must be 0 or more, got {weight!r}.")
 
 
 @dataclass
@@ -228,7 +256,9 @@ ConfigStore.instance().store(name="schema", node=Schema)
 
 def check(cfg: DictConfig) -> None:
     """Value checks the types cannot express; one clear GanctlError for the first problem. First of
-    all, that the config names nothing but ganctl's components (or a trusted module's)."""
+    all, that the config names nothing but ganctl's components (or a trusted module's); then the
+    values, with no torch import (a mistake is answered at once); last the keys each component takes
+    (which imports the components)."""
     registry.check_config(cfg)
     LossSettings.check(cfg.loss)
     train = cfg.train
@@ -255,11 +285,9 @@ def check(cfg: DictConfig) -> None:
             raise GanctlError(f"optimizer.{net}.lr must be a positive number, got {lr!r}.")
     if train.lr_schedule not in ("constant", "linear", "cosine"):
         raise GanctlError(f"train.lr_schedule must be constant, linear or cosine, got {train.lr_schedule!r}.")
-    from ganctl.augment import POLICIES
-
-    unknown = [name for name in train.augment if name not in POLICIES]
+    unknown = [name for name in train.augment if name not in DIFFAUGMENT_POLICIES]
     if unknown:
-        raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
+        raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(DIFFAUGMENT_POLICIES)}.")
     if OmegaConf.select(cfg, "train.ada") is not None:
         AdaSettings.check(train.ada)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
@@ -268,9 +296,7 @@ def check(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "train.eval_every", default=0) < 0:
         raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
     if OmegaConf.select(cfg, "conditioning") is not None:
-        from ganctl.models.conditioning import check_settings  # (torch is loaded by now)
-
-        check_settings(OmegaConf.to_container(cfg.conditioning, resolve=True))
+        ConditioningSettings.check(OmegaConf.to_container(cfg.conditioning, resolve=True))
     if OmegaConf.select(cfg, "metrics") is not None:
         check_metrics(cfg.metrics, conditional=is_conditional(cfg))
     check_keys(cfg)

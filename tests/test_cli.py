@@ -43,6 +43,15 @@ def test_help_does_not_import_torch(command: list[str]) -> None:
     assert result.returncode == 0 and "usage:" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("override", ["train.batch_size=0", "train.augment=[blur]", "conditioning.generator=concat"])
+def test_a_mistake_in_a_new_runs_values_is_answered_before_torch_loads(override: str, tmp_path: Path) -> None:
+    code = ("import sys\nfrom ganctl.cli import main\ncode = main(['train', %r, %r])\n"
+            "assert code == 1 and 'torch' not in sys.modules, ('torch imported', code)" % (override, f"hydra.run.dir={tmp_path / 'run'}"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "error:" in result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
     result = run_cli("train", "--cfg", "job", "model=mlp", "optimizer.d.lr=4e-4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
