@@ -95,7 +95,7 @@ def resume_arguments(args: list[str]) -> list[str]:
     if resume in (None, "", "null") or any(a.startswith("hydra.run.dir=") for a in args):
         return args
     path = Path(resume).expanduser()
-    if path.is_file() and path.resolve().parent.name != "checkpoints":
+    if path.is_file() and rundir.absolute(path).parent.name != "checkpoints":
         from ganctl import checkpoint
 
         checkpoint.load(path)  # what the file is comes first: a PNG is refused as a PNG

@@ -40,7 +40,7 @@ from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used through this module too)
-    best_path, has_checkpoints, last_path, no_checkpoint, resolve, run_dir_of, step_files, step_of, step_path,
+    absolute, best_path, has_checkpoints, last_path, no_checkpoint, resolve, run_dir_of, step_files, step_of, step_path,
 )
 
 FORMAT = "ganctl-checkpoint"
@@ -309,7 +309,7 @@ def check_resume_into(run_dir: Path, path: Path, state: dict[str, Any]) -> None:
     when a newer intact checkpoint exists there (and say how to branch); into another directory
     (a branch: resume=... hydra.run.dir=<new dir>), refuse when that directory already holds a run."""
     step = state["step"]
-    if Path(run_dir).resolve() == run_dir_of(path):
+    if Path(run_dir).resolve() == run_dir_of(path).resolve():
         newer, _ = newest_intact(run_dir, newer_than=step, exclude=path)
         if newer is not None:
             raise GanctlError(

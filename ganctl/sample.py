@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional
 
 from ganctl.console import console
 from ganctl.errors import GanctlError
+from ganctl.files import empty_folder, image_format, write_atomically
 
 if TYPE_CHECKING:
     from ganctl.gan import Sampler
@@ -67,6 +68,7 @@ def sample(
         raise GanctlError(f"--num must be at least 1, got {num}.")
     if nrow < 1:
         raise GanctlError(f"--nrow must be at least 1, got {nrow}.")
+    images_dir = empty_folder(images_dir, "--images-dir") if images_dir else None  # a new set never mixes with an old one
     import numpy as np
     import torch
     from torchvision.transforms.v2.functional import to_pil_image
@@ -103,18 +105,15 @@ def sample(
     default = f"sample_step{state['step']:07d}_{source}_num{num}{suffix}.png"
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / default
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=nrow, normalize=True, value_range=(-1, 1)))
         if images_dir:
-            images_dir = Path(images_dir)
             # [-1, 1] to bytes as save_image does; one channel stays one (a grayscale PNG), three are RGB.
             pixels = ((images.clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (N, C, H, W)
             for i, image in enumerate(pixels):
                 folder = images_dir / names[i // num] if names else images_dir
-                folder.mkdir(parents=True, exist_ok=True)
-                to_pil_image(image).save(folder / f"{i % num:04d}.png")
+                write_atomically(folder / f"{i % num:04d}.png", lambda f: to_pil_image(image).save(f, "PNG"))
             # Image i (of each class) is G of row i: `ganctl sample RUN --latents DIR/latents.npy` re-makes them.
-            np.save(images_dir / "latents.npy", latents.numpy())
+            write_atomically(images_dir / "latents.npy", lambda f: np.save(f, latents.numpy()))
     except OSError as error:
         raise GanctlError(f"Cannot write the samples: {error}") from error
     if indices is None:
@@ -193,7 +192,8 @@ def write_walk(frames: list, strip, strip_rows: int, out: Path, fps: float) -> P
     write_animation(frames, out, fps)
     strip_path = out.with_suffix(".png")
     try:
-        save_image(strip, strip_path, nrow=strip.shape[0] // strip_rows, normalize=True, value_range=(-1, 1))
+        write_atomically(strip_path, lambda f: save_image(strip, f, "PNG", nrow=strip.shape[0] // strip_rows, normalize=True,
+                                                          value_range=(-1, 1)))
     except OSError as error:
         raise GanctlError(f"Cannot write {strip_path}: {error}") from error
     return strip_path
@@ -365,8 +365,8 @@ def style_mixing(
     name = f"mix_step{state['step']:07d}_{source}_{folder_name(layers.strip().lower())[:20]}{suffix}.png"
     out = picture_path(out, ckpt_path, name, "mix.png")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(torch.stack(grid), out, nrow=num_columns + 1, normalize=True, value_range=(-1, 1))
+        write_atomically(out, lambda f: save_image(torch.stack(grid), f, image_format(out), nrow=num_columns + 1, normalize=True,
+                                                   value_range=(-1, 1)))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
     resolutions = sampler.style_resolutions
@@ -403,9 +403,9 @@ def latent_arithmetic(
     name = f"arithmetic_step{state['step']:07d}_{spelled[:80]}.png"
     out = picture_path(out, ckpt_path, name, "arithmetic.png")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=latents.shape[0], normalize=True, value_range=(-1, 1))
-        np.save(out.with_suffix(".npy"), result[None].numpy())
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=latents.shape[0], normalize=True,
+                                                   value_range=(-1, 1)))
+        write_atomically(out.with_suffix(".npy"), lambda f: np.save(f, result[None].numpy()))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
     console.print(f"Wrote {expression} = result (the last column) to {out}; its latent to {out.with_suffix('.npy')}")

@@ -11,6 +11,7 @@ No torch import at module level: Hydra instantiates the callback for every `ganc
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from rich.table import Table
 from ganctl import rundir
 from ganctl.console import console, print_error
 from ganctl.errors import EXIT_CODES, GanctlError
-from ganctl.files import write_atomically
+from ganctl.files import write_text
 
 log = logging.getLogger("ganctl")
 
@@ -68,7 +69,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time()}
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
         _this_sweep.clear()
         _this_sweep["dir"] = sweep_dir
 
@@ -177,7 +178,7 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
         for stale in ("error", "signal", "objective", "objective_source", "summary"):
             record.pop(stale, None)
     text = json.dumps(record, indent=2, default=str) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode()))
+    write_text(path, text)
 
 
 def read_json(path: Path) -> Optional[dict[str, Any]]:
@@ -520,16 +521,17 @@ def write_tables(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
     """summary.csv (every number at full precision) and summary.md (rounded, for reading)."""
     flat_rows = [flat(row) for row in rows]
     header = list(flat_rows[0]) if flat_rows else COLUMNS
-    with open(sweep_dir / SUMMARY_CSV, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in flat_rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=header)
+    writer.writeheader()
+    writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in flat_rows)
+    write_text(sweep_dir / SUMMARY_CSV, table.getvalue())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in flat_rows:
         cells = ((plain(row[key], PLAIN_COLUMNS[key]) if key in PLAIN_COLUMNS else number(row[key])).replace("|", "\\|")
                  for key in header)
         lines.append("| " + " | ".join(cells) + " |")
-    (sweep_dir / SUMMARY_MD).write_text(f"# Sweep {sweep_dir}\n\n" + "\n".join(lines) + "\n")
+    write_text(sweep_dir / SUMMARY_MD, f"# Sweep {sweep_dir}\n\n" + "\n".join(lines) + "\n")
 
 
 def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -> None:
