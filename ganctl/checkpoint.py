@@ -27,6 +27,7 @@ import pickle
 import random
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
@@ -167,6 +168,7 @@ def load(path: Path) -> dict[str, Any]:
                     "Pass a checkpoint written by `ganctl train` (a run's checkpoints/last.pt or step_<N>.pt) or its run directory."
                 )
             checked = verify_checksum(path, file)
+            refuse_compressed_records(path, file)
             file.seek(0)
             try:
                 with warnings.catch_warnings():  # e.g. "Detected pickle protocol 212" from a damaged file
@@ -194,6 +196,25 @@ def load(path: Path) -> dict[str, Any]:
         )
     check_layout(path, state)
     return state
+
+
+def refuse_compressed_records(path: Path, file: BinaryIO) -> None:
+    """torch.save stores every record of its archive as it is (uncompressed), so reading a checkpoint
+    never takes more memory than its size. A compressed record could inflate a few megabytes into
+    gigabytes as torch.load reads it (a checksum cannot tell: anyone can recompute it), so an archive
+    with one is refused from its zip directory alone, before any record is read."""
+    try:
+        with zipfile.ZipFile(file) as archive:  # reads the directory only; the file stays open
+            records = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as error:
+        raise GanctlError(unreadable(path, error)) from error
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise GanctlError(
+                f"Refusing to load {path}: its record {record.filename} is compressed ({record.compress_size:,} bytes that "
+                f"unpack to {record.file_size:,}), and a checkpoint written by ganctl (torch.save) stores every record "
+                "uncompressed. Nothing was loaded from it."
+            )
 
 
 # What a file that is not a zip archive is, by its first bytes, for the message that refuses it.

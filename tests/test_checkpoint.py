@@ -255,3 +255,24 @@ def test_a_full_disk_message_gives_a_command_that_works(tmp_path: Path, failing_
     else:
         assert train_in_process(command.group(1)).step == 6
     assert checkpoint.load(checkpoint.last_path(run_dir))["step"] == 6
+
+
+def test_a_checkpoint_whose_records_are_compressed_is_refused_before_it_inflates(trained: Path, tmp_path: Path) -> None:
+    """An attacker's rewrite of a real checkpoint: its pickle record with 16 MiB of zeros after the
+    pickle's end (torch.load reads a whole record into memory; the unpickler stops at STOP), deflated
+    to a few kilobytes, and the checksum recomputed as ganctl.checkpoint.save would."""
+    original = checkpoint.last_path(trained)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(original) as source, zipfile.ZipFile(archive, "w") as crafted:
+        for record in source.infolist():
+            data = source.read(record)
+            if record.filename.endswith("/data.pkl"):
+                crafted.writestr(record.filename, data + bytes(16 << 20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                crafted.writestr(record.filename, data)
+    body, comment = checkpoint.with_checksum(archive.getbuffer())
+    path = tmp_path / "last.pt"
+    path.write_bytes(bytes(body) + comment)
+    assert path.stat().st_size < original.stat().st_size + (1 << 20)
+    message = refusal(path)
+    assert "data.pkl is compressed" in message and "Nothing was loaded" in message
