@@ -26,6 +26,7 @@ import os
 import pickle
 import random
 import re
+import stat
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -99,13 +100,8 @@ def verify_checksum(path: Path, file: BinaryIO) -> bool:
     (a checkpoint from before version 2, or a file not written by ganctl); a GanctlError on a mismatch.
     The file is hashed in chunks, from the descriptor torch.load then reads (the same bytes, even if
     a run replaces the path meanwhile), so it is never held in memory twice."""
-    size = os.fstat(file.fileno()).st_size
-    end = size - COMMENT_LENGTH - 22  # where the zip's end record starts, if it holds the checksum
-    if end < 0:
-        return False
-    file.seek(end)
-    tail = file.read()
-    if tail[:4] != ZIP_END or tail[20:22] != COMMENT_LENGTH.to_bytes(2, "little") or tail[22 : 22 + len(CHECKSUM_MARK)] != CHECKSUM_MARK:
+    end, stored = stored_checksum(file)
+    if stored is None:
         return False
     digest, left = xxhash.xxh3_128(), end + 20
     file.seek(0)
@@ -113,12 +109,37 @@ def verify_checksum(path: Path, file: BinaryIO) -> bool:
         digest.update(chunk)
         left -= len(chunk)
     digest.update(b"\0\0")  # the empty comment's length, as torch.save wrote it
-    if left or digest.hexdigest().encode() != tail[22 + len(CHECKSUM_MARK) :]:
+    if left or digest.hexdigest().encode() != stored:
         raise GanctlError(
             f"{path} is damaged: its bytes no longer match the checksum written with it (a disk or "
             "transfer error, or a change by another program). Nothing was loaded from it."
         )
     return True
+
+
+def stored_checksum(file: BinaryIO) -> tuple[int, Optional[bytes]]:
+    """Where the zip's end record starts, and the hex digest ganctl stored in its comment (None: the
+    open file carries no ganctl checksum)."""
+    end = os.fstat(file.fileno()).st_size - COMMENT_LENGTH - 22
+    if end < 0:
+        return end, None
+    file.seek(end)
+    tail = file.read()
+    if tail[:4] != ZIP_END or tail[20:22] != COMMENT_LENGTH.to_bytes(2, "little") or tail[22 : 22 + len(CHECKSUM_MARK)] != CHECKSUM_MARK:
+        return end, None
+    return end, tail[22 + len(CHECKSUM_MARK) :]
+
+
+def written_by_ganctl(path: Path, verify: bool = False) -> bool:
+    """Whether `path` is a plain file (not a link, not a folder) carrying ganctl's checksum; with
+    `verify`, one whose bytes match it too (a complete checkpoint, as ganctl wrote it)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as file:
+            return verify_checksum(path, file) if verify else stored_checksum(file)[1] is not None
+    except (OSError, GanctlError):
+        return False
 
 
 def write_failure(path: Path, error: OSError, written: tuple[Path, ...], untouched: tuple[Path, ...]) -> str:
@@ -145,14 +166,20 @@ def clean_temporary(run_dir: Path) -> list[Path]:
     return stray
 
 
-def prune(run_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` step checkpoints (last.pt and best.pt are never touched).
-    Called after a new checkpoint is complete, so a checkpoint never goes before its successor."""
-    steps = step_files(run_dir)
-    old = steps[:-keep] if keep > 0 else []
+def prune(run_dir: Path, keep: int, newest: int) -> list[Path]:
+    """Delete the run's step checkpoints older than its newest `keep` (last.pt and best.pt are never
+    touched). Called after the checkpoint of step `newest` is complete, so a checkpoint never goes
+    before its successor. Only what the run wrote goes: a step_<N>.pt at or before `newest` (a name
+    beyond it is not this run's doing), a plain file carrying ganctl's checksum, verified whole before
+    it is deleted. A user's file, a link, a folder or a damaged file named like a checkpoint stays and
+    counts for nothing."""
+    if keep < 1:  # keep_last=0: keep them all
+        return []
+    ours = [path for path in reversed(step_files(run_dir)) if step_of(path) <= newest and written_by_ganctl(path)]
+    old = [path for path in ours[keep:] if written_by_ganctl(path, verify=True)]
     for path in old:
         path.unlink(missing_ok=True)
-    return old
+    return old[::-1]
 
 
 def load(path: Path) -> dict[str, Any]:

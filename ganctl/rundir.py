@@ -56,8 +56,9 @@ def step_of(path: Path) -> Optional[int]:
 
 
 def step_files(run_dir: Path) -> list[Path]:
-    """The run's step_<N>.pt checkpoints, oldest first (by N, which may outgrow its 7 digits)."""
-    found = [path for path in checkpoints_dir(run_dir).glob("step_*.pt") if step_of(path) is not None]
+    """The run's step_<N>.pt checkpoint files, oldest first (by N, which may outgrow its 7 digits);
+    a folder of such a name is none."""
+    found = [path for path in checkpoints_dir(run_dir).glob("step_*.pt") if step_of(path) is not None and path.is_file()]
     return sorted(found, key=step_of)
 
 

@@ -140,7 +140,7 @@ class RunOutputs:
         checkpoint.save(self.state(step), *paths, checkpoint.last_path(self.run_dir))
         self.last_saved = step
         if periodic and self.cfg.train.keep_last:
-            checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+            checkpoint.prune(self.run_dir, self.cfg.train.keep_last, step)
 
     def grid(self, step: int, logger: RunLogger | NullLogger) -> None:
         """The fixed-latent grid (one row per class for a conditional GAN). Its latents come from their

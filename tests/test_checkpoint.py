@@ -276,3 +276,18 @@ def test_a_checkpoint_whose_records_are_compressed_is_refused_before_it_inflates
     assert path.stat().st_size < original.stat().st_size + (1 << 20)
     message = refusal(path)
     assert "data.pkl is compressed" in message and "Nothing was loaded" in message
+
+
+def test_keep_last_prunes_only_the_checkpoints_the_run_wrote(run_dir: Path) -> None:
+    """Beside the run's step_2/4/6 lie a user's text file named like a checkpoint, a stray file named
+    beyond every step (it once made each new checkpoint be deleted right after its write), and a
+    folder named like one (it crashed the prune). Resumed with keep_last=1, the run keeps its newest
+    checkpoint and removes its own older ones only."""
+    folder = run_dir / "checkpoints"
+    (folder / "step_1.pt").write_text("my notes, not a checkpoint\n")
+    (folder / "step_9999999.pt").write_text("stray\n")
+    (folder / "step_0000005.pt").mkdir()
+    train_in_process(f"resume={run_dir}", "train.steps=10", "train.keep_last=1")
+    assert sorted(os.listdir(folder)) == ["last.pt", "step_0000005.pt", "step_0000010.pt", "step_1.pt", "step_9999999.pt"]
+    assert (folder / "step_1.pt").read_text() == "my notes, not a checkpoint\n"
+    assert checkpoint.load(folder / "step_0000010.pt")["step"] == 10
