@@ -373,8 +373,15 @@ def check_resume_into(run_dir: Path, path: Path, state: dict[str, Any]) -> None:
         )
 
 
+MAX_NESTING = 64  # containers in containers: a run's deepest (the config, optimizer states) nest under 10
+
+
 def check_layout(path: Path, state: dict[str, Any]) -> None:
     """The run-level entries every reader relies on, with their types (the GAN checks its own)."""
+    depth = nesting(state, MAX_NESTING)
+    if depth > MAX_NESTING:  # it would load (the unpickler does not recurse) but not save again, nor be checked
+        raise GanctlError(f"{path} is not a ganctl checkpoint: it nests containers more than {MAX_NESTING} levels deep "
+                          "(a checkpoint's deepest entries nest under 10). Nothing was loaded from it.")
     stored = state.get("config")
     if not isinstance(stored, dict) or not isinstance(stored.get("dataset"), dict) or not isinstance(stored.get("model"), dict):
         raise GanctlError(f"{path} has no stored config with a dataset and a model: it was not written by `ganctl train`.")
@@ -387,11 +394,43 @@ def check_layout(path: Path, state: dict[str, Any]) -> None:
             ("data", isinstance(data, dict) and all(isinstance(data.get(k), int) for k in ("channels", "image_size"))
              and valid_classes(data.get("classes", []))),
             ("config.conditioning", isinstance(stored.get("conditioning", {}), dict)),
-            ("rng", isinstance(state.get("rng"), dict)),
+            ("rng", restorable(state.get("rng"))),
+            ("metrics", isinstance(state.get("metrics", []), list) and all(isinstance(card, dict) for card in state.get("metrics") or [])),
+            ("best", state.get("best") is None or isinstance(state.get("best"), dict)),
         ) if not ok
     ]
     if problems:
         raise GanctlError(f"{path} is not a complete ganctl checkpoint: {', '.join(problems)} missing or malformed.")
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deeply dicts, lists and tuples nest in `value` (a dict of lists: 2), counted without
+    recursion and no further than limit + 1."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list, tuple)):
+            continue
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def restorable(states: Any) -> bool:
+    """Whether `restore_rng_states` can restore `states`: each is tried on a generator of its own,
+    so a malformed one is refused when the checkpoint loads, not by a traceback once a resume is under way."""
+    try:
+        torch.Generator().set_state(states["torch"])
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.RandomState().set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = states["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+        cuda = states.get("cuda", [])
+        return isinstance(cuda, list) and all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in cuda)
+    except Exception:  # any part missing, of the wrong type, size or value
+        return False
 
 
 def valid_classes(classes: Any) -> bool:

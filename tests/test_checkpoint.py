@@ -291,3 +291,34 @@ def test_keep_last_prunes_only_the_checkpoints_the_run_wrote(run_dir: Path) -> N
     assert sorted(os.listdir(folder)) == ["last.pt", "step_0000005.pt", "step_0000010.pt", "step_1.pt", "step_9999999.pt"]
     assert (folder / "step_1.pt").read_text() == "my notes, not a checkpoint\n"
     assert checkpoint.load(folder / "step_0000010.pt")["step"] == 10
+
+
+@pytest.mark.parametrize("change", ["malformed rng", "deeply nested"])
+def test_a_checkpoint_that_cannot_resume_is_refused_when_it_loads(run_dir: Path, change: str) -> None:
+    """Crafted from a real checkpoint, saved with its checksum: Python's RNG state of the wrong size
+    (a resume stopped in a traceback), or metric cards nested 3,000 deep (the unpickler does not
+    recurse, so it loaded, trained on and crashed at its first save). Both are refused in one line."""
+    import sys
+
+    path = checkpoint.last_path(run_dir)
+    state = torch.load(path, weights_only=True)
+    if change == "malformed rng":
+        state["rng"]["python"] = (3, [1, 2, 3], None)
+        checkpoint.save(state, path)
+    else:
+        deep: list = []
+        for _ in range(3000):
+            deep = [deep]
+        state["metrics"] = [{"metric": "fid", "value": 1.0, "options": deep}]
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(20000)  # the attacker's process: pickling nests as deep as the data
+        try:
+            checkpoint.save(state, path)
+        finally:
+            sys.setrecursionlimit(limit)
+    crafted = path.read_bytes()
+    message = refusal(path)
+    assert re.search("rng missing or malformed|nests containers more than 64 levels deep", message), message
+    with pytest.raises(GanctlError):
+        train_in_process(f"resume={path}", "train.steps=8")
+    assert path.read_bytes() == crafted and not (run_dir / "checkpoints" / "step_0000008.pt").exists()
