@@ -108,7 +108,9 @@ def resume_arguments(args: list[str]) -> list[str]:
 
 def named_run_dir(args: list[str]) -> Optional[Path]:
     """The run directory a training command names with hydra.run.dir= (which resume= implies), if
-    it names one Hydra will not compute (an interpolation such as ${now:...} it does)."""
+    it names one that is known before Hydra composes the config: a path, or one made from environment
+    variables (${oc.env:...}). Hydra computes the others (${now:...}, ${hydra:...}): their time is Hydra's
+    own, and a new directory's."""
     if any(arg in NOT_TRAINING or arg.split("=", 1)[0] in NOT_TRAINING or arg == "hydra.mode=MULTIRUN" for arg in args):
         return None
     value = None
@@ -120,7 +122,24 @@ def named_run_dir(args: list[str]) -> Optional[Path]:
                 value = OverridesParser.create().parse_override(arg).value()
             except Exception:  # Hydra reports a malformed override in its own words
                 return None
-    return Path(value) if isinstance(value, str) and value and "${" not in value else None
+    if isinstance(value, str) and "${" in value:
+        value = without_hydra(value)
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def without_hydra(value: str) -> Optional[str]:
+    """An interpolated hydra.run.dir resolved as Hydra will resolve it, when that needs nothing of
+    Hydra's (the environment: ${oc.env:HOME}/runs/a); None when it does (the clock, Hydra's config,
+    the run's config), or when it cannot be resolved (Hydra reports that in its own words)."""
+    from omegaconf import OmegaConf
+
+    if "${now:" in value or "${hydra:" in value:
+        return None
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create({"dir": value}), resolve=True)["dir"]
+    except Exception:  # an interpolation of the run's config, or a mistake
+        return None
+    return resolved if isinstance(resolved, str) else None
 
 
 def check_arguments(args: list[str]) -> None:

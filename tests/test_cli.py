@@ -112,6 +112,19 @@ def test_user_mistakes_get_one_clear_message(tmp_path: Path, args: list[str], fr
     assert not (tmp_path / "run").exists()  # a refused run leaves nothing
 
 
+def test_a_run_directory_named_through_the_environment_is_refused_before_hydra_writes(trained_run: Path, tmp_path: Path) -> None:
+    """hydra.run.dir=${oc.env:...} naming a finished run: refused as the plain path is, before Hydra
+    rewrites that run's .hydra/ (the interpolation used to skip the early refusal)."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    before = {path.name: path.read_bytes() for path in (run_dir / ".hydra").iterdir()}
+    result = run_cli("train", *TINY_ARGS, "loss=hinge", "hydra.run.dir=${oc.env:GANCTL_TEST_RUN}", cwd=tmp_path,
+                     env={"GANCTL_TEST_RUN": str(run_dir)})
+    assert_clean_error(result, f"{run_dir} already holds a run")
+    assert {path.name: path.read_bytes() for path in (run_dir / ".hydra").iterdir()} == before
+
 def test_sample_refuses_zero_samples(trained_run: Path, tmp_path: Path) -> None:
     assert_clean_error(run_cli("sample", str(trained_run), "--num", "0", cwd=tmp_path), "--num must be at least 1")
 
