@@ -147,15 +147,31 @@ def write_failure(path: Path, error: OSError, written: tuple[Path, ...], untouch
     run_dir = run_dir_of(path)
     done = "".join(f"{p.name} was written. " for p in written)
     kept = "".join(f"The previous {p.name} is intact. " for p in untouched if p.exists())
-    newest, _ = newest_intact(run_dir)
-    if newest is not None:
-        then = f"continue with `ganctl train resume={run_dir}` (it resumes from {newest.path.name}, step {newest.state['step']})"
-    else:
-        then = "start the run again: it has no complete checkpoint to resume from yet"
     return (
         f"Could not write the checkpoint {path}: {error.strerror or error}. {done}{kept}Training stopped rather than "
-        f"go on without checkpoints: free some space (or fix the directory's permissions), then {then}."
+        f"go on without checkpoints: free some space (or fix the directory's permissions), then {continue_with(run_dir)}."
     )
+
+
+def stopped_by(run_dir: Path, error: OSError) -> str:
+    """Training stopped by a failed read or write of a file (a full disk while a grid or the summary
+    was written, a directory made read-only or removed): what failed, and the command that continues
+    from the newest complete checkpoint (every checkpoint is written atomically: none is damaged)."""
+    where = f" ({error.filename})" if error.filename else ""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        where += ", the directory ganctl was started in no longer exists"
+    return (f"Training stopped: {error.strerror or error}{where}. Its checkpoints are as they were: free some space "
+            f"(or fix the directory), then {continue_with(run_dir)}.")
+
+
+def continue_with(run_dir: Path) -> str:
+    """The command that continues a run from its newest intact checkpoint, or what to do without one."""
+    newest, _ = newest_intact(run_dir)
+    if newest is None:
+        return "start the run again: it has no complete checkpoint to resume from yet"
+    return f"continue with `ganctl train resume={run_dir}` (it resumes from {newest.path.name}, step {newest.state['step']})"
 
 
 def clean_temporary(run_dir: Path) -> list[Path]:

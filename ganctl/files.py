@@ -177,3 +177,15 @@ def empty_folder(path: str | os.PathLike, option: str) -> Path:
         raise GanctlError(f"{option} {path} already holds files: give a new or empty folder, so that no earlier file "
                           "(an old image, an old latents.npy) is mixed with this set or overwritten.")
     return path
+
+
+def check_working_directory() -> None:
+    """Refuse to start in a directory that no longer exists (deleted or moved while a shell stayed in
+    it): every relative path needs it, and so do Hydra and torch's libraries as they load."""
+    from ganctl.errors import GanctlError
+
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise GanctlError("The directory this command was started in no longer exists (it was deleted or moved): "
+                          "cd into an existing directory and run the command again.") from None

@@ -71,7 +71,12 @@ class SweepSummary(Callback):
             console.print(f"Continuing the sweep in {sweep_dir}: its finished jobs are kept as they are, its stopped ones "
                           "resume from their last checkpoint.")
         else:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # before Hydra's launcher meets it, with a traceback
+                print_error(f"Cannot create the sweep directory {sweep_dir}: {error.strerror or error}. "
+                            "Sweep into a directory you can write to, with hydra.sweep.dir=<dir>.")
+                raise SystemExit(1) from None
             record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time(),
                       "command": list(config.hydra.overrides.task)}
             write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")

@@ -322,3 +322,25 @@ def test_a_checkpoint_that_cannot_resume_is_refused_when_it_loads(run_dir: Path,
     with pytest.raises(GanctlError):
         train_in_process(f"resume={path}", "train.steps=8")
     assert path.read_bytes() == crafted and not (run_dir / "checkpoints" / "step_0000008.pt").exists()
+
+
+def test_a_full_disk_while_writing_a_grid_stops_with_a_command_that_works(tmp_path: Path, monkeypatch) -> None:
+    """The disk fills while the step-3 grid is written (after step 2's checkpoint): one message with
+    the command that continues (it used to be a raw OSError), nothing half-written, and the command works."""
+    import errno
+
+    from ganctl import train as training
+
+    def full_disk(grid, file, format=None, **kwargs) -> None:
+        file.write(b"\x89PNG half a grid")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(training, "save_image", full_disk)
+    with pytest.raises(GanctlError, match="Training stopped: No space left on device") as stopped:
+        train_in_process(*TINY, *TINY_DCGAN, "train.steps=4", "train.sample_every=3", f"hydra.run.dir={run_dir}")
+    monkeypatch.undo()
+    assert os.listdir(run_dir / "samples") == []  # no half-written grid, under its name or a temporary one
+    command = re.search(r"`ganctl train (resume=\S+)` \(it resumes from last.pt, step 2\)", str(stopped.value))
+    assert command, stopped.value
+    assert train_in_process(command.group(1)).step == 4

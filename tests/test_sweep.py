@@ -364,3 +364,11 @@ def test_the_same_sweep_command_again_continues_the_sweep_and_keeps_finished_job
     other = run_cli(*args[:-2], "train.seed=1,3", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, env=one_thread)
     assert other.returncode == 1 and f"{sweep_dir} holds an earlier sweep" in other.stderr and "Traceback" not in other.stderr
     assert {job: (sweep_dir / job / "status.json").read_bytes() for job in ("0", "1")} == records
+
+
+def test_a_sweep_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file, not a folder")  # as a read-only or missing mount
+    result = run_cli("train", "-m", *TINY_ARGS, "loss=bce,hinge", "hydra.sweep.dir=blocked/sweep", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert "Cannot create the sweep directory blocked/sweep" in output and output.count("error:") == 1, output
