@@ -24,7 +24,9 @@ from omegaconf import DictConfig
 from ganctl import config, rundir, sweep
 from ganctl.console import print_error
 from ganctl.errors import EXIT_CODES, GanctlError
+from ganctl.files import remove_links
 
+HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes into <run dir>/.hydra/
 # Hydra's flags that print or complete instead of training: they take no lock.
 NOT_TRAINING = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
                 "-m", "--multirun")
@@ -248,6 +250,8 @@ def main(args: list[str]) -> int:
             with rundir.hold(run_dir) if run_dir is not None else contextlib.nullcontext():
                 if run_dir is not None and not any(a.startswith("resume=") and a not in ("resume=", "resume=null") for a in args):
                     rundir.refuse_new_run_over(run_dir)  # before Hydra rewrites that run's .hydra/
+                if run_dir is not None:  # Hydra opens these by name, through a link: it gets a file of its own
+                    remove_links(run_dir / "train.log", *(run_dir / ".hydra" / name for name in HYDRA_FILES))
                 with checked_hydra_configs():
                     return sweep.supervise(hydra_train)
         finally:

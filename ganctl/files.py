@@ -189,3 +189,11 @@ def check_working_directory() -> None:
     except FileNotFoundError:
         raise GanctlError("The directory this command was started in no longer exists (it was deleted or moved): "
                           "cd into an existing directory and run the command again.") from None
+
+
+def remove_links(*paths: Path) -> None:
+    """Remove the links among `paths` (only the links: their targets stay), before a program that
+    opens files by name and follows links (Hydra: train.log, .hydra/*.yaml) writes there."""
+    for path in paths:
+        if os.path.islink(path):
+            os.unlink(path)

@@ -15,7 +15,7 @@ from ganctl import checkpoint, rundir
 from ganctl.evaluate import evaluate
 from ganctl.export import export
 from ganctl.sample import sample
-from helpers import TINY, TINY_DCGAN, train_in_process
+from helpers import TINY, TINY_DCGAN, run_cli, train_in_process
 
 RUN = [*TINY, *TINY_DCGAN, "train.steps=2", "train.ckpt_every=2", "train.log_every=1"]
 
@@ -43,19 +43,20 @@ def test_a_train_lock_that_is_a_link_leaves_its_target_alone(tmp_path: Path) -> 
 
 
 def test_links_in_a_run_directory_are_replaced_never_written_through(tmp_path: Path) -> None:
-    """Training's grid and summary.json, eval's cards and nearest grid, sample's grid: each name is a
-    link to a user's file before ganctl writes it. Every user file is as it was; each name now holds
-    ganctl's output."""
+    """Hydra's .hydra/config.yaml and train.log, training's grid and summary.json, eval's cards and
+    nearest grid, sample's grid: each name is a link to a user's file before `ganctl train`, `eval`
+    and `sample` write it. Every user file is as it was; each name now holds ganctl's output."""
     run_dir = tmp_path / "run"
     names = {
-        "samples/step_0000002.png": "grid.png", "summary.json": "summary.json",
-        "checkpoints/last.metrics.json": "metrics.json", "samples/nearest_step0000002.png": "nearest.png",
-        "samples/mine.png": "mine.png",
+        ".hydra/config.yaml": "config.yaml", "train.log": "train.log", "samples/step_0000002.png": "grid.png",
+        "summary.json": "summary.json", "checkpoints/last.metrics.json": "metrics.json",
+        "samples/nearest_step0000002.png": "nearest.png", "samples/mine.png": "mine.png",
     }
     targets = {name: precious(tmp_path, user) for name, user in names.items()}
-    for name in ("samples/step_0000002.png", "summary.json"):
+    for name in (".hydra/config.yaml", "train.log", "samples/step_0000002.png", "summary.json"):
         link(run_dir / name, targets[name])
-    train_in_process(*RUN, f"hydra.run.dir={run_dir}")
+    trained = run_cli("train", *RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
     for name in ("checkpoints/last.metrics.json", "samples/nearest_step0000002.png", "samples/mine.png"):
         link(run_dir / name, targets[name])
     evaluate(run_dir, names=["none"], nearest=2, device="cpu")
