@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     from ganctl.errors import GanctlError
 
     try:
+        from ganctl.files import check_working_directory
+
+        check_working_directory()
         if trusted:
             from ganctl import registry
 

@@ -30,6 +30,7 @@ from ganctl.config import MetricsSettings, check_metric_names, todays_defaults
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically, write_text
 from ganctl.sampling import Sampler
 
 
@@ -86,8 +87,11 @@ def nearest_check(state: dict[str, Any], sampler: Sampler, num: int, seed: int, 
         baseline = nearest_training_images(held_out, train)[0].mean().item()
     except (GanctlError, StopIteration):
         pass  # a dataset without a test split: no baseline
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(pairs_grid(samples, neighbours).float().div(255), out)
+    grid = pairs_grid(samples, neighbours).float().div(255)
+    try:
+        write_atomically(out, lambda f: save_image(grid, f, "PNG"))
+    except OSError as error:
+        raise GanctlError(f"Cannot write the nearest-neighbour grid {out}: {error.strerror or error}.") from error
     return {
         "metric": "nearest_l1",
         "value": distances.mean().item(),
@@ -137,7 +141,7 @@ def evaluate(
         raise GanctlError("Nothing to do: --metrics none without --nearest K.")
     truncation = latent_space.check_psi(truncation)
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {}")
-    ckpt_path = ckpt_path.resolve()
+    ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
     stored = state["config"]
     settings = metric_settings(stored, names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
     card_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.metrics.json")
@@ -165,11 +169,7 @@ def evaluate(
         card.update(checkpoint=str(ckpt_path), generator=sampler.weights)
         if truncation != 1:
             card["options"]["truncation"] = truncation
-    try:
-        card_path.parent.mkdir(parents=True, exist_ok=True)
-        card_path.write_text(json.dumps(cards, indent=2) + "\n")
-    except OSError as error:
-        raise GanctlError(f"Cannot write the metric cards to {card_path}: {error}") from error
+    write_cards(cards, card_path)
     print_cards(cards, card_path)
     return cards, card_path
 
@@ -295,6 +295,7 @@ def truncation_sweep(
     """The metrics at each truncation psi, from one set of real features: a table (<out>.csv, default
     <checkpoint>.truncation.csv), the cards (.json) and a plot of each metric against psi (.png)."""
     import csv
+    import io
 
     from ganctl.pictures import pyplot
 
@@ -304,7 +305,7 @@ def truncation_sweep(
     if num is not None and num < 2:
         raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {} --truncation-sweep")
-    ckpt_path = ckpt_path.resolve()
+    ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
     names = check_metric_names(names) if names is not None else None
     settings = metric_settings(state["config"], names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
     table_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.truncation.csv")
@@ -325,12 +326,12 @@ def truncation_sweep(
         rows.append({"psi": psi, **{card["metric"]: card["value"] for card in scored if "/" not in card["metric"]}})
         console.print("  psi " + f"{psi:g}: " + "  ".join(f"{key} {value:.4f}" for key, value in rows[-1].items() if key != "psi"))
     columns = list(rows[0])
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
     try:
-        table_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(table_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_text(table_path, table.getvalue())
         write_cards(cards, table_path.with_suffix(".json"))
     except OSError as error:
         raise GanctlError(f"Cannot write {table_path}: {error}") from error
@@ -361,8 +362,7 @@ def truncation_sweep(
 
 def write_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
     try:
-        card_path.parent.mkdir(parents=True, exist_ok=True)
-        card_path.write_text(json.dumps(cards, indent=2) + "\n")
+        write_text(card_path, json.dumps(cards, indent=2) + "\n")
     except OSError as error:
         raise GanctlError(f"Cannot write the metric cards to {card_path}: {error}") from error
 

@@ -18,6 +18,7 @@ from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 
 from ganctl.console import console
+from ganctl.files import write_text
 
 log = logging.getLogger("ganctl")
 
@@ -150,7 +151,7 @@ class NullLogger:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 SUMMARY_TABLE = ("reg/", "d/wasserstein", "classifier/fake_accuracy", "augment/p")  # besides the losses

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 
 CURVES_FILE = "curves.png"
 FIGURE_INCHES, DPI = (12.0, 7.0), 100  # curves.png is 1200 x 700 pixels whatever it holds
@@ -93,8 +94,7 @@ def save_figure(figure: Any, out: Path) -> Path:
     from ganctl.pictures import pyplot
 
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, dpi=DPI)
+        write_atomically(out, lambda f: figure.savefig(f, dpi=DPI, format=out.suffix[1:].lower() or None))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
     finally:

@@ -23,6 +23,7 @@ from ganctl import data as datasets
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 from ganctl.gan import GAN
 from ganctl.logger import NullLogger, RunLogger, print_summary, write_summary
 
@@ -147,7 +148,7 @@ class RunOutputs:
         checkpoint.save(self.state(step), *paths, checkpoint.last_path(self.run_dir))
         self.last_saved = step
         if periodic and self.cfg.train.keep_last:
-            checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+            checkpoint.prune(self.run_dir, self.cfg.train.keep_last, step)
 
     def grid(self, step: int, logger: RunLogger | NullLogger) -> None:
         """The fixed-latent grid (one row per class for a conditional GAN). Its latents come from their
@@ -155,8 +156,7 @@ class RunOutputs:
         self.divergence.check(self.last_saved)
         images, per_row = self.gan.sampler.grid(self.cfg.train.num_samples, self.cfg.train.seed)
         grid = make_grid(images, nrow=per_row, normalize=True, value_range=(-1, 1))
-        (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.run_dir / "samples" / f"step_{step:07d}.png")
+        write_atomically(self.run_dir / "samples" / f"step_{step:07d}.png", lambda f: save_image(grid, f, format="PNG"))
         logger.image("samples/fixed_latents", grid, step)
 
     def evaluate(self, step: int, evaluator: Any, logger: RunLogger | NullLogger) -> None:

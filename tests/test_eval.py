@@ -203,3 +203,15 @@ def test_metrics_against_truncation_psi(run_dir: Path, tmp_path: Path) -> None:
 
     assert Image.open(tmp_path / "psi.png").size == (800, 320)
     assert [card["options"]["truncation"] for card in json.loads((tmp_path / "psi.json").read_text())][::2] == [1, 0.5, 0]
+
+
+def test_a_nearest_grid_that_cannot_be_written_is_one_message(run_dir: Path, tmp_path: Path) -> None:
+    """The run's samples/ is not a writable folder (here a file in its place, as on a read-only or
+    broken disk): `eval --nearest` says which file it could not write, with no traceback."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir / "checkpoints", copy / "checkpoints")
+    (copy / "samples").write_text("not a folder")
+    with pytest.raises(GanctlError, match=r"Cannot write the nearest-neighbour grid .*nearest_step\d+\.png"):
+        evaluate(copy, names=["none"], nearest=2, device="cpu")

@@ -82,3 +82,15 @@ def test_output_that_cannot_be_written(run_dir: Path, tmp_path: Path) -> None:
 def test_a_device_that_is_not_here_is_named_as_the_flag_gave_it(run_dir: Path) -> None:
     with pytest.raises(GanctlError, match=r"--device cuda, but no such CUDA GPU is visible here. Use --device auto or --device cpu"):
         sample(run_dir, device="cuda")
+
+
+def test_a_reused_images_dir_is_refused_and_keeps_its_files(run_dir: Path, tmp_path: Path) -> None:
+    """A second set into the folder of a first (fewer images, other latents) would leave the first
+    set's 0004.png ... and could pair a latents.npy with images it did not make."""
+    images = tmp_path / "images"
+    sample(run_dir, num=6, seed=1, out=tmp_path / "a.png", images_dir=images, device="cpu")
+    before = {path.name: path.read_bytes() for path in images.iterdir()}
+    with pytest.raises(GanctlError, match="--images-dir .* already holds files: give a new or empty folder"):
+        sample(run_dir, num=3, seed=2, out=tmp_path / "b.png", images_dir=images, device="cpu")
+    assert {path.name: path.read_bytes() for path in images.iterdir()} == before
+    assert not (tmp_path / "b.png").exists()  # refused before anything was written

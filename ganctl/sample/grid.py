@@ -22,6 +22,7 @@ from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+from ganctl.files import empty_folder, image_format, write_atomically
 from ganctl.sample.shared import chosen_classes, folder_name
 from ganctl.sampling import Sampler
 
@@ -49,6 +50,7 @@ def sample(
         raise GanctlError(f"--nrow must be at least 1, got {nrow}.")
     if latents_file is not None and num is not None:
         raise GanctlError("--latents renders every latent in the file: leave out --num.")
+    images_dir = empty_folder(images_dir, "--images-dir") if images_dir else None  # a new set never mixes with an old one
     ckpt_path, state = checkpoint.find(path, use="ganctl sample {}")
     if out is not None and Path(out).is_dir():
         raise GanctlError(f"--out {out} is a directory: give a file name such as {Path(out) / 'grid.png'}.")
@@ -73,18 +75,15 @@ def sample(
     default = f"sample_step{state['step']:07d}_{source}_num{num}{suffix}.png"
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / default
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=nrow, normalize=True, value_range=(-1, 1)))
         if images_dir:
-            images_dir = Path(images_dir)
             # [-1, 1] to bytes as save_image does; one channel stays one (a grayscale PNG), three are RGB.
             pixels = ((images.clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (N, C, H, W)
             for i, image in enumerate(pixels):
                 folder = images_dir / names[i // num] if names else images_dir
-                folder.mkdir(parents=True, exist_ok=True)
-                to_pil_image(image).save(folder / f"{i % num:04d}.png")
+                write_atomically(folder / f"{i % num:04d}.png", lambda f: to_pil_image(image).save(f, "PNG"))
             # Image i (of each class) is G of row i: `ganctl sample RUN --latents DIR/latents.npy` re-makes them.
-            np.save(images_dir / "latents.npy", latents.numpy())
+            write_atomically(images_dir / "latents.npy", lambda f: np.save(f, latents.numpy()))
     except OSError as error:
         raise GanctlError(f"Cannot write the samples: {error}") from error
     if indices is None:

@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 from ganctl.pictures import check_animation_path, grid_frame, write_animation
 from ganctl.sample.shared import chosen_classes, default_picture, load_sampler
 from ganctl.sampling import Sampler
@@ -58,7 +59,8 @@ def write_walk(frames: list, strip: torch.Tensor, strip_rows: int, out: Path, fp
     write_animation(frames, out, fps)
     strip_path = out.with_suffix(".png")
     try:
-        save_image(strip, strip_path, nrow=strip.shape[0] // strip_rows, normalize=True, value_range=(-1, 1))
+        write_atomically(strip_path, lambda f: save_image(strip, f, "PNG", nrow=strip.shape[0] // strip_rows, normalize=True,
+                                                          value_range=(-1, 1)))
     except OSError as error:
         raise GanctlError(f"Cannot write {strip_path}: {error}") from error
     return strip_path
