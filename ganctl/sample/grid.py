@@ -27,6 +27,18 @@ from ganctl.sample.shared import chosen_classes, folder_name
 from ganctl.sampling import Sampler
 
 
+GRID_PIXELS = 2**24  # the most pixels one grid picture holds (4096 x 4096; 200 MB as save_image's floats)
+BATCH = 250  # images made at a time (the Sampler's own chunk): what --images-dir holds in memory besides the grid
+
+
+def write_images(images: torch.Tensor, folder: Path, first: int) -> None:
+    """Images (B, C, H, W) in [-1, 1] as PNG files numbered from `first`, bytes as save_image makes them:
+    one channel stays one (a grayscale PNG), three are RGB."""
+    pixels = ((images.clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (B, C, H, W)
+    for number, image in enumerate(pixels, start=first):
+        write_atomically(folder / f"{number:04d}.png", lambda f: to_pil_image(image).save(f, "PNG"))
+
+
 def sample(
     path: str | Path,
     num: Optional[int] = None,
@@ -42,7 +54,8 @@ def sample(
 ) -> Path:
     """Write a grid of samples (and each image, with images_dir, and their latents beside them as
     latents.npy). `num`: images, per class for a conditional checkpoint (default 64; nrow per class when
-    several classes are asked for). `latents_file`: render these latents (N, latent_dim) instead of
+    several classes are asked for). Images are made and written a batch at a time; the grid holds at
+    most GRID_PIXELS (with images_dir: the first images; without it, more is refused). `latents_file`: render these latents (N, latent_dim) instead of
     those of `seed`; `truncation`: psi (1: none)."""
     if num is not None and num < 1:
         raise GanctlError(f"--num must be at least 1, got {num}.")
@@ -62,11 +75,17 @@ def sample(
     else:
         num = num or (64 if indices is None or len(indices) == 1 else nrow)  # per class
         latents = sampler.latents(num, seed)  # (num, latent_dim), truncated when asked
-    if indices is None:
-        images = sampler(latents)  # (num, C, H, W) in [-1, 1], on the CPU
-    else:
-        images = sampler.by_class(indices, latents=latents)  # (len(indices) * num, C, H, W), class after class
-        nrow = nrow if len(indices) == 1 else num  # several classes: one row per class
+    groups = [None] if indices is None else indices  # (a conditional checkpoint's images: class after class)
+    size = state["data"]["image_size"]
+    shown = min(num, max(1, GRID_PIXELS // (len(groups) * size * size)))  # of each group, in the grid
+    if shown < num and not images_dir:
+        raise GanctlError(
+            f"--num {num}{' of each class' if len(groups) > 1 else ''} at {size}x{size} makes a grid of "
+            f"{num * len(groups) * size * size / 1e6:.0f}M pixels, more than ganctl draws in one picture "
+            f"({GRID_PIXELS / 1e6:.0f}M): write the images one by one with --images-dir DIR (the grid then shows the "
+            f"first {shown}), or ask for --num {shown} or fewer."
+        )
+    nrow = nrow if len(groups) == 1 else shown  # several classes: one row per class
     names = [folder_name(sampler.classes[index]) for index in indices] if indices is not None else []
     # Named by what it holds, so that asking for 1,000 samples never replaces a run's 64-sample grid.
     suffix = "" if classes is None else "_class" + "-".join(folder_name(name.strip()) for name in classes.split(","))[:64]
@@ -74,24 +93,31 @@ def sample(
     source = f"seed{seed}" if latents_file is None else f"latents-{folder_name(Path(latents_file).stem)[:40]}"
     default = f"sample_step{state['step']:07d}_{source}_num{num}{suffix}.png"
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / default
+    grid = []
     try:
+        for group, index in enumerate(groups):  # images stream to their files; only the grid's stay in memory
+            labels = None if index is None else torch.full((num,), index, dtype=torch.long)
+            folder = images_dir / names[group] if images_dir and names else images_dir
+            first = 0
+            for chunk in sampler.batches(latents, BATCH, labels):  # (B, C, H, W) in [-1, 1]
+                chunk = chunk.cpu()
+                grid.append(chunk[: max(0, shown - first)])
+                if images_dir:
+                    write_images(chunk, folder, first)
+                first += len(chunk)
+        images = torch.cat(grid)
         write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=nrow, normalize=True, value_range=(-1, 1)))
-        if images_dir:
-            # [-1, 1] to bytes as save_image does; one channel stays one (a grayscale PNG), three are RGB.
-            pixels = ((images.clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (N, C, H, W)
-            for i, image in enumerate(pixels):
-                folder = images_dir / names[i // num] if names else images_dir
-                write_atomically(folder / f"{i % num:04d}.png", lambda f: to_pil_image(image).save(f, "PNG"))
-            # Image i (of each class) is G of row i: `ganctl sample RUN --latents DIR/latents.npy` re-makes them.
+        if images_dir:  # image i (of each class) is G of row i: `ganctl sample RUN --latents DIR/latents.npy` re-makes them
             write_atomically(images_dir / "latents.npy", lambda f: np.save(f, latents.numpy()))
     except OSError as error:
         raise GanctlError(f"Cannot write the samples: {error}") from error
+    capped = f" (the first {shown}{' of each class' if len(groups) > 1 else ''})" if shown < num else ""
     if indices is None:
-        console.print(f"Wrote a grid of {num} samples from step {state['step']} to {out}")
+        console.print(f"Wrote a grid of {len(images)} samples{capped} from step {state['step']} to {out}")
     else:
-        shown = ", ".join(sampler.classes[index] for index in indices[:10]) + (" ..." if len(indices) > 10 else "")
-        layout = f"{num} of class {shown}" if len(indices) == 1 else f"{num} of each of {len(indices)} classes ({shown}), one row per class"
-        console.print(f"Wrote a grid of {len(images)} samples from step {state['step']}, {layout}, to {out}")
+        listed = ", ".join(sampler.classes[index] for index in indices[:10]) + (" ..." if len(indices) > 10 else "")
+        layout = f"{shown} of class {listed}" if len(indices) == 1 else f"{shown} of each of {len(indices)} classes ({listed}), one row per class"
+        console.print(f"Wrote a grid of {len(images)} samples{capped} from step {state['step']}, {layout}, to {out}")
     if images_dir:
         console.print(f"Wrote their latents to {Path(images_dir) / 'latents.npy'} (re-make with --latents)")
     if images_dir and not names:
