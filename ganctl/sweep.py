@@ -67,7 +67,10 @@ class SweepSummary(Callback):
         logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage imports it: "setup plugin" lines
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time()}
+        # The command line's overrides as given (`interval(1e-4, 1e-2)`, not a job's value): a sweeper's search space,
+        # which `ganctl report` reads back (Optuna keeps its study in memory).
+        record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time(),
+                  "overrides": [str(override) for override in config.hydra.overrides.task]}
         (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
         _this_sweep.clear()
         _this_sweep["dir"] = sweep_dir

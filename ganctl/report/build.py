@@ -182,7 +182,7 @@ class RunReport:
         for path, rows, plot in runs.truncation_sweeps(self.run):
             body += (f"<h3>Truncation sweep ({escape(path.name)})</h3>" + table(list(rows[0]) if rows else [],
                      [[float(value) if is_number(value) else value for value in row.values()] for row in rows])
-                     + (image(plot, "image/png", "metrics against truncation psi", "large") if plot else ""))
+                     + (image(plot, "image/png", "metrics against truncation psi", "plot") if plot else ""))
         for card in (card for card in cards if card["metric"] == "nearest_l1"):
             grid = Path(card.get("grid") or "")
             baseline = card.get("baseline_test_to_train")
@@ -236,7 +236,8 @@ def sweep_report(sweep_dir: str | Path) -> str:
     swept = list(rows[0]["values"]) if rows else []
     jobs = [(row, job_series(Path(row["run_dir"]))) for row in rows]
     notes = [] if rows else [f"{sweep_dir} has no job yet."]
-    table_rows = [(Markup(f'<a href="#job-{escape(str(row["job"]))}">{escape(str(row["job"]))}</a>'), *row["values"].values(),
+    table_rows = [(Markup(f'<a href="#job-{escape(str(row["job"]))}">{escape(str(row["job"]))}</a>'),
+                   *(float(value) if is_number(value) else value for value in row["values"].values()),
                    row["status"] + (f": {row['detail']}" if row["detail"] else ""), row["objective"], row["d_loss"], row["g_loss"],
                    row["images_per_second"], row["wall_seconds"], row["steps"]) for row in rows]
     body = section("summary", "Summary", "<p class=\"muted\">Click a column's name to sort by it; a job's number leads to "
@@ -260,7 +261,9 @@ def job_series(run_dir: Path) -> plots.Series:
 
 
 def job_label(row: dict[str, Any]) -> str:
-    return f"job {row['job']}: " + ", ".join(f"{key}={value}" for key, value in row["values"].items()) if row["values"] else f"job {row['job']}"
+    """`job 2: optimizer.g.lr=0.00075, loss=hinge`: its swept values, numbers to 4 significant digits."""
+    values = ", ".join(f"{key}={float(value):.4g}" if is_number(value) else f"{key}={value}" for key, value in row["values"].items())
+    return f"job {row['job']}: {values}" if values else f"job {row['job']}"
 
 
 def sweep_curves(jobs: list[tuple[dict[str, Any], plots.Series]]) -> str:
@@ -290,17 +293,18 @@ def optuna_section(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     each parameter mattered, from the jobs' own records (the plugin keeps its study in memory only)."""
     from omegaconf import OmegaConf
 
-    multirun = sweep_dir / "multirun.yaml"
-    if not multirun.is_file():
-        return ""
-    hydra_cfg = OmegaConf.load(multirun).get("hydra") or {}
-    if "optuna" not in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")):
+    from ganctl import sweep
+
+    hydra_files = [Path(row["run_dir"]) / ".hydra" / "hydra.yaml" for row in rows]
+    hydra_cfg = next((OmegaConf.load(path).hydra for path in hydra_files if path.is_file()), None)
+    if hydra_cfg is None or "optuna" not in str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).lower():
         return ""
     from ganctl.report.search import history_chart, importances
 
     done = [row for row in rows if isinstance(row["objective"], (int, float)) and math.isfinite(row["objective"])]
-    body = history_chart(done)
-    body += importances(hydra_cfg, done)
+    record = sweep.read_json(sweep_dir / sweep.SWEEP_FILE) or {}
+    params = OmegaConf.to_container(hydra_cfg.sweeper.params, resolve=False) if hydra_cfg.sweeper.get("params") else {}
+    body = history_chart(done) + importances(record.get("overrides"), params, done)
     results = sweep_dir / "optimization_results.yaml"
     if results.is_file():
         body += f"<h3>Optuna's result</h3><pre>{escape(results.read_text())}</pre>"

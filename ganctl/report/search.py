@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from html import escape
-from typing import Any
+from typing import Any, Optional
 
 from ganctl.report.charts import line_chart
 from ganctl.report.page import table
@@ -20,21 +20,36 @@ def history_chart(done: list[dict[str, Any]]) -> str:
     steps = [int(row["job"]) if str(row["job"]).isdigit() else i for i, row in enumerate(done)]
     values = [float(row["objective"]) for row in done]
     best = [min(values[:i + 1]) for i in range(len(values))]
-    return ("<h3>History</h3>"
-            + line_chart("objective of each trial (lower is better)", [("objective", steps, values), ("best so far", steps, best)],
-                         x_label="trial (job number)", markers=True))
+    chart = line_chart("objective of each trial (lower is better)", [("objective", steps, values), ("best so far", steps, best)],
+                       x_label="trial (job number)", markers=True)
+    return f"<h3>History</h3><div class=\"charts\">{chart}</div>"
 
 
-def search_space(hydra_cfg: Any) -> dict[str, Any]:
+def search_space(arguments: Optional[list[str]], params: dict[str, Any], done: list[dict[str, Any]]) -> dict[str, Any]:
     """The Optuna distribution of each swept key, parsed by the plugin's own code from the sweep's
-    command line and `hydra.sweeper.params`."""
+    command line (sweep.json's `overrides`) and `hydra.sweeper.params`. A sweep from before sweep.json
+    kept its command line: each key's distribution spans the values its trials took."""
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+    from optuna.distributions import CategoricalDistribution, UniformDistribution
 
-    arguments = [str(item) for item in (hydra_cfg.get("overrides") or {}).get("task") or []]
-    params = (hydra_cfg.get("sweeper") or {}).get("params") or {}
-    arguments += [f"{key}={value}" for key, value in params.items()]
-    distributions, _ = create_params_from_overrides(arguments)
-    return {key.lstrip("+~"): distribution for key, distribution in distributions.items()}
+    if arguments is not None:
+        distributions, _ = create_params_from_overrides([*arguments, *(f"{key}={value}" for key, value in params.items())])
+        return {key.lstrip("+~"): distribution for key, distribution in distributions.items()}
+    space: dict[str, Any] = {}
+    for key in done[0]["values"]:
+        values = [row["values"][key] for row in done]
+        numbers = [float(value) for value in values if is_number(value)]
+        space[key] = (UniformDistribution(min(numbers), max(numbers)) if len(numbers) == len(values) and min(numbers) < max(numbers)
+                      else CategoricalDistribution(sorted(set(values))))
+    return space
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def trial_value(text: str, distribution: Any) -> Any:
@@ -43,10 +58,18 @@ def trial_value(text: str, distribution: Any) -> Any:
 
     if isinstance(distribution, CategoricalDistribution):
         return next(choice for choice in distribution.choices if str(choice) == text)
-    return int(text) if "Int" in type(distribution).__name__ else float(text)
+    return int(text) if isinstance(distribution, int_distributions()) else float(text)
 
 
-def importances(hydra_cfg: Any, done: list[dict[str, Any]]) -> str:
+def int_distributions() -> tuple[type, ...]:
+    """Optuna's distributions of whole numbers: IntUniform and IntLogUniform in optuna 2, Int in 3 and later."""
+    from optuna import distributions
+
+    names = ("IntUniformDistribution", "IntLogUniformDistribution", "IntDistribution")
+    return tuple(vars(distributions)[name] for name in names if name in vars(distributions))
+
+
+def importances(arguments: Optional[list[str]], params: dict[str, Any], done: list[dict[str, Any]]) -> str:
     """Optuna's parameter importances of the finished trials: the mean decrease in impurity of a random
     forest fitted to them (optuna's MeanDecreaseImpurityImportanceEvaluator, seed 0), since the default
     fANOVA evaluator of the optuna 2.10 the plugin pins fails under numpy 2. Both need scikit-learn."""
@@ -58,7 +81,7 @@ def importances(hydra_cfg: Any, done: list[dict[str, Any]]) -> str:
         from optuna.importance import MeanDecreaseImpurityImportanceEvaluator, get_param_importances
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        space = search_space(hydra_cfg)
+        space = search_space(arguments, params, done)
         study = optuna.create_study(direction="minimize")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
