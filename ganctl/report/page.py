@@ -34,7 +34,8 @@ table.sortable th[aria-sort="ascending"]::after { content: " \\25B2"; }
 table.sortable th[aria-sort="descending"]::after { content: " \\25BC"; }
 code, pre { font: .85rem/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 pre { background: var(--soft); padding: .6rem .8rem; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
-img.pixels { image-rendering: pixelated; max-width: 100%; height: auto; border: 1px solid var(--line); }
+img { max-width: 100%; height: auto; }
+img.pixels { image-rendering: pixelated; border: 1px solid var(--line); }
 img.large { width: min(100%, 720px); }
 .strip { display: flex; gap: .4rem; overflow-x: auto; padding: .3rem 0; }
 .strip button { border: 2px solid transparent; padding: 0; background: none; cursor: pointer; text-align: center; }
