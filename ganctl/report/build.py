@@ -102,14 +102,20 @@ class RunReport:
             ("torch threads", str(summary.get("torch_threads") or (sessions[-1]["threads"] if sessions else ""))),
             ("wall time", f"{wall:.1f} s" if isinstance(wall, (int, float)) else None),
             ("images/s", f"{images_per_second:.0f}" if isinstance(images_per_second, (int, float)) else None),
-            ("checkpoint", str(self.checkpoint.relative_to(run.path.resolve())) if self.checkpoint and self.checkpoint.is_relative_to(run.path.resolve())
-             else (str(self.checkpoint) if self.checkpoint else None)),
+            ("checkpoint", self.checkpoint_name()),
         ]
         body = facts(pairs)
         if len(sessions) > 1 or (sessions and sessions[0]["kind"] == "Resuming"):
             body += "<h3>Sessions</h3>" + table(["started", "how", "steps", "threads"],
                                                 [(s["time"], s["kind"].lower(), f"{s['start']} -> {s['end']}", s["threads"]) for s in sessions])
         return section("run", "Run", body + self.config_section())
+
+    def checkpoint_name(self) -> Optional[str]:
+        """The checkpoint the report read, inside the run directory when it is there."""
+        if self.checkpoint is None:
+            return None
+        path, run_dir = Path(self.checkpoint).resolve(), self.run.path.resolve()
+        return str(path.relative_to(run_dir)) if path.is_relative_to(run_dir) else str(path)
 
     def config_section(self) -> str:
         config = self.config
@@ -158,12 +164,12 @@ class RunReport:
         from ganctl.report.walk import latent_walk
 
         try:
-            gif, width, caption = latent_walk(self.state)
+            gif, width, caption = latent_walk(self.state, str(self.run.path))
         except GanctlError as error:
             return f"<h3>Latent walk</h3><p class=\"muted\">No walk: {escape(str(error))}</p>"
         step = self.state.get("step")
         return (f"<h3>Latent walk</h3><p>Step {step}, {escape(caption)}.</p>"
-                + image(gif, "image/gif", f"latent walk at step {step}", "pixels walk", width=min(4 * width, 720)))
+                + image(gif, "image/gif", f"latent walk at step {step}", "pixels walk", width=min(8 * width, 720)))
 
     def curves(self) -> str:
         if not self.series:
