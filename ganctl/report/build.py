@@ -12,7 +12,7 @@ from typing import Any, Optional
 from ganctl import plots
 from ganctl.errors import GanctlError
 from ganctl.report import runs
-from ganctl.report.charts import Line, line_chart
+from ganctl.report.charts import line_chart
 from ganctl.report.page import Markup, document, facts, grids_slider, image, section, table
 
 GRID_BUDGET = 3_000_000  # bytes of training grids a run's report embeds (its last grid always): a few MB in all
