@@ -164,11 +164,11 @@ class RunReport:
         from ganctl.report.walk import latent_walk
 
         try:
-            gif, width, caption = latent_walk(self.state, str(self.run.path))
+            gif, width, caption, command = latent_walk(self.state, str(self.run.path))
         except GanctlError as error:
             return f"<h3>Latent walk</h3><p class=\"muted\">No walk: {escape(str(error))}</p>"
         step = self.state.get("step")
-        return (f"<h3>Latent walk</h3><p>Step {step}, {escape(caption)}.</p>"
+        return (f"<h3>Latent walk</h3><p>Step {step}, {escape(caption)}: the frames of <code>{escape(command)}</code>.</p>"
                 + image(gif, "image/gif", f"latent walk at step {step}", "pixels walk", width=min(8 * width, 720)))
 
     def curves(self) -> str:

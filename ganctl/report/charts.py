@@ -22,15 +22,15 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
         return [low]
     raw = (high - low) / max(count - 1, 1)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(factor * power for factor in (1, 2, 5, 10) if factor * power >= raw)
+    step = next(factor * power for factor in (1, 2, 5, 10) if factor * power >= raw / 1.5)  # a few more ticks than fewer
     first = math.ceil(low / step - 1e-9) * step
     return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
 
 
 def label(value: float) -> str:
-    """A tick label, short: 0.001, 2500, 1.5e+04."""
-    if value == 0:
-        return "0"
+    """A tick label, short: 0.001, 2500, 85000, 1.5e+06, 2.5e-05."""
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
     return f"{value:.3g}" if 1e-3 <= abs(value) < 1e4 else f"{value:.1e}"
 
 

@@ -38,7 +38,7 @@ img { max-width: 100%; height: auto; }
 img.pixels { image-rendering: pixelated; border: 1px solid var(--line); }
 img.large { width: min(100%, 720px); }
 .strip { display: flex; gap: .4rem; overflow-x: auto; padding: .3rem 0; }
-.strip button { border: 2px solid transparent; padding: 0; background: none; cursor: pointer; text-align: center; }
+.strip button { flex: 0 0 auto; border: 2px solid transparent; padding: 0; background: none; cursor: pointer; text-align: center; }
 .strip button[aria-pressed="true"] { border-color: var(--accent); }
 .strip img { width: 96px; display: block; }
 .strip span { font-size: .75rem; color: var(--muted); }
@@ -77,6 +77,7 @@ SCRIPT = """
       slider.value = i;
     }
     frames.forEach(function (f, i) { f.addEventListener("click", function () { show(i); }); });
+    box.querySelector(".strip").scrollLeft = box.querySelector(".strip").scrollWidth;  // the last grid's thumbnail in view
     slider.addEventListener("input", function () { show(Number(slider.value)); });
     play.addEventListener("click", function () {
       if (timer) { clearInterval(timer); timer = null; play.textContent = "Play"; return; }

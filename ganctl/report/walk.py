@@ -16,9 +16,9 @@ SEEDS, FRAMES, FPS = (0, 1, 2, 0), 8, 8
 MAX_CLASSES = 10  # a conditional run's walk shows its first classes side by side
 
 
-def latent_walk(state: dict[str, Any], run: str) -> tuple[bytes, int, str]:
-    """The walk through the latents of SEEDS as GIF bytes, its width in pixels, and what it is (the
-    `ganctl sample` command that writes the same frames from `run`)."""
+def latent_walk(state: dict[str, Any], run: str) -> tuple[bytes, int, str, str]:
+    """The walk through the latents of SEEDS as GIF bytes, its width in pixels, what it is, and the
+    `ganctl sample` command that writes the same frames from `run`."""
     from PIL import Image
 
     sampler = Sampler.from_checkpoint(state, torch.device("cpu"))
@@ -31,4 +31,4 @@ def latent_walk(state: dict[str, Any], run: str) -> tuple[bytes, int, str]:
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=round(1000 / FPS), loop=0)
     classes = "" if indices is None else f" --class {','.join(map(str, indices))}"
     command = f"ganctl sample {shlex.quote(run)} --interpolate --seeds {','.join(map(str, SEEDS))} --frames {FRAMES}{classes}"
-    return buffer.getvalue(), frames[0].width, f"in {space}, {FRAMES} frames from each seed to the next: the frames of `{command}`"
+    return buffer.getvalue(), frames[0].width, f"in {space}, {FRAMES} frames from each seed to the next", command
