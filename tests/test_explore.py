@@ -109,25 +109,29 @@ def test_a_bad_value_is_a_message_and_the_page_goes_on(client, api: str, values:
     assert pixels(image).std() > 0
 
 
-def test_the_image_changes_when_a_slider_moves(page: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    for context in browser_session(tmp_path_factory):
-        tab = context.new_page()
-        requests: list[str] = []
-        tab.on("request", lambda request: requests.append(request.url))
-        tab.goto(page)
-        image = tab.locator("#seed-image img")
-        image.wait_for(timeout=60_000)
-        first = image.get_attribute("src")
-        assert image.evaluate(IMAGE_STATE) == {"decoded": True, "colours": 3}  # decoded, and not one flat colour
-        slider = tab.locator("#seed input[type=range]")
-        slider.focus()
-        slider.press("ArrowRight")  # seed 0 -> 1, as a person moves it with the keyboard
-        tab.wait_for_function("([selector, old]) => document.querySelector(selector).src !== old", arg=["#seed-image img", first],
-                              timeout=60_000)
-        assert image.evaluate(IMAGE_STATE)["decoded"]
-        assert tab.locator("#seed-command textarea").input_value().endswith("--seed 1 --num 1 --class 0")
-        tab.screenshot(path=str(screenshot_dir() / "explore.png"), full_page=True)
-        assert requests and all(url.startswith(page) for url in requests), [url for url in requests if not url.startswith(page)]
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    yield from browser_session(tmp_path_factory)
+
+
+def test_the_image_changes_when_a_slider_moves(page: str, browser) -> None:
+    tab = browser.new_page()
+    requests: list[str] = []
+    tab.on("request", lambda request: requests.append(request.url))
+    tab.goto(page)
+    image = tab.locator("#seed-image img")
+    image.wait_for(timeout=60_000)
+    first = image.get_attribute("src")
+    assert image.evaluate(IMAGE_STATE) == {"decoded": True, "colours": 3}  # decoded, and not one flat colour
+    slider = tab.locator("#seed input[type=range]")
+    slider.focus()
+    slider.press("ArrowRight")  # seed 0 -> 1, as a person moves it with the keyboard
+    tab.wait_for_function("([selector, old]) => document.querySelector(selector).src !== old", arg=["#seed-image img", first],
+                          timeout=60_000)
+    assert image.evaluate(IMAGE_STATE)["decoded"]
+    assert tab.locator("#seed-command textarea").input_value().endswith("--seed 1 --num 1 --class 0")
+    tab.screenshot(path=str(screenshot_dir() / "explore.png"), full_page=True)
+    assert requests and all(url.startswith(page) for url in requests), [url for url in requests if not url.startswith(page)]
 
 
 def test_explore_without_the_ui_extra_says_how_to_install_it(stylegan_run: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
