@@ -77,6 +77,8 @@ class SweepSummary(Callback):
                 print_error(f"Cannot create the sweep directory {sweep_dir}: {error.strerror or error}. "
                             "Sweep into a directory you can write to, with hydra.sweep.dir=<dir>.")
                 raise SystemExit(1) from None
+            # The command line's overrides as given (`interval(1e-4, 1e-2)`, not a job's value): what a re-run must
+            # repeat, and a sweeper's search space, which `ganctl report` reads back (Optuna keeps its study in memory).
             record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time(),
                       "command": list(config.hydra.overrides.task)}
             write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")

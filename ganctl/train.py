@@ -247,6 +247,7 @@ def train_on(
         sum(p.numel() for p in gan.generator.parameters()) / 1e6,
         sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps, torch.get_num_threads(),
     )
+    log_versions(device)
     images_per_step = batch_size * group.world_size  # every rank's images, as the summary counts them
     logger = RunLogger(run_dir, settings.steps, start_step, images_per_step) if group.main else NullLogger()
     shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
@@ -292,6 +293,20 @@ def train_on(
             logger.close()
     stopped_by = stop.requested or ("SIGTERM" if stopping else None)  # a rank can stop on another's signal
     return finish(cfg, run_dir, choices, gan, group, device, outputs, step - start_step, step, last_logged, stopped_by)
+
+
+def log_versions(device: torch.device) -> None:
+    """What the run trains with, in train.log, where `ganctl report` reads it back (a run's checkpoints
+    and summary do not record it)."""
+    import platform
+
+    import torchvision
+
+    from ganctl import __version__
+
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    log.info("Versions: ganctl %s, torch %s, torchvision %s, Python %s; device %s%s",
+             __version__, torch.__version__, torchvision.__version__, platform.python_version(), device, name)
 
 
 def report_stopped_at_once(run_dir: Path, step: int) -> None:

@@ -35,10 +35,11 @@ def test_help_lists_the_subcommands() -> None:
     assert "train" in result.stdout and "sample" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["--help"], ["sample", "--help"], ["plot", "--help"], ["animate", "--help"], ["export", "--help"]])
+@pytest.mark.parametrize("command", [["--help"], ["sample", "--help"], ["plot", "--help"], ["animate", "--help"], ["export", "--help"],
+                                     ["report", "--help"], ["explore", "--help"]])
 def test_help_does_not_import_torch(command: list[str]) -> None:
     code = ("import sys\nfrom ganctl.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'" % command)
+            "assert 'torch' not in sys.modules, 'torch imported'\nassert 'gradio' not in sys.modules, 'gradio imported'" % command)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "usage:" in result.stdout, result.stdout + result.stderr
 
