@@ -290,7 +290,7 @@ def mnist(root: str | None, download: bool, image_size: int, split: str = "train
         images, labels = bundled_mnist(split)
         return Decoded(resize(images, image_size), labels=labels, classes=DIGITS)
     dataset = torchvision_dataset(
-        "MNIST", root, download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
+        "MNIST", os.path.expanduser(root), download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
         " Or leave dataset.root unset to train on the 5,000 MNIST digits bundled with ganctl.", train=split == "train",
     )
     return Decoded(resize(dataset.data.unsqueeze(1), image_size), labels=dataset.targets, classes=DIGITS)  # (N, 1, H, W) uint8
@@ -323,7 +323,7 @@ def require_root(root: str | None, option: str, what: str) -> str:
             f"dataset={option} needs dataset.root: {what}. Add dataset.root=<path> to the command, "
             f"e.g. `ganctl train dataset={option} dataset.root=data/{option}`."
         )
-    return str(root)
+    return os.path.expanduser(str(root))  # (a quoted ~/data reaches here as written)
 
 
 # ----------------------------------------------------------------------------- folders of image files
