@@ -183,6 +183,7 @@ class LossSettings:
     critic_steps: int = 1  # D updates per G update
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
     relativistic: bool = False  # G's loss also takes D's scores of the step's real images (RpGAN)
+    rescore_reals: bool = False  # relativistic: G's loss scores the step's reals again with the updated D (R3GAN), instead of reusing D's scores from its update
     boundary: Optional[float] = 0.0  # D's score on the line between real and fake: 0 (BCE, hinge, RpGAN), 0.5 (least squares), null (Wasserstein)
     regularisers: Dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ganctl.regularisers.R1, gamma: ..., every: ...}
 
@@ -193,6 +194,10 @@ class LossSettings:
             raise GanctlError(f"loss.critic_steps must be at least 1, got {node.critic_steps}.")
         if node.report not in REPORTS:
             raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {node.report!r}.")
+        if node.rescore_reals and not node.relativistic:
+            raise GanctlError("loss.rescore_reals=true re-scores the real images for G's loss, but this loss's G loss "
+                              "does not take D's scores of them (loss.relativistic=false): use a relativistic loss "
+                              "(loss=rpgan, loss=r3gan), or set loss.rescore_reals=false.")
         labels = OmegaConf.select(node, "discriminator", default={})
         for key in ("real_target", "label_noise", "flip_prob"):
             value = labels.get(key)

@@ -127,6 +127,8 @@ class GAN:
         self.autocast = speed.autocast(device, self.precision)
         # fp16's narrow range would overflow the penalty's loss-scaled double backward: it runs in fp32.
         self.penalty_autocast = speed.autocast(device, "fp32" if self.precision == "fp16" else self.precision)
+        # A finite difference of bf16 scores is mostly their rounding: R1/R2 by finite differences score in fp32.
+        self.fp32_autocast = speed.autocast(device, "fp32")
         self.policy = list(settings.augment)
         self.ada = AdaptiveAugment.from_settings(settings.get("ada"), device, group)  # its p: state, adjusted by the step
         self.ada.check(loss, self.policy)
@@ -197,7 +199,8 @@ class GAN:
                 d_loss = d_loss + self.auxiliary_weight * class_loss
             # Each D-side term on the images as D sees them (the gradient penalty's interpolates keep the labels).
             inputs = CriticInputs(real, fake, partial(self.penalised_scores, self.augmented, labels=labels),
-                                  partial(self.penalised_scores, self.ada.augment, labels=labels))
+                                  partial(self.penalised_scores, self.ada.augment, labels=labels), self.augmented,
+                                  partial(self.scores, self.critic_call, labels=labels, amp=self.fp32_autocast))
             d_loss = regularised(d_loss, self.critic_terms, (step - 1) * loss.critic_steps + critic_step, inputs)
             self.update(self.optimizer_d, self.scaler_d, d_loss)
             for term in self.critic_terms:
@@ -206,7 +209,7 @@ class GAN:
         # The generator update on the same fakes, scored by the updated D.
         with speed.frozen(self.discriminator):
             fake_scores_g, fake_classes_g = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
-            g_loss = loss.generator_loss(fake_scores_g, real_scores.detach())  # a relativistic loss: D's scores of the reals, before its update
+            g_loss = loss.generator_loss(fake_scores_g, self.reals_for_generator(real, real_scores, labels))
             if fake_classes_g is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
                 g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes_g, labels)
                 classified = (class_loss, real_classes, fake_classes_g, labels)
@@ -219,6 +222,16 @@ class GAN:
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, self.ema_decay_at(step, real.shape[0] * self.world_size))
         return self.statistics(d_loss, g_loss, real_scores, fake_scores, classified)
+
+    def reals_for_generator(self, real: torch.Tensor, real_scores: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """D's scores of the step's real images that a relativistic G loss compares its fakes with: D's
+        from its update (before it), or with `loss.rescore_reals` the updated D's of the same images,
+        seen through a fresh draw of the augmentation as in D's step (R3GAN's Trainer.py). No gradient
+        reaches G or D through them."""
+        if not self.loss.rescore_reals:
+            return real_scores.detach()
+        with torch.no_grad():
+            return self.scores(self.critic_call_in_g_step, self.augmented(real), labels)
 
     def statistics(self, d_loss: torch.Tensor, g_loss: torch.Tensor, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                    classified: Optional[tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
