@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ganctl import registry
 from ganctl.errors import GanctlError
+from ganctl.schedules import Schedule
 
 GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
 # The option a checkpoint from before a group existed was trained with.
@@ -34,6 +35,9 @@ def config_dir() -> str:
     packaged = Path(__file__).parent / "conf"
     return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
 
+
+# Mappings whose keys the user names (train.schedules.<knob>): added on the command line with +, checked by their own rules.
+OPEN_MAPPINGS = ("train.schedules",)
 
 # Keys a resumed run may change: when and how often things happen, never what is trained.
 SCHEDULE_KEYS = (
@@ -124,6 +128,7 @@ class TrainSettings:
     curves: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
     ada: AdaSettings = field(default_factory=AdaSettings)
+    schedules: Dict[str, Any] = field(default_factory=dict)  # knob -> its cosine over images seen: a `Schedule`'s fields (ganctl/schedules.py)
 
 
 @dataclass
@@ -267,6 +272,7 @@ def check(cfg: DictConfig) -> None:
         raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
     if OmegaConf.select(cfg, "train.ada") is not None:
         AdaSettings.check(train.ada)
+    check_schedules(cfg)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")
@@ -282,6 +288,23 @@ def check(cfg: DictConfig) -> None:
     for net in ("g", "d"):
         if OmegaConf.select(cfg, f"optimizer.{net}") is not None:
             check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
+
+
+def check_schedules(cfg: DictConfig) -> None:
+    """train.schedules: each schedule's values, and no other setting that would move the same knob."""
+    schedules = OmegaConf.select(cfg, "train.schedules") or {}
+    for knob, node in schedules.items():
+        Schedule.check(node, knob, list(cfg.loss.regularisers))
+    train = cfg.train
+    if "lr" in schedules and train.lr_schedule != "constant":
+        raise GanctlError(f"train.schedules.lr and train.lr_schedule={train.lr_schedule} both move the learning rate: "
+                          "keep one (train.lr_schedule=constant with the schedule).")
+    if "ema_half_life_kimg" in schedules and (train.ema.half_life_kimg is not None or train.ema.rampup is not None):
+        raise GanctlError("train.schedules.ema_half_life_kimg sets the EMA's half-life at every step: leave "
+                          "train.ema.half_life_kimg and train.ema.rampup null.")
+    if "ada_p" in schedules and train.ada.mode != "fixed":
+        raise GanctlError(f"train.schedules.ada_p sets ADA's p at every step, which needs train.ada.mode=fixed "
+                          f"(got {train.ada.mode}: {'p steered by D' if train.ada.mode == 'adaptive' else 'no augmentation'}).")
 
 
 def is_conditional(cfg: DictConfig | dict) -> bool:

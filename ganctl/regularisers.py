@@ -171,6 +171,10 @@ class Regulariser:
         """Whether update number `update` (0, 1, ... of its network) adds the term."""
         return self.active and update % self.every == 0
 
+    def set_weight(self, value: float) -> None:
+        """Its weight from now on (a schedule's value for this step: train.schedules.<its name>)."""
+        self.weight = float(value)
+
     def penalty(self, inputs: Any) -> torch.Tensor:
         """The term before its weight: a scalar with its graph."""
         raise NotImplementedError
@@ -230,6 +234,10 @@ class R1(Regulariser):
     def double_backward(self) -> bool:  # (a class constant for the other units: here the setting decides)
         return self.sigma is None
 
+    def set_weight(self, value: float) -> None:
+        """gamma from now on (a schedule's value: train.schedules.<its name> schedules gamma, as R3GAN's)."""
+        self.gamma, self.weight = float(value), float(value) / 2
+
     @property
     def scale(self) -> float:
         return self.gamma / 2 * self.every  # (in this order: the same bits as before the units)
@@ -282,6 +290,9 @@ class WeightClip(Regulariser):
     @property
     def reports(self) -> bool:
         return False
+
+    def set_weight(self, value: float) -> None:
+        self.bound = self.weight = float(value)
 
     def due(self, update: int) -> bool:
         return False
