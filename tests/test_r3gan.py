@@ -52,6 +52,15 @@ def test_r3gan_is_the_reference_network_parameter_for_parameter(image_size: int,
     assert (count(generator), count(critic)) == sizes
 
 
+def test_the_recipes_build_the_published_networks() -> None:
+    for experiment, preset in (("cifar10_r3gan", CIFAR10), ("ffhq64_r3gan", FFHQ64), ("ffhq256_r3gan", FFHQ256),
+                               ("imagenet32_r3gan", IMAGENET32)):
+        cfg, _ = compose_config(f"experiment={experiment}", "dataset.root=unused")
+        for role in ("generator", "discriminator"):
+            node = cfg.model[role]
+            assert {key: list(node[key]) for key in preset} == preset, (experiment, role)
+
+
 @pytest.mark.parametrize("channels,image_size,classes", [(1, 28, 0), (3, 32, 10), (3, 8, 0)])
 def test_narrow_r3gans_make_images_of_the_datasets_shape_and_score_them(channels: int, image_size: int, classes: int) -> None:
     conditioning = Conditioning("concat", "projection", classes) if classes else UNCONDITIONAL
