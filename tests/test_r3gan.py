@@ -165,7 +165,7 @@ def scores(critic: nn.Module, weights: dict, images: torch.Tensor) -> torch.Tens
 
 
 def test_r3gan_penalises_every_critic_update_and_g_compares_with_reals_the_updated_d_scored(monkeypatch) -> None:
-    critic, records = spied_steps([*TINY_R3GAN, "train.precision=fp32"], 3, monkeypatch)
+    critic, records = spied_steps([*TINY_R3GAN, "train.precision=fp32"], 2, monkeypatch)
     for record in records:
         assert record["penalties"] == 2  # R1 and R2 at every step (not every 16th)
         updated = scores(critic, record["after"], record["real"])
