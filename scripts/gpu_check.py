@@ -24,6 +24,7 @@ others (the JSON says which failed and why, and the exit code is 1 when any did)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,7 +35,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -92,6 +93,19 @@ def train(run_dir: Path, *overrides: str, resume: dict | None = None):
         cfg = config.resumed_config(resume["config"], resume["choices"], cfg, expand_shorthands(list(overrides)), choices)
         choices = resume["choices"]
     return train_run(cfg, run_dir, choices, resume=resume)
+
+
+@contextlib.contextmanager
+def quiet_console() -> Iterator[None]:
+    """ganctl's console silent while the checks train (their progress and tables), as it was after:
+    the script also runs inside a test process, whose later tests read what ganctl prints."""
+    from ganctl.console import console
+
+    was, console.quiet = console.quiet, True
+    try:
+        yield
+    finally:
+        console.quiet = was
 
 
 def quiet_run(device: str, steps: int) -> list[str]:
@@ -259,16 +273,13 @@ def main() -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here; run it on the GPU machine, or pass --device cpu --quick", file=sys.stderr)
         return 2
-    from ganctl.console import console
-
-    console.quiet = True  # the runs' own progress and tables
     record: dict[str, Any] = {
         "device": args.device, "quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M"),
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "CPU",
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda},
         "checks": {},
     }
-    with tempfile.TemporaryDirectory(prefix="gpu_check") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gpu_check") as tmp, quiet_console():
         for name in args.only or CHECKS:
             work = Path(tmp) / name
             work.mkdir()

@@ -43,3 +43,6 @@ def test_a_check_that_fails_is_recorded_and_the_others_still_run(tmp_path: Path,
     assert record["checks"]["broken"]["error"] == "RuntimeError: no NCCL here"
     assert record["checks"]["fine"]["figures"] == {"answer": 42}
     assert "| broken | FAILED: RuntimeError: no NCCL here |" in (tmp_path / "gpu_check.md").read_text()
+    from ganctl.console import console
+
+    assert not console.quiet  # silenced while the checks train, and heard again after (the tests after this one read it)
