@@ -488,7 +488,8 @@ def open_trackers(cfg: Any, run_dir: Path, choices: dict[str, str], start_step: 
     earlier = read_record(run_dir) if start_step > 0 else {}
     started: list[Guarded] = []
     record: dict[str, Any] = {}
-    for tracker in build_trackers(cfg.get("logger")):
+    # The trackers that reach outside first: one that cannot start refuses the run before any file of it is written.
+    for tracker in sorted(build_trackers(cfg.get("logger")), key=lambda tracker: tracker.name in ("tensorboard", "csv")):
         try:
             record[tracker.name] = tracker.start(run, earlier.get(tracker.name))
         except GanctlError:
