@@ -91,7 +91,7 @@ def test_two_workers_share_one_study_and_no_trial_is_lost_or_run_twice(tmp_path:
 
     trials = study_of(sweep_dir).get_trials()
     assert [trial.number for trial in trials] == [0, 1, 2, 3] and all(trial.state == TrialState.COMPLETE for trial in trials)
-    assert sorted(path.name for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith(".")) == ["0", "1", "2", "3"]
+    assert sorted(path.name for path in sweep_dir.iterdir() if path.is_dir() and path.name.isdigit()) == ["0", "1", "2", "3"]
     for trial in trials:
         record = status(sweep_dir / str(trial.number))
         assert (record["status"], record["job"], record["objective"]) == ("finished", trial.number, trial.value)
