@@ -24,14 +24,14 @@ SEARCH = [
     "hydra/sweeper=optuna", "hydra.sweeper.n_trials=20", "hydra.sweeper.sampler.seed=0",
     "optimizer.g.lr=tag(log, interval(3e-4, 1e-2))", "optimizer.d.lr=${optimizer.g.lr}",
     "loss.regularisers.r1.gamma=tag(log, interval(0.01, 1.0))",
-    "train.steps=1500", "train.eval_every=300", "train.ckpt_every=300", "train.log_every=100", "train.sample_every=0",
+    "train.steps=800", "train.eval_every=200", "train.ckpt_every=200", "train.log_every=100", "train.sample_every=0",
     "train.curves=false", "metrics.names=[fid]", "metrics.num_fake=1000", "metrics.num_real=1000",
     "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}",
 ]
 PRUNERS = {
     "without pruning": ["hydra/sweeper/pruner=none"],
     "median pruner": ["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=5",
-                      "hydra.sweeper.pruner.n_warmup_steps=300"],
+                      "hydra.sweeper.pruner.n_warmup_steps=200"],
 }
 
 
