@@ -115,12 +115,23 @@ def resume_arguments(args: list[str]) -> list[str]:
 
 
 def quoted(argument: str) -> str:
-    """An override whose value holds a character outside ASCII (a path such as /data/café), quoted:
-    Hydra's grammar takes such characters only in quoted strings. A value with grammar of its own (a
-    sweep a,b, a list, an interpolation, quotes, escapes) is left as it was written."""
+    """An override that Hydra's grammar cannot read as written but can as a quoted string (a path such
+    as /data/café, ~/data or /data/a&b), quoted; anything Hydra reads as written (a sweep a,b, a list, an
+    interpolation) is left as it is, and so is what quoting cannot mend (Hydra says what is wrong)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     key, sep, value = argument.partition("=")
-    if not sep or argument.startswith("-") or value.isascii() or any(c in value for c in "'\"\\,[]{}()$ "):
+    if not sep or argument.startswith("-") or "'" in value or not value:
         return argument
+    parser = OverridesParser.create()
+    try:
+        parser.parse_override(argument)
+        return argument
+    except Exception:  # Hydra's grammar refused it: would a quoted string do?
+        try:
+            parser.parse_override(f"{key}='{value}'")
+        except Exception:
+            return argument
     return f"{key}='{value}'"
 
 
@@ -165,9 +176,11 @@ def without_hydra(value: str) -> Optional[str]:
 
 
 def check_arguments(args: list[str]) -> None:
-    """What ganctl refuses before Hydra sees the command line: overrides of keys it does not know."""
+    """What ganctl refuses before Hydra sees the command line: habits Hydra's grammar answers with a
+    parser error, and overrides of keys it does not know."""
     from hydra._internal.utils import get_args_parser
 
+    overrides.check_habits(args)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             parsed = get_args_parser().parse_args(args)

@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 
 from ganctl import registry
 from ganctl.config import BEFORE_SPEED_SETTINGS, GROUP_BEFORE, LEGACY_LOSS_KEYS, LEGACY_LOSS_SWITCHES, todays_defaults
-from ganctl.console import warn
+from ganctl.console import warn, word
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used through this module too)
@@ -206,7 +206,7 @@ def continue_with(run_dir: Path) -> str:
     newest, _ = newest_intact(run_dir)
     if newest is None:
         return "start the run again: it has no complete checkpoint to resume from yet"
-    return f"continue with `ganctl train resume={run_dir}` (it resumes from {newest.path.name}, step {newest.state['step']})"
+    return f"continue with `ganctl train {word(f'resume={run_dir}')}` (it resumes from {newest.path.name}, step {newest.state['step']})"
 
 
 def clean_temporary(run_dir: Path) -> list[Path]:
@@ -453,7 +453,7 @@ def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, Checkpo
         if other is None:
             raise
         raise GanctlError(f"{error} The newest intact checkpoint of its run is {other.path} (step {other.state['step']}): "
-                          f"`{use.format(other.path)}`.") from error
+                          f"`{use.format(word(other.path))}`.") from error
 
 
 def check_resume_into(run_dir: Path, path: Path, state: dict[str, Any]) -> None:
@@ -467,13 +467,13 @@ def check_resume_into(run_dir: Path, path: Path, state: dict[str, Any]) -> None:
             raise GanctlError(
                 f"Refusing to resume {path} (step {step}) in {run_dir}: that run went further ({newer.path.name} holds "
                 f"step {newer.state['step']}), and training on from step {step} there would overwrite it. Continue the run from "
-                f"its newest checkpoint with `ganctl train resume={run_dir}`, or start a new run from step {step} in a "
-                f"directory of its own with `ganctl train resume={path} hydra.run.dir=<new dir>`."
+                f"its newest checkpoint with `ganctl train {word(f'resume={run_dir}')}`, or start a new run from step {step} in a "
+                f"directory of its own with `ganctl train {word(f'resume={path}')} hydra.run.dir=<new dir>`."
             )
     elif has_checkpoints(run_dir):
         raise GanctlError(
             f"{run_dir} already holds another run's checkpoints: ganctl does not resume {path} over them. Choose a new "
-            f"directory with hydra.run.dir=<new dir>, or continue that run with `ganctl train resume={run_dir}`."
+            f"directory with hydra.run.dir=<new dir>, or continue that run with `ganctl train {word(f'resume={run_dir}')}`."
         )
 
 

@@ -104,9 +104,23 @@ def require_labels(source: Union["InMemoryImages", "StreamingImages"]) -> None:
         )
 
 
+def placement(nbytes: int, device: torch.device) -> torch.device:
+    """Where a decoded dataset of `nbytes` is kept: on the training device, unless that is a GPU
+    without room for it (a quarter of its free memory at most: the networks need the rest), then in
+    host memory, each batch copied over as it is drawn (said once)."""
+    from ganctl.fits import free_memory
+
+    free = free_memory(device) if device.type == "cuda" else None
+    if free is None or nbytes <= free // 4:
+        return device
+    warn(f"The dataset's {nbytes / 2**30:.2f} GiB of images would take more than a quarter of the "
+         f"{free / 2**30:.2f} GiB free on {device}: they stay in host memory, and each batch is copied to the GPU.")
+    return torch.device("cpu")
+
+
 class InMemoryImages:
-    """A whole dataset as one uint8 tensor (N, C, H, W) on the device (and its labels (N,) when it has
-    them); `sample` draws a batch."""
+    """A whole dataset as one uint8 tensor (N, C, H, W) on the device, or in host memory when the GPU
+    has no room for it (`placement`), and its labels (N,) when it has them; `sample` draws a batch."""
 
     def __init__(
         self, images: torch.Tensor, device: torch.device, fingerprint: str | None = None,
@@ -114,7 +128,8 @@ class InMemoryImages:
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
-        self.images = images.to(device)
+        self.device = device
+        self.images = images.to(placement(images.nbytes, device))
         self.channels, self.image_size = images.shape[1], images.shape[2]
         self._fingerprint = fingerprint
         if labels is not None and (classes is None or labels.shape != (images.shape[0],)):
@@ -141,20 +156,20 @@ class InMemoryImages:
 
     def sample_labelled(self, batch_size: int, labels: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """`sample`'s batch and the images' labels (B,), drawn by the same index (no other random draw)."""
-        index = torch.randint(len(self), (batch_size,), device=self.images.device)
-        images = self.images[index].float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        index = torch.randint(len(self), (batch_size,), device=self.device)
+        images = self.images[index.to(self.images.device)].to(self.device).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
         return images, (self.labels[index] if labels else None)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Every image once, in order, as uint8 batches (B, C, H, W) on the device."""
         for start in range(0, len(self), batch_size):
-            yield self.images[start : start + batch_size]
+            yield self.images[start : start + batch_size].to(self.device)
 
     def labelled_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`batches` with each batch's labels (B,) beside it."""
         require_labels(self)
         for start in range(0, len(self), batch_size):
-            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+            yield self.images[start : start + batch_size].to(self.device), self.labels[start : start + batch_size]
 
 
 def endless(
@@ -290,7 +305,7 @@ def mnist(root: str | None, download: bool, image_size: int, split: str = "train
         images, labels = bundled_mnist(split)
         return Decoded(resize(images, image_size), labels=labels, classes=DIGITS)
     dataset = torchvision_dataset(
-        "MNIST", root, download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
+        "MNIST", os.path.expanduser(root), download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
         " Or leave dataset.root unset to train on the 5,000 MNIST digits bundled with ganctl.", train=split == "train",
     )
     return Decoded(resize(dataset.data.unsqueeze(1), image_size), labels=dataset.targets, classes=DIGITS)  # (N, 1, H, W) uint8
@@ -323,7 +338,7 @@ def require_root(root: str | None, option: str, what: str) -> str:
             f"dataset={option} needs dataset.root: {what}. Add dataset.root=<path> to the command, "
             f"e.g. `ganctl train dataset={option} dataset.root=data/{option}`."
         )
-    return str(root)
+    return os.path.expanduser(str(root))  # (a quoted ~/data reaches here as written)
 
 
 # ----------------------------------------------------------------------------- folders of image files

@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -203,28 +203,33 @@ def dataset_node(name: str, root: Optional[str]) -> Any:
                           f"choose from {', '.join(options)}.") from None
 
 
-def read_folder(folder: Path, channels: int, image_size: int, limit: Optional[int]) -> tuple[torch.Tensor, int]:
+def image_files(folder: Path, limit: Optional[int]) -> list[Path]:
     """Every image file under folder (searched recursively, sorted; other files such as latents.npy
-    ignored) as uint8 (N, channels, image_size, image_size), converted and resized as dataset=folder
-    does; and how many had another size. Any file that cannot be decoded is one clear error."""
-    files = datasets.find_images(folder)
-    if limit is not None:
-        files = files[:limit]
+    ignored), the first `limit` of them; fewer than two is one clear error."""
+    files = datasets.find_images(folder)[:limit]
     if len(files) < 2:
         raise GanctlError(f"--images {folder}: found {len(files)} image file{'' if len(files) == 1 else 's'} "
                           f"({', '.join(datasets.IMAGE_SUFFIXES)}); scoring needs at least 2.")
-    images, resized = [], 0
-    for path in files:
-        try:
-            from PIL import Image
+    return files
 
-            with Image.open(path) as image:
-                resized += image.size != (image_size, image_size)
-            images.append(datasets.decode_image(path, channels, image_size))
-        except Exception as error:  # Pillow fails in many ways on foreign or truncated bytes
-            raise GanctlError(f"--images: {path} cannot be read as an image ({type(error).__name__}). "
-                              "Remove it or replace it with a readable file.") from None
-    return torch.stack(images), resized
+
+def folder_batches(files: list[Path], channels: int, image_size: int, batch_size: int, resized: list[int]) -> Iterator[torch.Tensor]:
+    """The image files as uint8 batches (B, channels, image_size, image_size), converted and resized as
+    dataset=folder does, decoded a batch at a time (a folder of any size is scored in bounded memory);
+    counts into resized[0] those that had another size. A file that cannot be decoded is one clear error."""
+    from PIL import Image
+
+    for start in range(0, len(files), batch_size):
+        batch = []
+        for path in files[start:start + batch_size]:
+            try:
+                with Image.open(path) as image:
+                    resized[0] += image.size != (image_size, image_size)
+                batch.append(datasets.decode_image(path, channels, image_size))
+            except Exception as error:  # Pillow fails in many ways on foreign or truncated bytes
+                raise GanctlError(f"--images: {path} cannot be read as an image ({type(error).__name__}). "
+                                  "Remove it or replace it with a readable file.") from None
+        yield torch.stack(batch)
 
 
 def evaluate_folder(
@@ -263,18 +268,19 @@ def evaluate_folder(
     settings = metric_settings(stored, names=names, split=split, inception_weights=inception_weights)
     torch_device = resolve_device(device, "--device ")
     real = datasets.build(node, torch_device, settings.split)
-    images, resized = read_folder(folder, real.channels, real.image_size, num)
-    settings = replace(settings, num_fake=images.shape[0])
+    files = image_files(folder, num)
+    settings = replace(settings, num_fake=len(files))
     card_path = Path(out) if out else folder.with_name(f"{folder.name}.metrics.json")
     if card_path.is_dir():
         raise GanctlError(f"--out {card_path} is a directory: give a file name such as {card_path / 'metrics.json'}.")
-    console.print(f"Scoring {', '.join(settings.names)} of {images.shape[0]} images in {folder} against "
+    console.print(f"Scoring {', '.join(settings.names)} of {len(files)} images in {folder} against "
                   f"{settings.num_real or len(real)} real {settings.split} images ...")
     evaluator = metrics.Evaluator(settings, real, torch_device)
-    cards = evaluator.score(images.split(settings.batch_size), step=0)
+    resized = [0]
+    cards = evaluator.score(folder_batches(files, real.channels, real.image_size, settings.batch_size, resized), step=0)
     for card in cards:
         card.update(step=None, images=str(folder.resolve()), generator=f"images in {folder.name}")
-        card["options"]["resized"] = resized
+        card["options"]["resized"] = resized[0]
     write_cards(cards, card_path)
     print_cards(cards, card_path)
     return cards, card_path

@@ -16,8 +16,9 @@ from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
 from ganctl import trackers as tracking
-from ganctl.console import console
+from ganctl.console import console, word
 from ganctl.files import write_text
 
 log = logging.getLogger("ganctl")
@@ -201,7 +202,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("run directory", str(run_dir))
     console.print(table)
     if conditional:  # one row per class, or the class asked for
-        console.print(f"Sample from it:\n  ganctl sample {run_dir} --out {Path(run_dir) / 'samples' / 'grid.png'}"
-                      f"\n  ganctl sample {run_dir} --class <name or index> --num 64")
+        console.print(f"Sample from it:\n  ganctl sample {word(run_dir)} --out {word(Path(run_dir) / 'samples' / 'grid.png')}"
+                      f"\n  ganctl sample {word(run_dir)} --class <name or index> --num 64", markup=False)
         return
-    console.print(f"Sample from it:\n  ganctl sample {run_dir} --num 64 --out {Path(run_dir) / 'samples' / 'grid.png'}")
+    console.print(f"Sample from it:\n  ganctl sample {word(run_dir)} --num 64 --out {word(Path(run_dir) / 'samples' / 'grid.png')}",
+                  markup=False)

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import socket
 import time
 from pathlib import Path
@@ -113,7 +114,7 @@ def refuse_new_run_over(run_dir: Path) -> None:
     if has_checkpoints(run_dir):
         raise GanctlError(
             f"{run_dir} already holds a run (checkpoints/). Continue it with "
-            f"`ganctl train resume={run_dir}`, or choose a new directory with hydra.run.dir=<dir>."
+            f"`ganctl train {shlex.quote(f'resume={run_dir}')}`, or choose a new directory with hydra.run.dir=<dir>."
         )
 
 

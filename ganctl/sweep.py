@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ganctl import rundir, search, trackers
-from ganctl.console import console, print_error
+from ganctl.console import console, print_error, word
 from ganctl.errors import EXIT_CODES, GanctlError
 from ganctl.files import write_text
 
@@ -193,7 +193,7 @@ def finish(sweep_dir: Path) -> list[dict[str, Any]]:
     write_tables(sweep_dir, rows)
     print_table(sweep_dir, rows, console)
     print_study(sweep_dir, console)
-    console.print(f"Summary: {sweep_dir / SUMMARY_CSV} and {SUMMARY_MD}; again any time with `ganctl summary {sweep_dir}`")
+    console.print(f"Summary: {sweep_dir / SUMMARY_CSV} and {SUMMARY_MD}; again any time with `ganctl summary {word(sweep_dir)}`")
     _this_sweep["summarized"] = True
     return rows
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Protocol
 
-from ganctl.console import warn
+from ganctl.console import warn, word
 from ganctl.errors import GanctlError
 from ganctl.files import open_in_place, write_text
 
@@ -115,7 +115,7 @@ class TensorBoard:
 
         # purge_step: a resumed run drops what was logged after its checkpoint's step, as TensorBoard draws it
         self.writer = SummaryWriter(log_dir=str(run.run_dir / "tb"), purge_step=run.start_step + 1)
-        self.where = f"Follow it with: tensorboard --logdir {run.run_dir}"
+        self.where = f"Follow it with: tensorboard --logdir {word(run.run_dir)}"
         return {}
 
     def log(self, values: dict[str, float], step: int) -> None:
@@ -245,7 +245,7 @@ class MLflow:
         if logged:
             self.client.log_batch(self.run_id, tags=[RunTag("ganctl.resumed_at_step", str(run.start_step)),
                                                      RunTag("ganctl.train.steps", str(run.config["train"]["steps"]))])
-        self.where = f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {self.experiment}, run {self.run_id})"
+        self.where = f"MLflow: mlflow ui --backend-store-uri {word(uri)}  (experiment {self.experiment}, run {self.run_id})"
         return {"tracking_uri": uri, "run_id": self.run_id, "experiment": self.experiment}
 
     def client_for(self, uri: Optional[str], base: Path) -> tuple[Any, str, Optional[str]]:
@@ -318,7 +318,7 @@ class WandB:
         )
         self.run.define_metric("step")
         self.run.define_metric("*", step_metric="step")
-        self.where = (f"W&B (offline): wandb sync {run.run_dir / 'wandb'}  (run {run_id})" if mode == "offline"
+        self.where = (f"W&B (offline): wandb sync {word(run.run_dir / 'wandb')}  (run {run_id})" if mode == "offline"
                       else f"W&B: {self.run.url}" if mode == "online" else "")
         return {"id": run_id, "project": self.project, "mode": mode}
 

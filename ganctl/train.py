@@ -20,7 +20,7 @@ from torchvision.utils import make_grid, save_image
 
 from ganctl import checkpoint, config, distributed, fits, plots, rundir, search, trackers
 from ganctl import data as datasets
-from ganctl.console import console
+from ganctl.console import console, word
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
@@ -108,7 +108,7 @@ class DivergenceWatch:
             return
         network = "discriminator (D)" if d_bad else "generator (G)"
         kept = (f"checkpoints/last.pt holds step {last_saved}, the last finite state (weights and optimizer "
-                f"states); continue from it with `ganctl train resume={self.run_dir}` after a change"
+                f"states); continue from it with `ganctl train {word(f'resume={self.run_dir}')}` after a change"
                 if last_saved > 0 else "no checkpoint was written before it")
         raise GanctlError(
             f"Training diverged at step {step}: the {network} loss or weights became NaN or infinite, so training "
@@ -324,7 +324,7 @@ def report_stopped_at_once(run_dir: Path, step: int) -> None:
     """A second Ctrl-C wrote no checkpoint: say so in train.log and on the terminal, with the resume
     command when last.pt is there (it is always complete: checkpoints are written atomically)."""
     last = checkpoint.last_path(run_dir)
-    kept = (f"{last} is the last complete checkpoint. Continue with:\n  ganctl train resume={run_dir}" if last.exists()
+    kept = (f"{last} is the last complete checkpoint. Continue with:\n  ganctl train {word(f'resume={run_dir}')}" if last.exists()
             else "no checkpoint was written yet.")
     log.warning("Stopped at once by a second Ctrl-C during step %d; %s", step, kept)
     console.print(f"[yellow]Stopped at once by a second Ctrl-C[/] during step {step}; {escape(kept)}")
@@ -376,7 +376,7 @@ def finish(
     if stopped_by:
         console.print(
             f"[yellow]Stopped by {stopped_by} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"
-            f"Continue with:\n  ganctl train resume={run_dir}"
+            f"Continue with:\n  ganctl train {escape(word(f'resume={run_dir}'))}"
         )
         log.info("Stopped by %s after step %d; saved last.pt", stopped_by, step)
         return RunResult(run_dir, step, summary, interrupted_by=stopped_by)

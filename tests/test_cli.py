@@ -220,3 +220,14 @@ def test_a_run_directory_outside_ascii_trains_and_resumes(tmp_path: Path) -> Non
     from ganctl import app
 
     assert app.named_run_dir(app.resume_arguments([f"resume={run_dir}"])) == run_dir  # resume= names it as Hydra parses it
+
+
+def test_the_commands_printed_for_copying_work_on_a_path_with_spaces(tmp_path: Path) -> None:
+    run_dir = tmp_path / "my runs" / "first run"
+    result = run_cli("train", *TINY_ARGS, "train.steps=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = {line.strip().split()[0]: line.strip() for line in result.stderr.splitlines() if line.strip().startswith(("ganctl sample", "Follow"))}
+    assert f"tensorboard --logdir '{run_dir}'" in printed["Follow"]
+    command = printed["ganctl"].replace("ganctl", f"{sys.executable} -m ganctl", 1)
+    copied = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert copied.returncode == 0 and (run_dir / "samples" / "grid.png").exists(), copied.stderr

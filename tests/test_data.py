@@ -628,3 +628,15 @@ def test_a_killed_cache_write_leaves_no_temporary_file_behind(tmp_path: Path, ca
         os.utime(live.fileno(), (1, 1))
         load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1")
         assert [p.name for p in cache_in_tmp.glob(".*.tmp")] == [".fedcba9876543210-0123.npz.4343.tmp"]
+
+
+def test_a_dataset_the_gpu_has_no_room_for_stays_in_host_memory(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Where decoded images are kept: the decision, with the GPU's free memory (the OS boundary) made up."""
+    from ganctl import data, fits
+
+    monkeypatch.setattr(fits, "free_memory", lambda device: 4 * 2**30)
+    gpu = torch.device("cuda")
+    assert data.placement(2**30, gpu) == gpu  # a quarter of what is free: on the GPU
+    assert data.placement(2**30 + 1, gpu) == torch.device("cpu")
+    assert "stay in host memory, and each batch is copied to the GPU" in " ".join(capsys.readouterr().err.split())
+    assert data.placement(2**40, torch.device("cpu")) == torch.device("cpu")

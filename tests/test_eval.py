@@ -169,6 +169,11 @@ def test_a_folder_of_images_is_scored_against_the_run_dataset(run_dir: Path, tmp
     assert [card["metric"] for card in cards] == ["fid", "precision", "recall"]
     assert all(card["num_fake"] == 30 and card["options"]["resized"] == 5 for card in cards)
     assert cards[1]["value"] == 1.0  # real training digits: every one inside a real image's k-NN ball
+    from ganctl.evaluate import folder_batches, image_files
+
+    resized = [0]
+    batches = folder_batches(image_files(folder, None), 1, 28, 7, resized)  # decoded a batch at a time, as scored
+    assert next(batches).shape == (7, 1, 28, 28) and resized == [5]  # (the first 7 files: 5 of them were 56 px)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(GanctlError, match="broken.png cannot be read as an image"):
         evaluate_folder(folder, run=run_dir, device="cpu")
