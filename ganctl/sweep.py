@@ -11,6 +11,7 @@ No torch import at module level: Hydra instantiates the callback for every `ganc
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -147,12 +148,15 @@ def tasks_problem(launcher: DictConfig) -> str:
 
 
 def refuse_sweep(config: DictConfig, objective: str) -> str:
-    """Why a sweep cannot run as asked, if it cannot: SLURM asked for on a machine without it, or a
-    sweeper that ranks jobs by a loss-scale proxy across different losses."""
+    """Why a sweep cannot run as asked, if it cannot: SLURM asked for on a machine without it, the
+    Optuna sweeper without Optuna installed (Hydra would fail building its sampler), or a sweeper that
+    ranks jobs by a loss-scale proxy across different losses."""
     if str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher") and shutil.which("srun") is None:
         return ("SLURM is not available here (no `srun`): this launcher submits jobs to a SLURM cluster, so start the "
                 "sweep on the cluster's login node. To test the same sweep on this machine, use "
                 "hydra/launcher=submitit_local instead (hydra/launcher=local_tasks for jobs of several tasks).")
+    if config.hydra.sweeper.get("_target_") == GANCTL_OPTUNA_SWEEPER and importlib.util.find_spec("optuna") is None:
+        return 'hydra/sweeper=optuna needs Optuna: pip install -c constraints.txt ".[sweep]" (or "ganctl[sweep]").'
     swept = swept_keys(config.hydra)
     measured = config.train.eval_every > 0 or "train.eval_every" in swept
     proxy = objective if objective in PROXIES else (None if measured else PROXY)
