@@ -143,15 +143,19 @@ def test_every_option_of_ganctls_own_configs_names_only_registered_components() 
     from hydra import compose, initialize_config_dir
 
     from ganctl.config import config_dir
+    from hydra_plugins.ganctl_sweeper import without_the_old_plugin_configs
 
     root = Path(config_dir())
     options = [f"{group.relative_to(root)}={yaml.stem}" for group in sorted(p for p in root.rglob("*") if p.is_dir())
                for yaml in sorted(group.glob("*.yaml")) if group.name != "job_logging"]
     assert len(options) > 40, options
     with initialize_config_dir(config_dir=str(root), version_base="1.3"):
+        without_the_old_plugin_configs()  # as ganctl's config loader does, where hydra-optuna-sweeper is still installed
         for option in options:
-            cfg = compose(config_name="train", overrides=[option], return_hydra_config=True)
+            within = ["hydra/sweeper=optuna"] if option.startswith("hydra/sweeper/") else []  # its samplers and pruners
+            cfg = compose(config_name="train", overrides=[*within, option], return_hydra_config=True)
             registry.check_hydra(cfg.hydra)
             registry.check_config({key: value for key, value in cfg.items() if key != "hydra"}, option)
-    for name in {*registry.CALLBACKS, *(name for names in registry.PLACES.values() for name in names)}:
+    hydra_names = (*registry.CALLBACKS, *registry.SAMPLERS, *registry.PRUNERS)
+    for name in {*hydra_names, *(name for names in registry.PLACES.values() for name in names)}:
         assert callable(registry.resolve(name)), name
