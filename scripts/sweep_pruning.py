@@ -1,4 +1,4 @@
-"""The pruning figure of docs/sweeps.md: the same 20-trial Optuna search over the learning rate (G's and
+"""What pruning saves (docs/sweeps.md): the same 20-trial Optuna search over the learning rate (G's and
 D's, tied) and R1's gamma on the bundled digits, without pruning and with the median pruner, each
 into a sweep directory of its own under OUT. Prints a markdown table: wall-clock, training steps
 run in all, trials complete / pruned, and the best FID (of the PooledPixels features: offline, no
