@@ -41,6 +41,7 @@ PAYLOADS = {
     "Hydra's _args_": ("model.generator", lambda m: {"_target_": "ganctl.models.DCGANGenerator", "_args_": [{"_target_": "builtins.open", **writes(m)}]}),
     "a component where none is built": ("train.ema", lambda m: {"_target_": "builtins.open", **writes(m)}),
     "a component of the wrong kind": ("model.generator", lambda m: {"_target_": "ganctl.data.folder", "root": str(m)}),
+    "a tracker in the logger group": ("logger.tensorboard", lambda m: {"_target_": "builtins.open", **writes(m)}),
 }
 
 
@@ -106,6 +107,8 @@ def test_an_exported_generator_naming_code_is_refused(state: dict, tmp_path: Pat
 @pytest.mark.parametrize("block", [
     "hydra:\n  callbacks:\n    evil:\n      _target_: builtins.open\n      file: {marker}\n      mode: w\n",
     "metrics:\n  feature:\n    _target_: builtins.open\n    file: {marker}\n    mode: w\n",
+    "defaults:\n  - override /hydra/sweeper: optuna\nhydra:\n  sweeper:\n    pruner:\n      _target_: builtins.open\n      file: {marker}\n      mode: w\n",
+    "logger:\n  evil:\n    _target_: builtins.open\n    file: {marker}\n    mode: w\n",
     "hydra:\n  job_logging:\n    version: 1\n    handlers:\n      evil:\n        '()': builtins.open\n        file: {marker}\n"
     "        mode: w\n    root:\n      handlers: [evil]\n",
 ])
