@@ -198,6 +198,9 @@ class CheckedConfigLoader(ConfigLoaderImpl):
     import this class and check too."""
 
     def load_configuration(self, *args: Any, **kwargs: Any) -> DictConfig:
+        from hydra_plugins.ganctl_sweeper import without_the_old_plugin_configs
+
+        without_the_old_plugin_configs()
         try:
             cfg = super().load_configuration(*args, **kwargs)
             from ganctl import registry

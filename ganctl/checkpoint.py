@@ -292,6 +292,7 @@ def upgrade(state: dict[str, Any]) -> Checkpoint:
     config["train"] = OmegaConf.to_container(OmegaConf.merge(defaults.train, train))
     config["metrics"] = OmegaConf.to_container(OmegaConf.merge(defaults.metrics, config.get("metrics") or {}))
     config.setdefault("conditioning", {})  # (before class conditioning: unconditional)
+    config.setdefault("logger", {"tensorboard": {"_target_": "ganctl.trackers.TensorBoard"}})  # (before the logger group)
     choices = {**GROUP_BEFORE, **state["choices"]}
     state = {**state, "config": config, "choices": choices}
     loss = config.get("loss")

@@ -258,6 +258,7 @@ class Schema:
     dataset: Any = MISSING
     train: TrainSettings = field(default_factory=TrainSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logger: Dict[str, Any] = field(default_factory=dict)  # the trackers, by name (conf/logger/, ganctl.trackers)
     resume: Optional[str] = None
 
 
@@ -509,6 +510,9 @@ def resumed_config(
     for override in overrides:
         key = override_key(override)
         if key == "resume":
+            continue
+        if key == "logger" or key.startswith("logger."):  # where the numbers go, not what is trained
+            cfg.logger = current.logger
             continue
         if key == "experiment":
             raise GanctlError(

@@ -1,5 +1,6 @@
 """What a run reports: a progress bar fitted to the terminal (plain lines when the output is not
-one), TensorBoard scalars and images, and summary.json."""
+one), the trackers of the `logger` config group (TensorBoard by default: ganctl.trackers), and
+summary.json."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, Task, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
-from torch.utils.tensorboard import SummaryWriter
 
+from ganctl import trackers as tracking
 from ganctl.console import console, word
 from ganctl.files import write_text
 
@@ -83,18 +84,25 @@ def time_left(seconds: float) -> str:
 
 
 class RunLogger:
-    """`log(metrics, step)` to the progress display and TensorBoard, `image(grid, step)`, `close()`.
+    """`log(metrics, step)` to the progress display and every tracker, `scalars`, `image`, `close()`
+    when training stops and `end(status, artifacts)` when the run's record is complete.
 
     On a terminal the progress is a live bar; anywhere else (`ganctl train > log 2>&1`, a SLURM
     job, a pipe) it is one plain line per log interval, so a log file shows where the run is.
-    images/s counts every image a step trains on: `images_per_step` is batch size x ranks."""
+    images/s counts every image a step trains on: `images_per_step` is batch size x ranks.
+    `trackers` are the started trackers (ganctl.trackers.open_trackers); by default TensorBoard alone."""
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, images_per_step: int,
-                 output: Optional[Console] = None) -> None:
+                 output: Optional[Console] = None, trackers: Optional[list[tracking.Guarded]] = None) -> None:
         self.console = output or console
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=start_step + 1)
+        if trackers is None:
+            board = tracking.TensorBoard()
+            board.start(tracking.RunInfo(Path(run_dir), {}, {}, start_step), None)
+            trackers = [tracking.Guarded(board, threaded=False)]
+        self.trackers = trackers
         self.images_per_step, self.total_steps, self.start_step = images_per_step, total_steps, start_step
-        self.console.print(f"Run directory: {run_dir}\nFollow it with: tensorboard --logdir {word(run_dir)}", markup=False)
+        where = "".join(f"\n{tracker.where}" for tracker in trackers if tracker.where)
+        self.console.print(f"Run directory: {run_dir}{where}", markup=False)
         self.progress: Optional[FittedProgress] = None
         if self.console.is_interactive or self.console.is_jupyter:
             self.progress = FittedProgress(self.console)
@@ -104,13 +112,16 @@ class RunLogger:
         self.last_step = start_step
         self.images_per_second = 0.0
 
+    def send(self, method: str, *args: Any) -> None:
+        for tracker in self.trackers:
+            tracker.call(method, *args)
+
     def log(self, metrics: dict[str, float], step: int) -> None:
         now = time.perf_counter()
         steps_per_second = (step - self.last_step) / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step
         self.images_per_second = steps_per_second * self.images_per_step
-        for name, value in {**metrics, "speed/images_per_second": self.images_per_second}.items():
-            self.writer.add_scalar(name, value, step)
+        self.send("log", {**metrics, "speed/images_per_second": self.images_per_second}, step)
         losses = watched(metrics)
         speed = f"{steps_per_second:.1f} steps/s  {self.images_per_second:.0f} img/s"
         if self.progress is not None:
@@ -122,20 +133,34 @@ class RunLogger:
         log.info("step %d  %s  %s", step, speed, losses)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        """Scalars measured now and then (image-quality metrics): TensorBoard and train.log."""
-        for name, value in values.items():
-            self.writer.add_scalar(name, value, step)
+        """Scalars measured now and then (image-quality metrics): the trackers and train.log."""
+        self.send("log", dict(values), step)
         text = "  ".join(f"{name.split('/')[-1]} {value:.4g}" for name, value in values.items())
         self.console.print(f"step {step}  {text}")
         log.info("step %d  %s", step, text)
 
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
-        self.writer.add_image(tag, grid, step)
+        self.send("image", tag, grid.detach().cpu(), step)  # (a copy: a tracker's thread may send it later)
 
     def close(self) -> None:
+        """Training stopped: the progress display ends and TensorBoard's files are complete (curves.png
+        is drawn from them); the other trackers stay open for `end`."""
         if self.progress is not None:
             self.progress.stop()
-        self.writer.close()
+        for tracker in self.trackers:
+            if tracker.name == "tensorboard":
+                tracker.end("finished")
+
+    def end(self, status: str, artifacts: tuple[tuple[Path, str], ...] = ()) -> None:
+        """The run's record is complete: each tracker gets its files (path, folder) and its status
+        (finished | failed | killed), and sends what it still holds."""
+        for path, folder in artifacts:
+            if Path(path).is_file():
+                self.send("artifact", Path(path), folder)
+        for tracker in self.trackers:
+            if tracker.name != "tensorboard":
+                tracker.end(status)
+        self.trackers = []
 
 
 class NullLogger:
@@ -148,6 +173,8 @@ class NullLogger:
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None: ...
 
     def close(self) -> None: ...
+
+    def end(self, status: str, artifacts: tuple[tuple[Path, str], ...] = ()) -> None: ...
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:

@@ -44,9 +44,12 @@ DATASETS = tuple(f"ganctl.data.{name}" for name in ("mnist", "fashion_mnist", "c
 FEATURES = ("ganctl.metrics.PooledPixels",)
 REGULARISERS = tuple(f"ganctl.regularisers.{name}" for name in ("R1", "R2", "GradientPenalty", "PathLength", "WeightClip"))
 CALLBACKS = ("ganctl.sweep.SweepSummary", "hydra.experimental.callbacks.LogJobReturnCallback")
-# What the Optuna sweeper plugin builds from hydra.sweeper.sampler.
+TRACKERS = tuple(f"ganctl.trackers.{name}" for name in ("TensorBoard", "CSV", "MLflow", "WandB"))
+# What ganctl's Optuna sweeper builds from hydra.sweeper.sampler and hydra.sweeper.pruner.
 SAMPLERS = tuple(f"optuna.samplers.{name}" for name in ("TPESampler", "RandomSampler", "CmaEsSampler", "NSGAIISampler",
                                                            "NSGAIIISampler", "QMCSampler", "GPSampler", "GridSampler"))
+PRUNERS = tuple(f"optuna.pruners.{name}" for name in ("NopPruner", "MedianPruner", "PercentilePruner", "SuccessiveHalvingPruner",
+                                                       "HyperbandPruner", "ThresholdPruner", "WilcoxonPruner"))
 
 NOT_YOURS = ("ganctl", "torch", "torchvision", "hydra", "hydra_plugins", "omegaconf", "numpy", "optuna")  # (no --trust advice)
 
@@ -61,6 +64,7 @@ PLACES: dict[str, tuple[str, ...]] = {
     "dataset": DATASETS,
     "metrics.feature": FEATURES,
     "loss.regularisers.*": REGULARISERS,  # each regulariser, by its name
+    "logger.*": TRACKERS,  # each tracker, by its name
 }
 # What Hydra's logging configs (hydra.job_logging, hydra.hydra_logging) may name.
 LOGGING_CLASSES = ("logging.StreamHandler", "logging.FileHandler", "logging.NullHandler", "logging.Formatter",
@@ -72,7 +76,7 @@ HYDRA_KEYWORDS = ("_args_", "_recursive_", "_convert_")
 # Hydra's launchers and sweepers that `ganctl train -m` may run: Hydra's own plugins and ganctl's.
 PLUGIN_PREFIXES = (
     "hydra._internal.core_plugins.", "hydra_plugins.hydra_joblib_launcher.", "hydra_plugins.hydra_submitit_launcher.",
-    "hydra_plugins.hydra_optuna_sweeper.", "hydra_plugins.ganctl_submitit.", "hydra_plugins.ganctl_sweeper.",
+    "hydra_plugins.ganctl_submitit.", "hydra_plugins.ganctl_sweeper.",
 )
 
 
@@ -192,7 +196,8 @@ def check_hydra(hydra_cfg: Any) -> None:
         target = node.get("_target_") if isinstance(node, dict) else node
         if not (isinstance(target, str) and (target.startswith(PLUGIN_PREFIXES) or is_trusted(target))):
             raise refusal(f"hydra.{key}._target_", target, source)
-        check_config({k: v for k, v in node.items() if k != "_target_"}, source, {"sampler": SAMPLERS}, prefix=f"hydra.{key}")
+        check_config({k: v for k, v in node.items() if k != "_target_"}, source, {"sampler": SAMPLERS, "pruner": PRUNERS},
+                     prefix=f"hydra.{key}")
 
 
 def check_logging(log_config: Any, prefix: str, source: str) -> None:

@@ -11,6 +11,7 @@ No torch import at module level: Hydra instantiates the callback for every `ganc
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -24,12 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ganctl import rundir
+from ganctl import rundir, search, trackers
 from ganctl.console import console, print_error, word
 from ganctl.errors import EXIT_CODES, GanctlError
 from ganctl.files import write_text
@@ -41,8 +42,7 @@ SWEEP_FILE = "sweep.json"  # the sweep's swept keys and objective, written when 
 SUMMARY_CSV, SUMMARY_MD = "summary.csv", "summary.md"
 PROXY = "d_gap"  # the objective when no FID was measured: see objective()
 PROXIES = (PROXY, "g_loss", "d_loss")  # objectives on the scale of a loss, not comparable across losses
-OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-GANCTL_OPTUNA_SWEEPER = "hydra_plugins.ganctl_sweeper.GanctlOptunaSweeper"  # it, ending a sweep of failed trials cleanly
+GANCTL_OPTUNA_SWEEPER = "hydra_plugins.ganctl_sweeper.GanctlOptunaSweeper"  # hydra/sweeper=optuna: its study goes on when run again
 REQUEUE_WAIT_SECONDS = 120.0  # how long a requeued cluster job waits for the one it replaces to exit
 
 # The sweep running in this process, between the callback that sees it start and end and
@@ -63,9 +63,6 @@ class SweepSummary(Callback):
         if problem:  # before anything is queued; one line, not Hydra's traceback (a SystemExit passes through it)
             print_error(problem)
             raise SystemExit(1)
-        if config.hydra.sweeper.get("_target_") == OPTUNA_SWEEPER:
-            with read_write(config.hydra.sweeper):
-                config.hydra.sweeper._target_ = GANCTL_OPTUNA_SWEEPER
         logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage imports it: "setup plugin" lines
         if (sweep_dir / SWEEP_FILE).exists():  # the same command again (else refused above): go on with it
             console.print(f"Continuing the sweep in {sweep_dir}: its finished jobs are kept as they are, its stopped ones "
@@ -82,6 +79,11 @@ class SweepSummary(Callback):
             record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time(),
                       "command": list(config.hydra.overrides.task)}
             write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
+        try:
+            trackers.start_sweep(config, sweep_dir, list(config.hydra.overrides.task))  # MLflow's parent run, W&B's group
+        except GanctlError as error:
+            print_error(error)
+            raise SystemExit(1) from None
         _this_sweep.clear()
         _this_sweep["dir"] = sweep_dir
         if str(config.hydra.launcher.get("_target_", "")).endswith("JoblibLauncher"):
@@ -90,6 +92,7 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = finish(Path(config.hydra.sweep.dir))
         _this_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
+        trackers.end_sweep(Path(config.hydra.sweep.dir), failed=bool(_this_sweep["failed"]))
         _this_sweep["stopped_by"] = next((row["signal"] for row in rows if row["status"] == "interrupted" and row["signal"]), None)
 
 
@@ -108,7 +111,7 @@ def earlier_sweep_problem(config: DictConfig, sweep_dir: Path) -> str:
                 f"over. Run it into a new directory with hydra.sweep.dir=<new dir>; the same command as the earlier sweep "
                 f"goes on with that one (its finished jobs are kept, its stopped ones resume).")
     sweeper = str(config.hydra.sweeper.get("_target_", ""))
-    if not sweeper.endswith("BasicSweeper") and job_dirs(sweep_dir):
+    if not sweeper.endswith("BasicSweeper") and sweeper != GANCTL_OPTUNA_SWEEPER and job_dirs(sweep_dir):
         return (f"{sweep_dir} holds an earlier sweep, and {sweeper.rsplit('.', 1)[-1]} draws its trials anew, so they would "
                 f"take over the earlier jobs' directories and records. Run it into a new directory with hydra.sweep.dir=<new dir>.")
     return ""
@@ -145,12 +148,15 @@ def tasks_problem(launcher: DictConfig) -> str:
 
 
 def refuse_sweep(config: DictConfig, objective: str) -> str:
-    """Why a sweep cannot run as asked, if it cannot: SLURM asked for on a machine without it, or a
-    sweeper that ranks jobs by a loss-scale proxy across different losses."""
+    """Why a sweep cannot run as asked, if it cannot: SLURM asked for on a machine without it, the
+    Optuna sweeper without Optuna installed (Hydra would fail building its sampler), or a sweeper that
+    ranks jobs by a loss-scale proxy across different losses."""
     if str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher") and shutil.which("srun") is None:
         return ("SLURM is not available here (no `srun`): this launcher submits jobs to a SLURM cluster, so start the "
                 "sweep on the cluster's login node. To test the same sweep on this machine, use "
                 "hydra/launcher=submitit_local instead (hydra/launcher=local_tasks for jobs of several tasks).")
+    if config.hydra.sweeper.get("_target_") == GANCTL_OPTUNA_SWEEPER and importlib.util.find_spec("optuna") is None:
+        return 'hydra/sweeper=optuna needs Optuna: pip install -c constraints.txt ".[sweep]" (or "ganctl[sweep]").'
     swept = swept_keys(config.hydra)
     measured = config.train.eval_every > 0 or "train.eval_every" in swept
     proxy = objective if objective in PROXIES else (None if measured else PROXY)
@@ -190,6 +196,7 @@ def finish(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = read_sweep(sweep_dir)
     write_tables(sweep_dir, rows)
     print_table(sweep_dir, rows, console)
+    print_study(sweep_dir, console)
     console.print(f"Summary: {sweep_dir / SUMMARY_CSV} and {SUMMARY_MD}; again any time with `ganctl summary {word(sweep_dir)}`")
     _this_sweep["summarized"] = True
     return rows
@@ -208,6 +215,13 @@ def swept_keys(hydra_cfg: DictConfig) -> list[str]:
     params = OmegaConf.select(hydra_cfg, "sweeper.params") or {}
     keys += [key for key in params if key not in keys]
     return [key.lstrip("+~") for key in keys if not key.startswith("hydra.")]
+
+
+def job_number(hydra_cfg: DictConfig) -> int:
+    """A job's number: Hydra's, or in an Optuna search the number of the trial it trains (unique
+    across the workers and re-runs of one study, and the name of its run directory)."""
+    trial = OmegaConf.select(hydra_cfg, "sweeper.trial", default=None)
+    return int(trial) if trial is not None else hydra_cfg.job.num
 
 
 def swept_in(sweep_dir: Path) -> Optional[list[str]]:
@@ -291,7 +305,7 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
                 return finished_earlier(hydra_cfg, earlier)
             return train_job(cfg, hydra_cfg, run)
     except rundir.RunLocked as error:
-        print_error(f"job {hydra_cfg.job.num}: {error}")
+        print_error(f"job {job_number(hydra_cfg)}: {error}")
         return None
 
 
@@ -300,7 +314,7 @@ def finished_earlier(hydra_cfg: DictConfig, record: dict[str, Any]) -> Optional[
     its record stays as it is, and its objective goes to the sweeper again."""
     value = record.get("objective")
     value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-    console.print(f"job {hydra_cfg.job.num}: finished in an earlier run of this sweep (objective {number(value)}); kept as it is")
+    console.print(f"job {job_number(hydra_cfg)}: finished in an earlier run of this sweep (objective {number(value)}); kept as it is")
     return value
 
 
@@ -316,12 +330,12 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig,
     from ganctl import distributed
 
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    job = f"job {hydra_cfg.job.num}"  # as Hydra numbers them, and the run dir's default name
+    job = f"job {job_number(hydra_cfg)}"  # as Hydra numbers them (an Optuna trial's number), and the run dir's default name
     overrides = list(hydra_cfg.overrides.task)
     task = distributed.launch()
     requeues, resume_from = 0, None
     if task.main and _this_sweep.get("stopped_by"):  # a joblib worker after Ctrl-C: the sweep is over
-        write_status(run_dir, "interrupted", job=hydra_cfg.job.num, overrides=overrides,
+        write_status(run_dir, "interrupted", job=job_number(hydra_cfg), overrides=overrides,
                      error=f"not started: the sweep was stopped by {_this_sweep['stopped_by']}")
         return None
     if task.main and cfg.resume is None and is_requeued(run_dir):
@@ -330,7 +344,7 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig,
     elif task.main and cfg.resume is None and rundir.last_path(run_dir).exists():
         resume_from = str(run_dir)  # stopped in an earlier run of this sweep: it goes on from there
     if task.main:
-        write_status(run_dir, "running", job=hydra_cfg.job.num, overrides=overrides, requeues=requeues)
+        write_status(run_dir, "running", job=job_number(hydra_cfg), overrides=overrides, requeues=requeues)
     share_cpu_threads(hydra_cfg)
     try:
         if task.world_size > 1:
@@ -353,6 +367,7 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig,
             print_error(f"{job}, task {task.rank} of {task.world_size}, failed: {first_line}")
             return None
         write_status(run_dir, "failed", error=first_line)
+        search.tell(hydra_cfg, "failed")
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         swept = swept_in(Path(hydra_cfg.sweep.dir)) or []
@@ -363,6 +378,10 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig,
         return None
 
     fields = {"step": result.step, "summary": result.summary}
+    if result.interrupted_by == search.PRUNED:  # stopped early, with a complete last.pt: `resume=` continues it
+        write_status(run_dir, "pruned", **fields)
+        search.tell(hydra_cfg, "pruned")
+        return None
     if result.interrupted_by:
         fields["signal"] = result.interrupted_by
         requeue = submitit_requeue() if result.interrupted_by in ("SIGUSR2", "SIGTERM") else None
@@ -381,6 +400,7 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig,
     name = OmegaConf.select(hydra_cfg, "callbacks.sweep_summary.objective", default="fid")
     value, source = objective(result.run_dir, result.summary, name)
     write_status(run_dir, "finished", **fields, objective=value, objective_source=source)
+    search.tell(hydra_cfg, "finished", value)
     values = override_values(overrides)
     swept = swept_in(Path(hydra_cfg.sweep.dir)) or list(values)
     losses = result.summary.get("losses") or {}
@@ -532,6 +552,8 @@ def detail(status: dict[str, Any]) -> str:
     parts = [status["error"]] if status.get("error") else []
     if status.get("signal") and status.get("status") in ("interrupted", "requeued"):
         parts.append(f"{status['signal']} after step {status.get('step')}")
+    if status.get("status") == "pruned":
+        parts.append(f"after step {status.get('step')}; last.pt kept")
     if status.get("requeues"):
         parts.append(f"requeued {status['requeues']}x")
     return "; ".join(parts)
@@ -615,7 +637,7 @@ def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -
     for name in ["job", *swept, "status", "objective", "d_loss", "g_loss", "img/s", "wall s", "run dir"]:
         wraps = name in ("status", "run dir")
         table.add_column(name, overflow="fold", no_wrap=not wraps, min_width=12 if name == "status" else None)
-    colour = {"finished": "green", "failed": "red", "interrupted": "yellow", "requeued": "yellow", "running": "cyan"}
+    colour = {"finished": "green", "pruned": "magenta", "failed": "red", "interrupted": "yellow", "requeued": "yellow", "running": "cyan"}
     for row in rows:
         # Errors and swept values are plain text (a gloo error names "[.../pair.cc:561]"), not markup.
         status = f"[{colour.get(row['status'], 'white')}]{row['status']}[/]" + (f": {escape(row['detail'])}" if row["detail"] else "")
@@ -654,4 +676,29 @@ def main(args: list[str]) -> int:
         return 0 if args and args[0] in ("-h", "--help") else 2
     sweep_dir = Path(args[0]).expanduser()
     print_table(sweep_dir, read_sweep(sweep_dir), Console())
+    print_study(sweep_dir, Console())
     return 0
+
+
+def print_study(sweep_dir: Path, console: Console) -> None:
+    """An Optuna search's study as its storage holds it: the trials by state and the best one so far
+    (the same study `optuna-dashboard <storage>` opens)."""
+    record = search.study_record(sweep_dir)
+    if record is None:
+        return
+    try:
+        from optuna.trial import TrialState
+
+        study = search.load_study(record)
+        trials = study.get_trials(deepcopy=False)
+    except Exception as error:  # the database is gone, optuna is not installed here
+        console.print(f"Optuna study {record['study_name']!r} in {record['storage']}: not readable ({type(error).__name__}: {str(error)[:200]})")
+        return
+    states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    counts = ", ".join(f"{n} {state.name.lower()}" for state in states if (n := sum(t.state == state for t in trials)))
+    done = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    best = ""
+    if done:
+        top = study.best_trial
+        best = f"; best {top.value:.6g} (trial {top.number}: {', '.join(f'{k}={v}' for k, v in top.params.items())})"
+    console.print(f"Optuna study {record['study_name']!r} in {record['storage']}: {counts or 'no trials'}{best}", markup=False)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, config, distributed, fits, plots, rundir
+from ganctl import checkpoint, config, distributed, fits, plots, rundir, search, trackers
 from ganctl import data as datasets
 from ganctl.console import console, word
 from ganctl.device import resolve_device
@@ -249,11 +249,14 @@ def train_on(
     )
     log_versions(device)
     images_per_step = batch_size * group.world_size  # every rank's images, as the summary counts them
-    logger = RunLogger(run_dir, settings.steps, start_step, images_per_step) if group.main else NullLogger()
+    logger = (RunLogger(run_dir, settings.steps, start_step, images_per_step,
+                        trackers=trackers.open_trackers(cfg, run_dir, choices, start_step)) if group.main else NullLogger())
+    pruning = search.pruning(cfg) if group.main else None  # an Optuna trial: report to the study, stop when it prunes
     shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
     outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume)
     means, batches = RunningMeans(), datasets.endless(data, batch_size, labels=gan.conditional)
     step, stopping, last_logged = start_step, False, {}
+    ended = "failed"  # what the trackers record unless the loop ends as planned (or by a signal: killed)
     with GracefulStop() as stop:
         try:
             for step in range(start_step + 1, settings.steps + 1):
@@ -265,10 +268,14 @@ def train_on(
                     last_logged = gan.scalars(means.read())  # the one host sync
                     outputs.divergence.check(outputs.last_saved)
                     logger.log(last_logged, step)
+                    if pruning is not None and pruning.prunes(step, statistics=last_logged):
+                        stop.requested = stop.requested or search.PRUNED
                 if group.main and settings.sample_every and step % settings.sample_every == 0:
                     outputs.grid(step, logger)
                 if group.main and settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
                     outputs.evaluate(step, evaluator, logger)
+                    if pruning is not None and pruning.prunes(step, cards=outputs.cards):
+                        stop.requested = stop.requested or search.PRUNED
                 if group.main and settings.ckpt_every and step % settings.ckpt_every == 0:
                     outputs.save(step, periodic=True)
                 if stopping:
@@ -277,7 +284,9 @@ def train_on(
                 outputs.save(step, periodic=False)
             if group.main and (not settings.sample_every or step % settings.sample_every):
                 outputs.grid(step, logger)
+            ended = "ran"
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, checkpoints as they were
+            ended = "killed"
             if group.main:
                 report_stopped_at_once(run_dir, step)
             raise
@@ -291,8 +300,10 @@ def train_on(
             ) from error
         finally:
             logger.close()
+            if ended != "ran":
+                logger.end(ended)
     stopped_by = stop.requested or ("SIGTERM" if stopping else None)  # a rank can stop on another's signal
-    return finish(cfg, run_dir, choices, gan, group, device, outputs, step - start_step, step, last_logged, stopped_by)
+    return finish(cfg, run_dir, choices, gan, group, device, outputs, step - start_step, step, last_logged, stopped_by, logger)
 
 
 def log_versions(device: torch.device) -> None:
@@ -336,6 +347,7 @@ def run_results(last_logged: dict[str, float], cards: list[dict[str, Any]], best
 def finish(
     cfg: DictConfig, run_dir: Path, choices: dict[str, str], gan: GAN, group: distributed.Group, device: torch.device,
     outputs: RunOutputs, steps_trained: int, step: int, last_logged: dict[str, float], stopped_by: Optional[str],
+    logger: RunLogger | NullLogger,
 ) -> RunResult:
     """The run's summary: summary.json and the table when it finished, the resume command when stopped."""
     wall = time.perf_counter() - outputs.started
@@ -358,8 +370,9 @@ def finish(
                                for unit in gan.loss.regularisers if unit.active and unit.state_dict()}}
     if not group.main:
         return RunResult(run_dir, step, summary, interrupted_by=stopped_by)
-    if cfg.train.curves:
-        plots.write_curves(run_dir)  # curves.png, from the run's own TensorBoard events
+    curves = plots.write_curves(run_dir) if cfg.train.curves else None  # curves.png, from the run's own TensorBoard events
+    artifacts = ((curves, "plots"),) if curves else ()
+    logger.end("killed" if stopped_by else "finished", (*artifacts, (checkpoint.last_path(run_dir), "checkpoints")))
     if stopped_by:
         console.print(
             f"[yellow]Stopped by {stopped_by} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"

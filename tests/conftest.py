@@ -13,7 +13,8 @@ def private_caches(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("caches")
     patch = pytest.MonkeyPatch()
     for variable, folder in (("GANCTL_CACHE_DIR", "ganctl"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib"),
-                             ("WANDB_DIR", "wandb"), ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config")):
+                             ("WANDB_DIR", "wandb"), ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config"),
+                             ("WANDB_DATA_DIR", "wandb-data")):  # (W&B stages artifacts there: ~/.local/share/wandb)
         patch.setenv(variable, str(root / folder))
     yield root
     patch.undo()

@@ -41,6 +41,7 @@ PAYLOADS = {
     "Hydra's _args_": ("model.generator", lambda m: {"_target_": "ganctl.models.DCGANGenerator", "_args_": [{"_target_": "builtins.open", **writes(m)}]}),
     "a component where none is built": ("train.ema", lambda m: {"_target_": "builtins.open", **writes(m)}),
     "a component of the wrong kind": ("model.generator", lambda m: {"_target_": "ganctl.data.folder", "root": str(m)}),
+    "a tracker in the logger group": ("logger.tensorboard", lambda m: {"_target_": "builtins.open", **writes(m)}),
 }
 
 
@@ -106,6 +107,8 @@ def test_an_exported_generator_naming_code_is_refused(state: dict, tmp_path: Pat
 @pytest.mark.parametrize("block", [
     "hydra:\n  callbacks:\n    evil:\n      _target_: builtins.open\n      file: {marker}\n      mode: w\n",
     "metrics:\n  feature:\n    _target_: builtins.open\n    file: {marker}\n    mode: w\n",
+    "defaults:\n  - override /hydra/sweeper: optuna\nhydra:\n  sweeper:\n    pruner:\n      _target_: builtins.open\n      file: {marker}\n      mode: w\n",
+    "logger:\n  evil:\n    _target_: builtins.open\n    file: {marker}\n    mode: w\n",
     "hydra:\n  job_logging:\n    version: 1\n    handlers:\n      evil:\n        '()': builtins.open\n        file: {marker}\n"
     "        mode: w\n    root:\n      handlers: [evil]\n",
 ])
@@ -143,15 +146,19 @@ def test_every_option_of_ganctls_own_configs_names_only_registered_components() 
     from hydra import compose, initialize_config_dir
 
     from ganctl.config import config_dir
+    from hydra_plugins.ganctl_sweeper import without_the_old_plugin_configs
 
     root = Path(config_dir())
     options = [f"{group.relative_to(root)}={yaml.stem}" for group in sorted(p for p in root.rglob("*") if p.is_dir())
                for yaml in sorted(group.glob("*.yaml")) if group.name != "job_logging"]
     assert len(options) > 40, options
     with initialize_config_dir(config_dir=str(root), version_base="1.3"):
+        without_the_old_plugin_configs()  # as ganctl's config loader does, where hydra-optuna-sweeper is still installed
         for option in options:
-            cfg = compose(config_name="train", overrides=[option], return_hydra_config=True)
+            within = ["hydra/sweeper=optuna"] if option.startswith("hydra/sweeper/") else []  # its samplers and pruners
+            cfg = compose(config_name="train", overrides=[*within, option], return_hydra_config=True)
             registry.check_hydra(cfg.hydra)
             registry.check_config({key: value for key, value in cfg.items() if key != "hydra"}, option)
-    for name in {*registry.CALLBACKS, *(name for names in registry.PLACES.values() for name in names)}:
+    hydra_names = (*registry.CALLBACKS, *registry.SAMPLERS, *registry.PRUNERS)
+    for name in {*hydra_names, *(name for names in registry.PLACES.values() for name in names)}:
         assert callable(registry.resolve(name)), name

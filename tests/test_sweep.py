@@ -164,7 +164,7 @@ def test_joblib_runs_jobs_side_by_side_sharing_the_cores(tmp_path: Path) -> None
     assert f"{threads} torch threads for this job ({cores} cores here)" in (sweep_dir / "0" / "train.log").read_text()
 
 
-def test_optuna_searches_a_space_in_memory(tmp_path: Path) -> None:
+def test_optuna_searches_a_space_in_a_study_kept_in_the_sweep_directory(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     result = run_cli("train", "-m", *TINY_ARGS, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
                      "hydra.sweeper.n_jobs=1", "hydra.sweeper.sampler.seed=0",
@@ -177,6 +177,7 @@ def test_optuna_searches_a_space_in_memory(tmp_path: Path) -> None:
     assert all(1e-4 <= float(row["optimizer.g.lr"]) <= 1e-2 and row["loss.critic_steps"] in ("1", "2") for row in rows)
     best = (sweep_dir / "optimization_results.yaml").read_text()
     assert f"best_value: {min(float(row['objective']) for row in rows)}" in best
+    assert (sweep_dir / "optuna.db").is_file()  # (hydra.sweeper.storage=null: SQLite beside the jobs)
 
 
 def test_optuna_trials_that_fail_are_failed_trials_and_the_sweep_goes_on(tmp_path: Path) -> None:

@@ -294,9 +294,23 @@ def job_section(row: dict[str, Any], series: plots.Series) -> str:
             f"<div class=\"pair\">{picture}<div class=\"charts\">{charts or '<p class=muted>No curves yet.</p>'}</div></div></article>")
 
 
+def stored_study(sweep_dir: Path) -> Any:
+    """The sweep's Optuna study from its storage (None: a sweep whose study lived in memory, or one
+    whose storage cannot be read here)."""
+    from ganctl import search
+
+    record = search.study_record(sweep_dir)
+    if record is None:
+        return None
+    try:
+        return search.load_study(record)
+    except Exception:  # the database is gone or elsewhere: the jobs' records stand in for it
+        return None
+
+
 def optuna_section(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     """An Optuna search: each trial's objective in the order it ran with the best so far, and how much
-    each parameter mattered, from the jobs' own records (the plugin keeps its study in memory only)."""
+    each parameter mattered, from its study's storage (or the jobs' own records, for an older sweep)."""
     from omegaconf import OmegaConf
 
     from ganctl import sweep
@@ -310,7 +324,7 @@ def optuna_section(sweep_dir: Path, rows: list[dict[str, Any]]) -> str:
     done = [row for row in rows if isinstance(row["objective"], (int, float)) and math.isfinite(row["objective"])]
     record = sweep.read_json(sweep_dir / sweep.SWEEP_FILE) or {}
     params = OmegaConf.to_container(hydra_cfg.sweeper.params, resolve=False) if hydra_cfg.sweeper.get("params") else {}
-    body = history_chart(done) + importances(record.get("command", record.get("overrides")), params, done)
+    body = history_chart(done) + importances(record.get("command", record.get("overrides")), params, done, stored_study(sweep_dir))
     results = sweep_dir / "optimization_results.yaml"
     if results.is_file():
         body += f"<h3>Optuna's result</h3><pre>{escape(results.read_text())}</pre>"

@@ -1,6 +1,7 @@
-"""An Optuna sweep's search, read back from its jobs: the history of its trials and how much each
-parameter mattered. hydra-optuna-sweeper keeps its study in memory, so the study is rebuilt from what
-every job recorded (its swept values and objective) and the search space its sweep was given."""
+"""An Optuna sweep's search: the history of its trials and how much each parameter mattered. The study
+is read from its storage (study.json in the sweep directory says where); a sweep from before ganctl's
+sweeper kept its study in memory only, so its study is rebuilt from what every job recorded (its swept
+values and objective) and the search space its sweep was given."""
 
 from __future__ import annotations
 
@@ -26,20 +27,21 @@ def history_chart(done: list[dict[str, Any]]) -> str:
 
 
 def search_space(arguments: Optional[list[str]], params: dict[str, Any], done: list[dict[str, Any]]) -> dict[str, Any]:
-    """The Optuna distribution of each swept key, parsed by the plugin's own code from the sweep's
+    """The Optuna distribution of each swept key, parsed as ganctl's sweeper parses it from the sweep's
     command line (sweep.json's `overrides`) and `hydra.sweeper.params`. A sweep from before sweep.json
     kept its command line: each key's distribution spans the values its trials took."""
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-    from optuna.distributions import CategoricalDistribution, UniformDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from ganctl.search import parse_space
 
     if arguments is not None:
-        distributions, _ = create_params_from_overrides([*arguments, *(f"{key}={value}" for key, value in params.items())])
+        distributions, _ = parse_space([*arguments, *(f"{key}={value}" for key, value in params.items())])
         return {key.lstrip("+~"): distribution for key, distribution in distributions.items()}
     space: dict[str, Any] = {}
     for key in done[0]["values"]:
         values = [row["values"][key] for row in done]
         numbers = [float(value) for value in values if is_number(value)]
-        space[key] = (UniformDistribution(min(numbers), max(numbers)) if len(numbers) == len(values) and min(numbers) < max(numbers)
+        space[key] = (FloatDistribution(min(numbers), max(numbers)) if len(numbers) == len(values) and min(numbers) < max(numbers)
                       else CategoricalDistribution(sorted(set(values))))
     return space
 
@@ -69,10 +71,11 @@ def int_distributions() -> tuple[type, ...]:
     return tuple(vars(distributions)[name] for name in names if name in vars(distributions))
 
 
-def importances(arguments: Optional[list[str]], params: dict[str, Any], done: list[dict[str, Any]]) -> str:
+def importances(arguments: Optional[list[str]], params: dict[str, Any], done: list[dict[str, Any]],
+                stored: Any = None) -> str:
     """Optuna's parameter importances of the finished trials: the mean decrease in impurity of a random
-    forest fitted to them (optuna's MeanDecreaseImpurityImportanceEvaluator, seed 0), since the default
-    fANOVA evaluator of the optuna 2.10 the plugin pins fails under numpy 2. Both need scikit-learn."""
+    forest fitted to them (optuna's MeanDecreaseImpurityImportanceEvaluator, seed 0). `stored`: the
+    study itself, from its storage; else one rebuilt from the jobs' records. Needs scikit-learn."""
     heading = "<h3>Parameter importances</h3>"
     if len(done) < 2:
         return heading + "<p class=\"muted\">Importances need at least 2 finished trials.</p>"
@@ -81,14 +84,16 @@ def importances(arguments: Optional[list[str]], params: dict[str, Any], done: li
         from optuna.importance import MeanDecreaseImpurityImportanceEvaluator, get_param_importances
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        space = search_space(arguments, params, done)
-        study = optuna.create_study(direction="minimize")
+        study = stored
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            for row in done:
-                params = {key: trial_value(row["values"][key], space[key]) for key in space if key in row["values"]}
-                study.add_trial(optuna.trial.create_trial(params=params, distributions={key: space[key] for key in params},
-                                                          value=float(row["objective"])))
+            if study is None:
+                space = search_space(arguments, params, done)
+                study = optuna.create_study(direction="minimize")
+                for row in done:
+                    params = {key: trial_value(row["values"][key], space[key]) for key in space if key in row["values"]}
+                    study.add_trial(optuna.trial.create_trial(params=params, distributions={key: space[key] for key in params},
+                                                              value=float(row["objective"])))
             found = get_param_importances(study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0))
     except ImportError as error:
         return heading + f"<p class=\"muted\">Not computed: {escape(str(error).splitlines()[0])} (pip install scikit-learn).</p>"
