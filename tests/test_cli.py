@@ -35,7 +35,8 @@ def test_help_lists_the_subcommands() -> None:
     assert "train" in result.stdout and "sample" in result.stdout
 
 
-@pytest.mark.parametrize("command", [["--help"], ["sample", "--help"], ["plot", "--help"], ["animate", "--help"], ["export", "--help"]])
+@pytest.mark.parametrize("command", [["--help"], ["sample", "--help"], ["plot", "--help"], ["animate", "--help"], ["export", "--help"],
+                                     ["project", "--help"], ["directions", "--help"]])
 def test_help_does_not_import_torch(command: list[str]) -> None:
     code = ("import sys\nfrom ganctl.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'" % command)
