@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 from rich.table import Table
+from torchvision.utils import save_image
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ganctl import checkpoint
@@ -83,7 +84,11 @@ def perceptual_distance(state: dict, sampler: Sampler, weights: Optional[str], w
     if which in ("d", "both"):
         discriminator = build_discriminator(state["config"]["model"]["discriminator"], state["data"]["channels"],
                                             state["data"]["image_size"], conditioning_of(state["config"], sampler.classes))
-        discriminator.load_state_dict(state["discriminator"])
+        try:
+            discriminator.load_state_dict(state["discriminator"])
+        except (KeyError, RuntimeError) as error:
+            raise GanctlError(f"The checkpoint's discriminator weights do not fit the discriminator its config describes "
+                              f"({str(error).strip().splitlines()[0][:200]}): give --perceptual-weights for LPIPS instead.") from None
         distances.append(DiscriminatorDistance(discriminator.to(device)))
     return distances[0] if len(distances) == 1 else Combined(distances)
 
@@ -101,9 +106,8 @@ def scores(reconstructions: torch.Tensor, targets: torch.Tensor) -> tuple[torch.
 
 
 def write_outputs(out: Path, names: list[str], targets: torch.Tensor, reconstructions: torch.Tensor, projection: Projection,
-                  sampler: Sampler, video: Optional[str]) -> None:
-    from torchvision.utils import save_image
-
+                  video: Optional[str]) -> None:
+    """Per image its latent, the target beside its reconstruction and (video) the optimisation; all latents together."""
     target_images = targets.float() / 127.5 - 1  # (N, C, H, W) in [-1, 1]
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -120,21 +124,26 @@ def write_outputs(out: Path, names: list[str], targets: torch.Tensor, reconstruc
         raise GanctlError(f"Cannot write to {out}: {error}") from error
 
 
+def rounded(value: torch.Tensor, digits: int) -> float | str:
+    """A score for JSON: rounded, or "inf" (a pixel-exact reconstruction's PSNR), which JSON has no number for."""
+    return round(float(value), digits) if math.isfinite(float(value)) else "inf"
+
+
 def report(out: Path, names: list[str], files: list[Path], psnr: torch.Tensor, ssim: torch.Tensor, projection: Projection,
            sampler: Sampler, distance: str, step: int) -> None:
     labels = projection.latents.labels
-    rows = [{"image": str(path), "name": name, "latent": f"{name}.pt", "psnr": round(float(p), 3), "ssim": round(float(s), 4),
+    rows = [{"image": str(path), "name": name, "latent": f"{name}.pt", "psnr": rounded(p, 3), "ssim": rounded(s, 4),
              **({"class": sampler.classes[int(labels[i])]} if labels is not None else {})}
             for i, (path, name, p, s) in enumerate(zip(files, names, psnr, ssim))]
     summary = {"checkpoint_step": step, "space": projection.latents.space, "perceptual": distance,
-               "mean_psnr": round(float(psnr.mean()), 3), "mean_ssim": round(float(ssim.mean()), 4), "images": rows}
+               "mean_psnr": rounded(psnr.mean(), 3), "mean_ssim": rounded(ssim.mean(), 4), "images": rows}
     write_atomically(out / "projection.json", lambda file: file.write(json.dumps(summary, indent=2).encode()))
     table = Table(title=f"ganctl project: step {step}, in {projection.latents.space.upper()}")
     for column in ["image", *(["class"] if labels is not None else []), "PSNR (dB)", "SSIM"]:
         table.add_column(column, justify="left" if column in ("image", "class") else "right")
     for row in rows:
-        table.add_row(row["name"], *([row["class"]] if labels is not None else []), f"{row['psnr']:.2f}", f"{row['ssim']:.4f}")
-    table.add_row("mean", *([""] if labels is not None else []), f"{summary['mean_psnr']:.2f}", f"{summary['mean_ssim']:.4f}")
+        table.add_row(row["name"], *([row["class"]] if labels is not None else []), f"{float(row['psnr']):.2f}", f"{row['ssim']:.4f}")
+    table.add_row("mean", *([""] if labels is not None else []), f"{float(summary['mean_psnr']):.2f}", f"{summary['mean_ssim']:.4f}")
     console.print(table)
 
 
@@ -149,12 +158,7 @@ def project(options: argparse.Namespace) -> Path:
     device = resolve_device(options.device, "--device ")
     sampler = Sampler.from_checkpoint(state, device, options.ema)
     classes = chosen_classes(sampler, options.classes)
-    if options.starts is not None and sampler.has_styles:
-        raise GanctlError("--starts is for Gaussian latents: a mapping network's W starts from its mean w, as StyleGAN2-ADA's "
-                          "projector does. Leave it out.")
-    if options.space is not None and not sampler.has_styles:
-        raise GanctlError(f"--space {options.space} is a mapping network's W (model=stylegan2); this checkpoint's generator "
-                          f"({type(sampler.generator).__name__}) takes Gaussian latents z: leave out --space.")
+    check_options(options, sampler)
     targets = read_targets(files, state["data"]["channels"], state["data"]["image_size"])  # (N, C, H, W) uint8
     distance = NoDistance() if options.perceptual_weight == 0 else perceptual_distance(
         state, sampler, options.perceptual_weights, options.perceptual, device)
@@ -172,7 +176,7 @@ def project(options: argparse.Namespace) -> Path:
     reconstructions = sampler.render(projection.latents)  # as `ganctl sample --latents` renders them
     psnr, ssim = scores(reconstructions, targets)
     names = output_names(files)
-    write_outputs(out, names, targets, reconstructions, projection, sampler, options.video)
+    write_outputs(out, names, targets, reconstructions, projection, options.video)
     report(out, names, files, psnr, ssim, projection, sampler, distance.description, state["step"])
     if projection.latents.labels is not None and (options.classes is None or len(classes) > 1):
         chosen = ", ".join(f"{name}: {sampler.classes[int(label)]}" for name, label in zip(names[:10], projection.latents.labels))
@@ -182,3 +186,13 @@ def project(options: argparse.Namespace) -> Path:
     if not math.isfinite(float(psnr.mean())):  # identical images: PSNR is infinite, which is fine, but say so
         console.print("(an infinite PSNR means a pixel-exact reconstruction)")
     return out
+
+
+def check_options(options: argparse.Namespace, sampler: Sampler) -> None:
+    """The flags that belong to the other kind of latent space, refused before any work."""
+    if options.starts is not None and sampler.has_styles:
+        raise GanctlError("--starts is for Gaussian latents: a mapping network's W starts from its mean w, as StyleGAN2-ADA's "
+                          "projector does. Leave it out.")
+    if options.space is not None and not sampler.has_styles:
+        raise GanctlError(f"--space {options.space} is a mapping network's W (model=stylegan2); this checkpoint's generator "
+                          f"({type(sampler.generator).__name__}) takes Gaussian latents z: leave out --space.")

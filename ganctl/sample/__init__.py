@@ -2,6 +2,7 @@
 mode they ask for; each mode lives in its own module, with what the modes share beside them:
 
     grid        a grid, each image as a file (--images-dir) and their latents; --latents FILE renders such latents
+                (and those `ganctl project` finds)
     walks       --interpolate between seeds' latents (in z or W), --class-walk between a conditional G's classes
     mixing      --mix: a style-mixing grid (StyleGAN2)
     arithmetic  --add / --subtract: latent arithmetic on the mean latents of seeds
@@ -49,7 +50,8 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="Gaussian latents: BigGAN's (and StudioGAN's) truncation, redrawing every entry beyond T standard "
                              "deviations (their 0.5 is --truncation 0.38, not 0.5)")
     parser.add_argument("--latents", dest="latents_file", metavar="FILE",
-                        help="render these latents: a .pt or .npy of shape (N, latent_dim), e.g. the latents.npy --images-dir writes")
+                        help="render these latents: a .pt or .npy of shape (N, latent_dim), e.g. the latents.npy --images-dir writes, "
+                             "or the .pt files ganctl project writes (W / W+ latents with their classes and noise)")
     parser.add_argument("--interpolate", action="store_true", help="a walk between the latents of --seeds, as a GIF/MP4 and a PNG strip")
     parser.add_argument("--seeds", help="--interpolate: the seeds to walk through, comma-separated (e.g. 1,2,3)")
     parser.add_argument("--frames", type=int, help="--interpolate: frames from each seed to the next (default 16); "
