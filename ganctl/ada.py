@@ -36,11 +36,10 @@ import torch
 import torch.distributed as dist
 
 from ganctl import distributed
+from ganctl.config import ADA_MODES, ADA_TRANSFORMS
 from ganctl.console import warn
-from ganctl.errors import GanctlError
 
-MODES = ("none", "adaptive", "fixed")
-TRANSFORMS = ("xflip", "rotate90", "translation", "brightness", "contrast", "saturation", "cutout")  # applied in this order
+MODES, TRANSFORMS = ADA_MODES, ADA_TRANSFORMS  # (the settings' home: config.AdaSettings)
 TRANSLATION = 0.125  # largest shift, a fraction of the image size (the reference's xint_max)
 BRIGHTNESS_STD, CONTRAST_STD, SATURATION_STD = 0.2, 0.5, 1.0  # log2 std for contrast and saturation
 CUTOUT = 0.5  # the blanked square's side, a fraction of the image size
@@ -157,25 +156,6 @@ def pipeline(images: torch.Tensor, p: torch.Tensor | float, transforms: tuple[st
     return images
 
 
-def check_settings(settings: Any) -> None:
-    """The `train.ada` block's values; one clear GanctlError for the first bad one."""
-    if settings.mode not in MODES:
-        raise GanctlError(f"train.ada.mode must be one of {', '.join(MODES)}, got {settings.mode!r}.")
-    if not 0.0 <= settings.p <= 1.0:
-        raise GanctlError(f"train.ada.p must be a probability in [0, 1], got {settings.p}.")
-    if not 0.0 <= settings.target < 1.0:
-        raise GanctlError(f"train.ada.target must be in [0, 1) (the reference uses 0.6), got {settings.target}.")
-    if settings.interval < 1:
-        raise GanctlError(f"train.ada.interval must be at least 1 step, got {settings.interval}.")
-    if not settings.kimg > 0:
-        raise GanctlError(f"train.ada.kimg must be positive (thousands of images for p to go from 0 to 1), got {settings.kimg}.")
-    unknown = [name for name in settings.transforms if name not in TRANSFORMS]
-    if unknown:
-        raise GanctlError(f"train.ada.transforms: unknown transform {unknown[0]!r}; choose from {', '.join(TRANSFORMS)}.")
-    if settings.mode != "none" and not settings.transforms:
-        raise GanctlError(f"train.ada.mode={settings.mode} with no train.ada.transforms: name at least one of {', '.join(TRANSFORMS)}.")
-
-
 class AdaptiveAugment:
     """ADA as the GAN's step uses it: `augment(images)` for every image D sees, `observe(real_scores)`
     after D scores the real batch, `adjust(step)` once per step. Mode `none` leaves images alone and
@@ -194,7 +174,6 @@ class AdaptiveAugment:
         """From the config's `train.ada` block (absent: mode none)."""
         if settings is None:
             return cls("none", 0.0, 0.6, 4, 500, [], device, group)
-        check_settings(settings)
         return cls(settings.mode, settings.p, settings.target, settings.interval, settings.kimg,
                    list(settings.transforms), device, group)
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-POLICIES = ("color", "translation", "cutout")
+from ganctl.config import DIFFAUGMENT_POLICIES
+
+POLICIES = DIFFAUGMENT_POLICIES  # (the setting's home: config)
 
 
 def color(images: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,11 @@ A checkpoint holds everything needed to continue a run or to sample from it with
 file: the GAN's state (networks, optimizers, schedulers, loss scales: `gan.GAN.state_dict()`), the
 step, the RNG states, the resolved config as plain containers, and the data's shape (`data`:
 channels, image size, and a class-conditional run's class names, `classes`). Nothing in it can run code when
-loaded. This module owns the file's layout: `training_state` writes it, `load` checks it for every
-reader (train resume=, sample, eval, export), and `find` picks what a path names (a run directory:
-its newest intact checkpoint).
+loaded, and its config names only ganctl's components (`ganctl.registry`). This module owns the
+file's layout: `training_state` writes it, `load` checks it for every reader (train resume=, sample,
+eval, export) and `upgrade`s what an older ganctl wrote to today's layout (`Checkpoint`: the one
+record every reader gets; no other module knows what older versions lacked), and `find` picks what a
+path names (a run directory: its newest intact checkpoint).
 
 The checksum: a checkpoint is the zip archive `torch.save` writes, carrying a 128-bit XXH3 hash of
 exactly those bytes as the archive's comment (the zip format's own trailing field, so `torch.load`,
@@ -21,35 +23,67 @@ carry none and load as before.
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import pickle
 import random
 import re
+import stat
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Optional, TypedDict
 
 import numpy as np
 import torch
 import xxhash
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from ganctl import registry
-from ganctl.config import BEFORE_SPEED_SETTINGS, GROUP_BEFORE, LEGACY_LOSS_KEYS, LEGACY_LOSS_SWITCHES, config_dir
-from ganctl.console import warn
+from ganctl.config import BEFORE_SPEED_SETTINGS, GROUP_BEFORE, LEGACY_LOSS_KEYS, LEGACY_LOSS_SWITCHES, todays_defaults
+from ganctl.console import warn, word
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used through this module too)
-    best_path, has_checkpoints, last_path, no_checkpoint, resolve, run_dir_of, step_files, step_of, step_path,
+    absolute, best_path, has_checkpoints, last_path, no_checkpoint, resolve, run_dir_of, step_files, step_of, step_path,
 )
 
 FORMAT = "ganctl-checkpoint"
 VERSION = 3  # 3: regularisers as units (loss.regularisers); 2: the checksum in the zip comment; 1 (before it): none
 # What a run stores beside the GAN's own state dict entries (which sit at the top level too).
 RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data")
+
+class DataShape(TypedDict, total=False):
+    channels: int
+    image_size: int
+    classes: list[str]  # a class-conditional run's class names (a label is an index into them)
+
+
+class Checkpoint(TypedDict, total=False):
+    """A checkpoint as every reader gets it from `load` and `find`, whichever ganctl wrote it
+    (`upgrade` brings older layouts to this one): what the run stores, then the GAN's state."""
+
+    format: str
+    version: int
+    step: int
+    wall_seconds: float
+    config: dict[str, Any]  # the resolved config as plain containers, completed with today's defaults
+    choices: dict[str, str]  # the option of each config group
+    metrics: list[dict[str, Any]]  # the latest metric cards
+    best: Optional[dict[str, Any]]  # the best metric's value and step (checkpoints/best.pt)
+    rng: dict[str, Any]
+    data: DataShape
+    generator: dict[str, Any]  # (from here on: `gan.GAN.state_dict()`)
+    discriminator: dict[str, Any]
+    generator_ema: Optional[dict[str, Any]]
+    optimizer_g: dict[str, Any]
+    optimizer_d: dict[str, Any]
+    schedulers: list[dict[str, Any]]
+    scalers: list[dict[str, Any]]
+    augment: dict[str, Any]
+    regularisers: dict[str, dict[str, Any]]  # each regulariser's own state, by its name
+
 
 ZIP_START, ZIP_END = b"PK\x03\x04", b"PK\x05\x06"  # a zip's first local header; its end record (22 bytes + comment)
 CHECKSUM_MARK = b"ganctl-xxh3-128:"
@@ -59,7 +93,7 @@ COMMENT_LENGTH = len(CHECKSUM_MARK) + 32  # the mark and the hex digest
 def training_state(
     gan_state: dict[str, Any], *, step: int, wall_seconds: float, config: dict, choices: dict,
     metrics: list, best: Optional[dict], data: dict[str, Any], device: torch.device,
-) -> dict[str, Any]:
+) -> Checkpoint:
     """A checkpoint: the GAN's state dict, the RNG states and what the run needs to go on from `step`
     (the resolved config, the chosen options, the data's shape, the latest metric cards)."""
     return {
@@ -101,13 +135,8 @@ def verify_checksum(path: Path, file: BinaryIO) -> bool:
     (a checkpoint from before version 2, or a file not written by ganctl); a GanctlError on a mismatch.
     The file is hashed in chunks, from the descriptor torch.load then reads (the same bytes, even if
     a run replaces the path meanwhile), so it is never held in memory twice."""
-    size = os.fstat(file.fileno()).st_size
-    end = size - COMMENT_LENGTH - 22  # where the zip's end record starts, if it holds the checksum
-    if end < 0:
-        return False
-    file.seek(end)
-    tail = file.read()
-    if tail[:4] != ZIP_END or tail[20:22] != COMMENT_LENGTH.to_bytes(2, "little") or tail[22 : 22 + len(CHECKSUM_MARK)] != CHECKSUM_MARK:
+    end, stored = stored_checksum(file)
+    if stored is None:
         return False
     digest, left = xxhash.xxh3_128(), end + 20
     file.seek(0)
@@ -115,7 +144,7 @@ def verify_checksum(path: Path, file: BinaryIO) -> bool:
         digest.update(chunk)
         left -= len(chunk)
     digest.update(b"\0\0")  # the empty comment's length, as torch.save wrote it
-    if left or digest.hexdigest().encode() != tail[22 + len(CHECKSUM_MARK) :]:
+    if left or digest.hexdigest().encode() != stored:
         raise GanctlError(
             f"{path} is damaged: its bytes no longer match the checksum written with it (a disk or "
             "transfer error, or a change by another program). Nothing was loaded from it."
@@ -123,20 +152,61 @@ def verify_checksum(path: Path, file: BinaryIO) -> bool:
     return True
 
 
+def stored_checksum(file: BinaryIO) -> tuple[int, Optional[bytes]]:
+    """Where the zip's end record starts, and the hex digest ganctl stored in its comment (None: the
+    open file carries no ganctl checksum)."""
+    end = os.fstat(file.fileno()).st_size - COMMENT_LENGTH - 22
+    if end < 0:
+        return end, None
+    file.seek(end)
+    tail = file.read()
+    if tail[:4] != ZIP_END or tail[20:22] != COMMENT_LENGTH.to_bytes(2, "little") or tail[22 : 22 + len(CHECKSUM_MARK)] != CHECKSUM_MARK:
+        return end, None
+    return end, tail[22 + len(CHECKSUM_MARK) :]
+
+
+def written_by_ganctl(path: Path, verify: bool = False) -> bool:
+    """Whether `path` is a plain file (not a link, not a folder) carrying ganctl's checksum; with
+    `verify`, one whose bytes match it too (a complete checkpoint, as ganctl wrote it)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as file:
+            return verify_checksum(path, file) if verify else stored_checksum(file)[1] is not None
+    except (OSError, GanctlError):
+        return False
+
+
 def write_failure(path: Path, error: OSError, written: tuple[Path, ...], untouched: tuple[Path, ...]) -> str:
     """What a failed checkpoint write left, and the command that continues the run from it."""
     run_dir = run_dir_of(path)
     done = "".join(f"{p.name} was written. " for p in written)
     kept = "".join(f"The previous {p.name} is intact. " for p in untouched if p.exists())
-    newest, _ = newest_intact(run_dir)
-    if newest is not None:
-        then = f"continue with `ganctl train resume={run_dir}` (it resumes from {newest.path.name}, step {newest.state['step']})"
-    else:
-        then = "start the run again: it has no complete checkpoint to resume from yet"
     return (
         f"Could not write the checkpoint {path}: {error.strerror or error}. {done}{kept}Training stopped rather than "
-        f"go on without checkpoints: free some space (or fix the directory's permissions), then {then}."
+        f"go on without checkpoints: free some space (or fix the directory's permissions), then {continue_with(run_dir)}."
     )
+
+
+def stopped_by(run_dir: Path, error: OSError) -> str:
+    """Training stopped by a failed read or write of a file (a full disk while a grid or the summary
+    was written, a directory made read-only or removed): what failed, and the command that continues
+    from the newest complete checkpoint (every checkpoint is written atomically: none is damaged)."""
+    where = f" ({error.filename})" if error.filename else ""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        where += ", the directory ganctl was started in no longer exists"
+    return (f"Training stopped: {error.strerror or error}{where}. Its checkpoints are as they were: free some space "
+            f"(or fix the directory), then {continue_with(run_dir)}.")
+
+
+def continue_with(run_dir: Path) -> str:
+    """The command that continues a run from its newest intact checkpoint, or what to do without one."""
+    newest, _ = newest_intact(run_dir)
+    if newest is None:
+        return "start the run again: it has no complete checkpoint to resume from yet"
+    return f"continue with `ganctl train {word(f'resume={run_dir}')}` (it resumes from {newest.path.name}, step {newest.state['step']})"
 
 
 def clean_temporary(run_dir: Path) -> list[Path]:
@@ -147,17 +217,23 @@ def clean_temporary(run_dir: Path) -> list[Path]:
     return stray
 
 
-def prune(run_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` step checkpoints (last.pt and best.pt are never touched).
-    Called after a new checkpoint is complete, so a checkpoint never goes before its successor."""
-    steps = step_files(run_dir)
-    old = steps[:-keep] if keep > 0 else []
+def prune(run_dir: Path, keep: int, newest: int) -> list[Path]:
+    """Delete the run's step checkpoints older than its newest `keep` (last.pt and best.pt are never
+    touched). Called after the checkpoint of step `newest` is complete, so a checkpoint never goes
+    before its successor. Only what the run wrote goes: a step_<N>.pt at or before `newest` (a name
+    beyond it is not this run's doing), a plain file carrying ganctl's checksum, verified whole before
+    it is deleted. A user's file, a link, a folder or a damaged file named like a checkpoint stays and
+    counts for nothing."""
+    if keep < 1:  # keep_last=0: keep them all
+        return []
+    ours = [path for path in reversed(step_files(run_dir)) if step_of(path) <= newest and written_by_ganctl(path)]
+    old = [path for path in ours[keep:] if written_by_ganctl(path, verify=True)]
     for path in old:
         path.unlink(missing_ok=True)
-    return old
+    return old[::-1]
 
 
-def load(path: Path) -> dict[str, Any]:
+def load(path: Path) -> Checkpoint:
     """Read a ganctl checkpoint: verify its checksum, unpickle it with weights_only=True, check its
     layout. Any other file, and any damage, is one GanctlError naming the file."""
     path = Path(path)
@@ -170,6 +246,7 @@ def load(path: Path) -> dict[str, Any]:
                     "Pass a checkpoint written by `ganctl train` (a run's checkpoints/last.pt or step_<N>.pt) or its run directory."
                 )
             checked = verify_checksum(path, file)
+            refuse_compressed_records(path, file)
             file.seek(0)
             try:
                 with warnings.catch_warnings():  # e.g. "Detected pickle protocol 212" from a damaged file
@@ -199,7 +276,7 @@ def load(path: Path) -> dict[str, Any]:
     return upgrade(state)
 
 
-def upgrade(state: dict[str, Any]) -> dict[str, Any]:
+def upgrade(state: dict[str, Any]) -> Checkpoint:
     """A checkpoint of any earlier ganctl in today's layout: the one place that knows what older
     versions wrote differently, so that every reader (train resume=, sample, eval, export) gets the
     same record. Each step below names what changed."""
@@ -251,10 +328,23 @@ def upgraded_loss(loss: dict[str, Any]) -> dict[str, Any]:
     return loss
 
 
-@functools.lru_cache(maxsize=1)
-def todays_defaults() -> DictConfig:
-    """conf/train.yaml's own blocks (train, metrics): what a key added since a checkpoint was written means."""
-    return OmegaConf.load(Path(config_dir()) / "train.yaml")
+def refuse_compressed_records(path: Path, file: BinaryIO) -> None:
+    """torch.save stores every record of its archive as it is (uncompressed), so reading a checkpoint
+    never takes more memory than its size. A compressed record could inflate a few megabytes into
+    gigabytes as torch.load reads it (a checksum cannot tell: anyone can recompute it), so an archive
+    with one is refused from its zip directory alone, before any record is read."""
+    try:
+        with zipfile.ZipFile(file) as archive:  # reads the directory only; the file stays open
+            records = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as error:
+        raise GanctlError(unreadable(path, error)) from error
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise GanctlError(
+                f"Refusing to load {path}: its record {record.filename} is compressed ({record.compress_size:,} bytes that "
+                f"unpack to {record.file_size:,}), and a checkpoint written by ganctl (torch.save) stores every record "
+                "uncompressed. Nothing was loaded from it."
+            )
 
 
 # What a file that is not a zip archive is, by its first bytes, for the message that refuses it.
@@ -299,7 +389,7 @@ def unreadable(path: Path, error: Exception) -> str:
 @dataclass
 class Found:
     path: Path
-    state: dict[str, Any]
+    state: Checkpoint
 
 
 def newest_intact(run_dir: Path, newer_than: int = -1, exclude: Optional[Path] = None) -> tuple[Optional[Found], list[str]]:
@@ -336,7 +426,7 @@ def newest_intact(run_dir: Path, newer_than: int = -1, exclude: Optional[Path] =
     return found, passed_over
 
 
-def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, dict[str, Any]]:
+def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, Checkpoint]:
     """The checkpoint a path names, loaded and verified: a .pt file itself, or a run directory's
     newest intact checkpoint (its last.pt; when that is missing or damaged, its newest intact
     step_<N>.pt, with a warning that says so). A file that fails to load is refused with the newest
@@ -362,7 +452,7 @@ def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, dict[st
         if other is None:
             raise
         raise GanctlError(f"{error} The newest intact checkpoint of its run is {other.path} (step {other.state['step']}): "
-                          f"`{use.format(other.path)}`.") from error
+                          f"`{use.format(word(other.path))}`.") from error
 
 
 def check_resume_into(run_dir: Path, path: Path, state: dict[str, Any]) -> None:
@@ -370,24 +460,31 @@ def check_resume_into(run_dir: Path, path: Path, state: dict[str, Any]) -> None:
     when a newer intact checkpoint exists there (and say how to branch); into another directory
     (a branch: resume=... hydra.run.dir=<new dir>), refuse when that directory already holds a run."""
     step = state["step"]
-    if Path(run_dir).resolve() == run_dir_of(path):
+    if Path(run_dir).resolve() == run_dir_of(path).resolve():
         newer, _ = newest_intact(run_dir, newer_than=step, exclude=path)
         if newer is not None:
             raise GanctlError(
                 f"Refusing to resume {path} (step {step}) in {run_dir}: that run went further ({newer.path.name} holds "
                 f"step {newer.state['step']}), and training on from step {step} there would overwrite it. Continue the run from "
-                f"its newest checkpoint with `ganctl train resume={run_dir}`, or start a new run from step {step} in a "
-                f"directory of its own with `ganctl train resume={path} hydra.run.dir=<new dir>`."
+                f"its newest checkpoint with `ganctl train {word(f'resume={run_dir}')}`, or start a new run from step {step} in a "
+                f"directory of its own with `ganctl train {word(f'resume={path}')} hydra.run.dir=<new dir>`."
             )
     elif has_checkpoints(run_dir):
         raise GanctlError(
             f"{run_dir} already holds another run's checkpoints: ganctl does not resume {path} over them. Choose a new "
-            f"directory with hydra.run.dir=<new dir>, or continue that run with `ganctl train resume={run_dir}`."
+            f"directory with hydra.run.dir=<new dir>, or continue that run with `ganctl train {word(f'resume={run_dir}')}`."
         )
+
+
+MAX_NESTING = 64  # containers in containers: a run's deepest (the config, optimizer states) nest under 10
 
 
 def check_layout(path: Path, state: dict[str, Any]) -> None:
     """The run-level entries every reader relies on, with their types (the GAN checks its own)."""
+    depth = nesting(state, MAX_NESTING)
+    if depth > MAX_NESTING:  # it would load (the unpickler does not recurse) but not save again, nor be checked
+        raise GanctlError(f"{path} is not a ganctl checkpoint: it nests containers more than {MAX_NESTING} levels deep "
+                          "(a checkpoint's deepest entries nest under 10). Nothing was loaded from it.")
     stored = state.get("config")
     if not isinstance(stored, dict) or not isinstance(stored.get("dataset"), dict) or not isinstance(stored.get("model"), dict):
         raise GanctlError(f"{path} has no stored config with a dataset and a model: it was not written by `ganctl train`.")
@@ -400,11 +497,43 @@ def check_layout(path: Path, state: dict[str, Any]) -> None:
             ("data", isinstance(data, dict) and all(isinstance(data.get(k), int) for k in ("channels", "image_size"))
              and valid_classes(data.get("classes", []))),
             ("config.conditioning", isinstance(stored.get("conditioning", {}), dict)),
-            ("rng", isinstance(state.get("rng"), dict)),
+            ("rng", restorable(state.get("rng"))),
+            ("metrics", isinstance(state.get("metrics", []), list) and all(isinstance(card, dict) for card in state.get("metrics") or [])),
+            ("best", state.get("best") is None or isinstance(state.get("best"), dict)),
         ) if not ok
     ]
     if problems:
         raise GanctlError(f"{path} is not a complete ganctl checkpoint: {', '.join(problems)} missing or malformed.")
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deeply dicts, lists and tuples nest in `value` (a dict of lists: 2), counted without
+    recursion and no further than limit + 1."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list, tuple)):
+            continue
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def restorable(states: Any) -> bool:
+    """Whether `restore_rng_states` can restore `states`: each is tried on a generator of its own,
+    so a malformed one is refused when the checkpoint loads, not by a traceback once a resume is under way."""
+    try:
+        torch.Generator().set_state(states["torch"])
+        kind, keys, pos, has_gauss, cached = states["numpy"]
+        np.random.RandomState().set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        version, internal, gauss = states["python"]
+        random.Random().setstate((version, tuple(internal), gauss))
+        cuda = states.get("cuda", [])
+        return isinstance(cuda, list) and all(isinstance(s, torch.Tensor) and s.dtype == torch.uint8 for s in cuda)
+    except Exception:  # any part missing, of the wrong type, size or value
+        return False
 
 
 def valid_classes(classes: Any) -> bool:

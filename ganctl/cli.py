@@ -21,6 +21,8 @@ commands:
   export   the generator as ONNX, TorchScript or safetensors: ganctl export <run or checkpoint> --format onnx [--out FILE]
   plot     a run's curves as a PNG (a sweep's: one line per job): ganctl plot <run or sweep dir> [--out FILE.png]
   animate  a run's training grids as a GIF/MP4, the step on each frame: ganctl animate <run dir> [--out FILE.gif]
+  report   one self-contained HTML page of a run or a sweep: ganctl report <run or sweep dir> [--out report.html]
+  explore  a local web page to steer G with sliders: ganctl explore <run or checkpoint> [--port P]  (pip install 'ganctl[ui]')
 
 `ganctl train --help` lists the config groups and options; `ganctl sample --help` its flags.
 
@@ -65,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from ganctl.errors import GanctlError
 
     try:
+        from ganctl.files import check_working_directory
+
+        check_working_directory()
         if trusted:
             from ganctl import registry
 
@@ -105,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             from ganctl.plots import animate_main
 
             return animate_main(args)
+        if command == "report":
+            from ganctl.report import main as report_main
+
+            return report_main(args)
+        if command == "explore":
+            from ganctl.explore import main as explore_main
+
+            return explore_main(args)
     except GanctlError as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -4,17 +4,19 @@ overrides. What a config may build, and building it, are `ganctl.registry`'s."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import difflib
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ganctl import registry
 from ganctl.errors import GanctlError
+from ganctl.schedules import Schedule
 
 GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
 # The option a checkpoint from before a group existed was trained with.
@@ -22,6 +24,8 @@ GROUP_BEFORE = {"conditioning": "none"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 METRIC_NAMES = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
 DDP_BACKENDS = ("auto", "nccl", "gloo")
+SPLITS = ("train", "test")  # a dataset's splits (those without a test split say so when asked for one)
+MIN_IMAGE_SIZE = 4  # the smallest images any dataset reader or model makes
 # What a class-conditional GAN's evaluation adds: the mean of the per-class scores of FID and KID.
 INTRA_CLASS_METRICS = {"intra_fid": "fid", "intra_kid": "kid"}
 
@@ -31,6 +35,9 @@ def config_dir() -> str:
     packaged = Path(__file__).parent / "conf"
     return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
 
+
+# Mappings whose keys the user names (train.schedules.<knob>): added on the command line with +, checked by their own rules.
+OPEN_MAPPINGS = ("train.schedules",)
 
 # Keys a resumed run may change: when and how often things happen, never what is trained.
 SCHEDULE_KEYS = (
@@ -60,6 +67,10 @@ class EMASettings:
     rampup: Optional[float] = None  # with half_life_kimg: at most rampup x the images seen so far
 
 
+ADA_MODES = ("none", "adaptive", "fixed")
+ADA_TRANSFORMS = ("xflip", "rotate90", "translation", "brightness", "contrast", "saturation", "cutout")  # applied in this order
+
+
 @dataclass
 class AdaSettings:
     """Adaptive discriminator augmentation (ganctl/ada.py); values in conf/train.yaml."""
@@ -70,6 +81,26 @@ class AdaSettings:
     interval: int = MISSING
     kimg: float = MISSING
     transforms: List[str] = MISSING
+
+    @staticmethod
+    def check(settings: Any) -> None:
+        """The `train.ada` block's values; one clear GanctlError for the first bad one."""
+        if settings.mode not in ADA_MODES:
+            raise GanctlError(f"train.ada.mode must be one of {', '.join(ADA_MODES)}, got {settings.mode!r}.")
+        if not 0.0 <= settings.p <= 1.0:
+            raise GanctlError(f"train.ada.p must be a probability in [0, 1], got {settings.p}.")
+        if not 0.0 <= settings.target < 1.0:
+            raise GanctlError(f"train.ada.target must be in [0, 1) (the reference uses 0.6), got {settings.target}.")
+        if settings.interval < 1:
+            raise GanctlError(f"train.ada.interval must be at least 1 step, got {settings.interval}.")
+        if not settings.kimg > 0:
+            raise GanctlError(f"train.ada.kimg must be positive (thousands of images for p to go from 0 to 1), got {settings.kimg}.")
+        unknown = [name for name in settings.transforms if name not in ADA_TRANSFORMS]
+        if unknown:
+            raise GanctlError(f"train.ada.transforms: unknown transform {unknown[0]!r}; choose from {', '.join(ADA_TRANSFORMS)}.")
+        if settings.mode != "none" and not settings.transforms:
+            raise GanctlError(f"train.ada.mode={settings.mode} with no train.ada.transforms: name at least one of "
+                              f"{', '.join(ADA_TRANSFORMS)}.")
 
 
 @dataclass
@@ -97,6 +128,7 @@ class TrainSettings:
     curves: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
     ada: AdaSettings = field(default_factory=AdaSettings)
+    schedules: Dict[str, Any] = field(default_factory=dict)  # knob -> its cosine over images seen: a `Schedule`'s fields (ganctl/schedules.py)
 
 
 @dataclass
@@ -156,6 +188,7 @@ class LossSettings:
     critic_steps: int = 1  # D updates per G update
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
     relativistic: bool = False  # G's loss also takes D's scores of the step's real images (RpGAN)
+    rescore_reals: bool = False  # relativistic: G's loss scores the step's reals again with the updated D (R3GAN), instead of reusing D's scores from its update
     boundary: Optional[float] = 0.0  # D's score on the line between real and fake: 0 (BCE, hinge, RpGAN), 0.5 (least squares), null (Wasserstein)
     regularisers: Dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ganctl.regularisers.R1, gamma: ..., every: ...}
 
@@ -166,11 +199,20 @@ class LossSettings:
             raise GanctlError(f"loss.critic_steps must be at least 1, got {node.critic_steps}.")
         if node.report not in REPORTS:
             raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {node.report!r}.")
+        if node.rescore_reals and not node.relativistic:
+            raise GanctlError("loss.rescore_reals=true re-scores the real images for G's loss, but this loss's G loss "
+                              "does not take D's scores of them (loss.relativistic=false): use a relativistic loss "
+                              "(loss=rpgan, loss=r3gan), or set loss.rescore_reals=false.")
         labels = OmegaConf.select(node, "discriminator", default={})
         for key in ("real_target", "label_noise", "flip_prob"):
             value = labels.get(key)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise GanctlError(f"loss.discriminator.{key} must be in [0.0, 1.0], got {value}.")
+
+
+GENERATOR_WAYS = ("none", "concat", "batchnorm")  # how G sees the label
+DISCRIMINATOR_WAYS = ("none", "concat", "projection", "auxiliary")  # how D does
+DIFFAUGMENT_POLICIES = ("color", "translation", "cutout")  # train.augment (ganctl/augment.py)
 
 
 @dataclass
@@ -182,6 +224,29 @@ class ConditioningSettings:
     discriminator: str = "none"  # none | concat | projection | auxiliary
     embedding_dim: int = 16  # the label embedding that `concat` joins to G's latent and D's input
     auxiliary_weight: float = 1.0  # ACGAN: weight of the auxiliary classifier's loss
+
+    @staticmethod
+    def check(settings: Mapping[str, Any]) -> None:
+        """The conditioning block's values: known ways, both networks conditioned or neither, sizes and weights in range."""
+        generator, discriminator = settings.get("generator", "none"), settings.get("discriminator", "none")
+        if generator not in GENERATOR_WAYS:
+            raise GanctlError(f"conditioning.generator must be one of {', '.join(GENERATOR_WAYS)}, got {generator!r}.")
+        if discriminator not in DISCRIMINATOR_WAYS:
+            raise GanctlError(f"conditioning.discriminator must be one of {', '.join(DISCRIMINATOR_WAYS)}, got {discriminator!r}.")
+        if (generator == "none") != (discriminator == "none"):
+            seeing, blind = ("G", "D") if discriminator == "none" else ("D", "G")
+            raise GanctlError(
+                f"conditioning.generator={generator} with conditioning.discriminator={discriminator}: only {seeing} would "
+                f"see the label, and a label {blind} cannot see teaches nothing (G cannot learn to make a class D does "
+                "not check, and D cannot check a class G was not asked for). Condition both, e.g. conditioning=projection, "
+                "or neither (conditioning=none)."
+            )
+        embedding_dim = settings.get("embedding_dim", 16)
+        if not isinstance(embedding_dim, int) or embedding_dim < 1:
+            raise GanctlError(f"conditioning.embedding_dim must be a whole number, at least 1, got {embedding_dim!r}.")
+        weight = settings.get("auxiliary_weight", 1.0)
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise GanctlError(f"conditioning.auxiliary_weight must be 0 or more, got {weight!r}.")
 
 
 @dataclass
@@ -201,7 +266,9 @@ ConfigStore.instance().store(name="schema", node=Schema)
 
 def check(cfg: DictConfig) -> None:
     """Value checks the types cannot express; one clear GanctlError for the first problem. First of
-    all, that the config names nothing but ganctl's components (or a trusted module's)."""
+    all, that the config names nothing but ganctl's components (or a trusted module's); then the
+    values, with no torch import (a mistake is answered at once); last the keys each component takes
+    (which imports the components)."""
     registry.check_config(cfg)
     LossSettings.check(cfg.loss)
     train = cfg.train
@@ -228,24 +295,19 @@ def check(cfg: DictConfig) -> None:
             raise GanctlError(f"optimizer.{net}.lr must be a positive number, got {lr!r}.")
     if train.lr_schedule not in ("constant", "linear", "cosine"):
         raise GanctlError(f"train.lr_schedule must be constant, linear or cosine, got {train.lr_schedule!r}.")
-    from ganctl.augment import POLICIES
-
-    unknown = [name for name in train.augment if name not in POLICIES]
+    unknown = [name for name in train.augment if name not in DIFFAUGMENT_POLICIES]
     if unknown:
-        raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(POLICIES)}.")
+        raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(DIFFAUGMENT_POLICIES)}.")
     if OmegaConf.select(cfg, "train.ada") is not None:
-        from ganctl.ada import check_settings as check_ada
-
-        check_ada(train.ada)
+        AdaSettings.check(train.ada)
+    check_schedules(cfg)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
-    if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
-        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 1; got {image_size!r}.")
+    if image_size is not None and not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
+        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")
     if OmegaConf.select(cfg, "train.eval_every", default=0) < 0:
         raise GanctlError(f"train.eval_every must be 0 (off) or more, got {cfg.train.eval_every}.")
     if OmegaConf.select(cfg, "conditioning") is not None:
-        from ganctl.models.conditioning import check_settings  # (torch is loaded by now)
-
-        check_settings(OmegaConf.to_container(cfg.conditioning, resolve=True))
+        ConditioningSettings.check(OmegaConf.to_container(cfg.conditioning, resolve=True))
     if OmegaConf.select(cfg, "metrics") is not None:
         check_metrics(cfg.metrics, conditional=is_conditional(cfg))
     check_keys(cfg)
@@ -254,9 +316,27 @@ def check(cfg: DictConfig) -> None:
             check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
 
 
-def is_conditional(cfg: DictConfig) -> bool:
-    """Whether the config trains a class-conditional GAN (a config from before conditioning does not)."""
-    return OmegaConf.select(cfg, "conditioning.generator", default="none") != "none"
+def check_schedules(cfg: DictConfig) -> None:
+    """train.schedules: each schedule's values, and no other setting that would move the same knob."""
+    schedules = OmegaConf.select(cfg, "train.schedules") or {}
+    for knob, node in schedules.items():
+        Schedule.check(node, knob, list(cfg.loss.regularisers))
+    train = cfg.train
+    if "lr" in schedules and train.lr_schedule != "constant":
+        raise GanctlError(f"train.schedules.lr and train.lr_schedule={train.lr_schedule} both move the learning rate: "
+                          "keep one (train.lr_schedule=constant with the schedule).")
+    if "ema_half_life_kimg" in schedules and (train.ema.half_life_kimg is not None or train.ema.rampup is not None):
+        raise GanctlError("train.schedules.ema_half_life_kimg sets the EMA's half-life at every step: leave "
+                          "train.ema.half_life_kimg and train.ema.rampup null.")
+    if "ada_p" in schedules and train.ada.mode != "fixed":
+        raise GanctlError(f"train.schedules.ada_p sets ADA's p at every step, which needs train.ada.mode=fixed "
+                          f"(got {train.ada.mode}: {'p steered by D' if train.ada.mode == 'adaptive' else 'no augmentation'}).")
+
+
+def is_conditional(cfg: DictConfig | dict) -> bool:
+    """Whether the config (composed, or a checkpoint's plain one) trains a class-conditional GAN: G sees labels."""
+    conditioning = cfg.get("conditioning") or {}
+    return conditioning.get("generator", "none") != "none"
 
 
 def check_precision(precision: str) -> None:
@@ -285,7 +365,7 @@ def check_metrics(metrics: DictConfig, conditional: bool = False) -> None:
         raise GanctlError(f"metrics.num_real must be at least 2 or null (every image), got {metrics.num_real}.")
     if metrics.batch_size < 1:
         raise GanctlError(f"metrics.batch_size must be at least 1, got {metrics.batch_size}.")
-    if metrics.split not in ("train", "test"):
+    if metrics.split not in SPLITS:
         raise GanctlError(f"metrics.split must be train or test, got {metrics.split!r}.")
     intra = [name for name, base in INTRA_CLASS_METRICS.items() if base in names] if conditional else []
     if metrics.best not in names + intra:
@@ -456,10 +536,8 @@ def resumed_config(
     return cfg
 
 
-def default_config() -> DictConfig:
-    """`ganctl train`'s config with no overrides: today's defaults, composed as Hydra composes them
-    (for reading a checkpoint from a ganctl older than a config block)."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="train")
+@functools.lru_cache(maxsize=1)
+def todays_defaults() -> DictConfig:
+    """conf/train.yaml's own blocks (train, metrics, ...) as written there: what a key means that a
+    checkpoint from before it lacks, and eval's metric settings without a run."""
+    return OmegaConf.load(Path(config_dir()) / "train.yaml")

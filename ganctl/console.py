@@ -4,12 +4,19 @@
 from __future__ import annotations
 
 import logging
+import shlex
 
 from rich.console import Console
 from rich.markup import escape
 
 log = logging.getLogger("ganctl")
 console = Console(stderr=True, soft_wrap=True)  # soft wrap: commands stay copyable
+
+
+def word(value: object) -> str:
+    """A path or value as one shell word, quoted when it needs to be: the commands ganctl prints for
+    copying stay one command when a path holds spaces."""
+    return shlex.quote(str(value))
 
 
 def warn(message: str) -> None:

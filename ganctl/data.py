@@ -17,7 +17,8 @@ give each image's label beside it. Labels are class indices (B,), int64, on the 
 
 Decoding a folder of images is slow, so its result is cached as an .npz file in the cache directory
 (`dataset.cache`, else $GANCTL_CACHE_DIR, $XDG_CACHE_HOME/ganctl or ~/.cache/ganctl), keyed by the
-files' paths, sizes and modification times and the decoding settings; the next run loads it in a moment.
+files' paths, sizes, modification and status-change times and the decoding settings; the next run loads
+it in a moment, once it has checked that the file was written for these files and holds their shape.
 """
 
 from __future__ import annotations
@@ -40,9 +41,10 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ganctl.registry import build as instantiate
+from ganctl.config import MIN_IMAGE_SIZE, SPLITS
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
-from ganctl.files import write_atomically
+from ganctl.files import remove_stale, write_atomically
 
 log = logging.getLogger("ganctl")
 
@@ -102,9 +104,23 @@ def require_labels(source: Union["InMemoryImages", "StreamingImages"]) -> None:
         )
 
 
+def placement(nbytes: int, device: torch.device) -> torch.device:
+    """Where a decoded dataset of `nbytes` is kept: on the training device, unless that is a GPU
+    without room for it (a quarter of its free memory at most: the networks need the rest), then in
+    host memory, each batch copied over as it is drawn (said once)."""
+    from ganctl.fits import free_memory
+
+    free = free_memory(device) if device.type == "cuda" else None
+    if free is None or nbytes <= free // 4:
+        return device
+    warn(f"The dataset's {nbytes / 2**30:.2f} GiB of images would take more than a quarter of the "
+         f"{free / 2**30:.2f} GiB free on {device}: they stay in host memory, and each batch is copied to the GPU.")
+    return torch.device("cpu")
+
+
 class InMemoryImages:
-    """A whole dataset as one uint8 tensor (N, C, H, W) on the device (and its labels (N,) when it has
-    them); `sample` draws a batch."""
+    """A whole dataset as one uint8 tensor (N, C, H, W) on the device, or in host memory when the GPU
+    has no room for it (`placement`), and its labels (N,) when it has them; `sample` draws a batch."""
 
     def __init__(
         self, images: torch.Tensor, device: torch.device, fingerprint: str | None = None,
@@ -112,7 +128,8 @@ class InMemoryImages:
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
-        self.images = images.to(device)
+        self.device = device
+        self.images = images.to(placement(images.nbytes, device))
         self.channels, self.image_size = images.shape[1], images.shape[2]
         self._fingerprint = fingerprint
         if labels is not None and (classes is None or labels.shape != (images.shape[0],)):
@@ -139,20 +156,20 @@ class InMemoryImages:
 
     def sample_labelled(self, batch_size: int, labels: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """`sample`'s batch and the images' labels (B,), drawn by the same index (no other random draw)."""
-        index = torch.randint(len(self), (batch_size,), device=self.images.device)
-        images = self.images[index].float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        index = torch.randint(len(self), (batch_size,), device=self.device)
+        images = self.images[index.to(self.images.device)].to(self.device).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
         return images, (self.labels[index] if labels else None)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         """Every image once, in order, as uint8 batches (B, C, H, W) on the device."""
         for start in range(0, len(self), batch_size):
-            yield self.images[start : start + batch_size]
+            yield self.images[start : start + batch_size].to(self.device)
 
     def labelled_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """`batches` with each batch's labels (B,) beside it."""
         require_labels(self)
         for start in range(0, len(self), batch_size):
-            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+            yield self.images[start : start + batch_size].to(self.device), self.labels[start : start + batch_size]
 
 
 def endless(
@@ -172,7 +189,7 @@ def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 def check_split(split: str) -> None:
-    if split not in ("train", "test"):
+    if split not in SPLITS:
         raise GanctlError(f"Unknown split '{split}': use train or test.")
 
 
@@ -223,6 +240,13 @@ def torchvision_dataset(name: str, root: str, download: bool, expected: str, hin
                 f"Could not download {name} into {Path(root).resolve()} ({reason[-1].strip()}). Without internet here, "
                 f"{by_hand(dataset_class, Path(root).resolve())}{hint}"
             ) from error
+        damaged = changed_files(dataset_class, Path(root)) if isinstance(error, RuntimeError) else []
+        if damaged:
+            raise GanctlError(
+                f"{name}'s {damaged[0]} is there but differs from the original file (its MD5 checksum does not match "
+                f"torchvision's{f'; so do {len(damaged) - 1} more' if len(damaged) > 1 else ''}): it is damaged, or another "
+                f"version. Copy the original again, or train on images of your own with dataset=folder dataset.root=<folder>.{hint}"
+            ) from error
         if isinstance(error, RuntimeError):
             raise GanctlError(
                 f"{name} files not found or incomplete: expected {Path(root).resolve()}/{expected}, as torchvision "
@@ -230,6 +254,17 @@ def torchvision_dataset(name: str, root: str, download: bool, expected: str, hin
                 f"dataset.download=true to fetch them (needs internet).{hint}"
             ) from error
         raise GanctlError(f"Cannot read {name} under {Path(root).resolve()}: {error}") from error
+
+
+def changed_files(dataset_class: type, root: Path) -> list[str]:
+    """The files of a dataset that torchvision checks by MD5 (CIFAR-10's batches) which are present but
+    differ from the originals, as paths under root."""
+    from torchvision.datasets.utils import check_integrity
+
+    listed = [*getattr(dataset_class, "train_list", []), *getattr(dataset_class, "test_list", [])]
+    folder = root / getattr(dataset_class, "base_folder", "")
+    return [f"{folder.name}/{file}" for file, md5 in listed
+            if (folder / file).is_file() and not check_integrity(str(folder / file), md5)]
 
 
 def download_folder(dataset_class: type, root: Path) -> Path:
@@ -270,7 +305,7 @@ def mnist(root: str | None, download: bool, image_size: int, split: str = "train
         images, labels = bundled_mnist(split)
         return Decoded(resize(images, image_size), labels=labels, classes=DIGITS)
     dataset = torchvision_dataset(
-        "MNIST", root, download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
+        "MNIST", os.path.expanduser(root), download, "MNIST/raw/train-images-idx3-ubyte and the other IDX files",
         " Or leave dataset.root unset to train on the 5,000 MNIST digits bundled with ganctl.", train=split == "train",
     )
     return Decoded(resize(dataset.data.unsqueeze(1), image_size), labels=dataset.targets, classes=DIGITS)  # (N, 1, H, W) uint8
@@ -303,7 +338,7 @@ def require_root(root: str | None, option: str, what: str) -> str:
             f"dataset={option} needs dataset.root: {what}. Add dataset.root=<path> to the command, "
             f"e.g. `ganctl train dataset={option} dataset.root=data/{option}`."
         )
-    return str(root)
+    return os.path.expanduser(str(root))  # (a quoted ~/data reaches here as written)
 
 
 # ----------------------------------------------------------------------------- folders of image files
@@ -408,12 +443,27 @@ def report_unreadable(bad: list[str], root: Path, strict: bool, total: int) -> N
 
 
 def find_images(root: Path) -> list[Path]:
-    """Every image file under root, searched recursively, in sorted order; hidden files and macOS
-    resource forks (__MACOSX/, ._name.jpg) left out."""
-    found = []
+    """Every image file under root, searched recursively, in sorted order (see `find_files`)."""
+    return find_files(root, IMAGE_SUFFIXES)
+
+
+def find_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Every file under root with one of `suffixes` (any case), in sorted order; hidden files and macOS
+    resource forks (__MACOSX/, ._name.jpg) left out. Links to folders are followed, and each folder is
+    searched once however many links lead to it: a link back up the tree (a loop) adds no image twice
+    and cannot make the search go on forever."""
+    found, searched = [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
+        try:
+            identity = os.stat(folder)
+        except OSError:  # vanished, or a link into a loop the OS gave up on
+            identity = None
+        if identity is None or (identity.st_dev, identity.st_ino) in searched:
+            subfolders[:] = []
+            continue
+        searched.add((identity.st_dev, identity.st_ino))
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != "__MACOSX")
-        found += [Path(folder, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES) and not n.startswith(".")]
+        found += [Path(folder, n) for n in names if n.lower().endswith(suffixes) and not n.startswith(".")]
     return sorted(found)
 
 
@@ -429,22 +479,24 @@ def spread(count: int, max_items: Optional[int]) -> list[int]:
 def check_image_settings(channels: int, image_size: int) -> None:
     if channels not in (1, 3):
         raise GanctlError(f"dataset.channels must be 1 (grayscale) or 3 (RGB), got {channels}.")
-    if not isinstance(image_size, int) or image_size < 4:
-        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least 4, got {image_size}.")
+    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
+        raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")
 
 
 def files_key(files: list[Path], root: Path, settings: dict[str, Any]) -> tuple[str, str]:
     """(prefix, key): the prefix names the dataset and decoding settings, the key adds every file's
-    path, size and modification time, so it changes when a file is added, removed or rewritten."""
+    path, size, modification time and status-change time, so it changes when a file is added, removed
+    or rewritten: a write changes the status-change time even when it keeps the size and the
+    modification time (which a program can set back; the status-change time it cannot)."""
     prefix = hashlib.sha256(json.dumps({"root": str(root.resolve()), **settings}, sort_keys=True).encode()).hexdigest()[:16]
     digest = hashlib.sha256(prefix.encode())
     for path in files:
         try:
             stat = path.stat()
-            facts = f"{stat.st_size}\0{stat.st_mtime_ns}"
+            facts = f"{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}"
         except FileNotFoundError:  # listed (e.g. in CelebA's partition file) but absent: reported when decoded
             facts = "missing"
-        digest.update(f"{os.path.relpath(path, root)}\0{facts}\n".encode())
+        digest.update(os.fsencode(os.path.relpath(path, root)) + f"\0{facts}\n".encode())  # a name need not be UTF-8
     return prefix, f"{prefix}-{digest.hexdigest()[:32]}"
 
 
@@ -473,7 +525,10 @@ def image_folder(
         log.info("Streaming %d images from %s (dataset.in_memory=%s)", len(files), root, in_memory)
         return source
     directory = cache_dir(cache)
-    cached = load_cache(directory, key) if directory else None
+    if directory:
+        for stray in remove_stale(directory, ".*.npz.*.tmp"):  # a cache write that was killed (they are large)
+            log.info("Removed %s, left by an interrupted cache write", stray)
+    cached = load_cache(directory, source) if directory else None
     if cached is not None and (labels.labels is None or cached[1] is not None):
         images, decoded_labels, bad = cached
     else:  # not cached, or cached by a ganctl that kept no labels
@@ -513,16 +568,43 @@ def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, torc
 
 
 def keep_in_memory(in_memory: Union[str, bool], nbytes: int) -> bool:
-    """`auto`: in memory when the uint8 images take at most 4 GiB and a quarter of the machine's RAM."""
-    if in_memory in (True, False):
-        return in_memory
-    if in_memory != "auto":
+    """Whether to decode the images into memory (`nbytes` as uint8). `auto`: when they take at most
+    4 GiB and a quarter of the machine's RAM. Never when they would take more than half the memory
+    available now (the run needs the rest): `true` then streams them, and says so."""
+    if in_memory is False:
+        return False
+    if in_memory not in (True, "auto"):
         raise GanctlError(f"dataset.in_memory must be auto, true or false, got {in_memory!r}.")
+    available = available_memory()
+    if available is not None and nbytes > available // 2:
+        if in_memory is True:
+            warn(f"dataset.in_memory=true, but the decoded images take {nbytes / 2**30:.2f} GiB and this machine has "
+                 f"{available / 2**30:.2f} GiB of memory available: streaming them from the files instead (a smaller "
+                 "dataset.max_items or dataset.image_size fits in memory)")
+        return False
+    if in_memory is True:
+        return True
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not on every platform
         ram = 4 * IN_MEMORY_LIMIT
     return nbytes <= min(IN_MEMORY_LIMIT, ram // 4)
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of host memory a new allocation can have now without swapping (Linux's MemAvailable, else
+    the free pages), or None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def folder(
@@ -613,7 +695,7 @@ def quickdraw(root: Optional[str], image_size: int, max_items: Optional[int], sp
     named after its file (full_numpy_bitmap_camel.npy: camel), in sorted order."""
     check_no_test_split(split, "dataset=quickdraw")
     path = existing_root(require_root(root, "quickdraw", "a Quick, Draw! .npy bitmap file (e.g. full_numpy_bitmap_camel.npy) or a folder of them"))
-    files = sorted(path.rglob("*.npy")) if path.is_dir() else [path]
+    files = find_files(path, (".npy",)) if path.is_dir() else [path]
     if not files:
         raise GanctlError(
             f"No .npy files found under {path}. dataset=quickdraw expects Quick, Draw! numpy bitmaps "
@@ -685,30 +767,50 @@ def cache_dir(setting: Union[str, bool, None]) -> Optional[Path]:
     return Path(xdg).expanduser() / "ganctl" if xdg else Path.home() / ".cache" / "ganctl"
 
 
-def load_cache(directory: Path, key: str) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor], list[str]]]:
-    """The cached (images, labels, unreadable paths) for key, or None; a damaged file is ignored (and
-    rewritten). labels is None in a file written before ganctl kept them."""
-    path = directory / f"{key}.npz"
+def load_cache(directory: Path, source: "ImageFiles") -> Optional[tuple[torch.Tensor, Optional[torch.Tensor], list[str]]]:
+    """The cached (images, labels, unreadable paths) of `source` (its fingerprint is the cache key), or
+    None. What the file holds is checked before it is used: the key it was written for, one image of
+    the source's shape per readable file, labels in range. Anything else (a damaged file, another
+    dataset's, an .npz that is not ganctl's) is ignored, and rewritten after decoding. labels is None
+    in a file written before ganctl kept them."""
+    path = directory / f"{source.fingerprint}.npz"
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as arrays:
-            images, bad = torch.from_numpy(arrays["images"].copy()), arrays["unreadable"].tolist()
+            if "key" not in arrays.files or str(arrays["key"]) != source.fingerprint:
+                raise ValueError("it was not written for these files")
+            bad = arrays["unreadable"].tolist()
+            images = torch.from_numpy(arrays["images"])  # read once, not copied: the largest thing a run holds
             labels = torch.from_numpy(arrays["labels"].astype(np.int64)) if "labels" in arrays.files else None
-        if images.ndim != 4 or (labels is not None and labels.shape != (len(images),)):
-            raise ValueError(f"images {tuple(images.shape)} and labels {None if labels is None else tuple(labels.shape)}")
+        check_cached(images, labels, bad, source)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        warn(f"ignoring the damaged cache file {path} ({error}); decoding again")
+        warn(f"ignoring the cache file {path} ({error}); decoding again")
         return None
     log.info("Loaded %d decoded images from the cache %s", len(images), path)
     return images, labels, bad
+
+
+def check_cached(images: torch.Tensor, labels: Optional[torch.Tensor], bad: list[str], source: "ImageFiles") -> None:
+    """Raise ValueError unless the cached arrays are what decoding `source` gives: one uint8 image of
+    its channels and size per readable file, and a label per image from its classes (-1: none)."""
+    shape = (len(source) - len(bad), source.channels, source.image_size, source.image_size)
+    if images.dtype != torch.uint8 or tuple(images.shape) != shape:
+        raise ValueError(f"it holds {images.dtype} images of shape {tuple(images.shape)}, not uint8 {shape}")
+    if not set(bad) <= {str(path) for path in source.files}:
+        raise ValueError("it lists unreadable files that are not in the folder")
+    if labels is None:
+        return
+    low, high = (-1, -1) if source.labels.classes is None else (0, len(source.labels.classes) - 1)  # -1: no label
+    if labels.shape != (len(images),) or (len(labels) and not (low <= int(labels.min()) and int(labels.max()) <= high)):
+        raise ValueError(f"its labels are not one per image, from {low} to {high}")
 
 
 def save_cache(directory: Path, prefix: str, key: str, images: torch.Tensor, labels: torch.Tensor, bad: list[str]) -> None:
     """Write atomically (temporary file, then rename), and drop older versions of the same dataset."""
     path = directory / f"{key}.npz"
     try:
-        write_atomically(path, lambda f: np.savez(f, images=images.numpy(), labels=labels.numpy(),
+        write_atomically(path, lambda f: np.savez(f, images=images.numpy(), labels=labels.numpy(), key=np.array(key),
                                                   unreadable=np.array(bad, dtype=str)))
         for old in directory.glob(f"{prefix}-*.npz"):
             if old != path:

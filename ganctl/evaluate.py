@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from omegaconf import OmegaConf
@@ -26,18 +26,18 @@ from torchvision.utils import make_grid, save_image
 from ganctl import checkpoint, metrics
 from ganctl import data as datasets
 from ganctl import latents as latent_space
-from ganctl.config import MetricsSettings, check_metric_names, default_config
+from ganctl.config import MetricsSettings, check_metric_names, todays_defaults
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically, write_text
 from ganctl.sampling import Sampler
 
 
 def metric_settings(stored: dict[str, Any], **overrides: Any) -> MetricsSettings:
-    """The checkpoint's metrics block (today's defaults for checkpoints written before it existed),
-    with the command line's values on top. The stored weights path is not used: it names a file on
+    """The checkpoint's metrics block (without a run: today's defaults), with the command line's values on top. The stored weights path is not used: it names a file on
     the machine that trained, so eval finds the weights itself (--inception-weights, the env var, cache)."""
-    merged = OmegaConf.merge(default_config().metrics, stored.get("metrics") or {})
+    merged = OmegaConf.merge(todays_defaults().metrics, stored.get("metrics") or {})
     merged.inception_weights = None
     for key, value in overrides.items():
         if value is not None:
@@ -87,8 +87,11 @@ def nearest_check(state: dict[str, Any], sampler: Sampler, num: int, seed: int, 
         baseline = nearest_training_images(held_out, train)[0].mean().item()
     except (GanctlError, StopIteration):
         pass  # a dataset without a test split: no baseline
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(pairs_grid(samples, neighbours).float().div(255), out)
+    grid = pairs_grid(samples, neighbours).float().div(255)
+    try:
+        write_atomically(out, lambda f: save_image(grid, f, "PNG"))
+    except OSError as error:
+        raise GanctlError(f"Cannot write the nearest-neighbour grid {out}: {error.strerror or error}.") from error
     return {
         "metric": "nearest_l1",
         "value": distances.mean().item(),
@@ -138,7 +141,7 @@ def evaluate(
         raise GanctlError("Nothing to do: --metrics none without --nearest K.")
     truncation = latent_space.check_psi(truncation)
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {}")
-    ckpt_path = ckpt_path.resolve()
+    ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
     stored = state["config"]
     settings = metric_settings(stored, names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
     card_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.metrics.json")
@@ -166,11 +169,7 @@ def evaluate(
         card.update(checkpoint=str(ckpt_path), generator=sampler.weights)
         if truncation != 1:
             card["options"]["truncation"] = truncation
-    try:
-        card_path.parent.mkdir(parents=True, exist_ok=True)
-        card_path.write_text(json.dumps(cards, indent=2) + "\n")
-    except OSError as error:
-        raise GanctlError(f"Cannot write the metric cards to {card_path}: {error}") from error
+    write_cards(cards, card_path)
     print_cards(cards, card_path)
     return cards, card_path
 
@@ -204,28 +203,33 @@ def dataset_node(name: str, root: Optional[str]) -> Any:
                           f"choose from {', '.join(options)}.") from None
 
 
-def read_folder(folder: Path, channels: int, image_size: int, limit: Optional[int]) -> tuple[torch.Tensor, int]:
+def image_files(folder: Path, limit: Optional[int]) -> list[Path]:
     """Every image file under folder (searched recursively, sorted; other files such as latents.npy
-    ignored) as uint8 (N, channels, image_size, image_size), converted and resized as dataset=folder
-    does; and how many had another size. Any file that cannot be decoded is one clear error."""
-    files = datasets.find_images(folder)
-    if limit is not None:
-        files = files[:limit]
+    ignored), the first `limit` of them; fewer than two is one clear error."""
+    files = datasets.find_images(folder)[:limit]
     if len(files) < 2:
         raise GanctlError(f"--images {folder}: found {len(files)} image file{'' if len(files) == 1 else 's'} "
                           f"({', '.join(datasets.IMAGE_SUFFIXES)}); scoring needs at least 2.")
-    images, resized = [], 0
-    for path in files:
-        try:
-            from PIL import Image
+    return files
 
-            with Image.open(path) as image:
-                resized += image.size != (image_size, image_size)
-            images.append(datasets.decode_image(path, channels, image_size))
-        except Exception as error:  # Pillow fails in many ways on foreign or truncated bytes
-            raise GanctlError(f"--images: {path} cannot be read as an image ({type(error).__name__}). "
-                              "Remove it or replace it with a readable file.") from None
-    return torch.stack(images), resized
+
+def folder_batches(files: list[Path], channels: int, image_size: int, batch_size: int, resized: list[int]) -> Iterator[torch.Tensor]:
+    """The image files as uint8 batches (B, channels, image_size, image_size), converted and resized as
+    dataset=folder does, decoded a batch at a time (a folder of any size is scored in bounded memory);
+    counts into resized[0] those that had another size. A file that cannot be decoded is one clear error."""
+    from PIL import Image
+
+    for start in range(0, len(files), batch_size):
+        batch = []
+        for path in files[start:start + batch_size]:
+            try:
+                with Image.open(path) as image:
+                    resized[0] += image.size != (image_size, image_size)
+                batch.append(datasets.decode_image(path, channels, image_size))
+            except Exception as error:  # Pillow fails in many ways on foreign or truncated bytes
+                raise GanctlError(f"--images: {path} cannot be read as an image ({type(error).__name__}). "
+                                  "Remove it or replace it with a readable file.") from None
+        yield torch.stack(batch)
 
 
 def evaluate_folder(
@@ -264,18 +268,19 @@ def evaluate_folder(
     settings = metric_settings(stored, names=names, split=split, inception_weights=inception_weights)
     torch_device = resolve_device(device, "--device ")
     real = datasets.build(node, torch_device, settings.split)
-    images, resized = read_folder(folder, real.channels, real.image_size, num)
-    settings = replace(settings, num_fake=images.shape[0])
+    files = image_files(folder, num)
+    settings = replace(settings, num_fake=len(files))
     card_path = Path(out) if out else folder.with_name(f"{folder.name}.metrics.json")
     if card_path.is_dir():
         raise GanctlError(f"--out {card_path} is a directory: give a file name such as {card_path / 'metrics.json'}.")
-    console.print(f"Scoring {', '.join(settings.names)} of {images.shape[0]} images in {folder} against "
+    console.print(f"Scoring {', '.join(settings.names)} of {len(files)} images in {folder} against "
                   f"{settings.num_real or len(real)} real {settings.split} images ...")
     evaluator = metrics.Evaluator(settings, real, torch_device)
-    cards = evaluator.score(images.split(settings.batch_size), step=0)
+    resized = [0]
+    cards = evaluator.score(folder_batches(files, real.channels, real.image_size, settings.batch_size, resized), step=0)
     for card in cards:
         card.update(step=None, images=str(folder.resolve()), generator=f"images in {folder.name}")
-        card["options"]["resized"] = resized
+        card["options"]["resized"] = resized[0]
     write_cards(cards, card_path)
     print_cards(cards, card_path)
     return cards, card_path
@@ -296,6 +301,7 @@ def truncation_sweep(
     """The metrics at each truncation psi, from one set of real features: a table (<out>.csv, default
     <checkpoint>.truncation.csv), the cards (.json) and a plot of each metric against psi (.png)."""
     import csv
+    import io
 
     from ganctl.pictures import pyplot
 
@@ -305,7 +311,7 @@ def truncation_sweep(
     if num is not None and num < 2:
         raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {} --truncation-sweep")
-    ckpt_path = ckpt_path.resolve()
+    ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
     names = check_metric_names(names) if names is not None else None
     settings = metric_settings(state["config"], names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
     table_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.truncation.csv")
@@ -326,12 +332,12 @@ def truncation_sweep(
         rows.append({"psi": psi, **{card["metric"]: card["value"] for card in scored if "/" not in card["metric"]}})
         console.print("  psi " + f"{psi:g}: " + "  ".join(f"{key} {value:.4f}" for key, value in rows[-1].items() if key != "psi"))
     columns = list(rows[0])
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
     try:
-        table_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(table_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_text(table_path, table.getvalue())
         write_cards(cards, table_path.with_suffix(".json"))
     except OSError as error:
         raise GanctlError(f"Cannot write {table_path}: {error}") from error
@@ -362,8 +368,7 @@ def truncation_sweep(
 
 def write_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
     try:
-        card_path.parent.mkdir(parents=True, exist_ok=True)
-        card_path.write_text(json.dumps(cards, indent=2) + "\n")
+        write_text(card_path, json.dumps(cards, indent=2) + "\n")
     except OSError as error:
         raise GanctlError(f"Cannot write the metric cards to {card_path}: {error}") from error
 

@@ -117,11 +117,14 @@ def export_onnx(module: Any, inputs: tuple, expected: Any, meta: dict[str, Any],
     entry = model.metadata_props.add()
     entry.key, entry.value = "ganctl", json.dumps(meta)
     onnx.checker.check_model(model)
-    write(out, lambda f: f.write(model.SerializeToString()))
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     feed = {name: tensor.numpy() for name, tensor in zip(names, inputs)}
-    (images,) = session.run(["images"], feed)
-    return compare(expected, images, "ONNX", CHECK_TOLERANCE)
+
+    def check(path: Path) -> float:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (images,) = session.run(["images"], feed)
+        return compare(expected, images, "ONNX", CHECK_TOLERANCE)
+
+    return write(out, lambda f: f.write(model.SerializeToString()), check)
 
 
 def export_torchscript(module: Any, inputs: tuple, expected: Any, meta: dict[str, Any], out: Path) -> float:
@@ -130,9 +133,11 @@ def export_torchscript(module: Any, inputs: tuple, expected: Any, meta: dict[str
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings and torch.jit's deprecation notice
         traced = torch.jit.trace(module, inputs, check_trace=False)
-        write(out, lambda f: torch.jit.save(traced, f, _extra_files={"ganctl.json": json.dumps(meta)}))
-        loaded = torch.jit.load(str(out), map_location="cpu")
-        return compare(expected, loaded(*inputs), "TorchScript", CHECK_TOLERANCE)
+
+        def check(path: Path) -> float:
+            return compare(expected, torch.jit.load(str(path), map_location="cpu")(*inputs), "TorchScript", CHECK_TOLERANCE)
+
+        return write(out, lambda f: torch.jit.save(traced, f, _extra_files={"ganctl.json": json.dumps(meta)}), check)
 
 
 def export_safetensors(sampler: Any, inputs: tuple, expected: Any, meta: dict[str, Any], out: Path) -> float:
@@ -142,10 +147,13 @@ def export_safetensors(sampler: Any, inputs: tuple, expected: Any, meta: dict[st
         raise missing("safetensors", "safetensors") from None
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in sampler.generator.state_dict().items()}
     header = {"ganctl": json.dumps(meta)}
-    write(out, lambda f: f.write(save(tensors, metadata=header)))
-    generator, _ = load_safetensors(out)
-    images = generator(*inputs) if len(inputs) == 2 else generator(inputs[0])
-    return compare(expected, images, "safetensors", 0.0)
+
+    def check(path: Path) -> float:
+        generator, _ = load_safetensors(path)
+        images = generator(*inputs) if len(inputs) == 2 else generator(inputs[0])
+        return compare(expected, images, "safetensors", 0.0)
+
+    return write(out, lambda f: f.write(save(tensors, metadata=header)), check)
 
 
 def load_safetensors(path: str | Path) -> tuple[Any, dict[str, Any]]:
@@ -174,14 +182,17 @@ def load_safetensors(path: str | Path) -> tuple[Any, dict[str, Any]]:
     return generator.eval().requires_grad_(False).to(torch.float32), meta
 
 
-def write(out: Path, writer: Any) -> None:
+def write(out: Path, writer: Any, check: Any) -> float:
+    """Write the export to a temporary file beside `out`, `check` it there (its largest difference
+    from PyTorch), and only then give it its name: an export that fails its check is never left at `out`."""
     from ganctl.files import write_atomically
 
+    differences: list[float] = []
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(out, writer)
+        write_atomically(out, writer, check=lambda path: differences.append(check(path)))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
+    return differences[0]
 
 
 def export(path: str | Path, format: str, out: Optional[str | Path] = None, ema: bool = True) -> Path:

@@ -17,7 +17,8 @@ from rich.table import Table
 from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 
-from ganctl.console import console
+from ganctl.console import console, word
+from ganctl.files import write_text
 
 log = logging.getLogger("ganctl")
 
@@ -93,7 +94,7 @@ class RunLogger:
         self.console = output or console
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=start_step + 1)
         self.images_per_step, self.total_steps, self.start_step = images_per_step, total_steps, start_step
-        self.console.print(f"Run directory: {run_dir}\nFollow it with: tensorboard --logdir {run_dir}", markup=False)
+        self.console.print(f"Run directory: {run_dir}\nFollow it with: tensorboard --logdir {word(run_dir)}", markup=False)
         self.progress: Optional[FittedProgress] = None
         if self.console.is_interactive or self.console.is_jupyter:
             self.progress = FittedProgress(self.console)
@@ -150,7 +151,7 @@ class NullLogger:
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
-    (Path(run_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(Path(run_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 SUMMARY_TABLE = ("reg/", "d/wasserstein", "classifier/fake_accuracy", "augment/p")  # besides the losses
@@ -174,7 +175,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("run directory", str(run_dir))
     console.print(table)
     if conditional:  # one row per class, or the class asked for
-        console.print(f"Sample from it:\n  ganctl sample {run_dir} --out {Path(run_dir) / 'samples' / 'grid.png'}"
-                      f"\n  ganctl sample {run_dir} --class <name or index> --num 64")
+        console.print(f"Sample from it:\n  ganctl sample {word(run_dir)} --out {word(Path(run_dir) / 'samples' / 'grid.png')}"
+                      f"\n  ganctl sample {word(run_dir)} --class <name or index> --num 64", markup=False)
         return
-    console.print(f"Sample from it:\n  ganctl sample {run_dir} --num 64 --out {Path(run_dir) / 'samples' / 'grid.png'}")
+    console.print(f"Sample from it:\n  ganctl sample {word(run_dir)} --num 64 --out {word(Path(run_dir) / 'samples' / 'grid.png')}",
+                  markup=False)

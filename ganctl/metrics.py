@@ -44,7 +44,7 @@ from ganctl.config import MetricsSettings, check_metric_names
 from ganctl.registry import build
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
-from ganctl.files import write_atomically
+from ganctl.files import append_text, write_atomically
 
 HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True, "intra_fid": False, "intra_kid": False,
                     "precision": True, "recall": True, "density": True, "coverage": True}
@@ -598,8 +598,5 @@ def is_better(name: str, new: float, old: Optional[float]) -> bool:
 def append_jsonl(run_dir: str | os.PathLike, cards: Iterable[dict[str, Any]]) -> Path:
     """Append each card as one JSON line to <run_dir>/metrics.jsonl."""
     path = Path(run_dir) / "metrics.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        for card in cards:
-            f.write(json.dumps(card) + "\n")
+    append_text(path, "".join(json.dumps(card) + "\n" for card in cards))  # never through a link
     return path

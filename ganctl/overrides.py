@@ -10,9 +10,36 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganctl.config import (
-    GROUPS, HYDRA_KEYWORDS, LEGACY_LOSS_KEYS, config_dir, keyword_parameters, settings_of, takes_message, unknown_key,
+    GROUPS, HYDRA_KEYWORDS, LEGACY_LOSS_KEYS, OPEN_MAPPINGS, check_optimizer, config_dir, keyword_parameters, settings_of,
+    takes_message, unknown_key,
 )
 from ganctl.errors import GanctlError
+
+
+# Hydra's own flags for `ganctl train` (anything else that starts with - is not one).
+HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--resolve", "-p", "--package", "-r", "--run",
+               "-m", "--multirun", "-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+               "--config-dir", "--experimental-rerun", "-i", "--info")
+
+
+def check_habits(arguments: list[str]) -> None:
+    """Habits from other tools that Hydra answers with a parser error, refused with the fix: spaces
+    around = (`model = mlp`) and flags for config keys (`--steps 100`, `--train.steps=100`)."""
+    for index, argument in enumerate(arguments):
+        if argument == "=" or (argument.startswith("=") and index > 0):
+            before = arguments[index - 1] if index > 0 else ""
+            after = arguments[index + 1] if argument == "=" and index + 1 < len(arguments) else argument.lstrip("=")
+            raise GanctlError(f"`{' '.join(arguments[max(0, index - 1):index + 2 if argument == '=' else index + 1])}`: an "
+                              f"override is one word, without spaces around = : {before}={after}.")
+        flag = argument.split("=", 1)[0]
+        if argument.startswith("--") and flag not in HYDRA_FLAGS:
+            name = flag[2:].replace("-", "_")
+            value = argument.split("=", 1)[1] if "=" in argument else (
+                arguments[index + 1] if index + 1 < len(arguments) and "=" not in arguments[index + 1] else "<value>")
+            keys = [key for key in paths(composed_options(())) if key == name or key.rpartition(".")[2] == name]
+            hint = (f"write {' or '.join(f'{key}={value}' for key in keys[:3])}" if keys else
+                    "`ganctl train --cfg job` prints every key")
+            raise GanctlError(f"{argument}: ganctl train takes its settings as key=value overrides, not flags: {hint}.")
 
 
 def expand_shorthands(arguments: list[str]) -> list[str]:
@@ -99,6 +126,12 @@ def check_override_keys_in(cfg: DictConfig, overrides: list, choices: str) -> No
             where = override.input_line + (f", with {choices}" if choices else "")
             if name in HYDRA_KEYWORDS and target is not None and (override.is_add() or override.is_force_add()):
                 continue  # a new node (+loss.regularisers.mine._target_=...): the registry checks what it names
+            if parent_path in OPEN_MAPPINGS:  # a name of the user's (+train.schedules.lr={...}): its own rules check it
+                if not (override.is_add() or override.is_force_add()):
+                    raise GanctlError(f"{key} is not in the config yet: add it with +{override.input_line}.")
+                if isinstance(value, dict):
+                    dicts[key] = OmegaConf.create(value)
+                continue
             if target is None:
                 raise unknown_key(key, [*paths(cfg), *GROUPS, "experiment"], where)
             if parameters is not None and name not in [p.name for p in parameters]:
@@ -106,10 +139,14 @@ def check_override_keys_in(cfg: DictConfig, overrides: list, choices: str) -> No
                 raise unknown_key(key, [f"{parent_path}.{k}" for k in settings], where,
                                   takes_message(parent_path, target, settings))
             if not (override.is_add() or override.is_force_add()):
+                if isinstance(parent, DictConfig) and value is not None:  # a value the optimizer refuses: say that first
+                    check_optimizer(OmegaConf.create({**OmegaConf.to_container(parent, resolve=True), name: value}), parent_path)
                 raise GanctlError(
                     f"{key} is a setting of {target} that the config does not hold yet{f' (with {choices})' if choices else ''}: "
                     f"add it with +{override.input_line}."
                 )
+        if isinstance(lookup(key), ListConfig) and isinstance(value, str):
+            raise GanctlError(f"{key} takes a list: write {key}=[{value}] (several: {key}=[a,b]).")
         if isinstance(value, dict):
             try:
                 dicts[key] = OmegaConf.create(value)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically, write_by_name
 
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 VIDEO_EXTRA = "pip install 'ganctl[video]'  (imageio and imageio-ffmpeg, a bundled ffmpeg)"
@@ -47,19 +48,23 @@ def write_animation(frames: Sequence[np.ndarray], path: Path, fps: float = 8.0) 
         raise GanctlError(f"--fps must be more than 0, got {fps}.")
     path = check_animation_path(Path(path))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix.lower() == ".gif":
             images = [Image.fromarray(frame) for frame in frames]
             # Pillow merges identical neighbouring frames into one longer frame; the timing stays the same.
-            images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+            write_atomically(path, lambda f: images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
+                                                              duration=round(1000 / fps), loop=0))
         else:
             get_writer = video_writer()
-            with get_writer(path, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p", macro_block_size=1) as writer:
-                for frame in frames:
-                    writer.append_data(even_rgb(frame))
+            write_by_name(path, lambda name: write_video(get_writer, name, frames, fps))
     except OSError as error:
         raise GanctlError(f"Cannot write {path}: {error}") from error
     return path
+
+
+def write_video(get_writer: Any, path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
+    with get_writer(path, fps=fps, codec="libx264", quality=8, pixelformat="yuv420p", macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(even_rgb(frame))
 
 
 def even_rgb(frame: np.ndarray) -> np.ndarray:

@@ -16,12 +16,14 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import socket
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 
 from ganctl.errors import GanctlError
+from ganctl.files import open_in_place
 
 try:
     import fcntl
@@ -55,8 +57,9 @@ def step_of(path: Path) -> Optional[int]:
 
 
 def step_files(run_dir: Path) -> list[Path]:
-    """The run's step_<N>.pt checkpoints, oldest first (by N, which may outgrow its 7 digits)."""
-    found = [path for path in checkpoints_dir(run_dir).glob("step_*.pt") if step_of(path) is not None]
+    """The run's step_<N>.pt checkpoint files, oldest first (by N, which may outgrow its 7 digits);
+    a folder of such a name is none."""
+    found = [path for path in checkpoints_dir(run_dir).glob("step_*.pt") if step_of(path) is not None and path.is_file()]
     return sorted(found, key=step_of)
 
 
@@ -65,8 +68,21 @@ def has_checkpoints(run_dir: Path) -> bool:
 
 
 def run_dir_of(checkpoint: Path) -> Path:
-    """The run directory a checkpoint belongs to (<run>/checkpoints/<name>.pt)."""
-    return Path(checkpoint).resolve().parent.parent
+    """The run directory a checkpoint belongs to (<run>/checkpoints/<name>.pt), even when its
+    checkpoints/ is a link to another disk: the run is the directory the link lies in."""
+    return absolute(checkpoint).parent.parent
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """`path` made absolute, keeping the links to directories along it as they are named (a run's
+    checkpoints/ linked to scratch storage stays <run>/checkpoints); a link at its end (a link to a
+    checkpoint file) is followed to the file it names, so its run is that file's."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    for _ in range(40):  # as many links in a row as the OS follows
+        if not path.is_symlink():
+            break
+        path = Path(os.path.abspath(path.parent / os.readlink(path)))
+    return path
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -98,7 +114,7 @@ def refuse_new_run_over(run_dir: Path) -> None:
     if has_checkpoints(run_dir):
         raise GanctlError(
             f"{run_dir} already holds a run (checkpoints/). Continue it with "
-            f"`ganctl train resume={run_dir}`, or choose a new directory with hydra.run.dir=<dir>."
+            f"`ganctl train {shlex.quote(f'resume={run_dir}')}`, or choose a new directory with hydra.run.dir=<dir>."
         )
 
 
@@ -162,7 +178,7 @@ def _acquire(run_dir: Path, wait: float) -> Optional[int]:
     while True:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            descriptor = open_in_place(path, os.O_RDWR)  # a link named train.lock is replaced, its target untouched
         except OSError as error:
             raise GanctlError(f"Cannot create the lock file {path}: {error.strerror or error}.") from error
         try:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ganctl import latents as latent_space
+from ganctl.config import is_conditional
 from ganctl.errors import GanctlError
 from ganctl.models.capabilities import NoisyGenerator
 from ganctl.models.conditioning import Conditioning
@@ -247,8 +248,7 @@ class Sampler:
         G): the EMA weights when present and asked for."""
         data = state["data"]
         classes = data.get("classes")
-        conditional = (state["config"].get("conditioning") or {}).get("generator", "none") != "none"
-        if conditional and classes is None:
+        if is_conditional(state["config"]) and classes is None:
             raise GanctlError("The checkpoint's config is class-conditional, but it stores no class names: the file "
                               "is not a complete ganctl checkpoint.")
         conditioning = conditioning_of(state["config"], classes)

@@ -49,8 +49,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
         warn("train.precision=bf16 on a CPU without native bfloat16 (AVX512-BF16 or AMX): it is emulated "
              "and usually slower than fp32.")
     if device.type == "cpu" and name == "fp16":
-        warn("train.precision=fp16 on a CPU: fp16 is a GPU format, emulated here and slower than fp32; "
-             "use bf16 (or fp32) on CPUs.")
+        better = "bf16, which this CPU has natively (or fp32)" if cpu_has_native_bf16() else "fp32 (this CPU has no native bf16 either)"
+        warn(f"train.precision=fp16 on a CPU: fp16 is a GPU format, emulated here and slower than fp32; use {better}.")
     return name
 
 

@@ -11,6 +11,7 @@ No torch import at module level: Hydra instantiates the callback for every `ganc
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -29,9 +30,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from ganctl import rundir
-from ganctl.console import console, print_error
+from ganctl.console import console, print_error, word
 from ganctl.errors import EXIT_CODES, GanctlError
-from ganctl.files import write_atomically
+from ganctl.files import write_text
 
 log = logging.getLogger("ganctl")
 
@@ -57,7 +58,8 @@ class SweepSummary(Callback):
         self.objective = objective
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        problem = tasks_problem(config.hydra.launcher) or refuse_sweep(config, self.objective)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        problem = tasks_problem(config.hydra.launcher) or refuse_sweep(config, self.objective) or earlier_sweep_problem(config, sweep_dir)
         if problem:  # before anything is queued; one line, not Hydra's traceback (a SystemExit passes through it)
             print_error(problem)
             raise SystemExit(1)
@@ -65,16 +67,61 @@ class SweepSummary(Callback):
             with read_write(config.hydra.sweeper):
                 config.hydra.sweeper._target_ = GANCTL_OPTUNA_SWEEPER
         logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage imports it: "setup plugin" lines
-        sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time()}
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if (sweep_dir / SWEEP_FILE).exists():  # the same command again (else refused above): go on with it
+            console.print(f"Continuing the sweep in {sweep_dir}: its finished jobs are kept as they are, its stopped ones "
+                          "resume from their last checkpoint.")
+        else:
+            try:
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # before Hydra's launcher meets it, with a traceback
+                print_error(f"Cannot create the sweep directory {sweep_dir}: {error.strerror or error}. "
+                            "Sweep into a directory you can write to, with hydra.sweep.dir=<dir>.")
+                raise SystemExit(1) from None
+            # The command line's overrides as given (`interval(1e-4, 1e-2)`, not a job's value): what a re-run must
+            # repeat, and a sweeper's search space, which `ganctl report` reads back (Optuna keeps its study in memory).
+            record = {"swept": swept_keys(config.hydra), "objective": self.objective, "started": time.time(),
+                      "command": list(config.hydra.overrides.task)}
+            write_text(sweep_dir / SWEEP_FILE, json.dumps(record, indent=2) + "\n")
         _this_sweep.clear()
         _this_sweep["dir"] = sweep_dir
+        if str(config.hydra.launcher.get("_target_", "")).endswith("JoblibLauncher"):
+            leave_ctrl_c_to_the_jobs()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = finish(Path(config.hydra.sweep.dir))
         _this_sweep["failed"] = sum(row["status"] == "failed" for row in rows)
+        _this_sweep["stopped_by"] = next((row["signal"] for row in rows if row["status"] == "interrupted" and row["signal"]), None)
+
+
+def earlier_sweep_problem(config: DictConfig, sweep_dir: Path) -> str:
+    """Why this sweep cannot run in `sweep_dir`, which holds an earlier one, if it cannot. The same
+    command again goes on with it (its jobs are the same: the finished ones are kept, the stopped ones
+    resume); another command, or a sweeper that draws its trials anew (Optuna), would take over the
+    earlier jobs' directories and records, so it goes into a new directory instead."""
+    record = read_json(sweep_dir / SWEEP_FILE)
+    if record is None and not (sweep_dir.is_dir() and job_dirs(sweep_dir)):
+        return ""
+    command = list(config.hydra.overrides.task)
+    if record is None or record.get("command") != command:
+        earlier = " ".join(record["command"]) if record and isinstance(record.get("command"), list) else "another command"
+        return (f"{sweep_dir} holds an earlier sweep ({earlier}), whose jobs' directories and records this one would take "
+                f"over. Run it into a new directory with hydra.sweep.dir=<new dir>; the same command as the earlier sweep "
+                f"goes on with that one (its finished jobs are kept, its stopped ones resume).")
+    sweeper = str(config.hydra.sweeper.get("_target_", ""))
+    if not sweeper.endswith("BasicSweeper") and job_dirs(sweep_dir):
+        return (f"{sweep_dir} holds an earlier sweep, and {sweeper.rsplit('.', 1)[-1]} draws its trials anew, so they would "
+                f"take over the earlier jobs' directories and records. Run it into a new directory with hydra.sweep.dir=<new dir>.")
+    return ""
+
+
+def leave_ctrl_c_to_the_jobs() -> None:
+    """With joblib, Ctrl-C reaches this process and the workers that run the jobs alike (one process
+    group). Each job then finishes its step, saves last.pt and records that it stopped; but joblib,
+    interrupted here, would kill its workers at once, in the middle of that (status.json left
+    `running`, the last steps lost). So this process ignores SIGINT while the sweep runs, as do the
+    workers it starts (they inherit it) except in a job: the jobs stop, and the sweep ends with them.
+    A second Ctrl-C stops a job at once, as it does any run. `supervise` restores the handler."""
+    _this_sweep["sigint"] = signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def tasks_problem(launcher: DictConfig) -> str:
@@ -126,9 +173,14 @@ def supervise(hydra_entry: Callable[[], Any]) -> int:
         code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
     except KeyboardInterrupt:
         code = EXIT_CODES["SIGINT"]
+    finally:
+        if "sigint" in _this_sweep:
+            signal.signal(signal.SIGINT, _this_sweep.pop("sigint"))
     if "dir" in _this_sweep and not _this_sweep.get("summarized"):
         finish(_this_sweep["dir"])  # the sweep ended early: summarise what ran
-    if code == 0 and _this_sweep.get("failed"):
+    if code == 0 and _this_sweep.get("stopped_by"):  # its jobs stopped it (joblib's workers: see leave_ctrl_c_to_the_jobs)
+        code = EXIT_CODES.get(_this_sweep["stopped_by"], 1)
+    elif code == 0 and _this_sweep.get("failed"):
         code = 1
     return code
 
@@ -138,7 +190,7 @@ def finish(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = read_sweep(sweep_dir)
     write_tables(sweep_dir, rows)
     print_table(sweep_dir, rows, console)
-    console.print(f"Summary: {sweep_dir / SUMMARY_CSV} and {SUMMARY_MD}; again any time with `ganctl summary {sweep_dir}`")
+    console.print(f"Summary: {sweep_dir / SUMMARY_CSV} and {SUMMARY_MD}; again any time with `ganctl summary {word(sweep_dir)}`")
     _this_sweep["summarized"] = True
     return rows
 
@@ -177,7 +229,7 @@ def write_status(run_dir: Path, status: str, **fields: Any) -> None:
         for stale in ("error", "signal", "objective", "objective_source", "summary"):
             record.pop(stale, None)
     text = json.dumps(record, indent=2, default=str) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode()))
+    write_text(path, text)
 
 
 def read_json(path: Path) -> Optional[dict[str, Any]]:
@@ -234,10 +286,22 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, D
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         with rundir.hold(run_dir, wait=REQUEUE_WAIT_SECONDS if is_requeued(run_dir) else 0.0):
+            earlier = read_json(run_dir / STATUS_FILE) or {}
+            if earlier.get("status") == "finished":
+                return finished_earlier(hydra_cfg, earlier)
             return train_job(cfg, hydra_cfg, run)
     except rundir.RunLocked as error:
         print_error(f"job {hydra_cfg.job.num}: {error}")
         return None
+
+
+def finished_earlier(hydra_cfg: DictConfig, record: dict[str, Any]) -> Optional[float]:
+    """A job that an earlier run of this sweep finished (the same command into the same directory):
+    its record stays as it is, and its objective goes to the sweeper again."""
+    value = record.get("objective")
+    value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    console.print(f"job {hydra_cfg.job.num}: finished in an earlier run of this sweep (objective {number(value)}); kept as it is")
+    return value
 
 
 def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig, DictConfig], Any]) -> Optional[float]:
@@ -256,9 +320,15 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig,
     overrides = list(hydra_cfg.overrides.task)
     task = distributed.launch()
     requeues, resume_from = 0, None
+    if task.main and _this_sweep.get("stopped_by"):  # a joblib worker after Ctrl-C: the sweep is over
+        write_status(run_dir, "interrupted", job=hydra_cfg.job.num, overrides=overrides,
+                     error=f"not started: the sweep was stopped by {_this_sweep['stopped_by']}")
+        return None
     if task.main and cfg.resume is None and is_requeued(run_dir):
         resume_from = str(run_dir)  # a requeued cluster job continues where it was stopped
         requeues = (read_json(run_dir / STATUS_FILE) or {}).get("requeues", 0) + 1
+    elif task.main and cfg.resume is None and rundir.last_path(run_dir).exists():
+        resume_from = str(run_dir)  # stopped in an earlier run of this sweep: it goes on from there
     if task.main:
         write_status(run_dir, "running", job=hydra_cfg.job.num, overrides=overrides, requeues=requeues)
     share_cpu_threads(hydra_cfg)
@@ -298,6 +368,9 @@ def train_job(cfg: DictConfig, hydra_cfg: DictConfig, run: Callable[[DictConfig,
         requeue = submitit_requeue() if result.interrupted_by in ("SIGUSR2", "SIGTERM") else None
         if requeue is None:
             write_status(run_dir, "interrupted", **fields)
+            if "JoblibLauncher" in str(OmegaConf.select(hydra_cfg, "launcher._target_", default="")):
+                _this_sweep["stopped_by"] = result.interrupted_by  # an exception would make joblib kill the other jobs mid-stop
+                return None
             raise SystemExit(EXIT_CODES.get(result.interrupted_by, 1))  # the user stopped the sweep
         write_status(run_dir, "requeued", **fields)
         try:
@@ -450,6 +523,7 @@ def read_job(run_dir: Path) -> dict[str, Any]:
         "steps": summary.get("steps", status.get("step")),
         "run_dir": str(run_dir),
         "loss": summary.get("loss"),  # the loss option, which sets the scale of the proxy objectives
+        "signal": status.get("signal"),
     }
 
 
@@ -520,16 +594,17 @@ def write_tables(sweep_dir: Path, rows: list[dict[str, Any]]) -> None:
     """summary.csv (every number at full precision) and summary.md (rounded, for reading)."""
     flat_rows = [flat(row) for row in rows]
     header = list(flat_rows[0]) if flat_rows else COLUMNS
-    with open(sweep_dir / SUMMARY_CSV, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in flat_rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=header)
+    writer.writeheader()
+    writer.writerows({key: ("" if value is None else value) for key, value in row.items()} for row in flat_rows)
+    write_text(sweep_dir / SUMMARY_CSV, table.getvalue())
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in flat_rows:
         cells = ((plain(row[key], PLAIN_COLUMNS[key]) if key in PLAIN_COLUMNS else number(row[key])).replace("|", "\\|")
                  for key in header)
         lines.append("| " + " | ".join(cells) + " |")
-    (sweep_dir / SUMMARY_MD).write_text(f"# Sweep {sweep_dir}\n\n" + "\n".join(lines) + "\n")
+    write_text(sweep_dir / SUMMARY_MD, f"# Sweep {sweep_dir}\n\n" + "\n".join(lines) + "\n")
 
 
 def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -> None:

@@ -18,11 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, config, distributed, plots, rundir
+from ganctl import checkpoint, config, distributed, fits, plots, rundir
 from ganctl import data as datasets
-from ganctl.console import console
+from ganctl.console import console, word
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 from ganctl.gan import GAN
 from ganctl.logger import NullLogger, RunLogger, print_summary, write_summary
 
@@ -107,7 +108,7 @@ class DivergenceWatch:
             return
         network = "discriminator (D)" if d_bad else "generator (G)"
         kept = (f"checkpoints/last.pt holds step {last_saved}, the last finite state (weights and optimizer "
-                f"states); continue from it with `ganctl train resume={self.run_dir}` after a change"
+                f"states); continue from it with `ganctl train {word(f'resume={self.run_dir}')}` after a change"
                 if last_saved > 0 else "no checkpoint was written before it")
         raise GanctlError(
             f"Training diverged at step {step}: the {network} loss or weights became NaN or infinite, so training "
@@ -147,7 +148,7 @@ class RunOutputs:
         checkpoint.save(self.state(step), *paths, checkpoint.last_path(self.run_dir))
         self.last_saved = step
         if periodic and self.cfg.train.keep_last:
-            checkpoint.prune(self.run_dir, self.cfg.train.keep_last)
+            checkpoint.prune(self.run_dir, self.cfg.train.keep_last, step)
 
     def grid(self, step: int, logger: RunLogger | NullLogger) -> None:
         """The fixed-latent grid (one row per class for a conditional GAN). Its latents come from their
@@ -155,8 +156,7 @@ class RunOutputs:
         self.divergence.check(self.last_saved)
         images, per_row = self.gan.sampler.grid(self.cfg.train.num_samples, self.cfg.train.seed)
         grid = make_grid(images, nrow=per_row, normalize=True, value_range=(-1, 1))
-        (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        save_image(grid, self.run_dir / "samples" / f"step_{step:07d}.png")
+        write_atomically(self.run_dir / "samples" / f"step_{step:07d}.png", lambda f: save_image(grid, f, format="PNG"))
         logger.image("samples/fixed_latents", grid, step)
 
     def evaluate(self, step: int, evaluator: Any, logger: RunLogger | NullLogger) -> None:
@@ -228,6 +228,7 @@ def train_on(
     seed_everything(settings.seed)
     data = datasets.build(cfg.dataset, device, labels=config.is_conditional(cfg))  # labels refused if missing
     gan = GAN.from_config(cfg, data.channels, data.image_size, device, group, data.classes)
+    fits.check_batch(gan.discriminator, gan.measured, batch_size, device)
     start_step = 0
     if resume is not None:
         gan.load_state_dict(checkpoint.gan_state(resume))
@@ -246,6 +247,7 @@ def train_on(
         sum(p.numel() for p in gan.generator.parameters()) / 1e6,
         sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps, torch.get_num_threads(),
     )
+    log_versions(device)
     images_per_step = batch_size * group.world_size  # every rank's images, as the summary counts them
     logger = RunLogger(run_dir, settings.steps, start_step, images_per_step) if group.main else NullLogger()
     shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
@@ -279,7 +281,9 @@ def train_on(
             if group.main:
                 report_stopped_at_once(run_dir, step)
             raise
-        except torch.cuda.OutOfMemoryError as error:  # torch.OutOfMemoryError in newer versions
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:  # (CUDA's type; the CPU allocator's RuntimeError)
+            if not fits.out_of_memory(error):
+                raise
             raise GanctlError(
                 f"Out of {device.type.upper()} memory at step {step} with train.batch_size={settings.batch_size}: "
                 f"try a smaller batch (e.g. train.batch_size={max(1, settings.batch_size // 2)}) or a smaller model. "
@@ -291,11 +295,25 @@ def train_on(
     return finish(cfg, run_dir, choices, gan, group, device, outputs, step - start_step, step, last_logged, stopped_by)
 
 
+def log_versions(device: torch.device) -> None:
+    """What the run trains with, in train.log, where `ganctl report` reads it back (a run's checkpoints
+    and summary do not record it)."""
+    import platform
+
+    import torchvision
+
+    from ganctl import __version__
+
+    name = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    log.info("Versions: ganctl %s, torch %s, torchvision %s, Python %s; device %s%s",
+             __version__, torch.__version__, torchvision.__version__, platform.python_version(), device, name)
+
+
 def report_stopped_at_once(run_dir: Path, step: int) -> None:
     """A second Ctrl-C wrote no checkpoint: say so in train.log and on the terminal, with the resume
     command when last.pt is there (it is always complete: checkpoints are written atomically)."""
     last = checkpoint.last_path(run_dir)
-    kept = (f"{last} is the last complete checkpoint. Continue with:\n  ganctl train resume={run_dir}" if last.exists()
+    kept = (f"{last} is the last complete checkpoint. Continue with:\n  ganctl train {word(f'resume={run_dir}')}" if last.exists()
             else "no checkpoint was written yet.")
     log.warning("Stopped at once by a second Ctrl-C during step %d; %s", step, kept)
     console.print(f"[yellow]Stopped at once by a second Ctrl-C[/] during step {step}; {escape(kept)}")
@@ -345,7 +363,7 @@ def finish(
     if stopped_by:
         console.print(
             f"[yellow]Stopped by {stopped_by} after step {step}[/]; saved {checkpoint.last_path(run_dir)}.\n"
-            f"Continue with:\n  ganctl train resume={run_dir}"
+            f"Continue with:\n  ganctl train {escape(word(f'resume={run_dir}'))}"
         )
         log.info("Stopped by %s after step %d; saved last.pt", stopped_by, step)
         return RunResult(run_dir, step, summary, interrupted_by=stopped_by)

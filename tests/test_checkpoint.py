@@ -255,3 +255,92 @@ def test_a_full_disk_message_gives_a_command_that_works(tmp_path: Path, failing_
     else:
         assert train_in_process(command.group(1)).step == 6
     assert checkpoint.load(checkpoint.last_path(run_dir))["step"] == 6
+
+
+def test_a_checkpoint_whose_records_are_compressed_is_refused_before_it_inflates(trained: Path, tmp_path: Path) -> None:
+    """An attacker's rewrite of a real checkpoint: its pickle record with 16 MiB of zeros after the
+    pickle's end (torch.load reads a whole record into memory; the unpickler stops at STOP), deflated
+    to a few kilobytes, and the checksum recomputed as ganctl.checkpoint.save would."""
+    original = checkpoint.last_path(trained)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(original) as source, zipfile.ZipFile(archive, "w") as crafted:
+        for record in source.infolist():
+            data = source.read(record)
+            if record.filename.endswith("/data.pkl"):
+                crafted.writestr(record.filename, data + bytes(16 << 20), compress_type=zipfile.ZIP_DEFLATED)
+            else:
+                crafted.writestr(record.filename, data)
+    body, comment = checkpoint.with_checksum(archive.getbuffer())
+    path = tmp_path / "last.pt"
+    path.write_bytes(bytes(body) + comment)
+    assert path.stat().st_size < original.stat().st_size + (1 << 20)
+    message = refusal(path)
+    assert "data.pkl is compressed" in message and "Nothing was loaded" in message
+
+
+def test_keep_last_prunes_only_the_checkpoints_the_run_wrote(run_dir: Path) -> None:
+    """Beside the run's step_2/4/6 lie a user's text file named like a checkpoint, a stray file named
+    beyond every step (it once made each new checkpoint be deleted right after its write), and a
+    folder named like one (it crashed the prune). Resumed with keep_last=1, the run keeps its newest
+    checkpoint and removes its own older ones only."""
+    folder = run_dir / "checkpoints"
+    (folder / "step_1.pt").write_text("my notes, not a checkpoint\n")
+    (folder / "step_9999999.pt").write_text("stray\n")
+    (folder / "step_0000005.pt").mkdir()
+    train_in_process(f"resume={run_dir}", "train.steps=10", "train.keep_last=1")
+    assert sorted(os.listdir(folder)) == ["last.pt", "step_0000005.pt", "step_0000010.pt", "step_1.pt", "step_9999999.pt"]
+    assert (folder / "step_1.pt").read_text() == "my notes, not a checkpoint\n"
+    assert checkpoint.load(folder / "step_0000010.pt")["step"] == 10
+
+
+@pytest.mark.parametrize("change", ["malformed rng", "deeply nested"])
+def test_a_checkpoint_that_cannot_resume_is_refused_when_it_loads(run_dir: Path, change: str) -> None:
+    """Crafted from a real checkpoint, saved with its checksum: Python's RNG state of the wrong size
+    (a resume stopped in a traceback), or metric cards nested 3,000 deep (the unpickler does not
+    recurse, so it loaded, trained on and crashed at its first save). Both are refused in one line."""
+    import sys
+
+    path = checkpoint.last_path(run_dir)
+    state = torch.load(path, weights_only=True)
+    if change == "malformed rng":
+        state["rng"]["python"] = (3, [1, 2, 3], None)
+        checkpoint.save(state, path)
+    else:
+        deep: list = []
+        for _ in range(3000):
+            deep = [deep]
+        state["metrics"] = [{"metric": "fid", "value": 1.0, "options": deep}]
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(20000)  # the attacker's process: pickling nests as deep as the data
+        try:
+            checkpoint.save(state, path)
+        finally:
+            sys.setrecursionlimit(limit)
+    crafted = path.read_bytes()
+    message = refusal(path)
+    assert re.search("rng missing or malformed|nests containers more than 64 levels deep", message), message
+    with pytest.raises(GanctlError):
+        train_in_process(f"resume={path}", "train.steps=8")
+    assert path.read_bytes() == crafted and not (run_dir / "checkpoints" / "step_0000008.pt").exists()
+
+
+def test_a_full_disk_while_writing_a_grid_stops_with_a_command_that_works(tmp_path: Path, monkeypatch) -> None:
+    """The disk fills while the step-3 grid is written (after step 2's checkpoint): one message with
+    the command that continues (it used to be a raw OSError), nothing half-written, and the command works."""
+    import errno
+
+    from ganctl import train as training
+
+    def full_disk(grid, file, format=None, **kwargs) -> None:
+        file.write(b"\x89PNG half a grid")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(training, "save_image", full_disk)
+    with pytest.raises(GanctlError, match="Training stopped: No space left on device") as stopped:
+        train_in_process(*TINY, *TINY_DCGAN, "train.steps=4", "train.sample_every=3", f"hydra.run.dir={run_dir}")
+    monkeypatch.undo()
+    assert os.listdir(run_dir / "samples") == []  # no half-written grid, under its name or a temporary one
+    command = re.search(r"`ganctl train (resume=\S+)` \(it resumes from last.pt, step 2\)", str(stopped.value))
+    assert command, stopped.value
+    assert train_in_process(command.group(1)).step == 4

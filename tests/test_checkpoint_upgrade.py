@@ -1,5 +1,6 @@
 """Checkpoints written by an earlier ganctl (tests/fixtures/main-db52662: its README says how they
-were made) load, sample, and resume into the same trained numbers as that ganctl's own continuation."""
+were made) load, sample, evaluate, and resume into the same trained numbers as that ganctl's own
+continuation (their flat regulariser keys and top-level path-length mean upgraded on the way)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from ganctl import checkpoint
+from ganctl.evaluate import metric_settings, nearest_check
 from ganctl.sampling import Sampler
 
 from helpers import train_in_process
@@ -35,8 +37,12 @@ def test_an_earlier_ganctls_checkpoint_samples_and_resumes_into_its_own_continua
     source = tmp_path / "step_2.pt"
     shutil.copy(FIXTURES / run / "step_2.pt", source)
     continued = checkpoint.load(FIXTURES / run / "step_4.pt")
-    images = Sampler.from_checkpoint(continued, torch.device("cpu")).images(4, seed=0)
+    sampler = Sampler.from_checkpoint(continued, torch.device("cpu"))
+    images = sampler.images(4, seed=0)
     assert images.shape[0] == 4 and torch.isfinite(images).all()
+    card = nearest_check(continued, sampler, 4, 0, torch.device("cpu"), tmp_path / "nearest.png")  # (eval's pixel check)
+    assert card["step"] == 4 and card["value"] > 0 and (tmp_path / "nearest.png").exists()
+    assert metric_settings(continued["config"]).names == ["fid", "kid"]  # eval's settings: the stored block, completed
 
     train_in_process(f"resume={source}", f"hydra.run.dir={tmp_path / 'resumed'}")
     resumed = checkpoint.load(tmp_path / "resumed" / "checkpoints" / "last.pt")

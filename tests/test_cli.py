@@ -36,12 +36,21 @@ def test_help_lists_the_subcommands() -> None:
 
 
 @pytest.mark.parametrize("command", [["--help"], ["sample", "--help"], ["plot", "--help"], ["animate", "--help"], ["export", "--help"],
-                                     ["project", "--help"], ["directions", "--help"]])
+                                     ["report", "--help"], ["explore", "--help"], ["project", "--help"], ["directions", "--help"]])
 def test_help_does_not_import_torch(command: list[str]) -> None:
     code = ("import sys\nfrom ganctl.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'" % command)
+            "assert 'torch' not in sys.modules, 'torch imported'\nassert 'gradio' not in sys.modules, 'gradio imported'" % command)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "usage:" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("override", ["train.batch_size=0", "train.augment=[blur]", "conditioning.generator=concat"])
+def test_a_mistake_in_a_new_runs_values_is_answered_before_torch_loads(override: str, tmp_path: Path) -> None:
+    code = ("import sys\nfrom ganctl.cli import main\ncode = main(['train', %r, %r])\n"
+            "assert code == 1 and 'torch' not in sys.modules, ('torch imported', code)" % (override, f"hydra.run.dir={tmp_path / 'run'}"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "error:" in result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
@@ -113,6 +122,19 @@ def test_user_mistakes_get_one_clear_message(tmp_path: Path, args: list[str], fr
     assert not (tmp_path / "run").exists()  # a refused run leaves nothing
 
 
+def test_a_run_directory_named_through_the_environment_is_refused_before_hydra_writes(trained_run: Path, tmp_path: Path) -> None:
+    """hydra.run.dir=${oc.env:...} naming a finished run: refused as the plain path is, before Hydra
+    rewrites that run's .hydra/ (the interpolation used to skip the early refusal)."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    before = {path.name: path.read_bytes() for path in (run_dir / ".hydra").iterdir()}
+    result = run_cli("train", *TINY_ARGS, "loss=hinge", "hydra.run.dir=${oc.env:GANCTL_TEST_RUN}", cwd=tmp_path,
+                     env={"GANCTL_TEST_RUN": str(run_dir)})
+    assert_clean_error(result, f"{run_dir} already holds a run")
+    assert {path.name: path.read_bytes() for path in (run_dir / ".hydra").iterdir()} == before
+
 def test_sample_refuses_zero_samples(trained_run: Path, tmp_path: Path) -> None:
     assert_clean_error(run_cli("sample", str(trained_run), "--num", "0", cwd=tmp_path), "--num must be at least 1")
 
@@ -160,3 +182,52 @@ def test_multirun_writes_one_run_directory_per_combination(tmp_path: Path) -> No
         summary = json.loads((sweep_dir / job / "summary.json").read_text())
         assert (summary["loss"], summary["steps"]) == (loss, 2)
         assert (sweep_dir / job / "checkpoints" / "last.pt").exists()
+
+
+def test_a_run_directory_hydra_cannot_make_is_one_line(tmp_path: Path) -> None:
+    """A ${now:} run directory (computed by Hydra, so not checked before it) where none can be made:
+    here under a file, as under a read-only or missing mount."""
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    result = run_cli("train", *TINY_ARGS, "hydra.run.dir=blocked/${now:%H-%M-%S}", cwd=tmp_path)
+    assert_clean_error(result, "Cannot create the run directory's files", "hydra.run.dir=<dir>")
+
+
+def test_a_python_tag_in_a_config_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "mine" / "loss").mkdir(parents=True)
+    (tmp_path / "mine" / "loss" / "evil.yaml").write_text(f'discriminator: !!python/object/apply:os.system ["touch {tmp_path / "pwned"}"]\n')
+    result = run_cli("train", "--config-dir", str(tmp_path / "mine"), *TINY_ARGS, "loss=evil", "hydra.run.dir=run", cwd=tmp_path)
+    assert_clean_error(result, "evil.yaml, line 1", "python/object/apply:os.system")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_deleted_working_directory_is_one_line(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for command in (["train", *TINY_ARGS], ["sample", str(tmp_path / "run")]):
+        result = subprocess.run([sys.executable, "-m", "ganctl", *command], cwd=gone, preexec_fn=lambda: os.rmdir(gone),
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert_clean_error(result, "The directory this command was started in no longer exists")
+        gone.mkdir()
+
+
+def test_a_run_directory_outside_ascii_trains_and_resumes(tmp_path: Path) -> None:
+    """Hydra's grammar takes such a path only quoted; ganctl quotes it (a refusal used to say nothing of why)."""
+    run_dir = tmp_path / "café"
+    result = run_cli("train", *TINY_ARGS, "train.steps=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["step"] == 2
+    from ganctl import app
+
+    assert app.named_run_dir(app.resume_arguments([f"resume={run_dir}"])) == run_dir  # resume= names it as Hydra parses it
+
+
+def test_the_commands_printed_for_copying_work_on_a_path_with_spaces(tmp_path: Path) -> None:
+    run_dir = tmp_path / "my runs" / "first run"
+    result = run_cli("train", *TINY_ARGS, "train.steps=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    printed = {line.strip().split()[0]: line.strip() for line in result.stderr.splitlines() if line.strip().startswith(("ganctl sample", "Follow"))}
+    assert f"tensorboard --logdir '{run_dir}'" in printed["Follow"]
+    command = printed["ganctl"].replace("ganctl", f"{sys.executable} -m ganctl", 1)
+    copied = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert copied.returncode == 0 and (run_dir / "samples" / "grid.png").exists(), copied.stderr

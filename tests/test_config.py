@@ -117,6 +117,7 @@ def test_spectral_norm_discriminator() -> None:
     (["+optimizer.g.momentum=0.9"], "torch.optim.Adam (at optimizer.g) takes lr, betas, eps"),
     (["model=dcgan,mlp", "model.generator.base_filters=8"], "(model.generator.base_filters=8, with model=mlp)"),
     (["optimizer.g.eps=1e-6"], "add it with +optimizer.g.eps=1e-6"),
+    (["optimizer.g.eps=-1"], "torch.optim.Adam refuses these settings (Invalid epsilon value: -1)"),  # not advice it then refuses
     (["+metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", "metrics.feature.sizes=4"],
      "did you mean metrics.feature.size?"),
 ])
@@ -171,3 +172,24 @@ def test_optimizer_settings_are_checked_for_any_torch_optim_class() -> None:
     cfg.optimizer.g.momentum = -0.5
     with pytest.raises(GanctlError, match=r"optimizer.g: torch.optim.SGD refuses these settings \(Invalid momentum value: -0.5\)"):
         check(cfg)
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["model", "=", "mlp"], "an override is one word, without spaces around = : model=mlp"),
+    (["--steps", "100"], "not flags: write train.steps=100"),
+    (["train.augment=translation"], "train.augment takes a list: write train.augment=[translation]"),
+])
+def test_habits_from_other_tools_are_answered_with_the_fix(arguments: list[str], message: str, capsys, tmp_path: Path) -> None:
+    from ganctl.cli import main
+
+    assert main(["train", *arguments, f"hydra.run.dir={tmp_path / 'run'}"]) == 1
+    assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_values_hydras_grammar_reads_only_quoted_are_quoted_for_it() -> None:
+    from ganctl.app import quoted
+
+    assert quoted("dataset.root=~/data") == "dataset.root='~/data'"  # (the readers expand ~)
+    assert quoted("dataset.root=/data/a&b (1)") == "dataset.root='/data/a&b (1)'"
+    for grammar in ("loss=bce,hinge", "optimizer.g.lr=interval(1e-4,1e-2)", "train.augment=[color]", "train.steps=5"):
+        assert quoted(grammar) == grammar  # what Hydra reads as written keeps its meaning

@@ -191,7 +191,10 @@ def test_cifar10_files_that_fail_their_checksum_are_refused(tmp_path: Path, monk
     write_cifar10(tmp_path, monkeypatch)
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "ab") as f:
         f.write(b"tampered")
-    with pytest.raises(GanctlError, match="cifar-10-batches-py/ with data_batch_1"):
+    with pytest.raises(GanctlError, match="cifar-10-batches-py/data_batch_3 is there but differs from the original file"):
+        load("cifar10", f"dataset.root={tmp_path}")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()  # missing, not changed: said so
+    with pytest.raises(GanctlError, match="not found or incomplete: expected .*cifar-10-batches-py/ with data_batch_1"):
         load("cifar10", f"dataset.root={tmp_path}")
 
 
@@ -522,3 +525,118 @@ def test_a_folder_of_quickdraw_files_is_labelled_by_file(tmp_path: Path) -> None
     one = compose_config("dataset=quickdraw", f"dataset.root={tmp_path / 'cat.npy'}")[0].dataset
     with pytest.raises(GanctlError, match=r"one Quick, Draw! file is one class \(cat\)"):
         data.build(one, CPU, labels=True)
+
+
+# ----------------------------------------------------------------------------- what a folder and the cache may hold
+
+
+def gray_folder(root: Path, count: int, size: int = 8, suffix: str = ".png") -> None:
+    """`count` grayscale images of distinct values in root/a and root/b, as a user's folder."""
+    for i in range(count):
+        (root / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        Image.new("L", (size, size), 10 * i).save(root / "ab"[i % 2] / f"{i}{suffix}")
+
+
+def test_links_in_a_folder_lead_to_each_image_once(tmp_path: Path) -> None:
+    """A link back up the tree (it once made 2 images 82; three such loops never ended) and a second
+    link to a folder already searched: each image is found once, under the name met first."""
+    looped, linked = tmp_path / "looped", tmp_path / "linked"
+    for root in (looped, linked):
+        gray_folder(root, 2)
+    (looped / "a" / "loop").symlink_to("..", target_is_directory=True)
+    (linked / "b" / "again").symlink_to(linked / "a", target_is_directory=True)
+    for root in (looped, linked):
+        assert [p.relative_to(root).as_posix() for p in data.find_images(root)] == ["a/0.png", "b/1.png"]
+    assert load("folder", f"dataset.root={looped}", "dataset.image_size=8", "dataset.channels=1").images.shape == (2, 1, 8, 8)
+
+
+def test_a_file_name_that_is_not_utf8_is_read_like_any_other(tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    gray_folder(root, 2)
+    try:
+        Image.new("L", (8, 8), 77).save(os.fsencode(root / "a") + b"/caf\xe9.png")  # Latin-1, as old archives name files
+    except OSError:
+        pytest.skip("this file system takes UTF-8 names only")
+    images = load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1").images
+    assert sorted(images[:, 0, 0, 0].tolist()) == [0, 10, 77]
+
+
+def test_the_cache_ignores_an_npz_that_was_not_written_for_the_files(tmp_path: Path, cache_in_tmp: Path) -> None:
+    """Any valid .npz put under the cache's name (another dataset's images, of the same shape) is not
+    what the folder holds: it is decoded again."""
+    root = tmp_path / "images"
+    gray_folder(root, 4)
+    first = load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1")
+    (cached,) = cache_in_tmp.glob("*.npz")
+    np.savez(cached, images=np.full((4, 1, 8, 8), 255, np.uint8), labels=np.zeros(4, np.int64), unreadable=np.array([], str))
+    again = load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1")
+    assert torch.equal(again.images, first.images)
+
+
+def test_the_cache_notices_an_edit_that_keeps_size_and_mtime(tmp_path: Path, cache_in_tmp: Path) -> None:
+    """A BMP rewritten with other pixels has the same size; its modification time set back as some
+    copy and sync tools do. The status-change time is part of the key: the edit is seen."""
+    root = tmp_path / "images"
+    gray_folder(root, 2, suffix=".bmp")
+    first = load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1")
+    edited = root / "a" / "0.bmp"
+    before = edited.stat()
+    Image.new("L", (8, 8), 200).save(edited)
+    os.utime(edited, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert edited.stat().st_size == before.st_size
+    again = load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1")
+    assert first.images[0, 0, 0, 0] == 0 and again.images[0, 0, 0, 0] == 200
+
+
+def test_loading_the_cache_holds_the_images_once(tmp_path: Path, cache_in_tmp: Path) -> None:
+    import tracemalloc
+
+    root = tmp_path / "images"
+    gray_folder(root, 16, size=512)
+    cfg, _ = compose_config("dataset=folder", f"dataset.root={root}", "dataset.image_size=512", "dataset.channels=1")
+    size = data.build(cfg.dataset, CPU).images.numel()  # 4 MiB of uint8, decoded and cached
+    tracemalloc.start()  # numpy's arrays are traced: the cached images are read into one
+    try:
+        again = data.build(cfg.dataset, CPU)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert again.images.numel() == size and peak < 1.5 * size  # not a second copy of the images
+
+
+def test_in_memory_true_streams_what_available_memory_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    root = tmp_path / "images"
+    gray_folder(root, 4)
+    monkeypatch.setattr(data, "available_memory", lambda: 2 * 4 * 8 * 8 - 1)  # less than twice what 4 images take
+    source = load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1", "dataset.in_memory=true")
+    assert isinstance(source, StreamingImages) and len(source) == 4
+    assert "dataset.in_memory=true, but the decoded images take" in capsys.readouterr().err
+
+
+def test_a_killed_cache_write_leaves_no_temporary_file_behind(tmp_path: Path, cache_in_tmp: Path) -> None:
+    """What a cache write killed mid-way leaves (a hidden temporary file, unlocked, untouched since)
+    is removed by the next run that uses the cache; a write in progress (locked) is left alone."""
+    root = tmp_path / "images"
+    gray_folder(root, 2)
+    cache_in_tmp.mkdir()
+    killed = cache_in_tmp / ".0123456789abcdef-0123.npz.4242.tmp"
+    killed.write_bytes(bytes(1000))
+    os.utime(killed, (1, 1))
+    from ganctl.files import open_new
+
+    with open_new(cache_in_tmp / ".fedcba9876543210-0123.npz.4343.tmp") as live:  # another process's write
+        os.utime(live.fileno(), (1, 1))
+        load("folder", f"dataset.root={root}", "dataset.image_size=8", "dataset.channels=1")
+        assert [p.name for p in cache_in_tmp.glob(".*.tmp")] == [".fedcba9876543210-0123.npz.4343.tmp"]
+
+
+def test_a_dataset_the_gpu_has_no_room_for_stays_in_host_memory(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Where decoded images are kept: the decision, with the GPU's free memory (the OS boundary) made up."""
+    from ganctl import data, fits
+
+    monkeypatch.setattr(fits, "free_memory", lambda device: 4 * 2**30)
+    gpu = torch.device("cuda")
+    assert data.placement(2**30, gpu) == gpu  # a quarter of what is free: on the GPU
+    assert data.placement(2**30 + 1, gpu) == torch.device("cpu")
+    assert "stay in host memory, and each batch is copied to the GPU" in " ".join(capsys.readouterr().err.split())
+    assert data.placement(2**40, torch.device("cpu")) == torch.device("cpu")

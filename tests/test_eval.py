@@ -169,6 +169,11 @@ def test_a_folder_of_images_is_scored_against_the_run_dataset(run_dir: Path, tmp
     assert [card["metric"] for card in cards] == ["fid", "precision", "recall"]
     assert all(card["num_fake"] == 30 and card["options"]["resized"] == 5 for card in cards)
     assert cards[1]["value"] == 1.0  # real training digits: every one inside a real image's k-NN ball
+    from ganctl.evaluate import folder_batches, image_files
+
+    resized = [0]
+    batches = folder_batches(image_files(folder, None), 1, 28, 7, resized)  # decoded a batch at a time, as scored
+    assert next(batches).shape == (7, 1, 28, 28) and resized == [5]  # (the first 7 files: 5 of them were 56 px)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with pytest.raises(GanctlError, match="broken.png cannot be read as an image"):
         evaluate_folder(folder, run=run_dir, device="cpu")
@@ -203,3 +208,15 @@ def test_metrics_against_truncation_psi(run_dir: Path, tmp_path: Path) -> None:
 
     assert Image.open(tmp_path / "psi.png").size == (800, 320)
     assert [card["options"]["truncation"] for card in json.loads((tmp_path / "psi.json").read_text())][::2] == [1, 0.5, 0]
+
+
+def test_a_nearest_grid_that_cannot_be_written_is_one_message(run_dir: Path, tmp_path: Path) -> None:
+    """The run's samples/ is not a writable folder (here a file in its place, as on a read-only or
+    broken disk): `eval --nearest` says which file it could not write, with no traceback."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir / "checkpoints", copy / "checkpoints")
+    (copy / "samples").write_text("not a folder")
+    with pytest.raises(GanctlError, match=r"Cannot write the nearest-neighbour grid .*nearest_step\d+\.png"):
+        evaluate(copy, names=["none"], nearest=2, device="cpu")

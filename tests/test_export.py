@@ -110,3 +110,18 @@ def test_bad_export_arguments(run_dir: Path, tmp_path: Path) -> None:
         export(tmp_path / "junk.pt", "onnx")
     with pytest.raises(GanctlError, match="is a directory"):
         export(run_dir, "onnx", tmp_path)
+
+
+@pytest.mark.parametrize("format", ["torchscript", "safetensors"])
+def test_an_export_that_fails_its_check_is_not_left_under_its_name(run_dir: Path, tmp_path: Path, monkeypatch, format: str) -> None:
+    """A generator that does not export faithfully (here: no difference is close enough) leaves
+    nothing at --out, and an earlier file there stays as it was."""
+    from ganctl import export as exporting
+
+    out = tmp_path / f"generator.{format}"
+    out.write_bytes(b"an earlier export")
+    faithful = exporting.compare
+    monkeypatch.setattr(exporting, "compare", lambda ours, theirs, what, tolerance: faithful(ours, theirs, what, -1.0))
+    with pytest.raises(GanctlError, match="does not export faithfully"):
+        export(run_dir, format, out)
+    assert out.read_bytes() == b"an earlier export" and sorted(tmp_path.iterdir()) == [out]

@@ -154,6 +154,7 @@ def test_sample_flags_that_do_not_go_together(run_dir: Path) -> None:
     for args, message in ((["--interpolate"], "give them with --seeds"), (["--seeds", "1,2"], "--seeds is for --interpolate"),
                           (["--interpolate", "--seeds", "1,x"], "whole-number seeds"), (["--interpolate", "--seeds", "1"], "at least 2 seeds"),
                           (["--interpolate", "--seeds", "1,2", "--add", "3"], "do different things"),
-                          (["--interpolate", "--seeds", "1,2", "--out", "walk.avi"], "written as .gif or .mp4")):
+                          (["--interpolate", "--seeds", "1,2", "--out", "walk.avi"], "written as .gif or .mp4"),
+                          (["--interpolate", "--seeds", "1,2", "--fps", "0"], "--fps must be more than 0")):
         with pytest.raises(GanctlError, match=message):
             main([str(run_dir), "--device", "cpu", *args])

@@ -8,21 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ganctl import config
 from ganctl.errors import GanctlError
+from ganctl.sample import grid as grid_module
 from ganctl.sample.grid import sample
-from ganctl.train import train
-from helpers import compose_config
+from helpers import TINY, TINY_DCGAN, run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from helpers import TINY, TINY_DCGAN
-
     directory = tmp_path_factory.mktemp("run")
-    cfg, choices = compose_config(*TINY, *TINY_DCGAN)
-    config.check(cfg)
-    train(cfg, directory, choices)
+    run(directory, *TINY, *TINY_DCGAN)
     return directory
 
 
@@ -36,6 +31,20 @@ def test_grid_and_images_from_a_run_directory(run_dir: Path, tmp_path: Path) -> 
     assert all(Image.open(f).size == (28, 28) and Image.open(f).mode == "L" for f in files)  # one channel: grayscale
     grid = np.asarray(Image.open(out).convert("L"))
     assert np.array_equal(grid[2:30, 2:30], np.asarray(Image.open(files[0])))  # the same pixels as in the grid
+
+
+def test_many_images_stream_to_their_files_and_the_grid_shows_the_first(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    unchunked = sample(run_dir, num=10, out=tmp_path / "all.png", images_dir=tmp_path / "all", device="cpu")
+    monkeypatch.setattr(grid_module, "GRID_PIXELS", 4 * 28 * 28)  # a grid of four digits at most
+    monkeypatch.setattr(grid_module, "BATCH", 3)  # made three at a time
+    with pytest.raises(GanctlError, match=r"--num 10 at 28x28 makes a grid of .* --images-dir DIR \(the grid then shows the first 4\)"):
+        sample(run_dir, num=10, out=tmp_path / "refused.png", device="cpu")
+    out = sample(run_dir, num=10, nrow=2, out=tmp_path / "grid.png", images_dir=tmp_path / "images", device="cpu")
+    assert Image.open(out).size == (2 * 30 + 2, 2 * 30 + 2)  # the first four, two to a row
+    streamed, whole = (sorted((tmp_path / name).glob("*.png")) for name in ("images", "all"))
+    assert len(streamed) == 10 and [f.read_bytes() for f in streamed] == [f.read_bytes() for f in whole]
+    assert Image.open(unchunked).size == (8 * 30 + 2, 2 * 30 + 2)  # uncapped: all ten
+    assert not (tmp_path / "refused.png").exists()
 
 
 def test_same_checkpoint_and_seed_give_identical_bytes(run_dir: Path, tmp_path: Path) -> None:
@@ -82,3 +91,15 @@ def test_output_that_cannot_be_written(run_dir: Path, tmp_path: Path) -> None:
 def test_a_device_that_is_not_here_is_named_as_the_flag_gave_it(run_dir: Path) -> None:
     with pytest.raises(GanctlError, match=r"--device cuda, but no such CUDA GPU is visible here. Use --device auto or --device cpu"):
         sample(run_dir, device="cuda")
+
+
+def test_a_reused_images_dir_is_refused_and_keeps_its_files(run_dir: Path, tmp_path: Path) -> None:
+    """A second set into the folder of a first (fewer images, other latents) would leave the first
+    set's 0004.png ... and could pair a latents.npy with images it did not make."""
+    images = tmp_path / "images"
+    sample(run_dir, num=6, seed=1, out=tmp_path / "a.png", images_dir=images, device="cpu")
+    before = {path.name: path.read_bytes() for path in images.iterdir()}
+    with pytest.raises(GanctlError, match="--images-dir .* already holds files: give a new or empty folder"):
+        sample(run_dir, num=3, seed=2, out=tmp_path / "b.png", images_dir=images, device="cpu")
+    assert {path.name: path.read_bytes() for path in images.iterdir()} == before
+    assert not (tmp_path / "b.png").exists()  # refused before anything was written

@@ -301,3 +301,76 @@ def test_the_table_prints_errors_as_text_not_markup(tmp_path: Path) -> None:
     out = io.StringIO()
     sweep.print_table(tmp_path, [row], Console(file=out, width=300))
     assert "[/gloo/transport/tcp/pair.cc:561]" in out.getvalue() and "[translation]" in out.getvalue()
+
+
+def wait_for_steps(run_dirs: list[Path], process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until every job has logged a training step (its graceful-stop handlers are in place)."""
+    deadline = time.time() + timeout
+    while not all((run_dir / "train.log").exists() and "] step " in (run_dir / "train.log").read_text() for run_dir in run_dirs):
+        assert process.poll() is None and time.time() < deadline, "the jobs did not start training"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_stops_a_joblib_sweep_gracefully(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while two joblib workers
+    train: each finishes its step and saves it (joblib used to kill the workers in the middle of
+    that: status.json stayed `running`, the last steps were lost), and the third job never starts."""
+    sweep_dir = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ganctl", "train", "-m", *TINY_ARGS, "train.steps=200", "train.batch_size=128", "train.log_every=1",
+         "train.ckpt_every=1000", "train.sample_every=0", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "train.seed=1,2,3",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_steps([sweep_dir / "0", sweep_dir / "1"], process)
+    os.killpg(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output[-3000:]
+    for job in ("0", "1"):
+        status = json.loads((sweep_dir / job / "status.json").read_text())
+        assert (status["status"], status.get("signal")) == ("interrupted", "SIGINT"), status
+        assert checkpoint.load(sweep_dir / job / "checkpoints" / "last.pt")["step"] == status["step"] > 0
+    assert not (sweep_dir / "2" / "checkpoints").exists()
+    assert "not started: the sweep was stopped by SIGINT" in json.loads((sweep_dir / "2" / "status.json").read_text())["error"]
+
+
+def test_the_same_sweep_command_again_continues_the_sweep_and_keeps_finished_jobs(tmp_path: Path) -> None:
+    """A sweep stopped by Ctrl-C, then run again with the same command into the same directory: the
+    stopped job resumes and the unstarted one runs (it used to rewrite every job as failed, erase the
+    objectives and exit 1). Once more: every finished job is kept, its record not rewritten. Another
+    command into that directory is refused before any job."""
+    sweep_dir = tmp_path / "sweep"
+    args = ["train", "-m", *TINY_ARGS, "train.steps=100", "train.log_every=1", "train.ckpt_every=1000", "train.sample_every=0",
+            "train.seed=1,2", f"hydra.sweep.dir={sweep_dir}"]
+    one_thread = {"OMP_NUM_THREADS": "1"}  # tiny networks: more threads only contend for the cores
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **one_thread}
+    env.pop("HYDRA_FULL_ERROR", None)
+    process = subprocess.Popen([sys.executable, "-m", "ganctl", *args], cwd=tmp_path, env=env, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_steps([sweep_dir / "0"], process)
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    assert json.loads((sweep_dir / "0" / "status.json").read_text())["status"] == "interrupted"
+    continued = run_cli(*args, cwd=tmp_path, env=one_thread)
+    assert continued.returncode == 0, continued.stdout + continued.stderr
+    assert [(row["status"], row["steps"]) for row in read_csv(sweep_dir / "summary.csv")] == [("finished", "100")] * 2
+    assert "Resuming" in (sweep_dir / "0" / "train.log").read_text()
+    records = {job: (sweep_dir / job / "status.json").read_bytes() for job in ("0", "1")}
+    again = run_cli(*args, cwd=tmp_path, env=one_thread)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "job 1: finished in an earlier run of this sweep" in again.stderr
+    assert {job: (sweep_dir / job / "status.json").read_bytes() for job in ("0", "1")} == records
+    from omegaconf import OmegaConf  # (refused through the CLI as the sweeps above that cannot run as asked)
+
+    other = OmegaConf.create({"hydra": {"overrides": {"task": [*args[2:-2], "train.seed=1,3"]},
+                                        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}}})
+    assert f"{sweep_dir} holds an earlier sweep" in sweep.earlier_sweep_problem(other, sweep_dir)
+
+
+def test_a_sweep_directory_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file, not a folder")  # as a read-only or missing mount
+    result = run_cli("train", "-m", *TINY_ARGS, "loss=bce,hinge", "hydra.sweep.dir=blocked/sweep", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output
+    assert "Cannot create the sweep directory blocked/sweep" in output and output.count("error:") == 1, output

@@ -139,6 +139,9 @@ def test_ema_decay_warms_up() -> None:
         ("train.ema.decay=1.5", "train.ema.decay"),
         ("train.device=tpu", "not a device"),
         ("dataset.image_size=30", "cannot make 30x30"),
+        ("model.generator.latent_dim=0", "model.generator cannot make images as configured .*latent_dim=0"),
+        ("model.discriminator.base_filters=0", "model.discriminator cannot make images as configured .*base_filters=0"),
+        ("model.discriminator.minibatch_std=3", "groups of 3 images, which do not divide the batch of 8"),
     ],
 )
 def test_bad_values_are_clear_errors(tmp_path: Path, tiny_overrides: list[str], override: str, message: str) -> None:
@@ -146,6 +149,16 @@ def test_bad_values_are_clear_errors(tmp_path: Path, tiny_overrides: list[str], 
         run(tmp_path, *tiny_overrides, override)
     assert not (tmp_path / "checkpoints").exists()
 
+
+
+def test_a_batch_whose_activations_exceed_free_memory_is_refused_before_the_first_step(
+        tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganctl import fits
+
+    monkeypatch.setattr(fits, "free_memory", lambda device: 1024)  # 1 KiB free: the OS's answer, made small
+    with pytest.raises(GanctlError, match=r"train.batch_size=8 needs at least .* GiB .* more than the 0.0 GiB of CPU memory free"):
+        run(tmp_path, *tiny_overrides)
+    assert not (tmp_path / "checkpoints").exists()
 
 def test_a_signal_mid_run_then_resume_is_exact(tmp_path: Path, tiny_overrides: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGINT after step 3 of 6 (raised for real, from inside the loop), then resume: the same

@@ -15,6 +15,7 @@ from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 from ganctl.models.capabilities import FirstLayerGenerator
 from ganctl.sampling import Sampler
 
@@ -83,8 +84,7 @@ def save_directions(out: Path, directions: torch.Tensor) -> None:
     if out.suffix.lower() != ".npy":
         raise GanctlError(f"--out {out}: directions are written as a numpy .npy file.")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(out, directions.numpy())
+        write_atomically(out, lambda f: np.save(f, directions.numpy()))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
 

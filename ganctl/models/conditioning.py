@@ -32,10 +32,9 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ganctl.config import ConditioningSettings
 from ganctl.errors import GanctlError
 
-GENERATOR_WAYS = ("none", "concat", "batchnorm")
-DISCRIMINATOR_WAYS = ("none", "concat", "projection", "auxiliary")
 
 
 # --------------------------------------------------------------------------- the pieces
@@ -160,7 +159,7 @@ class Conditioning:
         """The config's conditioning block (None: a config from before it, unconditional) for a
         dataset's classes (None: it has none)."""
         settings = dict(settings or {})
-        check_settings(settings)
+        ConditioningSettings.check(settings)
         generator, discriminator = settings.get("generator", "none"), settings.get("discriminator", "none")
         if generator == discriminator == "none":
             return UNCONDITIONAL
@@ -233,26 +232,3 @@ class Conditioning:
 
 
 UNCONDITIONAL = Conditioning()
-
-
-def check_settings(settings: Mapping[str, Any]) -> None:
-    """The conditioning block's values: known ways, both networks conditioned or neither, sizes and weights in range."""
-    generator, discriminator = settings.get("generator", "none"), settings.get("discriminator", "none")
-    if generator not in GENERATOR_WAYS:
-        raise GanctlError(f"conditioning.generator must be one of {', '.join(GENERATOR_WAYS)}, got {generator!r}.")
-    if discriminator not in DISCRIMINATOR_WAYS:
-        raise GanctlError(f"conditioning.discriminator must be one of {', '.join(DISCRIMINATOR_WAYS)}, got {discriminator!r}.")
-    if (generator == "none") != (discriminator == "none"):
-        seeing, blind = ("G", "D") if discriminator == "none" else ("D", "G")
-        raise GanctlError(
-            f"conditioning.generator={generator} with conditioning.discriminator={discriminator}: only {seeing} would "
-            f"see the label, and a label {blind} cannot see teaches nothing (G cannot learn to make a class D does "
-            "not check, and D cannot check a class G was not asked for). Condition both, e.g. conditioning=projection, "
-            "or neither (conditioning=none)."
-        )
-    embedding_dim = settings.get("embedding_dim", 16)
-    if not isinstance(embedding_dim, int) or embedding_dim < 1:
-        raise GanctlError(f"conditioning.embedding_dim must be a whole number, at least 1, got {embedding_dim!r}.")
-    weight = settings.get("auxiliary_weight", 1.0)
-    if not isinstance(weight, (int, float)) or weight < 0:
-        raise GanctlError(f"conditioning.auxiliary_weight must be 0 or more, got {weight!r}.")

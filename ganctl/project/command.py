@@ -113,8 +113,9 @@ def write_outputs(out: Path, names: list[str], targets: torch.Tensor, reconstruc
         out.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(names):
             latent_space.save_latents(out / f"{name}.pt", projection.latents.pick([i]))
-            save_image(torch.stack([target_images[i], reconstructions[i]]), out / f"{name}.png", nrow=2, padding=2,
-                       normalize=True, value_range=(-1, 1))
+            pair = torch.stack([target_images[i], reconstructions[i]])  # (2, C, H, W): the target, then G's image
+            write_atomically(out / f"{name}.png", lambda f: save_image(pair, f, "PNG", nrow=2, padding=2, normalize=True,
+                                                                         value_range=(-1, 1)))
             if video and projection.frames is not None:
                 frames = [captioned(grid_frame(torch.stack([target_images[i], frame[i]]), 2), f"{t + 1}/{len(projection.frames)}")
                           for t, frame in enumerate(projection.frames)]

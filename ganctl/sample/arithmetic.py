@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
+from ganctl.files import image_format, write_atomically
 from ganctl.sample.shared import chosen_classes, load_sampler, picture_path
 
 
@@ -37,9 +38,9 @@ def latent_arithmetic(
     name = f"arithmetic_step{state['step']:07d}_{spelled[:80]}.png"
     out = picture_path(out, ckpt_path, name, "arithmetic.png")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=latents.shape[0], normalize=True, value_range=(-1, 1))
-        np.save(out.with_suffix(".npy"), result[None].numpy())
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=latents.shape[0], normalize=True,
+                                                   value_range=(-1, 1)))
+        write_atomically(out.with_suffix(".npy"), lambda f: np.save(f, result[None].numpy()))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
     console.print(f"Wrote {expression} = result (the last column) to {out}; its latent to {out.with_suffix('.npy')}")

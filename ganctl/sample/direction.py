@@ -17,6 +17,7 @@ from torchvision.utils import save_image
 from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
+from ganctl.files import image_format, write_atomically
 from ganctl.sample.shared import chosen_classes, folder_name, load_sampler, picture_path, truncation_suffix
 from ganctl.sampling import Sampler
 
@@ -131,8 +132,8 @@ def direction_strips(
             f"{truncation_suffix(truncation, threshold)}.png")
     out = picture_path(out, ckpt_path, name, "direction.png")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=values.numel(), normalize=True, value_range=(-1, 1))
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=values.numel(), normalize=True,
+                                                   value_range=(-1, 1)))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
     shown = ", ".join(f"{float(v):g}" for v in values)

@@ -22,8 +22,21 @@ from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
+from ganctl.files import empty_folder, image_format, write_atomically
 from ganctl.sample.shared import chosen_classes, folder_name, truncation_suffix
 from ganctl.sampling import Sampler
+
+
+GRID_PIXELS = 2**24  # the most pixels one grid picture holds (4096 x 4096; 200 MB as save_image's floats)
+BATCH = 250  # images made at a time (the Sampler's own chunk): what --images-dir holds in memory besides the grid
+
+
+def write_images(images: torch.Tensor, folder: Path, first: int) -> None:
+    """Images (B, C, H, W) in [-1, 1] as PNG files numbered from `first`, bytes as save_image makes them:
+    one channel stays one (a grayscale PNG), three are RGB."""
+    pixels = ((images.clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (B, C, H, W)
+    for number, image in enumerate(pixels, start=first):
+        write_atomically(folder / f"{number:04d}.png", lambda f: to_pil_image(image).save(f, "PNG"))
 
 
 def sample(
@@ -42,15 +55,18 @@ def sample(
 ) -> Path:
     """Write a grid of samples (and each image, with images_dir, and their latents beside them as
     latents.npy). `num`: images, per class for a conditional checkpoint (default 64; nrow per class when
-    several classes are asked for). `latents_file`: render these latents (N, latent_dim) instead of
-    those of `seed`, or a file that `ganctl project` wrote (W / W+ latents, their classes and noise maps);
-    `truncation`: psi (1: none); `threshold`: BigGAN's truncation threshold instead (Gaussian latents)."""
+    several classes are asked for). Images are made and written a batch at a time; the grid holds at
+    most GRID_PIXELS (with images_dir: the first images; without it, more is refused). `latents_file`:
+    render these latents (N, latent_dim) instead of those of `seed`, or a file that `ganctl project` wrote
+    (W / W+ latents, their classes and noise maps); `truncation`: psi (1: none); `threshold`: BigGAN's
+    truncation threshold instead (Gaussian latents)."""
     if num is not None and num < 1:
         raise GanctlError(f"--num must be at least 1, got {num}.")
     if nrow < 1:
         raise GanctlError(f"--nrow must be at least 1, got {nrow}.")
     if latents_file is not None and num is not None:
         raise GanctlError("--latents renders every latent in the file: leave out --num.")
+    images_dir = empty_folder(images_dir, "--images-dir") if images_dir else None  # a new set never mixes with an old one
     ckpt_path, state = checkpoint.find(path, use="ganctl sample {}")
     if out is not None and Path(out).is_dir():
         raise GanctlError(f"--out {out} is a directory: give a file name such as {Path(out) / 'grid.png'}.")
@@ -66,11 +82,17 @@ def sample(
     else:
         num = num or (64 if indices is None or len(indices) == 1 else nrow)  # per class
         latents = sampler.latents(num, seed)  # (num, latent_dim), truncated when asked
-    if indices is None:
-        images = sampler(latents)  # (num, C, H, W) in [-1, 1], on the CPU
-    else:
-        images = sampler.by_class(indices, latents=latents)  # (len(indices) * num, C, H, W), class after class
-        nrow = nrow if len(indices) == 1 else num  # several classes: one row per class
+    groups = [None] if indices is None else indices  # (a conditional checkpoint's images: class after class)
+    size = state["data"]["image_size"]
+    shown = min(num, max(1, GRID_PIXELS // (len(groups) * size * size)))  # of each group, in the grid
+    if shown < num and not images_dir:
+        raise GanctlError(
+            f"--num {num}{' of each class' if len(groups) > 1 else ''} at {size}x{size} makes a grid of "
+            f"{num * len(groups) * size * size / 1e6:.0f}M pixels, more than ganctl draws in one picture "
+            f"({GRID_PIXELS / 1e6:.0f}M): write the images one by one with --images-dir DIR (the grid then shows the "
+            f"first {shown}), or ask for --num {shown} or fewer."
+        )
+    nrow = nrow if len(groups) == 1 else shown  # several classes: one row per class
     names = [folder_name(sampler.classes[index]) for index in indices] if indices is not None else []
     # Named by what it holds, so that asking for 1,000 samples never replaces a run's 64-sample grid.
     suffix = "" if classes is None else "_class" + "-".join(folder_name(name.strip()) for name in classes.split(","))[:64]
@@ -78,27 +100,31 @@ def sample(
     source = f"seed{seed}" if latents_file is None else f"latents-{folder_name(Path(latents_file).stem)[:40]}"
     default = f"sample_step{state['step']:07d}_{source}_num{num}{suffix}.png"
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / default
+    grid = []
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
-        if images_dir:
-            images_dir = Path(images_dir)
-            # [-1, 1] to bytes as save_image does; one channel stays one (a grayscale PNG), three are RGB.
-            pixels = ((images.clamp(-1, 1) + 1) / 2 * 255 + 0.5).clamp(0, 255).to(torch.uint8)  # (N, C, H, W)
-            for i, image in enumerate(pixels):
-                folder = images_dir / names[i // num] if names else images_dir
-                folder.mkdir(parents=True, exist_ok=True)
-                to_pil_image(image).save(folder / f"{i % num:04d}.png")
-            # Image i (of each class) is G of row i: `ganctl sample RUN --latents DIR/latents.npy` re-makes them.
-            np.save(images_dir / "latents.npy", latents.numpy())
+        for group, index in enumerate(groups):  # images stream to their files; only the grid's stay in memory
+            labels = None if index is None else torch.full((num,), index, dtype=torch.long)
+            folder = images_dir / names[group] if images_dir and names else images_dir
+            first = 0
+            for chunk in sampler.batches(latents, BATCH, labels):  # (B, C, H, W) in [-1, 1]
+                chunk = chunk.cpu()
+                grid.append(chunk[: max(0, shown - first)])
+                if images_dir:
+                    write_images(chunk, folder, first)
+                first += len(chunk)
+        images = torch.cat(grid)
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=nrow, normalize=True, value_range=(-1, 1)))
+        if images_dir:  # image i (of each class) is G of row i: `ganctl sample RUN --latents DIR/latents.npy` re-makes them
+            write_atomically(images_dir / "latents.npy", lambda f: np.save(f, latents.numpy()))
     except OSError as error:
         raise GanctlError(f"Cannot write the samples: {error}") from error
+    capped = f" (the first {shown}{' of each class' if len(groups) > 1 else ''})" if shown < num else ""
     if indices is None:
-        console.print(f"Wrote a grid of {num} samples from step {state['step']} to {out}")
+        console.print(f"Wrote a grid of {len(images)} samples{capped} from step {state['step']} to {out}")
     else:
-        shown = ", ".join(sampler.classes[index] for index in indices[:10]) + (" ..." if len(indices) > 10 else "")
-        layout = f"{num} of class {shown}" if len(indices) == 1 else f"{num} of each of {len(indices)} classes ({shown}), one row per class"
-        console.print(f"Wrote a grid of {len(images)} samples from step {state['step']}, {layout}, to {out}")
+        listed = ", ".join(sampler.classes[index] for index in indices[:10]) + (" ..." if len(indices) > 10 else "")
+        layout = f"{shown} of class {listed}" if len(indices) == 1 else f"{shown} of each of {len(indices)} classes ({listed}), one row per class"
+        console.print(f"Wrote a grid of {len(images)} samples{capped} from step {state['step']}, {layout}, to {out}")
     if images_dir:
         console.print(f"Wrote their latents to {Path(images_dir) / 'latents.npy'} (re-make with --latents)")
     if images_dir and not names:
@@ -127,8 +153,7 @@ def render_saved(sampler: Sampler, saved: latent_space.SavedLatents, step: int, 
     name = f"sample_step{step:07d}_latents-{folder_name(Path(latents_file).stem)[:40]}_num{len(saved)}.png"
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / name
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(images, out, nrow=nrow, normalize=True, value_range=(-1, 1))
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=nrow, normalize=True, value_range=(-1, 1)))
     except OSError as error:
         raise GanctlError(f"Cannot write the samples: {error}") from error
     held = f"in {saved.space.upper()}" + ("" if saved.labels is None else ", each of its own class")

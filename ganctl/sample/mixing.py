@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
+from ganctl.files import image_format, write_atomically
 from ganctl.sample.shared import chosen_classes, folder_name, load_sampler, picture_path
 
 
@@ -87,8 +88,8 @@ def style_mixing(
     name = f"mix_step{state['step']:07d}_{source}_{folder_name(layers.strip().lower())[:20]}{suffix}.png"
     out = picture_path(out, ckpt_path, name, "mix.png")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(torch.stack(grid), out, nrow=num_columns + 1, normalize=True, value_range=(-1, 1))
+        write_atomically(out, lambda f: save_image(torch.stack(grid), f, image_format(out), nrow=num_columns + 1, normalize=True,
+                                                   value_range=(-1, 1)))
     except OSError as error:
         raise GanctlError(f"Cannot write {out}: {error}") from error
     resolutions = sampler.style_resolutions

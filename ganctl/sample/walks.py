@@ -14,6 +14,7 @@ from torchvision.utils import save_image
 from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
+from ganctl.files import write_atomically
 from ganctl.pictures import check_animation_path, grid_frame, write_animation
 from ganctl.sample.shared import chosen_classes, default_picture, load_sampler, truncation_suffix
 from ganctl.sampling import Sampler
@@ -58,7 +59,8 @@ def write_walk(frames: list, strip: torch.Tensor, strip_rows: int, out: Path, fp
     write_animation(frames, out, fps)
     strip_path = out.with_suffix(".png")
     try:
-        save_image(strip, strip_path, nrow=strip.shape[0] // strip_rows, normalize=True, value_range=(-1, 1))
+        write_atomically(strip_path, lambda f: save_image(strip, f, "PNG", nrow=strip.shape[0] // strip_rows, normalize=True,
+                                                          value_range=(-1, 1)))
     except OSError as error:
         raise GanctlError(f"Cannot write {strip_path}: {error}") from error
     return strip_path
@@ -133,12 +135,14 @@ def class_walk(
 
 
 def run(options: argparse.Namespace) -> Path:
+    def given(value: Optional[float], default: float) -> float:  # (0 is given, and refused: not the default)
+        return default if value is None else value
+
     if options.class_walk:
-        return class_walk(options.checkpoint, options.seed, options.classes, options.out, options.fps or 2.0, options.truncation,
-                          options.device, options.ema, 1 if options.frames is None else options.frames, options.space,
-                          options.truncation_threshold)
+        return class_walk(options.checkpoint, options.seed, options.classes, options.out, given(options.fps, 2.0), options.truncation,
+                          options.device, options.ema, int(given(options.frames, 1)), options.space, options.truncation_threshold)
     if options.seeds is None:
         raise GanctlError("--interpolate walks between seeds: give them with --seeds 1,2,3.")
-    return interpolate(options.checkpoint, latent_space.parse_seeds(options.seeds), 16 if options.frames is None else options.frames,
-                       options.out, options.fps or 8.0, options.classes, options.truncation, options.device, options.ema,
+    return interpolate(options.checkpoint, latent_space.parse_seeds(options.seeds), int(given(options.frames, 16)),
+                       options.out, given(options.fps, 8.0), options.classes, options.truncation, options.device, options.ema,
                        options.space, options.truncation_threshold)
