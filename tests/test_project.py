@@ -18,7 +18,9 @@ from ganctl import checkpoint
 from ganctl import latents as latent_space
 from ganctl.directions.find import directions, sefa
 from ganctl.errors import GanctlError
-from ganctl.models import BigGANGenerator, ConvGenerator, DCGANGenerator, MLPGenerator, ResNetGenerator
+from ganctl.models import (BigGANGenerator, ConvGenerator, DCGANGenerator, MLPGenerator, R3GANDiscriminator, R3GANGenerator,
+                           ResNetGenerator)
+from ganctl.models.capabilities import FeatureDiscriminator, FirstLayerGenerator
 from ganctl.project import argument_parser as project_arguments
 from ganctl.project.command import perceptual_distance, project, scores
 from ganctl.projection import LPIPS_BACKBONES, Projector, ProjectionSettings, sha256_prefix
@@ -172,7 +174,7 @@ def test_sefa_directions_are_the_top_eigenvectors_of_the_row_normalised_weight()
     torch.testing.assert_close(values, everything.flip(0)[:4], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["mlp", "dcgan", "conv", "resnet", "biggan"])
+@pytest.mark.parametrize("family", ["mlp", "dcgan", "conv", "resnet", "biggan", "r3gan"])
 def test_each_familys_first_layer_weight_is_the_map_its_first_layer_applies_to_z(family: str) -> None:
     """Moving z by d moves the first layer's output by A d (the first layer found by a hook on G)."""
     torch.manual_seed(0)
@@ -182,9 +184,11 @@ def test_each_familys_first_layer_weight_is_the_map_its_first_layer_applies_to_z
         "conv": lambda: ConvGenerator(8, 4, 4, [4], [3, 3], [1, 1], [2, 2], 1, 16),
         "resnet": lambda: ResNetGenerator(8, 1, 16, width=4),
         "biggan": lambda: BigGANGenerator(8, 1, 32, width=2, shared_dim=None),
+        "r3gan": lambda: R3GANGenerator(1, 28, 8, widths=[4, 4, 4], cardinalities=[2, 2, 2], blocks=[1, 1, 1]),
     }[family]().eval()
     first = {"mlp": lambda g: g.net[0], "dcgan": lambda g: g.net[0], "conv": lambda g: g.net[0],
-             "resnet": lambda g: g.input[-1], "biggan": lambda g: g.linear}[family](generator)
+             "resnet": lambda g: g.input[-1], "biggan": lambda g: g.linear,
+             "r3gan": lambda g: g.stages[0][0].linear}[family](generator)
     outputs = []
     first.register_forward_hook(lambda module, inputs, output: outputs.append(output.flatten(1).clone()))  # before in-place ReLUs
     z, d = torch.randn(1, generator.latent_dim), torch.randn(1, generator.latent_dim)
@@ -192,6 +196,24 @@ def test_each_familys_first_layer_weight_is_the_map_its_first_layer_applies_to_z
         generator(z), generator(z + d)
     weight = generator.first_layer_weight()
     torch.testing.assert_close(outputs[1] - outputs[0], (d @ weight.t())[:, : outputs[0].shape[1]], atol=1e-5, rtol=1e-4)
+
+
+def test_r3gans_discriminator_features_are_each_images_own_and_end_where_its_basis_reads() -> None:
+    torch.manual_seed(0)
+    discriminator = R3GANDiscriminator(1, 28, widths=[4, 4, 4], cardinalities=[2, 2, 2], blocks=[1, 1, 1]).eval()
+    assert isinstance(discriminator, FeatureDiscriminator) and isinstance(R3GANGenerator(1, 28, 8, widths=[4, 4, 4],
+                                                                                         cardinalities=[2, 2, 2], blocks=[1, 1, 1]),
+                                                                          FirstLayerGenerator)
+    images = torch.randn(3, 1, 28, 28)
+    inputs = []
+    discriminator.stages[-1][-1].register_forward_hook(lambda module, args, output: inputs.append(args[0]))
+    with torch.no_grad():
+        together, alone = discriminator.feature_maps(images), discriminator.feature_maps(images[1:2])
+        discriminator(images)
+    assert [tuple(f.shape[1:]) for f in together] == [(4, 14, 14), (4, 7, 7), (4, 7, 7)]  # downsampled by each stage but the last
+    for batch, single in zip(together, alone):
+        torch.testing.assert_close(batch[1:2], single)
+    torch.testing.assert_close(together[-1], inputs[0])
 
 
 def test_directions_walk_latents_and_strength_0_is_the_latent_itself(tiny_run: Path, tmp_path: Path) -> None:
