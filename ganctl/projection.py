@@ -49,7 +49,7 @@ class ProjectionSettings:
     learning_rate: float = 0.1  # the reference's initial_learning_rate
     per_layer: bool = False  # W+: one w per style layer (mapping networks only)
     starts: int = 4  # Gaussian latents: optimised starts per image and class, the best kept
-    pool: int = 64  # Gaussian latents: seeded draws per start to take the starts from
+    pool: int = 64  # Gaussian latents: seeded draws per image (and class) that the starts are the best of
     perceptual_weight: float = 1.0  # of the perceptual distance against the pixels' MSE (in [-1, 1])
     noise_regularisation: float = 1e5  # the reference's regularize_noise_weight
     initial_jitter: float = 0.05  # the reference's initial_noise_factor
