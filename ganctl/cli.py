@@ -16,6 +16,8 @@ commands:
   eval     FID/KID/IS/precision/recall of a checkpoint: ganctl eval <checkpoint or run dir> [--metrics fid,kid] [--nearest K] ...
            or of a folder of images: ganctl eval --images DIR --dataset mnist
   summary  the table of a sweep's jobs: ganctl summary <sweep dir>  (sweeps: ganctl train -m ...)
+  project  real images into the latent space: ganctl project <run> IMAGE... --out DIR [--class C] [--space w+]
+  directions  semantic directions: ganctl directions <run> --out dirs.npy [--top K] (SeFa), or --positive A.pt --negative B.pt
   export   the generator as ONNX, TorchScript or safetensors: ganctl export <run or checkpoint> --format onnx [--out FILE]
   plot     a run's curves as a PNG (a sweep's: one line per job): ganctl plot <run or sweep dir> [--out FILE.png]
   animate  a run's training grids as a GIF/MP4, the step on each frame: ganctl animate <run dir> [--out FILE.gif]
@@ -88,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             from ganctl.sweep import main as summary_main
 
             return summary_main(args)
+        if command == "project":
+            from ganctl.project import main as project_main
+
+            return project_main(args)
+        if command == "directions":
+            from ganctl.directions import main as directions_main
+
+            return directions_main(args)
         if command == "export":
             from ganctl.export import main as export_main
 

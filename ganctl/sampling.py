@@ -22,6 +22,7 @@ from torch import nn
 from ganctl import latents as latent_space
 from ganctl.config import is_conditional
 from ganctl.errors import GanctlError
+from ganctl.models.capabilities import NoisyGenerator
 from ganctl.models.conditioning import Conditioning
 from ganctl.registry import build
 
@@ -55,14 +56,22 @@ class Sampler:
     statistics and does not update them), images in [-1, 1] in fp32. A class-conditional G (`classes`:
     its class names) makes images of the labels it is given (class indices (N,)). `truncation`: the
     truncation trick's psi (1: none), applied by G's own hook when it has one (a mapping network's lerp
-    towards w_avg), else to the Gaussian latents as they are drawn (`ganctl.latents`)."""
+    towards w_avg), else to the Gaussian latents as they are drawn (`ganctl.latents`). `threshold`:
+    BigGAN's truncation instead, the threshold in standard deviations (Gaussian latents only; None: psi's)."""
 
     def __init__(self, generator: nn.Module, weights: str = "raw", classes: Optional[list[str]] = None,
-                 truncation: float = 1.0) -> None:
+                 truncation: float = 1.0, threshold: Optional[float] = None) -> None:
         self.generator = generator
         self.weights = weights  # "ema" or "raw": which of G's weights make the images
         self.classes = list(classes) if classes is not None else None
         self.truncation = latent_space.check_psi(truncation)
+        self.threshold = None if threshold is None else latent_space.check_threshold(threshold)
+        if self.threshold is not None and (self.truncation != 1 or latent_space.has_own_truncation(generator)):
+            raise GanctlError(
+                "--truncation-threshold truncates Gaussian latents at a threshold (BigGAN's truncation); "
+                + ("give it or --truncation PSI, not both." if self.truncation != 1 else
+                   f"this generator ({type(generator).__name__}) truncates in its W space: use --truncation PSI (StyleGAN's psi).")
+            )
 
     @property
     def latent_dim(self) -> int:
@@ -80,7 +89,10 @@ class Sampler:
         return self.truncate(torch.randn(num, self.latent_dim, generator=rng), rng)
 
     def truncate(self, latents: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-        """Gaussian latents (N, latent_dim) truncated at self.truncation, unless G truncates itself."""
+        """Gaussian latents (N, latent_dim) truncated at self.truncation (or self.threshold), unless G
+        truncates itself."""
+        if self.threshold is not None:
+            return latent_space.truncate_gaussian_at(latents, self.threshold, rng)
         if self.truncation == 1 or latent_space.has_own_truncation(self.generator):
             return latents
         return latent_space.truncate_gaussian(latents, self.truncation, rng)
@@ -139,11 +151,48 @@ class Sampler:
             styles = self.generator.styles(latents.to(device), None if labels is None else labels.to(device), self.truncation)
             return styles.float().cpu()
 
+    @property
+    def w_shape(self) -> Optional[tuple[int, int]]:
+        """(num_ws, w_dim) of G's per-layer styles; None for a G without a mapping network."""
+        return (self.generator.num_ws, self.generator.w_dim) if self.has_styles else None
+
     @torch.no_grad()
-    def synthesize(self, styles: torch.Tensor, batch_size: int = 250) -> torch.Tensor:
-        """G's images (N, C, H, W) in [-1, 1] for per-layer styles (N, num_ws, W), on the CPU."""
+    def synthesize(self, styles: torch.Tensor, batch_size: int = 250, noise: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
+        """G's images (N, C, H, W) in [-1, 1] for per-layer styles (N, num_ws, W), on the CPU; `noise`:
+        the noise maps to draw each image with (one (N, 1, r, r) per noisy layer), else G's own."""
+        images = []
         with self.evaluating() as device:
-            return torch.cat([self.generator.synthesis(chunk.to(device)).float().cpu() for chunk in styles.split(batch_size)])
+            for start in range(0, styles.shape[0], batch_size):
+                chunk = styles[start:start + batch_size].to(device)
+                if noise is None:
+                    images.append(self.generator.synthesis(chunk).float().cpu())
+                    continue
+                with self.generator.using_noise([maps[start:start + batch_size].to(device) for maps in noise]):
+                    images.append(self.generator.synthesis(chunk).float().cpu())
+        return torch.cat(images)
+
+    def check_noise(self, noise: list[torch.Tensor]) -> None:
+        """Noise maps saved with latents must fit G's noisy layers, one map each, of their sizes."""
+        own = self.generator.noise_maps() if isinstance(self.generator, NoisyGenerator) else []
+        if [tuple(maps.shape[-2:]) for maps in noise] != [tuple(maps.shape[-2:]) for maps in own]:
+            raise GanctlError(f"The latents' {len(noise)} noise maps do not fit this generator's {len(own)} noisy layers: "
+                              "they were found for another generator.")
+
+    def render(self, saved: latent_space.SavedLatents, batch_size: int = 250) -> torch.Tensor:
+        """G's images (N, C, H, W) for latents a file held: Gaussian latents (with their labels, for a
+        conditional G), or W / W+ styles (each image's noise maps with them, when found by projection),
+        truncated at psi in W as `styles` are."""
+        if saved.space == "z":
+            if self.conditional and saved.labels is None:
+                raise GanctlError("These latents carry no classes and the generator is class-conditional: give --class.")
+            return self(saved.values, batch_size, saved.labels if self.conditional else None)
+        if saved.noise is not None:
+            self.check_noise(saved.noise)
+        num_ws = self.w_shape[0]
+        styles = saved.values if saved.space == "w+" else saved.values[:, None].expand(-1, num_ws, -1)  # (N, num_ws, W)
+        if self.truncation != 1:
+            styles = self.generator.w_avg.float().cpu().lerp(styles, self.truncation)
+        return self.synthesize(styles, batch_size, saved.noise)
 
     def __call__(self, latents: torch.Tensor, batch_size: int = 250, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """G's images (N, C, H, W) for all of `latents` (of the classes `labels`, conditional), on the CPU."""
@@ -193,7 +242,8 @@ class Sampler:
                           "(give a name or an index).")
 
     @classmethod
-    def from_checkpoint(cls, state: dict[str, Any], device: torch.device, ema: bool = True, truncation: float = 1.0) -> "Sampler":
+    def from_checkpoint(cls, state: dict[str, Any], device: torch.device, ema: bool = True, truncation: float = 1.0,
+                        threshold: Optional[float] = None) -> "Sampler":
         """G as a checkpoint stores it, rebuilt from its own config (and class names, for a conditional
         G): the EMA weights when present and asked for."""
         data = state["data"]
@@ -211,4 +261,4 @@ class Sampler:
                 f"The checkpoint's generator weights do not fit the generator its config describes "
                 f"({str(error).strip().splitlines()[0][:200]}): the file is not a complete ganctl checkpoint."
             ) from None
-        return cls(generator.to(device).eval(), weights, classes if conditioning.conditional else None, truncation)
+        return cls(generator.to(device).eval(), weights, classes if conditioning.conditional else None, truncation, threshold)

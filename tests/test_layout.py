@@ -1,5 +1,5 @@
-"""How the package is put together: no import circles, and sample / eval / export stay clear of the run
-loop and the training step; a checkpoint written by an earlier ganctl (commit 18eea1d) still samples,
+"""How the package is put together: no import circles, and sample / eval / export / project / directions
+stay clear of the run loop and the training step; a checkpoint written by an earlier ganctl (commit 18eea1d) still samples,
 evaluates and resumes exactly."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def test_sample_and_eval_do_not_import_the_training_loop() -> None:
                 todo.append(nxt)
         return found
 
-    for command in ("sample", "evaluate"):  # (logger would bring TensorBoard)
+    for command in ("sample", "evaluate", "project", "directions", "projection"):  # (logger would bring TensorBoard)
         assert closure(command) & {"train", "app", "logger"} == set(), command
 
 
@@ -87,7 +87,7 @@ def test_sample_and_eval_do_not_import_the_training_loop() -> None:
 STEP_MODULES = {f"ganctl.{name}" for name in ("gan", "losses", "ada", "augment", "speed", "distributed", "train")}
 
 
-def test_sample_eval_and_export_run_without_the_training_steps_modules(tmp_path: Path) -> None:
+def test_sample_eval_export_project_and_directions_run_without_the_training_steps_modules(tmp_path: Path) -> None:
     """Each command run for real in a fresh process (so lazy imports count too): once it has done its
     work, none of the step's modules is loaded."""
     run_dir = tmp_path / "run"
@@ -95,8 +95,12 @@ def test_sample_eval_and_export_run_without_the_training_steps_modules(tmp_path:
                      "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", "metrics.num_real=100",
                      f"hydra.run.dir={run_dir}")  # scored by pooled pixels: no Inception weights to fetch
     grid, cards, exported = tmp_path / "grid.png", tmp_path / "cards.json", tmp_path / "generator.ts.pt"
+    projected, found = tmp_path / "projected", tmp_path / "dirs.npy"
     commands = [
         (["sample", str(run_dir), "--num", "4", "--out", str(grid), "--device", "cpu"], grid),
+        (["project", str(run_dir), str(grid), "--out", str(projected), "--steps", "2", "--starts", "1", "--device", "cpu"],
+         projected / "latents.pt"),
+        (["directions", str(run_dir), "--out", str(found), "--top", "2", "--device", "cpu"], found),
         (["eval", str(run_dir), "--metrics", "fid", "--num", "20", "--out", str(cards), "--device", "cpu"], cards),
         (["export", str(run_dir), "--format", "torchscript", "--out", str(exported)], exported),
     ]

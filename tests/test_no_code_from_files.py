@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from ganctl import checkpoint, registry
 from ganctl.errors import GanctlError
@@ -80,8 +81,11 @@ def test_a_checkpoint_naming_code_is_refused_by_key_before_anything_is_built(sta
 def test_every_reader_refuses_a_crafted_checkpoint_in_one_line(state: dict, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = crafted(state, "model.generator", nested_write(marker), tmp_path / "crafted" / "checkpoints" / "last.pt")
+    image = tmp_path / "digit.png"
+    Image.new("L", (28, 28)).save(image)
     for command in (["sample", str(path)], ["eval", str(path)], ["export", str(path), "--format", "torchscript"],
-                    ["train", f"resume={path}"]):
+                    ["train", f"resume={path}"], ["project", str(path), str(image), "--out", str(tmp_path / "projected")],
+                    ["directions", str(path), "--out", str(tmp_path / "directions.npy")]):
         result = run_cli(*command, cwd=tmp_path)
         output = result.stdout + result.stderr
         assert result.returncode == 1 and "Traceback" not in output, output

@@ -227,6 +227,21 @@ class BigGANGenerator(nn.Module):
                 h = self.attention(h)
         return self.output(h)  # (B, C, H, W)
 
+    def first_layer_weight(self) -> torch.Tensor:
+        """(F, latent_dim): the layers that read z, block-diagonal in z's chunks: the first chunk's linear
+        layer, and with hierarchical latents each block's chunk's BatchNorm gains and biases (SeFa)."""
+        def placed(weight: torch.Tensor, slot: int) -> torch.Tensor:  # (F, chunk) at chunk `slot` of z
+            block = weight.new_zeros(weight.shape[0], self.latent_dim)
+            block[:, slot * self.chunk:(slot + 1) * self.chunk] = weight
+            return block
+
+        parts = [placed(self.linear.weight[:, : self.chunk], 0)]
+        if self.hierarchical:  # each block's condition ends with its chunk ([shared embedding, chunk] or the chunk)
+            parts += [placed(layer.weight[:, -self.chunk:], slot)
+                      for slot, block in enumerate(self.blocks, start=1) for norm in (block.norm1, block.norm2)
+                      for layer in (norm.gain, norm.bias)]
+        return torch.cat(parts)
+
 
 # --------------------------------------------------------------------------- D
 
@@ -279,6 +294,14 @@ class BigGANDiscriminator(nn.Module):
         self.output = LabelledSequential(conditioning.critic_output(nn.Linear(widths[-1], 1), widths[-1]))
         initialise(self, init)
         _spectrally_normalise(self, (nn.Conv2d, nn.Linear, nn.Embedding))
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """Each block's output (B, C, h, w), first to last."""
+        features, h = [], self.input(images, labels)
+        for block in self.blocks:
+            h = block(h)
+            features.append(h)
+        return features
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Union[torch.Tensor, tuple]:
         h = F.relu(self.blocks(self.input(images, labels))).sum(dim=(2, 3))  # (B, W)

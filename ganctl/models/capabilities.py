@@ -4,10 +4,14 @@ members), so that sampling, the regularisers and the CLI ask one question the sa
 
     isinstance(generator, StyleGenerator)      # a W space: styles, synthesis, path length, --mix, --space w
     isinstance(generator, TruncatingGenerator)  # its own truncation trick (towards w_avg), not z's
+    isinstance(generator, NoisyGenerator)       # noise inputs that projection optimises (StyleGAN2's)
+    isinstance(generator, FirstLayerGenerator)  # the linear map its first layer applies (SeFa directions)
+    isinstance(discriminator, FeatureDiscriminator)  # its intermediate features (projection's perceptual distance)
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Optional, Protocol, runtime_checkable
 
 import torch
@@ -20,6 +24,9 @@ class StyleGenerator(Protocol):
     `forward(z, labels, with_styles=True)` returns (images, styles) with the styles in the graph."""
 
     style_resolutions: tuple[int, ...]  # the resolution each per-layer style drives (4, 8, 8, 16, ...)
+    num_ws: int  # per-layer styles
+    w_dim: int  # the width of each
+    w_avg: torch.Tensor  # (w_dim,) the tracked mean of W: the centre of its truncation and of projection's start
 
     def styles(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 1.0) -> torch.Tensor:
         """Per-layer styles (N, num_ws, w_dim) for latents z (truncated at psi)."""
@@ -36,4 +43,40 @@ class TruncatingGenerator(Protocol):
     used instead of truncating the Gaussian latents."""
 
     def forward_truncated(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, psi: float = 0.7) -> torch.Tensor:
+        ...
+
+
+@runtime_checkable
+class NoisyGenerator(Protocol):
+    """A generator with per-pixel noise inputs (StyleGAN2's): in eval mode it draws with fixed noise maps,
+    which can be swapped for others (one per image) while a block runs, as projection does."""
+
+    def noise_maps(self) -> list[torch.Tensor]:
+        """The fixed noise maps eval mode uses, one (r, r) per noisy layer, in the order `using_noise` takes."""
+        ...
+
+    def using_noise(self, maps: list[torch.Tensor]) -> AbstractContextManager[None]:
+        """A block in which eval mode draws with `maps` (per noisy layer: (r, r), or (N, 1, r, r) for a
+        batch of N images) instead of its own; its own come back after it."""
+        ...
+
+
+@runtime_checkable
+class FirstLayerGenerator(Protocol):
+    """A generator whose first layer is linear in its latent: the closed-form semantic directions of
+    SeFa (Shen & Zhou 2021) are the top eigenvectors of A^T A for that layer's weight A."""
+
+    def first_layer_weight(self) -> torch.Tensor:
+        """A (F, D): the first layer's outputs (before any bias or normalisation) are A @ latent, for the
+        latent G is edited in (z, or W for a mapping network); the label's part of the input left out."""
+        ...
+
+
+@runtime_checkable
+class FeatureDiscriminator(Protocol):
+    """A discriminator whose intermediate features can compare two images (ganctl project's perceptual
+    distance without a pretrained network): each depends on its own image alone (no minibatch statistics)."""
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """D's activations after each hidden layer or block, first to last, (B, C, h, w) or (B, F) each."""
         ...

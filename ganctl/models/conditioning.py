@@ -58,6 +58,18 @@ class LabelledSequential(nn.Sequential):
                 x = layer(x)
         return x
 
+    def activations(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """The output of each activation layer (ReLU, LeakyReLU) on the way through, first to last: the
+        network's hidden features (what a discriminator's `feature_maps` returns); the layers after the
+        last activation (a minibatch statistic, the output) are not run."""
+        last = max((i for i, layer in enumerate(self) if isinstance(layer, (nn.ReLU, nn.LeakyReLU))), default=-1)
+        features = []
+        for layer in list(self)[: last + 1]:
+            x = layer(x, labels) if isinstance(layer, LabelLayer) else layer(x)
+            if isinstance(layer, (nn.ReLU, nn.LeakyReLU)):
+                features.append(x)
+        return features
+
 
 class LabelConcat(LabelLayer):
     """x joined with a learned embedding of its label: (B, F) -> (B, F + dim), or (B, C, H, W) ->

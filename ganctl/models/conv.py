@@ -104,10 +104,15 @@ class ConvGenerator(nn.Module):
             )
         layers.append(nn.Tanh())
         self.net = LabelledSequential(*layers)
+        self.first_layer = len(conditioning.generator_input())  # the index in net of the layer reading the latent
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(z, labels)
+
+    def first_layer_weight(self) -> torch.Tensor:
+        """(C0 * s0 * s0, latent_dim): the first linear layer's weight on the latent (SeFa)."""
+        return self.net[self.first_layer].weight[:, : self.latent_dim]
 
 
 class ConvDiscriminator(nn.Module):
@@ -152,3 +157,6 @@ class ConvDiscriminator(nn.Module):
         features = self.features(images, labels)  # (B, F)
         output = self.output(features, labels) if isinstance(self.output, LabelLayer) else self.output(features)
         return flat_scores(output)  # (B,), or ((B,), (B, K)) with an auxiliary classifier
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        return self.features.activations(images, labels)  # (B, C, h, w) after each conv layer

@@ -77,10 +77,17 @@ class DCGANGenerator(nn.Module):
                 width //= 2
         layers += [*_upsample(upsample, width, channels), nn.Tanh()]  # (B, C, H, W)
         self.net = LabelledSequential(*layers)
+        self.first_layer = len(conditioning.generator_input())  # the index in net of the layer reading the latent
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(z[:, :, None, None], labels)
+
+    def first_layer_weight(self) -> torch.Tensor:
+        """(width * s * s, latent_dim): the first transposed conv on the 1x1 latent is a linear map to its
+        s x s output, its weight (Z + E, width, s, s) read one output pixel-channel a row (SeFa)."""
+        weight = self.net[self.first_layer].weight[: self.latent_dim]  # (Z, width, s, s)
+        return weight.flatten(1).t()
 
 
 def _upsample(kind: str, in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -140,3 +147,6 @@ class DCGANDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        return self.net.activations(images, labels)  # (B, C, h, w) after each strided conv

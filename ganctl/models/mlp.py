@@ -40,9 +40,14 @@ class MLPGenerator(nn.Module):
             width = size
         layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Tanh()]
         self.net = LabelledSequential(*layers)
+        self.first_layer = len(conditioning.generator_input())  # the index in net of the layer reading the latent
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(z, labels).view(-1, *self.image_shape)
+
+    def first_layer_weight(self) -> torch.Tensor:
+        """(hidden, latent_dim): the first linear layer's weight on the latent (SeFa)."""
+        return self.net[self.first_layer].weight[:, : self.latent_dim]
 
 
 class MLPDiscriminator(nn.Module):
@@ -65,3 +70,6 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        return self.net.activations(images, labels)  # (B, hidden) after each hidden layer

@@ -260,6 +260,11 @@ class R3GANGenerator(nn.Module):
             z = torch.cat([z, self.embedding(labels)], dim=1)  # (B, 2 latent_dim)
         return self.output(self.stages(z))
 
+    def first_layer_weight(self) -> torch.Tensor:
+        """(W, latent_dim): the basis's linear map on z (SeFa). Each basis map scales one of its outputs,
+        rows SeFa normalises to unit length: the same directions as the full (W * s * s, latent_dim) map."""
+        return self.stages[0][0].linear.weight[:, : self.latent_dim]
+
 
 class R3GANDiscriminator(nn.Module):
     """images (B, C, H, W) [and labels (B,)] -> raw scores (B,)."""
@@ -295,6 +300,14 @@ class R3GANDiscriminator(nn.Module):
         if self.num_classes:  # the reference's projection: <D's output vector, a linear map of the one-hot label>
             self.embedding = nn.Embedding(self.num_classes, widths[-1])
             nn.init.normal_(self.embedding.weight, 0.0, 1 / math.sqrt(widths[-1]) / math.sqrt(self.num_classes))
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """Each stage's output (B, C, h, w), first to last, the last before its basis: no batch statistics."""
+        features, x = [], self.input(images)
+        for stage in self.stages:
+            x = stage(x) if stage is not self.stages[-1] else stage[:-1](x)
+            features.append(x)
+        return features
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = self.stages(self.input(images))  # (B, 1) or (B, W)

@@ -149,6 +149,10 @@ class ResNetGenerator(nn.Module):
             x = block(x, labels) if isinstance(block, UpBlock) else block(x)
         return self.output(x)  # (B, C, H, W)
 
+    def first_layer_weight(self) -> torch.Tensor:
+        """(W0 * s * s, latent_dim): the first linear layer's weight on the latent (SeFa)."""
+        return self.input[-1].weight[:, : self.latent_dim]
+
 
 class ResNetDiscriminator(nn.Module):
     """(B, C, H, W) -> residual down-blocks -> ReLU, global sum (or mean) pool -> linear -> (B,) scores.
@@ -188,6 +192,14 @@ class ResNetDiscriminator(nn.Module):
             for layer in list(self.modules()):
                 if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     spectrally_normalised(layer)
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """Each block's output (B, C, h, w), first to last."""
+        features, h = [], self.input(images, labels)
+        for block in self.blocks:
+            h = block(h)
+            features.append(h)
+        return features
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         h = F.relu(self.blocks(self.input(images, labels)))  # (B, W, h, w)

@@ -32,7 +32,8 @@ the label through its own mapping network and projects its output on it
 from __future__ import annotations
 
 import math
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -370,6 +371,35 @@ class StyleGAN2Generator(nn.Module):
         """Images with the truncation trick in W (see `styles`); use in eval mode (the Sampler's)."""
         return self.synthesis(self.styles(z, labels, psi))
 
+    def noisy_layers(self) -> list[SynthesisLayer]:
+        return [layer for layer in self.modules() if isinstance(layer, SynthesisLayer) and layer.noise]
+
+    def noise_maps(self) -> list[torch.Tensor]:
+        """Eval mode's fixed noise, one (r, r) map per noisy layer, 4x4 first."""
+        return [layer.noise_const for layer in self.noisy_layers()]
+
+    @contextmanager
+    def using_noise(self, maps: list[torch.Tensor]) -> Iterator[None]:
+        """Eval mode draws with `maps` in the block ((r, r) each, or (N, 1, r, r): one per image, as the
+        reference's projector optimises them), then with its own again."""
+        layers = self.noisy_layers()
+        if len(maps) != len(layers):
+            raise ValueError(f"{len(maps)} noise maps for {len(layers)} noisy layers")
+        own = [layer.noise_const for layer in layers]
+        try:
+            for layer, noise in zip(layers, maps):
+                layer.noise_const = noise  # broadcast against (N, C, r, r) in SynthesisLayer.forward
+            yield
+        finally:
+            for layer, noise in zip(layers, own):
+                layer.noise_const = noise
+
+    def first_layer_weight(self) -> torch.Tensor:
+        """(sum of channels, w_dim): every modulated conv's style affine and the last toRGB's, stacked, as
+        SeFa factorises StyleGAN2 (its default: every layer; the other toRGB affines left out, as there)."""
+        affines = [layer.affine for layer in self.modules() if isinstance(layer, SynthesisLayer)] + [self.blocks[-1].torgb.affine]
+        return torch.cat([affine.weight * affine.weight_gain for affine in affines])
+
 
 class DiscriminatorBlock(nn.Module):
     """One resolution of D: [fromRGB,] a 3x3 conv, a downsampling 3x3 conv [, a 1x1 skip (resnet)]."""
@@ -437,6 +467,14 @@ class StyleGAN2Discriminator(nn.Module):
         self.fc = FullyConnected(width * 16, width, activation=True)
         self.out = FullyConnected(width, cmap_dim or 1)
         self.cmap_dim = cmap_dim
+
+    def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+        """Each block's output (B, C_r, r/2, r/2), first to last (before the minibatch std)."""
+        features, x = [], None
+        for block in self.blocks:
+            x = block(x, images)
+            features.append(x)
+        return features
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         x = None

@@ -2,9 +2,11 @@
 mode they ask for; each mode lives in its own module, with what the modes share beside them:
 
     grid        a grid, each image as a file (--images-dir) and their latents; --latents FILE renders such latents
+                (and those `ganctl project` finds)
     walks       --interpolate between seeds' latents (in z or W), --class-walk between a conditional G's classes
     mixing      --mix: a style-mixing grid (StyleGAN2)
     arithmetic  --add / --subtract: latent arithmetic on the mean latents of seeds
+    direction   --direction FILE:K --strength A:B:N: latents walked along a direction (`ganctl directions`)
     shared      G from the checkpoint, the classes --class names, default picture paths
 
 torch loads with the mode's module, after the arguments are parsed: `ganctl sample --help` stays fast."""
@@ -32,7 +34,7 @@ def argument_parser() -> argparse.ArgumentParser:
         prog="ganctl sample", description="Write samples from a ganctl checkpoint: a grid, image files, walks, latent arithmetic, style-mixing grids.",
         epilog="examples:\n  ganctl sample RUN --truncation 0.7\n  ganctl sample RUN --interpolate --seeds 1,2,3 --frames 16\n"
                "  ganctl sample RUN --add 1,2,3 --subtract 4,5,6 --add 7,8,9\n  ganctl sample RUN --latents RUN/images/latents.npy\n"
-               "  ganctl sample RUN --mix 3 4 --mix-layers coarse",
+               "  ganctl sample RUN --mix 3 4 --mix-layers coarse\n  ganctl sample RUN --direction dirs.npy:0 --strength -3:3:7",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint .pt file, or a run directory (its checkpoints/last.pt)")
     parser.add_argument("--num", type=int, help="number of samples, per class for a conditional checkpoint "
@@ -42,9 +44,14 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--class", dest="classes", metavar="CLASS",
                         help="conditional checkpoints: a class name or index, or several comma-separated (default: every class)")
     parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
-                        help="the truncation trick: 1 none (default), smaller trades variety for typical samples, 0 the average")
+                        help="the truncation trick: 1 none (default), smaller trades variety for typical samples, 0 the average; "
+                             "StyleGAN's psi in W, the share of the normal's mass kept for Gaussian latents")
+    parser.add_argument("--truncation-threshold", type=float, metavar="T",
+                        help="Gaussian latents: BigGAN's (and StudioGAN's) truncation, redrawing every entry beyond T standard "
+                             "deviations (their 0.5 is --truncation 0.38, not 0.5)")
     parser.add_argument("--latents", dest="latents_file", metavar="FILE",
-                        help="render these latents: a .pt or .npy of shape (N, latent_dim), e.g. the latents.npy --images-dir writes")
+                        help="render these latents: a .pt or .npy of shape (N, latent_dim), e.g. the latents.npy --images-dir writes, "
+                             "or the .pt files ganctl project writes (W / W+ latents with their classes and noise)")
     parser.add_argument("--interpolate", action="store_true", help="a walk between the latents of --seeds, as a GIF/MP4 and a PNG strip")
     parser.add_argument("--seeds", help="--interpolate: the seeds to walk through, comma-separated (e.g. 1,2,3)")
     parser.add_argument("--frames", type=int, help="--interpolate: frames from each seed to the next (default 16); "
@@ -66,6 +73,10 @@ def argument_parser() -> argparse.ArgumentParser:
                         help="latent arithmetic: add the mean latent of these seeds (repeat; with --subtract)")
     parser.add_argument("--subtract", dest="terms", action=Term, metavar="SEEDS",
                         help="latent arithmetic: subtract the mean latent of these seeds")
+    parser.add_argument("--direction", metavar="FILE:K",
+                        help="walk latents along direction K (default 0) of a file `ganctl directions` wrote: a strip each")
+    parser.add_argument("--strength", metavar="A:B:N",
+                        help="--direction: the strengths, START:STOP:COUNT (default -3:3:7) or comma-separated numbers")
     parser.add_argument("--out", help="output file (default <run>/samples/...: a .png grid; a walk .gif or .mp4)")
     parser.add_argument("--images-dir", help="also write each sample as <dir>/0000.png, ... (conditional: <dir>/<class>/0000.png, ...) "
                                              "and their latents as <dir>/latents.npy")
@@ -78,8 +89,10 @@ def chosen_mode(options: argparse.Namespace) -> str:
     """The mode the options ask for: walk, mix, arithmetic or grid (--latents renders a grid too); a flag
     that belongs to another mode, or two modes at once, is refused before anything loads."""
     mixing = options.mix is not None or options.mix_rows is not None or options.mix_cols is not None
+    direction = options.direction is not None
     modes = [name for name, on in (("--interpolate", options.interpolate), ("--class-walk", options.class_walk),
-                                   ("--add/--subtract", bool(options.terms)), ("--latents", options.latents_file is not None),
+                                   ("--add/--subtract", bool(options.terms)), ("--direction", direction),
+                                   ("--latents", options.latents_file is not None and not direction),
                                    ("--mix", mixing)) if on]
     if len(modes) > 1:
         raise GanctlError(f"{' and '.join(modes)} do different things: give one of them.")
@@ -89,17 +102,34 @@ def chosen_mode(options: argparse.Namespace) -> str:
         raise GanctlError("--space is for walks (--interpolate, --class-walk): the space they interpolate in.")
     if options.frames is not None and not (options.interpolate or options.class_walk):
         raise GanctlError("--frames is for walks (--interpolate, --class-walk).")
+    if options.strength is not None and not direction:
+        raise GanctlError("--strength is for --direction FILE:K (how far to walk along it).")
+    if options.truncation_threshold is not None and mixing:
+        raise GanctlError("--truncation-threshold truncates Gaussian latents; --mix draws StyleGAN2's W: use --truncation PSI.")
     if options.mix_layers != "coarse" and not mixing:
         raise GanctlError("--mix-layers is for style-mixing grids: give --mix ROWS COLS (or --mix-rows and --mix-cols).")
     if options.interpolate or options.class_walk:
         return "walk"
     if mixing:
         return "mix"
+    if direction:
+        return "direction"
     return "arithmetic" if options.terms else "grid"
 
 
+def joined_strength(args: list[str]) -> list[str]:
+    """`--strength -3:3:7` as `--strength=-3:3:7`: argparse takes a value starting with '-' (that is not a
+    plain number) for an option, and strengths usually start below zero."""
+    joined = list(args)
+    for i, argument in enumerate(joined[:-1]):
+        if argument == "--strength":
+            joined[i:i + 2] = [f"--strength={joined[i + 1]}"]
+            break
+    return joined
+
+
 def main(args: list[str]) -> int:
-    options = argument_parser().parse_args(args)
+    options = argument_parser().parse_args(joined_strength(args))
     mode = chosen_mode(options)
     if mode == "walk":
         from ganctl.sample.walks import run
@@ -107,6 +137,8 @@ def main(args: list[str]) -> int:
         from ganctl.sample.mixing import run
     elif mode == "arithmetic":
         from ganctl.sample.arithmetic import run
+    elif mode == "direction":
+        from ganctl.sample.direction import run
     else:
         from ganctl.sample.grid import run
     run(options)

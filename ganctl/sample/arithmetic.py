@@ -20,14 +20,14 @@ from ganctl.sample.shared import chosen_classes, load_sampler, picture_path
 
 def latent_arithmetic(
     path: str | Path, terms: list[tuple[int, list[int]]], out: str | Path | None = None, classes: Optional[str] = None,
-    truncation: float = 1.0, device: str = "auto", ema: bool = True,
+    truncation: float = 1.0, device: str = "auto", ema: bool = True, threshold: Optional[float] = None,
 ) -> Path:
     """Latent arithmetic (DCGAN paper, section 6.3): each term (sign, seeds) is the mean latent of its
     seeds' latents; the result is their signed sum. Writes a row [term, term, ..., result] (a row per
     class for a conditional G) and the result's latent as <out>.npy (render it again with --latents)."""
     if not terms:
         raise GanctlError("Latent arithmetic needs --add SEEDS (and usually --subtract SEEDS).")
-    ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --add ...")
+    ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --add ...", threshold)
     indices = chosen_classes(sampler, classes)
     groups = [(sign, torch.cat([sampler.latents(1, seed) for seed in seeds])) for sign, seeds in terms]
     result = latent_space.arithmetic(groups)  # (latent_dim,)
@@ -49,4 +49,4 @@ def latent_arithmetic(
 
 def run(options: argparse.Namespace) -> Path:
     return latent_arithmetic(options.checkpoint, options.terms, options.out, options.classes, options.truncation, options.device,
-                             options.ema)
+                             options.ema, options.truncation_threshold)

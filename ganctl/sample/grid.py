@@ -23,7 +23,7 @@ from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 from ganctl.files import empty_folder, image_format, write_atomically
-from ganctl.sample.shared import chosen_classes, folder_name
+from ganctl.sample.shared import chosen_classes, folder_name, truncation_suffix
 from ganctl.sampling import Sampler
 
 
@@ -51,12 +51,15 @@ def sample(
     classes: Optional[str] = None,
     truncation: float = 1.0,
     latents_file: str | Path | None = None,
+    threshold: Optional[float] = None,
 ) -> Path:
     """Write a grid of samples (and each image, with images_dir, and their latents beside them as
     latents.npy). `num`: images, per class for a conditional checkpoint (default 64; nrow per class when
     several classes are asked for). Images are made and written a batch at a time; the grid holds at
-    most GRID_PIXELS (with images_dir: the first images; without it, more is refused). `latents_file`: render these latents (N, latent_dim) instead of
-    those of `seed`; `truncation`: psi (1: none)."""
+    most GRID_PIXELS (with images_dir: the first images; without it, more is refused). `latents_file`:
+    render these latents (N, latent_dim) instead of those of `seed`, or a file that `ganctl project` wrote
+    (W / W+ latents, their classes and noise maps); `truncation`: psi (1: none); `threshold`: BigGAN's
+    truncation threshold instead (Gaussian latents)."""
     if num is not None and num < 1:
         raise GanctlError(f"--num must be at least 1, got {num}.")
     if nrow < 1:
@@ -67,10 +70,14 @@ def sample(
     ckpt_path, state = checkpoint.find(path, use="ganctl sample {}")
     if out is not None and Path(out).is_dir():
         raise GanctlError(f"--out {out} is a directory: give a file name such as {Path(out) / 'grid.png'}.")
-    sampler = Sampler.from_checkpoint(state, resolve_device(device, "--device "), ema, latent_space.check_psi(truncation))
+    threshold = None if threshold is None else latent_space.check_threshold(threshold)
+    sampler = Sampler.from_checkpoint(state, resolve_device(device, "--device "), ema, latent_space.check_psi(truncation), threshold)
+    saved = None if latents_file is None else read_file_latents(sampler, latents_file)
+    if saved is not None and (saved.space != "z" or (saved.labels is not None and classes is None)):
+        return render_saved(sampler, saved, state["step"], ckpt_path, latents_file, out, nrow, images_dir, classes)
     indices = chosen_classes(sampler, classes)
-    if latents_file is not None:
-        latents = sampler.truncate(latent_space.read_latents(latents_file, sampler.latent_dim), torch.Generator().manual_seed(seed))
+    if saved is not None:
+        latents = sampler.truncate(saved.values, torch.Generator().manual_seed(seed))
         num = latents.shape[0]
     else:
         num = num or (64 if indices is None or len(indices) == 1 else nrow)  # per class
@@ -89,7 +96,7 @@ def sample(
     names = [folder_name(sampler.classes[index]) for index in indices] if indices is not None else []
     # Named by what it holds, so that asking for 1,000 samples never replaces a run's 64-sample grid.
     suffix = "" if classes is None else "_class" + "-".join(folder_name(name.strip()) for name in classes.split(","))[:64]
-    suffix += "" if truncation == 1 else f"_psi{truncation:g}"
+    suffix += truncation_suffix(truncation, threshold)
     source = f"seed{seed}" if latents_file is None else f"latents-{folder_name(Path(latents_file).stem)[:40]}"
     default = f"sample_step{state['step']:07d}_{source}_num{num}{suffix}.png"
     out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / default
@@ -128,6 +135,32 @@ def sample(
     return out
 
 
+def read_file_latents(sampler: Sampler, path: str | Path) -> latent_space.SavedLatents:
+    return latent_space.read_saved_latents(path, sampler.latent_dim, sampler.w_shape,
+                                           len(sampler.classes) if sampler.conditional else None)
+
+
+def render_saved(sampler: Sampler, saved: latent_space.SavedLatents, step: int, ckpt_path: Path, latents_file: str | Path,
+                 out: str | Path | None, nrow: int, images_dir: str | Path | None, classes: Optional[str]) -> Path:
+    """A grid of latents a file holds with what it knows of them (`ganctl project`'s: W or W+ styles with
+    their noise maps, or z with each one's class): each image as it was found."""
+    if images_dir:
+        raise GanctlError("--images-dir writes the latents of seeds; these latents are a file already: leave it out.")
+    if classes is not None and saved.space != "z":
+        raise GanctlError(f"--latents {latents_file} holds {saved.space.upper()} latents, where a conditional G's class is "
+                          "part of each latent already: leave out --class.")
+    images = sampler.render(saved)  # (N, C, H, W)
+    name = f"sample_step{step:07d}_latents-{folder_name(Path(latents_file).stem)[:40]}_num{len(saved)}.png"
+    out = Path(out) if out else checkpoint.run_dir_of(ckpt_path) / "samples" / name
+    try:
+        write_atomically(out, lambda f: save_image(images, f, image_format(out), nrow=nrow, normalize=True, value_range=(-1, 1)))
+    except OSError as error:
+        raise GanctlError(f"Cannot write the samples: {error}") from error
+    held = f"in {saved.space.upper()}" + ("" if saved.labels is None else ", each of its own class")
+    console.print(f"Wrote a grid of {len(saved)} samples from step {step}, from the latents of {latents_file} ({held}), to {out}")
+    return out
+
+
 def run(options: argparse.Namespace) -> Path:
     return sample(options.checkpoint, options.num, options.nrow, options.seed, options.out, options.images_dir, options.device,
-                  options.ema, options.classes, options.truncation, options.latents_file)
+                  options.ema, options.classes, options.truncation, options.latents_file, options.truncation_threshold)

@@ -39,10 +39,19 @@ def folder_name(name: str) -> str:
     return safe if safe.strip(".") else f"_{safe}"
 
 
-def load_sampler(path: str | Path, device: str, ema: bool, truncation: float, use: str) -> tuple[Path, dict, Sampler]:
+def load_sampler(path: str | Path, device: str, ema: bool, truncation: float, use: str,
+                 threshold: Optional[float] = None) -> tuple[Path, dict, Sampler]:
     psi = latent_space.check_psi(truncation)
+    threshold = None if threshold is None else latent_space.check_threshold(threshold)
     ckpt_path, state = checkpoint.find(path, use=use)
-    return ckpt_path, state, Sampler.from_checkpoint(state, resolve_device(device, "--device "), ema, psi)
+    return ckpt_path, state, Sampler.from_checkpoint(state, resolve_device(device, "--device "), ema, psi, threshold)
+
+
+def truncation_suffix(psi: float, threshold: Optional[float]) -> str:
+    """A default file name's note of the truncation: _psi0.7, _t0.5 (a threshold), or nothing."""
+    if threshold is not None:
+        return f"_t{threshold:g}"
+    return "" if psi == 1 else f"_psi{psi:g}"
 
 
 def default_picture(ckpt_path: Path, name: str) -> Path:

@@ -16,7 +16,7 @@ from ganctl.console import console
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.pictures import check_animation_path, grid_frame, write_animation
-from ganctl.sample.shared import chosen_classes, default_picture, load_sampler
+from ganctl.sample.shared import chosen_classes, default_picture, load_sampler, truncation_suffix
 from ganctl.sampling import Sampler
 
 
@@ -69,7 +69,7 @@ def write_walk(frames: list, strip: torch.Tensor, strip_rows: int, out: Path, fp
 def interpolate(
     path: str | Path, seeds: list[int], frames: int = 16, out: str | Path | None = None, fps: float = 8.0,
     classes: Optional[str] = None, truncation: float = 1.0, device: str = "auto", ema: bool = True,
-    space: Optional[str] = None,
+    space: Optional[str] = None, threshold: Optional[float] = None,
 ) -> Path:
     """A walk through the latents of `seeds` (each seed's own latent: `ganctl sample --seed S --num 1`),
     `frames` frames from each to the next, as a GIF/MP4 and a PNG strip: in z by spherical interpolation,
@@ -79,9 +79,9 @@ def interpolate(
         raise GanctlError(f"--interpolate walks between at least 2 seeds (--seeds 1,2,3), got {len(seeds)}.")
     if frames < 1:
         raise GanctlError(f"--frames must be at least 1, got {frames}.")
-    ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --interpolate")
+    ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --interpolate", threshold)
     chosen = walk_space(sampler, space)
-    suffix = ("" if truncation == 1 else f"_psi{truncation:g}") + ("" if chosen == walk_space(sampler, None) else f"_{chosen}")
+    suffix = truncation_suffix(truncation, threshold) + ("" if chosen == walk_space(sampler, None) else f"_{chosen}")
     name = f"walk_step{state['step']:07d}_seeds{'-'.join(map(str, seeds))[:60]}{suffix}.gif"
     out = check_animation_path(Path(out) if out else default_picture(ckpt_path, name))
     indices = chosen_classes(sampler, classes)
@@ -91,13 +91,14 @@ def interpolate(
     images = frames_of(strip, rows)
     strip_path = write_walk(images, strip, rows, out, fps)
     console.print(f"Wrote a walk of {len(images)} frames through seeds {', '.join(map(str, seeds))} in {chosen} "
-                  f"(step {state['step']}{latent_space.describe(truncation)}) to {out}, and its strip to {strip_path}")
+                  f"(step {state['step']}{latent_space.describe(truncation, threshold)}) to {out}, and its strip to {strip_path}")
     return out
 
 
 def class_walk(
     path: str | Path, seed: int = 0, classes: Optional[str] = None, out: str | Path | None = None, fps: float = 2.0,
     truncation: float = 1.0, device: str = "auto", ema: bool = True, frames: int = 1, space: Optional[str] = None,
+    threshold: Optional[float] = None,
 ) -> Path:
     """A conditional G's classes in turn at one fixed latent (that of `seed`): what the label alone
     changes. One frame per class, as a GIF/MP4 and a PNG strip; with frames > 1, `frames` frames from
@@ -105,7 +106,7 @@ def class_walk(
     of W there, where z has no line between labels)."""
     if frames < 1:
         raise GanctlError(f"--frames must be at least 1, got {frames}.")
-    ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --class-walk")
+    ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --class-walk", threshold)
     if walk_space(sampler, space) == "z" and frames > 1:
         raise GanctlError("--class-walk --frames N interpolates between classes in W, which needs a generator with a "
                           "mapping network (model=stylegan2): in z a label has no in-between. Leave out --frames for one "
@@ -116,7 +117,7 @@ def class_walk(
     indices = chosen_classes(sampler, classes)
     if len(indices) < 2:
         raise GanctlError("--class-walk walks between at least 2 classes: name several with --class a,b,c, or leave it out for all.")
-    name = (f"classwalk_step{state['step']:07d}_seed{seed}{'' if truncation == 1 else f'_psi{truncation:g}'}"
+    name = (f"classwalk_step{state['step']:07d}_seed{seed}{truncation_suffix(truncation, threshold)}"
             f"{'' if frames == 1 else f'_frames{frames}'}.gif")
     out = check_animation_path(Path(out) if out else default_picture(ckpt_path, name))
     latent = sampler.latents(1, seed)  # (1, latent_dim)
@@ -139,9 +140,9 @@ def run(options: argparse.Namespace) -> Path:
 
     if options.class_walk:
         return class_walk(options.checkpoint, options.seed, options.classes, options.out, given(options.fps, 2.0), options.truncation,
-                          options.device, options.ema, int(given(options.frames, 1)), options.space)
+                          options.device, options.ema, int(given(options.frames, 1)), options.space, options.truncation_threshold)
     if options.seeds is None:
         raise GanctlError("--interpolate walks between seeds: give them with --seeds 1,2,3.")
     return interpolate(options.checkpoint, latent_space.parse_seeds(options.seeds), int(given(options.frames, 16)),
                        options.out, given(options.fps, 8.0), options.classes, options.truncation, options.device, options.ema,
-                       options.space)
+                       options.space, options.truncation_threshold)
