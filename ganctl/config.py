@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from ganctl import registry
 from ganctl.errors import GanctlError
+from ganctl.schedules import Schedule
 
 GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
 # The option a checkpoint from before a group existed was trained with.
@@ -38,6 +39,9 @@ def config_dir() -> str:
     packaged = Path(__file__).parent / "conf"
     return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
 
+
+# Mappings whose keys the user names (train.schedules.<knob>): added on the command line with +, checked by their own rules.
+OPEN_MAPPINGS = ("train.schedules",)
 
 # Keys a resumed run may change: when and how often things happen, never what is trained.
 SCHEDULE_KEYS = (
@@ -128,6 +132,7 @@ class TrainSettings:
     curves: bool = MISSING
     ema: EMASettings = field(default_factory=EMASettings)
     ada: AdaSettings = field(default_factory=AdaSettings)
+    schedules: Dict[str, Any] = field(default_factory=dict)  # knob -> its cosine over images seen: a `Schedule`'s fields (ganctl/schedules.py)
 
 
 @dataclass
@@ -206,6 +211,7 @@ class LossSettings:
     critic_steps: int = 1  # D updates per G update
     report: str = "scores"  # how D's scores are logged: probability | wasserstein | scores
     relativistic: bool = False  # G's loss also takes D's scores of the step's real images (RpGAN)
+    rescore_reals: bool = False  # relativistic: G's loss scores the step's reals again with the updated D (R3GAN), instead of reusing D's scores from its update
     boundary: Optional[float] = 0.0  # D's score on the line between real and fake: 0 (BCE, hinge, RpGAN), 0.5 (least squares), null (Wasserstein)
     regularisers: Dict[str, Any] = field(default_factory=dict)  # name -> {_target_: ganctl.regularisers.R1, gamma: ..., every: ...}
 
@@ -216,6 +222,10 @@ class LossSettings:
             raise GanctlError(f"loss.critic_steps must be at least 1, got {node.critic_steps}.")
         if node.report not in REPORTS:
             raise GanctlError(f"loss.report must be one of {', '.join(REPORTS)}, got {node.report!r}.")
+        if node.rescore_reals and not node.relativistic:
+            raise GanctlError("loss.rescore_reals=true re-scores the real images for G's loss, but this loss's G loss "
+                              "does not take D's scores of them (loss.relativistic=false): use a relativistic loss "
+                              "(loss=rpgan, loss=r3gan), or set loss.rescore_reals=false.")
         labels = OmegaConf.select(node, "discriminator", default={})
         for key in ("real_target", "label_noise", "flip_prob"):
             value = labels.get(key)
@@ -313,7 +323,7 @@ def check(cfg: DictConfig) -> None:
         raise GanctlError(f"train.augment: unknown transform {unknown[0]!r}; choose from {', '.join(DIFFAUGMENT_POLICIES)}.")
     if OmegaConf.select(cfg, "train.ada") is not None:
         AdaSettings.check(train.ada)
-
+    check_schedules(cfg)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")
@@ -327,6 +337,23 @@ def check(cfg: DictConfig) -> None:
     for net in ("g", "d"):
         if OmegaConf.select(cfg, f"optimizer.{net}") is not None:
             check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
+
+
+def check_schedules(cfg: DictConfig) -> None:
+    """train.schedules: each schedule's values, and no other setting that would move the same knob."""
+    schedules = OmegaConf.select(cfg, "train.schedules") or {}
+    for knob, node in schedules.items():
+        Schedule.check(node, knob, list(cfg.loss.regularisers))
+    train = cfg.train
+    if "lr" in schedules and train.lr_schedule != "constant":
+        raise GanctlError(f"train.schedules.lr and train.lr_schedule={train.lr_schedule} both move the learning rate: "
+                          "keep one (train.lr_schedule=constant with the schedule).")
+    if "ema_half_life_kimg" in schedules and (train.ema.half_life_kimg is not None or train.ema.rampup is not None):
+        raise GanctlError("train.schedules.ema_half_life_kimg sets the EMA's half-life at every step: leave "
+                          "train.ema.half_life_kimg and train.ema.rampup null.")
+    if "ada_p" in schedules and train.ada.mode != "fixed":
+        raise GanctlError(f"train.schedules.ada_p sets ADA's p at every step, which needs train.ada.mode=fixed "
+                          f"(got {train.ada.mode}: {'p steered by D' if train.ada.mode == 'adaptive' else 'no augmentation'}).")
 
 
 def is_conditional(cfg: DictConfig | dict) -> bool:

@@ -44,6 +44,7 @@ from ganctl.losses import GANLoss, classification_loss
 from ganctl.models.conditioning import AuxiliaryOutput
 from ganctl.regularisers import CriticInputs, GeneratorInputs, Regulariser
 from ganctl.sampling import Sampler, build_discriminator, build_generator, conditioning_of
+from ganctl.schedules import Schedule
 
 
 def lr_factor(schedule: str, step: int, total_steps: int) -> float:
@@ -114,20 +115,27 @@ class GAN:
         self.classes = list(classes) if classes is not None else None
         self.auxiliary = any(isinstance(module, AuxiliaryOutput) for module in discriminator.modules())
         self.auxiliary_weight = auxiliary_weight
+        # Knobs on a cosine over the images seen (train.schedules): set at the start of each step.
+        self.schedules = {knob: Schedule.from_node(node) for knob, node in (settings.get("schedules") or {}).items()}
+        self.images_per_step = settings.get("global_batch_size") or settings.batch_size * group.world_size
+        self.scheduled: dict[str, float] = {}  # the knobs' values in the latest step
         half_life = settings.ema.get("half_life_kimg")
-        averaged = settings.ema.decay > 0 or half_life is not None
+        averaged = settings.ema.decay > 0 or half_life is not None or "ema_half_life_kimg" in self.schedules
         self.generator_ema = copy.deepcopy(generator).eval().requires_grad_(False) if averaged else None
         self.ema_decay, self.ema_start = settings.ema.decay, settings.ema.start
         self.ema_half_life = half_life * 1000 if half_life is not None else None  # images
         self.ema_rampup, self.world_size = settings.ema.get("rampup"), group.world_size
         self.optimizer_g, self.optimizer_d = optimizer_g, optimizer_d
         factor = partial(lr_factor, settings.lr_schedule, total_steps=settings.steps)
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(optimizer, factor) for optimizer in (optimizer_g, optimizer_d)]
+        self.schedulers = ([] if "lr" in self.schedules else  # (a scheduled lr: the schedule sets it)
+                           [torch.optim.lr_scheduler.LambdaLR(optimizer, factor) for optimizer in (optimizer_g, optimizer_d)])
         self.precision = speed.resolve_precision(settings.precision, device)
         self.scaler_g, self.scaler_d = (speed.grad_scaler(device, self.precision) for _ in range(2))
         self.autocast = speed.autocast(device, self.precision)
         # fp16's narrow range would overflow the penalty's loss-scaled double backward: it runs in fp32.
         self.penalty_autocast = speed.autocast(device, "fp32" if self.precision == "fp16" else self.precision)
+        # A finite difference of bf16 scores is mostly their rounding: R1/R2 by finite differences score in fp32.
+        self.fp32_autocast = speed.autocast(device, "fp32")
         self.policy = list(settings.augment)
         self.ada = AdaptiveAugment.from_settings(settings.get("ada"), device, group)  # its p: state, adjusted by the step
         self.ada.check(loss, self.policy)
@@ -146,6 +154,7 @@ class GAN:
         self.critic_terms, self.generator_terms = loss.terms("discriminator"), loss.terms("generator")
         for unit in loss.regularisers:
             unit.to(device)
+        self.knobs = self.knob_setters()
 
     @classmethod
     def from_config(
@@ -184,11 +193,50 @@ class GAN:
         """Whether G and D see class labels: the batches must bring them (`data.endless(..., labels=True)`)."""
         return self.classes is not None
 
+    def knob_setters(self) -> dict[str, Callable[[float], None]]:
+        """What sets each scheduled knob (train.schedules) to its value for a step; a knob this GAN has no
+        place for is refused."""
+        def learning_rate(value: float) -> None:
+            for optimizer in (self.optimizer_g, self.optimizer_d):
+                for group in optimizer.param_groups:
+                    group["lr"] = value
+
+        def beta2(value: float) -> None:
+            for optimizer in (self.optimizer_g, self.optimizer_d):
+                for group in optimizer.param_groups:
+                    group["betas"] = (group["betas"][0], value)
+
+        def half_life(value: float) -> None:
+            self.ema_half_life = value * 1000  # images
+
+        def augment_p(value: float) -> None:
+            self.ada.p.fill_(value)  # (in place, on the device: no sync; a resumed ADA holds a new tensor, so look it up)
+
+        setters: dict[str, Callable[[float], None]] = {"lr": learning_rate, "beta2": beta2,
+                                                       "ema_half_life_kimg": half_life, "ada_p": augment_p}
+        units = {unit.name: unit for unit in self.loss.regularisers}
+        for knob in self.schedules:
+            if knob == "beta2" and any("betas" not in optimizer.param_groups[0] for optimizer in (self.optimizer_g, self.optimizer_d)):
+                raise GanctlError("train.schedules.beta2 schedules Adam's beta2, but an optimizer here has no betas: "
+                                  "use an Adam-family optimizer (optimizer=r3gan, adam, ...), or drop the schedule.")
+            if knob in units and not units[knob].active:
+                raise GanctlError(f"train.schedules.{knob} schedules loss.regularisers.{knob}, which is off (weight 0): "
+                                  "give it a weight (any: the schedule sets it), or drop the schedule.")
+        return {knob: setters[knob] if knob in setters else units[knob].set_weight for knob in self.schedules}
+
+    def follow_schedules(self, step: int) -> None:
+        """Set every scheduled knob to its value after the images of the steps before `step`."""
+        images_seen = (step - 1) * self.images_per_step
+        self.scheduled = {knob: schedule(images_seen) for knob, schedule in self.schedules.items()}
+        for knob, value in self.scheduled.items():
+            self.knobs[knob](value)
+
     def step(self, batches: Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], step: int) -> dict[str, torch.Tensor]:
         """Train one step on real batches drawn from `batches` (one per critic update: images and, for a
-        conditional GAN, their labels); `step` is its number (1, 2, ...), for the EMA's warm-up and the
-        lazy regularisers. Returns the step's statistics by name, on the device (`statistics`)."""
+        conditional GAN, their labels); `step` is its number (1, 2, ...), for the EMA's warm-up, the
+        lazy regularisers and the schedules. Returns the step's statistics by name, on the device (`statistics`)."""
         loss, classified = self.loss, None
+        self.follow_schedules(step)
         for critic_step in range(loss.critic_steps):
             real, labels = next(batches)  # (B, C, H, W) in [-1, 1]; their classes (B,), or None
             latents = torch.randn(real.shape[0], self.latent_dim, device=self.device)
@@ -203,7 +251,8 @@ class GAN:
                 d_loss = d_loss + self.auxiliary_weight * class_loss
             # Each D-side term on the images as D sees them (the gradient penalty's interpolates keep the labels).
             inputs = CriticInputs(real, fake, partial(self.penalised_scores, self.augmented, labels=labels),
-                                  partial(self.penalised_scores, self.ada.augment, labels=labels))
+                                  partial(self.penalised_scores, self.ada.augment, labels=labels), self.augmented,
+                                  partial(self.scores, self.critic_call, labels=labels, amp=self.fp32_autocast))
             d_loss = regularised(d_loss, self.critic_terms, (step - 1) * loss.critic_steps + critic_step, inputs)
             self.update(self.optimizer_d, self.scaler_d, d_loss)
             for term in self.critic_terms:
@@ -212,7 +261,7 @@ class GAN:
         # The generator update on the same fakes, scored by the updated D.
         with speed.frozen(self.discriminator):
             fake_scores_g, fake_classes_g = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
-            g_loss = loss.generator_loss(fake_scores_g, real_scores.detach())  # a relativistic loss: D's scores of the reals, before its update
+            g_loss = loss.generator_loss(fake_scores_g, self.reals_for_generator(real, real_scores, labels))
             if fake_classes_g is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
                 g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes_g, labels)
                 classified = (class_loss, real_classes, fake_classes_g, labels)
@@ -225,6 +274,16 @@ class GAN:
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, self.ema_decay_at(step, real.shape[0] * self.world_size))
         return self.statistics(d_loss, g_loss, real_scores, fake_scores, classified)
+
+    def reals_for_generator(self, real: torch.Tensor, real_scores: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        """D's scores of the step's real images that a relativistic G loss compares its fakes with: D's
+        from its update (before it), or with `loss.rescore_reals` the updated D's of the same images,
+        seen through a fresh draw of the augmentation as in D's step (R3GAN's Trainer.py). No gradient
+        reaches G or D through them."""
+        if not self.loss.rescore_reals:
+            return real_scores.detach()
+        with torch.no_grad():
+            return self.scores(self.critic_call_in_g_step, self.augmented(real), labels)
 
     def statistics(self, d_loss: torch.Tensor, g_loss: torch.Tensor, real_scores: torch.Tensor, fake_scores: torch.Tensor,
                    classified: Optional[tuple[torch.Tensor, ...]]) -> dict[str, torch.Tensor]:
@@ -309,8 +368,10 @@ class GAN:
         return self.sampler(latents, labels=labels)
 
     def scalars(self, means: dict[str, float]) -> dict[str, float]:
-        """What to log: the statistics' means over a log interval, and the learning rates now."""
-        return {**means, "lr/g": self.optimizer_g.param_groups[0]["lr"], "lr/d": self.optimizer_d.param_groups[0]["lr"]}
+        """What to log: the statistics' means over a log interval, the learning rates now, and the
+        scheduled knobs' values in the latest step."""
+        return {**means, "lr/g": self.optimizer_g.param_groups[0]["lr"], "lr/d": self.optimizer_d.param_groups[0]["lr"],
+                **{f"schedule/{knob}": value for knob, value in self.scheduled.items()}}
 
     def state_dict(self) -> dict[str, Any]:
         return {

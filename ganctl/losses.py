@@ -147,6 +147,7 @@ class GANLoss:
     critic_steps: int
     report: str  # probability | wasserstein | scores
     relativistic: bool  # G's loss also takes D's scores of the real images (RpGAN)
+    rescore_reals: bool  # ... scored again by the updated D in G's update (R3GAN), not D's scores from its own update
     boundary: Optional[float]  # D's score on the line between real and fake (None: no such line)
     regularisers: tuple[Regulariser, ...]
 
@@ -166,7 +167,7 @@ class GANLoss:
             units.append(unit)
         return cls(discriminator=build(node.discriminator, "loss.discriminator"), generator=generator,
                    critic_steps=node.critic_steps, report=node.report, relativistic=node.relativistic,
-                   boundary=node.boundary, regularisers=tuple(units))
+                   rescore_reals=node.rescore_reals, boundary=node.boundary, regularisers=tuple(units))
 
     def terms(self, network: str) -> list[Regulariser]:
         """The regularisers of one network's update ("discriminator" or "generator") that are on."""

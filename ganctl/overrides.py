@@ -10,8 +10,8 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ganctl.config import (
-    GROUPS, HYDRA_KEYWORDS, LEGACY_LOSS_KEYS, check_optimizer, config_dir, keyword_parameters, settings_of, takes_message,
-    unknown_key,
+    GROUPS, HYDRA_KEYWORDS, LEGACY_LOSS_KEYS, OPEN_MAPPINGS, check_optimizer, config_dir, keyword_parameters, settings_of,
+    takes_message, unknown_key,
 )
 from ganctl.errors import GanctlError
 
@@ -126,6 +126,12 @@ def check_override_keys_in(cfg: DictConfig, overrides: list, choices: str) -> No
             where = override.input_line + (f", with {choices}" if choices else "")
             if name in HYDRA_KEYWORDS and target is not None and (override.is_add() or override.is_force_add()):
                 continue  # a new node (+loss.regularisers.mine._target_=...): the registry checks what it names
+            if parent_path in OPEN_MAPPINGS:  # a name of the user's (+train.schedules.lr={...}): its own rules check it
+                if not (override.is_add() or override.is_force_add()):
+                    raise GanctlError(f"{key} is not in the config yet: add it with +{override.input_line}.")
+                if isinstance(value, dict):
+                    dicts[key] = OmegaConf.create(value)
+                continue
             if target is None:
                 raise unknown_key(key, [*paths(cfg), *GROUPS, "experiment"], where)
             if parameters is not None and name not in [p.name for p in parameters]:

@@ -22,6 +22,7 @@ FIGURE_INCHES, DPI = (12.0, 7.0), 100  # curves.png is 1200 x 700 pixels whateve
 Series = dict[str, tuple[list[int], list[float]]]  # tag -> (steps, values)
 
 # The panels of curves.png, in order: a title and which TensorBoard tags it draws. Empty ones are left out.
+SCHEDULES = "schedules (each over its largest value)"  # train.schedules' knobs, drawn on one scale
 BEFORE_UNITS = ("gradient_penalty", "r1_penalty", "r2_penalty", "path_length")  # the regularisers' tags in older runs
 PANELS: list[tuple[str, Callable[[str], bool]]] = [
     ("losses", lambda tag: tag.startswith("loss/")),
@@ -30,6 +31,7 @@ PANELS: list[tuple[str, Callable[[str], bool]]] = [
     ("auxiliary classifier", lambda tag: tag.startswith("classifier/")),
     ("augmentation (ADA)", lambda tag: tag.startswith("augment/")),
     ("learning rates", lambda tag: tag.startswith("lr/")),
+    (SCHEDULES, lambda tag: tag.startswith("schedule/")),
     ("image-quality metrics", lambda tag: tag.startswith("metrics/") and tag.count("/") == 1),
 ]
 
@@ -78,7 +80,11 @@ def curves_figure(series: Series, title: str) -> Any:
     for axis, (name, tags) in zip(axes.flat, panels):
         for tag in tags:
             steps, values = series[tag]
-            axis.plot(steps, values, label=tag, marker="." if len(steps) < 20 else None)
+            label = tag
+            if name == SCHEDULES:  # knobs of every scale (lr 1e-4, a half-life of 1e3 kimg) on one axis
+                largest = max(abs(value) for value in values) or 1.0
+                values, label = [value / largest for value in values], f"{tag} (/ {largest:.3g})"
+            axis.plot(steps, values, label=label, marker="." if len(steps) < 20 else None)
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)

@@ -35,8 +35,8 @@ from ganctl.errors import GanctlError
 
 TRUST_VARIABLE = "GANCTL_TRUST"  # modules the user trusts, comma-separated (`--trust` sets it for the command)
 
-GENERATORS = tuple(f"ganctl.models.{name}Generator" for name in ("MLP", "Conv", "DCGAN", "ResNet", "BigGAN", "StyleGAN2"))
-DISCRIMINATORS = tuple(f"ganctl.models.{name}Discriminator" for name in ("MLP", "Conv", "DCGAN", "ResNet", "BigGAN", "StyleGAN2"))
+GENERATORS = tuple(f"ganctl.models.{name}Generator" for name in ("MLP", "Conv", "DCGAN", "ResNet", "BigGAN", "StyleGAN2", "R3GAN"))
+DISCRIMINATORS = tuple(f"ganctl.models.{name}Discriminator" for name in ("MLP", "Conv", "DCGAN", "ResNet", "BigGAN", "StyleGAN2", "R3GAN"))
 DISCRIMINATOR_LOSSES = tuple(f"ganctl.losses.{name}_discriminator_loss" for name in ("bce", "hinge", "lsgan", "wasserstein", "relativistic"))
 GENERATOR_LOSSES = tuple(f"ganctl.losses.{name}_generator_loss" for name in ("bce", "minimax", "hinge", "lsgan", "wasserstein", "relativistic"))
 OPTIMIZERS = tuple(f"torch.optim.{name}" for name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "SGD", "Adagrad", "Adadelta"))

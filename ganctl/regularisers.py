@@ -65,6 +65,20 @@ def squared_gradient_norm(critic: Callable[[torch.Tensor], torch.Tensor], images
     return gradients.square().sum(dim=(1, 2, 3)).mean()
 
 
+def squared_score_change(critic: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The finite-difference form of ||grad_x D(x)||^2, without a double backward (Seaweed-APT's
+    "approximated R1", Lin et al. 2025): ((D(x + sigma e) - D(x)) / sigma)^2 for Gaussian e ~ N(0, I),
+    averaged over the batch. For a D that is smooth at the scale sigma, D(x + sigma e) - D(x) is about
+    sigma <grad D(x), e>, whose square has mean sigma^2 ||grad D(x)||^2: so the same gamma means the same
+    as for the exact penalty (Seaweed-APT weights the squared change itself). `critic` scores the images
+    as given (already as D sees them), in fp32: at bf16 the rounding of D's scores (about 2^-8 of them) is
+    larger than the change a small sigma makes. Both passes train D."""
+    images = images.detach().float()  # (B, C, H, W)
+    moved = images + sigma * torch.randn_like(images)
+    change = critic(moved).float() - critic(images).float()  # (B,)
+    return (change / sigma).square().mean()
+
+
 def path_lengths(images: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """StyleGAN2's path lengths (Karras et al. 2020): per image, ||J_w^T y|| for a random image-space
     direction y ~ N(0, 1) / sqrt(H * W), averaged over G's layers' styles `styles` (B, L, W) that made
@@ -95,6 +109,8 @@ class CriticInputs:
     fake: torch.Tensor  # (B, C, H, W) its fakes
     scores: Callable[[torch.Tensor], torch.Tensor]  # D's raw scores (B,) of images, seen as D sees them (augmented, labelled)
     unaugmented_scores: Callable[[torch.Tensor], torch.Tensor]  # the same through ADA only (the old gradient penalty's view)
+    view: Callable[[torch.Tensor], torch.Tensor]  # the images as D sees them: one draw of its augmentation
+    seen_scores: Callable[[torch.Tensor], torch.Tensor]  # D's raw scores (B,) of images already seen through `view`, in fp32
 
 
 @dataclass
@@ -155,6 +171,10 @@ class Regulariser:
         """Whether update number `update` (0, 1, ... of its network) adds the term."""
         return self.active and update % self.every == 0
 
+    def set_weight(self, value: float) -> None:
+        """Its weight from now on (a schedule's value for this step: train.schedules.<its name>)."""
+        self.weight = float(value)
+
     def penalty(self, inputs: Any) -> torch.Tensor:
         """The term before its weight: a scalar with its graph."""
         raise NotImplementedError
@@ -193,21 +213,43 @@ class Regulariser:
 
 class R1(Regulariser):
     """R1 (Mescheder et al. 2018): gamma/2 ||grad D(x)||^2 at real images, the usual choice with the
-    non-saturating loss and StyleGAN2's (lazy: every 16 critic updates)."""
+    non-saturating loss and StyleGAN2's (lazy: every 16 critic updates).
 
-    double_backward = per_image = True
+    `sigma`: null takes the exact gradient (a double backward, so D stays eager under torch.compile);
+    a number approximates its square by finite differences at that noise scale (`squared_score_change`:
+    two forward passes and an ordinary backward, so D compiles). The approximation takes the gradient at
+    the images as D sees them (after one draw of the augmentation), the exact form at the images before it."""
+
+    per_image = True
     title = "R1"
 
-    def __init__(self, gamma: float = 0.0, every: int = 1) -> None:
+    def __init__(self, gamma: float = 0.0, every: int = 1, sigma: Optional[float] = None) -> None:
         super().__init__(non_negative("gamma", gamma) / 2, every)
         self.gamma = gamma
+        if sigma is not None and not (isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and sigma > 0):
+            raise ValueError(f"sigma must be a positive noise scale (e.g. 0.01), or null for the exact gradient; got {sigma!r}")
+        self.sigma = None if sigma is None else float(sigma)
+
+    @property
+    def double_backward(self) -> bool:  # (a class constant for the other units: here the setting decides)
+        return self.sigma is None
+
+    def set_weight(self, value: float) -> None:
+        """gamma from now on (a schedule's value: train.schedules.<its name> schedules gamma, as R3GAN's)."""
+        self.gamma, self.weight = float(value), float(value) / 2
 
     @property
     def scale(self) -> float:
         return self.gamma / 2 * self.every  # (in this order: the same bits as before the units)
 
+    def squared_gradient(self, inputs: CriticInputs, images: torch.Tensor) -> torch.Tensor:
+        """||grad D||^2 at `images` as D sees them, averaged over the batch: exact, or by finite differences."""
+        if self.sigma is None:
+            return squared_gradient_norm(inputs.scores, images)
+        return squared_score_change(inputs.seen_scores, inputs.view(images), self.sigma)
+
     def penalty(self, inputs: CriticInputs) -> torch.Tensor:
-        return squared_gradient_norm(inputs.scores, inputs.real)
+        return self.squared_gradient(inputs, inputs.real)
 
 
 class R2(R1):
@@ -216,7 +258,7 @@ class R2(R1):
     title = "R2"
 
     def penalty(self, inputs: CriticInputs) -> torch.Tensor:
-        return squared_gradient_norm(inputs.scores, inputs.fake)
+        return self.squared_gradient(inputs, inputs.fake)
 
 
 class GradientPenalty(Regulariser):
@@ -248,6 +290,9 @@ class WeightClip(Regulariser):
     @property
     def reports(self) -> bool:
         return False
+
+    def set_weight(self, value: float) -> None:
+        self.bound = self.weight = float(value)
 
     def due(self, update: int) -> bool:
         return False

@@ -6,6 +6,8 @@
     python scripts/bench.py --penalty-cost --model wgangp --no-reference   # WGAN-GP cycle vs the same without penalty
     python scripts/bench.py --model dcgan_small --image-size 28 --no-reference --precision fp32 \
         --conditioning none projection acgan concat          # what class conditioning costs a step
+    python scripts/bench.py --model dcgan_r1 --optimizer adam_fast --image-size 28 --no-reference --precision bf16 \
+        --variant 'R1/R2 by finite differences=loss.regularisers.r1.sigma=0.01 loss.regularisers.r2.sigma=0.01'
 
 ganctl is measured through its real training entry point (`ganctl.train.train` on the composed
 config, so everything a run does per step is included), reading the images/s it logs for each
@@ -18,8 +20,10 @@ same training: pytorch/examples' DCGAN loop -- a DataLoader over MNIST with per-
 step -- timed over the same intervals. `--penalty-cost` times ganctl's WGAN-GP generator cycle (5
 critic steps with the gradient penalty + 1 generator step) against the same cycle without the
 penalty. `--conditioning` runs ganctl once per conditioning option (on the bundled digits' labels)
-and reports each one's time per step against the unconditional run of the same round. Not a test:
-timings depend on the machine and its load.
+and reports each one's time per step against the unconditional run of the same round. `--variant
+'NAME=OVERRIDES'` (repeatable) runs ganctl once more per variant with those overrides on top (a group
+choice such as `model=r3gan` replaces the base run's) and reports its time per image against the base
+run of the same round. Not a test: timings depend on the machine and its load.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -54,8 +59,9 @@ def ganctl_images_per_second(args: argparse.Namespace, run_dir: Path, extra: Seq
     from ganctl.overrides import expand_shorthands
     from ganctl.train import train
 
+    groups = {extra_override.split("=", 1)[0] for extra_override in extra if "." not in extra_override.split("=", 1)[0]}
     overrides = [
-        f"model={args.model}",
+        *([f"model={args.model}"] if "model" not in groups else []),
         *([f"loss={args.loss}"] if args.loss else []), *([f"optimizer={args.optimizer}"] if args.optimizer else []),
         f"dataset.image_size={args.image_size}", f"train.batch_size={args.batch_size}",
         f"train.device={args.device}", f"train.steps={args.interval * (args.repeats + 1)}",
@@ -197,6 +203,8 @@ def main() -> int:
                         help="also time each precision with loss.gradient_penalty=0 (a WGAN-GP model) and report the ratio")
     parser.add_argument("--conditioning", nargs="+", default=["none"],
                         help="ganctl's conditioning options, one run each, timed against none (e.g. none projection acgan)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="another ganctl run with these space-separated overrides on top, timed against the base run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("override", nargs="*", help="extra ganctl overrides, e.g. train.ema.decay=0")
     args = parser.parse_args()
@@ -215,6 +223,10 @@ def main() -> int:
             loops[f"ganctl {precision}, conditioning={conditioning}"] = partial(
                 ganctl_images_per_second, args, extra=[f"train.precision={precision}", f"conditioning={conditioning}"]
             )
+        for variant in args.variant:
+            label, _, variant_overrides = variant.partition("=")
+            loops[f"ganctl {precision}: {label}"] = partial(
+                ganctl_images_per_second, args, extra=[f"train.precision={precision}", *variant_overrides.split()])
         if args.penalty_cost:
             loops[f"ganctl {precision}, no penalty"] = partial(
                 ganctl_images_per_second, args, extra=[f"train.precision={precision}", "loss.gradient_penalty=0"]
@@ -227,7 +239,7 @@ def main() -> int:
         for turn in range(args.rounds):
             rounds.append({})
             for name, loop in loops.items():
-                rates = loop(Path(tmp) / f"{turn}-{name}".replace(" ", "_").replace(",", ""))
+                rates = loop(Path(tmp) / re.sub(r"[^\w.-]+", "_", f"{turn}-{name}"))
                 results[name] += rates
                 rounds[-1][name] = statistics.median(rates)
                 print(f"round {turn + 1}/{args.rounds}: {name}: {rounds[-1][name]:,.1f} images/s", file=sys.stderr)
@@ -241,7 +253,7 @@ def main() -> int:
     from rich.table import Table
 
     table = Table(title=f"{args.model}, {args.image_size}x{args.image_size}, batch {args.batch_size}, {args.device}")
-    for column in ("loop", "images/s (median)", "intervals", "vs reference", "penalty cost", "conditioning cost"):
+    for column in ("loop", "images/s (median)", "intervals", "vs reference", "penalty cost", "conditioning cost", "vs base"):
         table.add_column(column)
     for name, rates in results.items():
         versus = f"{paired(name, REFERENCE):.2f}x" if args.reference else ""
@@ -249,7 +261,10 @@ def main() -> int:
         cost = f"{paired(plain, name):.2f}x the time" if plain in results else ""
         unconditional = name.split(", conditioning=")[0]
         conditioning_cost = f"{paired(unconditional, name):.2f}x the time" if ", conditioning=" in name else ""
-        table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{r:,.0f}" for r in rates), versus, cost, conditioning_cost)
+        base = name.split(": ")[0]
+        variant_cost = f"{paired(base, name):.2f}x the time" if ": " in name else ""
+        table.add_row(name, f"{medians[name]:,.0f}", ", ".join(f"{r:,.0f}" for r in rates), versus, cost, conditioning_cost,
+                      variant_cost)
     Console().print(table)
     if args.json:
         record = {

@@ -5,6 +5,20 @@ import pytest
 from helpers import TINY, TINY_DCGAN
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Nothing the suite runs writes outside its temporary directories: ganctl's caches (decoded
+    datasets, real-image features), matplotlib's and W&B's go under the session's own (subprocesses
+    inherit the environment). A test that is about a cache's place sets its own."""
+    root = tmp_path_factory.mktemp("caches")
+    patch = pytest.MonkeyPatch()
+    for variable, folder in (("GANCTL_CACHE_DIR", "ganctl"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib"),
+                             ("WANDB_DIR", "wandb"), ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config")):
+        patch.setenv(variable, str(root / folder))
+    yield root
+    patch.undo()
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     """A DCGAN small enough to train a few steps in about a second on a CPU."""

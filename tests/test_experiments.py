@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ganctl.config import config_dir
 from helpers import compose_config, run
@@ -35,9 +36,15 @@ def stand_in_data(experiment: str, root: Path, monkeypatch: pytest.MonkeyPatch) 
     if experiment == "celeba_wgangp":
         write_celeba_jpegs(root / "img_align_celeba", 6)
         return [f"dataset.root={root / 'img_align_celeba'}"]
-    if experiment == "ffhq256_stylegan2":
+    if experiment in ("ffhq256_stylegan2", "ffhq64_r3gan", "ffhq256_r3gan"):
         write_mixed_folder(root / "faces")
         return [f"dataset.root={root / 'faces'}"]
+    if experiment == "imagenet32_r3gan":  # class-conditional: one subfolder per class
+        for index, name in enumerate(("n01440764", "n01443537")):
+            (root / "imagenet" / name).mkdir(parents=True)
+            for copy in range(2):
+                Image.new("RGB", (40, 36), (60 * index, 20 * copy, 90)).save(root / "imagenet" / name / f"{copy}.JPEG")
+        return [f"dataset.root={root / 'imagenet'}"]
     if experiment == "lego_dcgan":
         write_mixed_folder(root / "lego")
         return [f"dataset.root={root / 'lego'}"]
@@ -47,7 +54,8 @@ def stand_in_data(experiment: str, root: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_every_experiment_is_tested() -> None:
     assert set(EXPERIMENTS) == {"mnist_vanilla", "mnist_mlp_bn", "lego_dcgan", "camel_gan", "cifar10_wgan", "celeba_wgangp",
                                 "mnist_cgan", "cifar10_sngan", "cifar10_cgan_pd", "cifar10_wgangp_resnet",
-                                "cifar10_biggan", "cifar10_stylegan2_ada", "ffhq256_stylegan2"}
+                                "cifar10_biggan", "cifar10_stylegan2_ada", "ffhq256_stylegan2", "cifar10_r3gan", "ffhq64_r3gan",
+                                "ffhq256_r3gan", "imagenet32_r3gan"}
 
 
 # The StyleGAN2 recipes' networks are 20M+ parameters a side: two CPU steps with them at a few channels.
@@ -55,6 +63,13 @@ NARROW.update({experiment: [f"model.{net}.channel_base={base}" for net in ("gene
                + [f"model.{net}.channel_max=8" for net in ("generator", "discriminator")]
                + ["model.generator.latent_dim=16", "model.generator.w_dim=16"]
                for experiment, base in (("cifar10_stylegan2_ada", 256), ("ffhq256_stylegan2", 1024))})
+
+
+# The R3GAN recipes at 8 channels in the widest stage (every stage and its groups scaled with it), one block a stage.
+NARROW.update({experiment: [f"model.{net}.{key}={value}" for net in ("generator", "discriminator")
+                            for key, value in (("width", 8), ("blocks", [1] * stages))] + ["model.generator.latent_dim=16"]
+               for experiment, stages in (("cifar10_r3gan", 4), ("ffhq64_r3gan", 5), ("ffhq256_r3gan", 7), ("imagenet32_r3gan", 4))})
+NARROW["ffhq256_r3gan"].append("dataset.image_size=64")  # its first five stages (at 256 px two steps cost more than all the other recipes; the 256 px layout: test_r3gan.py)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -93,6 +108,25 @@ def test_experiment_trains_two_steps(experiment: str, tmp_path: Path, monkeypatc
                            "loss.regularisers.r1.gamma": 1.0, "loss.regularisers.path_length.weight": 2.0,
                            "model.generator.style_mixing": 0.9,
                            "train.ema.half_life_kimg": 20, "train.ema.rampup": None}),
+    ("cifar10_r3gan", {"dataset": "cifar10", "model": "r3gan", "loss": "r3gan", "optimizer": "r3gan",
+                       "conditioning.generator": "concat", "conditioning.discriminator": "projection",
+                       "model.generator.widths": [768] * 4, "model.discriminator.cardinalities": [96] * 4,
+                       "model.generator.latent_dim": 64, "train.batch_size": 512, "loss.rescore_reals": True,
+                       "loss.regularisers.r1.every": 1, "loss.regularisers.r2.every": 1, "optimizer.g.betas": [0.0, 0.9],
+                       "optimizer.d.eps": 1e-8, "train.ada.mode": "fixed",
+                       "train.schedules": {"lr": {"base": 2e-4, "final": 5e-5, "images": 2e7},
+                                           "beta2": {"base": 0.9, "final": 0.99, "images": 2e7},
+                                           "r1": {"base": 0.05, "final": 0.005, "images": 2e7},
+                                           "r2": {"base": 0.05, "final": 0.005, "images": 2e7},
+                                           "ema_half_life_kimg": {"base": 0.0, "final": 5000.0, "images": 2e7},
+                                           "ada_p": {"base": 0.0, "final": 0.55, "images": 2e7}}}),
+    ("ffhq256_r3gan", {"dataset": "folder", "dataset.image_size": 256, "conditioning": "none",
+                       "model.generator.widths": [768, 768, 768, 768, 384, 192, 96], "train.batch_size": 256,
+                       "model.discriminator.cardinalities": [96, 96, 96, 96, 48, 24, 12],
+                       "train.schedules.r1": {"base": 150.0, "final": 15.0, "images": 2e7},
+                       "train.schedules.ada_p": {"base": 0.0, "final": 0.3, "images": 2e7}}),
+    ("imagenet32_r3gan", {"model.generator.widths": [1536] * 4, "train.batch_size": 4096, "conditioning.discriminator": "projection",
+                          "train.schedules.ema_half_life_kimg": {"base": 0.0, "final": 50000.0, "images": 2e8}}),
     ("mnist_cgan", {"dataset": "mnist", "model": "dcgan_small", "optimizer": "adam_fast", "conditioning": "projection",
                     "conditioning.generator": "batchnorm", "conditioning.discriminator": "projection"}),
     ("cifar10_sngan", {"dataset": "cifar10", "model": "sngan", "loss": "hinge", "loss.critic_steps": 5,

@@ -33,6 +33,8 @@ SMALL = {  # narrower networks than the presets, so that 36 pairs train in secon
     "sngan": ["model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16", "train.channels_last=false"],
     "biggan": ["model.generator.width=2", "model.discriminator.width=2", "model.generator.latent_dim=12",
                "model.generator.shared_dim=8", "train.channels_last=false"],
+    "r3gan": ["model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16",
+              "model.generator.blocks=[1,1,1,1]", "model.discriminator.blocks=[1,1,1,1]", "train.channels_last=false"],
     "stylegan2": ["dataset.image_size=32", "model.generator.latent_dim=16", "model.generator.w_dim=16",
                   "model.generator.mapping_layers=1", "model.generator.channel_base=128", "model.generator.channel_max=8",
                   "model.discriminator.channel_base=128", "model.discriminator.channel_max=8"],

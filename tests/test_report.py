@@ -134,7 +134,7 @@ def test_a_sweep_report_sorts_by_a_click_and_links_each_job(optuna_sweep: Path, 
     page = report(optuna_sweep, tmp_path / "sweep.html")
     tab, requests = open_page(browser, page)
     rows = json.loads((optuna_sweep / "sweep.json").read_text())
-    assert "tag(log, interval(1e-4, 1e-2))" in " ".join(rows["overrides"])  # the search space, as given
+    assert "tag(log, interval(1e-4, 1e-2))" in " ".join(rows["command"])  # the search space, as given
     headers = tab.locator("#jobs thead th").all_inner_texts()
     column = headers.index("objective")
 

@@ -26,12 +26,13 @@ from ganctl.models.layers import activation_layer, dcgan_init
 from ganctl.models.mlp import MLPDiscriminator, MLPGenerator
 from ganctl.models.resnet import ResNetDiscriminator, ResNetGenerator, resnet_layout
 from ganctl.models.attention import SelfAttention
+from ganctl.models.r3gan import R3GANDiscriminator, R3GANGenerator
 from ganctl.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 __all__ = [
     "BigGANDiscriminator", "BigGANGenerator", "biggan_layout",
     "ConvDiscriminator", "ConvGenerator", "DCGANDiscriminator", "DCGANGenerator", "MLPDiscriminator", "MLPGenerator",
-    "ResNetDiscriminator", "ResNetGenerator", "SelfAttention", "StyleGAN2Discriminator", "StyleGAN2Generator", "resnet_layout",
+    "R3GANDiscriminator", "R3GANGenerator", "ResNetDiscriminator", "ResNetGenerator", "SelfAttention", "StyleGAN2Discriminator", "StyleGAN2Generator", "resnet_layout",
     "activation_layer", "dcgan_init", "dcgan_layout",
     "UNCONDITIONAL", "AuxiliaryOutput", "ConditionalBatchNorm", "Conditioning", "LabelConcat", "LabelLayer",
     "LabelledSequential", "ProjectionOutput",
