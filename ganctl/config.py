@@ -40,6 +40,21 @@ def config_dir() -> str:
     return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
 
 
+def dataset_node(name: str, root: Optional[str]) -> Any:
+    """The config of `dataset=<name>` (a conf/dataset option), with dataset.root when given."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = [f"dataset={name}"] + ([f"dataset.root={root}"] if root else [])
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(config_name="train", overrides=overrides).dataset
+    except HydraException as error:
+        options = sorted(path.stem for path in (Path(config_dir()) / "dataset").glob("*.yaml"))
+        raise GanctlError(f"--dataset {name}: not a dataset option ({str(error).splitlines()[0][:160]}); "
+                          f"choose from {', '.join(options)}.") from None
+
+
 # Mappings whose keys the user names (train.schedules.<knob>): added on the command line with +, checked by their own rules.
 OPEN_MAPPINGS = ("train.schedules",)
 

@@ -26,7 +26,7 @@ from torchvision.utils import make_grid, save_image
 from ganctl import checkpoint, metrics, protocols
 from ganctl import data as datasets
 from ganctl import latents as latent_space
-from ganctl.config import MetricsSettings, auto_feature, check_feature, check_metric_names, todays_defaults
+from ganctl.config import MetricsSettings, auto_feature, check_feature, check_metric_names, dataset_node, todays_defaults
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
@@ -200,23 +200,6 @@ def weights_missing(settings: MetricsSettings) -> Optional[str]:
     except GanctlError as error:
         return str(error)
     return None
-
-
-def dataset_node(name: str, root: Optional[str]) -> Any:
-    """The config of `dataset=<name>` (a conf/dataset option), with dataset.root when given."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-
-    from ganctl.config import config_dir
-
-    overrides = [f"dataset={name}"] + ([f"dataset.root={root}"] if root else [])
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose(config_name="train", overrides=overrides).dataset
-    except HydraException as error:
-        options = sorted(path.stem for path in (Path(config_dir()) / "dataset").glob("*.yaml"))
-        raise GanctlError(f"--dataset {name}: not a dataset option ({str(error).splitlines()[0][:160]}); "
-                          f"choose from {', '.join(options)}.") from None
 
 
 def image_files(folder: Path, limit: Optional[int]) -> list[Path]:

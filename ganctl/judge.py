@@ -335,7 +335,7 @@ def dataset_splits(dataset: str, data_root: Optional[str], image_size: Optional[
         source = data.build(node, torch.device("cpu"), "train", labels=True)
         train, test = held_out_split(from_source(source, str(folder)), share)
         return train, test, test.description
-    from ganctl.evaluate import dataset_node
+    from ganctl.config import dataset_node
 
     node = dataset_node(dataset, data_root)
     if image_size is not None:
