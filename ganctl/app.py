@@ -19,7 +19,7 @@ import yaml
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ganctl import config, overrides, rundir, sweep
 from ganctl.console import print_error
@@ -74,6 +74,7 @@ def discard_refused_run(run_dir: Path) -> None:
 def run(cfg: DictConfig, hydra_cfg: DictConfig):
     """One training run from the composed config, or from a checkpoint's stored one with `resume=`."""
     if cfg.resume is None:
+        with_protocol(cfg, list(hydra_cfg.overrides.task))
         config.check(cfg)  # its value checks need no torch: a mistake is answered before torch loads
     # torch loads here, after Hydra has parsed the command line: `--cfg job` and --help stay fast.
     from ganctl import checkpoint
@@ -93,6 +94,17 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig):
             return train(cfg, run_dir, choices, resume=state)
         except OSError as error:  # a grid, the summary, the logs: checkpoint writes say so themselves
             raise GanctlError(checkpoint.stopped_by(run_dir, error)) from error
+
+
+def with_protocol(cfg: DictConfig, task: list[str]) -> None:
+    """A new run's metrics.protocol made concrete: the protocol's values for the metrics keys it fixes,
+    except those the command line sets (which keep their values: the cards then say custom)."""
+    from ganctl import protocols
+
+    if OmegaConf.select(cfg, "metrics.protocol") is None:
+        return
+    for key, value in protocols.preset(cfg.metrics, protocols.explicit_keys(task)).items():
+        cfg.metrics[key] = value
 
 
 def resume_arguments(args: list[str]) -> list[str]:

@@ -14,7 +14,9 @@ commands:
            e.g. ganctl train model=dcgan loss=bce train.steps=2000
   sample   write samples from a checkpoint: ganctl sample <checkpoint or run dir> [--num N] [--class C] ...
   eval     FID/KID/IS/precision/recall of a checkpoint: ganctl eval <checkpoint or run dir> [--metrics fid,kid] [--nearest K] ...
-           or of a folder of images: ganctl eval --images DIR --dataset mnist
+           or of a folder of images: ganctl eval --images DIR --dataset mnist; a named protocol: --protocol fid50k_full
+  compare  rank metric cards of runs or eval files, only where they are comparable: ganctl compare RUN_OR_CARDS...
+  judge    train a classifier on labelled images to score generators with: ganctl judge train DATASET --out judge.pt
   summary  the table of a sweep's jobs: ganctl summary <sweep dir>  (sweeps: ganctl train -m ...)
   project  real images into the latent space: ganctl project <run> IMAGE... --out DIR [--class C] [--space w+]
   directions  semantic directions: ganctl directions <run> --out dirs.npy [--top K] (SeFa), or --positive A.pt --negative B.pt
@@ -86,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             from ganctl.evaluate import main as eval_main
 
             return eval_main(args)
+        if command == "compare":
+            from ganctl.compare import main as compare_main
+
+            return compare_main(args)
+        if command == "judge":
+            from ganctl.judge import main as judge_main
+
+            return judge_main(args)
         if command == "summary":
             from ganctl.sweep import main as summary_main
 

@@ -22,7 +22,11 @@ GROUPS = ("model", "loss", "optimizer", "dataset", "conditioning")
 # The option a checkpoint from before a group existed was trained with.
 GROUP_BEFORE = {"conditioning": "none"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-METRIC_NAMES = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
+METRIC_NAMES = ("fid", "kid", "is", "precision", "recall", "density", "coverage", "class_balance", "judge_accuracy",
+                "ppl_zend", "ppl_wend")
+JUDGE_METRICS = ("class_balance", "judge_accuracy")  # a judge's verdicts: metrics.feature=judge:FILE only
+PPL_METRICS = ("ppl_zend", "ppl_wend")  # perceptual path length (ganctl/ppl.py), in z or in W
+PPL_DISTANCES = ("lpips", "discriminator", "judge")  # the perceptual distance PPL measures with
 DDP_BACKENDS = ("auto", "nccl", "gloo")
 SPLITS = ("train", "test")  # a dataset's splits (those without a test split say so when asked for one)
 MIN_IMAGE_SIZE = 4  # the smallest images any dataset reader or model makes
@@ -34,6 +38,21 @@ def config_dir() -> str:
     """conf/ ships inside the installed package as ganctl/conf; a source checkout has it at the top."""
     packaged = Path(__file__).parent / "conf"
     return str(packaged if packaged.is_dir() else Path(__file__).parent.parent / "conf")
+
+
+def dataset_node(name: str, root: Optional[str]) -> Any:
+    """The config of `dataset=<name>` (a conf/dataset option), with dataset.root when given."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    overrides = [f"dataset={name}"] + ([f"dataset.root={root}"] if root else [])
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            return compose(config_name="train", overrides=overrides).dataset
+    except HydraException as error:
+        options = sorted(path.stem for path in (Path(config_dir()) / "dataset").glob("*.yaml"))
+        raise GanctlError(f"--dataset {name}: not a dataset option ({str(error).splitlines()[0][:160]}); "
+                          f"choose from {', '.join(options)}.") from None
 
 
 # Mappings whose keys the user names (train.schedules.<knob>): added on the command line with +, checked by their own rules.
@@ -140,11 +159,15 @@ class MetricsSettings:
     num_fake: int = MISSING
     num_real: Optional[int] = None
     batch_size: int = MISSING
-    feature: Any = MISSING  # "inception" or a node with _target_
+    feature: Any = MISSING  # a registry.FEATURE_NAMES word, judge:FILE, or a node with _target_
     inception_weights: Optional[str] = None
     split: str = MISSING
     best: str = MISSING
     seed: int = MISSING
+    protocol: Optional[str] = None  # a named protocol (ganctl/protocols.py); None: the values above, "custom"
+    resize: str = "tf1"  # tf1 | clean: how images reach a pretrained backbone's input size (ganctl/features.py)
+    feature_weights: Optional[str] = None  # the weights file of metrics.feature=dinov2 or clip
+    ppl_distance: str = "lpips"  # lpips | discriminator | judge: the perceptual distance of ppl_zend / ppl_wend
 
     @classmethod
     def from_node(cls, node: Any) -> "MetricsSettings":
@@ -153,6 +176,21 @@ class MetricsSettings:
             return node
         values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
         return cls(**{key: values[key] for key in cls.__dataclass_fields__ if key in values})
+
+
+def resolved_metrics(node: Any, dataset: Any) -> MetricsSettings:
+    """The metrics block as a run evaluates with it: `feature: auto` made concrete for its dataset."""
+    settings = MetricsSettings.from_node(node)
+    return dataclasses.replace(settings, feature=auto_feature(settings.feature, dataset))
+
+
+def auto_feature(feature: Any, dataset: Any) -> Any:
+    """metrics.feature as it is used: `auto` is the judge ganctl ships for the digits when the data are
+    MNIST's (dataset=mnist), else Inception; anything else as it is."""
+    if feature != "auto":
+        return feature
+    target = dataset.get("_target_") if isinstance(dataset, (dict, DictConfig)) else None
+    return f"{registry.JUDGE_PREFIX}digits" if target == "ganctl.data.mnist" else "inception"
 
 
 REPORTS = ("probability", "wasserstein", "scores")
@@ -310,7 +348,7 @@ def check(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "conditioning") is not None:
         ConditioningSettings.check(OmegaConf.to_container(cfg.conditioning, resolve=True))
     if OmegaConf.select(cfg, "metrics") is not None:
-        check_metrics(cfg.metrics, conditional=is_conditional(cfg))
+        check_metrics(cfg.metrics, conditional=is_conditional(cfg), dataset=OmegaConf.select(cfg, "dataset"))
     check_keys(cfg)
     for net in ("g", "d"):
         if OmegaConf.select(cfg, f"optimizer.{net}") is not None:
@@ -356,9 +394,14 @@ def check_metric_names(names: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_metrics(metrics: DictConfig, conditional: bool = False) -> None:
-    """The metrics block: known names, sizes that torchmetrics can use, a best metric among the names
-    (or, for a class-conditional GAN, the intra-class mean of one of them)."""
+def check_metrics(metrics: DictConfig, conditional: bool = False, dataset: Any = None) -> None:
+    """The metrics block: a known protocol, names, sizes that torchmetrics can use, a best metric among
+    the names (or, for a class-conditional GAN, the intra-class mean of one of them), a feature
+    extractor ganctl has, and the metrics only some extractors or generators can give."""
+    if metrics.get("protocol") is not None:
+        from ganctl import protocols
+
+        protocols.get(metrics.protocol)
     names = check_metric_names(metrics.names)
     if metrics.num_fake < 2:
         raise GanctlError(f"metrics.num_fake must be at least 2, got {metrics.num_fake}.")
@@ -368,16 +411,45 @@ def check_metrics(metrics: DictConfig, conditional: bool = False) -> None:
         raise GanctlError(f"metrics.batch_size must be at least 1, got {metrics.batch_size}.")
     if metrics.split not in SPLITS:
         raise GanctlError(f"metrics.split must be train or test, got {metrics.split!r}.")
+    feature = check_feature(metrics.feature)
+    judged = judge_metrics(auto_feature(feature, dataset), conditional)
     intra = [name for name, base in INTRA_CLASS_METRICS.items() if base in names] if conditional else []
-    if metrics.best not in names + intra:
+    if metrics.best not in names + intra + judged:
         raise GanctlError(f"metrics.best={metrics.best} must be one of metrics.names ({', '.join(names)})"
-                          + (f" or {', '.join(intra)}" if intra else "") + ".")
-    feature = metrics.feature
-    if not (feature == "inception" or (isinstance(feature, DictConfig) and "_target_" in feature)):
-        raise GanctlError(
-            f"metrics.feature must be inception or a node with _target_ naming a ganctl feature extractor, "
-            f"e.g. metrics.feature={{_target_:ganctl.metrics.PooledPixels,size:8}}; got {feature!r}."
-        )
+                          + (f" or {', '.join(intra + judged)}" if intra + judged else "") + ".")
+    if metrics.get("resize", "tf1") not in ("tf1", "clean"):
+        raise GanctlError(f"metrics.resize must be tf1 (TensorFlow 1.x bilinear, as the original FID) or clean "
+                          f"(clean-fid's PIL bicubic), got {metrics.resize!r}.")
+    asked = [name for name in JUDGE_METRICS if name in names]
+    if asked and not judged:
+        raise GanctlError(f"{asked[0]} is a judge's verdict: it needs metrics.feature=judge:FILE (a judge from "
+                          "`ganctl judge train`, or judge:digits for MNIST digits).")
+    if "judge_accuracy" in names and not conditional:
+        raise GanctlError("judge_accuracy is the share of each class's samples the judge gives that class: it needs a "
+                          "class-conditional generator. An unconditional one's is class_balance.")
+    if metrics.get("ppl_distance", "lpips") not in PPL_DISTANCES:
+        raise GanctlError(f"metrics.ppl_distance must be one of {', '.join(PPL_DISTANCES)}, got {metrics.ppl_distance!r}.")
+
+
+def check_feature(feature: Any) -> Any:
+    """metrics.feature: one of the backbones ganctl has by name, a judge file, or a ganctl extractor node."""
+    if isinstance(feature, str) and (feature in registry.FEATURE_NAMES or feature.startswith(registry.JUDGE_PREFIX)):
+        return feature
+    if isinstance(feature, DictConfig) and "_target_" in feature:
+        return feature
+    raise GanctlError(
+        f"metrics.feature must be one of {', '.join(registry.FEATURE_NAMES)}, judge:FILE (a judge from ganctl judge train), "
+        f"or a node with _target_ naming a ganctl feature extractor, e.g. "
+        f"metrics.feature={{_target_:ganctl.metrics.PooledPixels,size:8}}; got {feature!r}."
+    )
+
+
+def judge_metrics(feature: Any, conditional: bool) -> list[str]:
+    """The verdict a judge adds to the cards: judge_accuracy for a conditional generator, class_balance
+    for an unconditional one; nothing without a judge."""
+    if not (isinstance(feature, str) and feature.startswith(registry.JUDGE_PREFIX)):
+        return []
+    return ["judge_accuracy"] if conditional else ["class_balance"]
 
 
 # ---------------------------------------------------------------- keys and optimizer settings

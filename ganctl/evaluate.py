@@ -23,25 +23,34 @@ from omegaconf import OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, metrics
+from ganctl import checkpoint, metrics, protocols
 from ganctl import data as datasets
 from ganctl import latents as latent_space
-from ganctl.config import MetricsSettings, check_metric_names, todays_defaults
+from ganctl.config import MetricsSettings, auto_feature, check_feature, check_metric_names, dataset_node, todays_defaults
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically, write_text
-from ganctl.sampling import Sampler
+from ganctl.registry import FEATURE_NAMES
+from ganctl.sampling import Sampler, critic_from_checkpoint
 
 
-def metric_settings(stored: dict[str, Any], **overrides: Any) -> MetricsSettings:
-    """The checkpoint's metrics block (without a run: today's defaults), with the command line's values on top. The stored weights path is not used: it names a file on
-    the machine that trained, so eval finds the weights itself (--inception-weights, the env var, cache)."""
+def metric_settings(stored: dict[str, Any], protocol: Optional[str] = None, **overrides: Any) -> MetricsSettings:
+    """The checkpoint's metrics block (without a run: today's defaults), then the named protocol's
+    settings, then the command line's values on top; `feature: auto` made concrete for the stored
+    dataset. The stored weights paths are not used: they name files on the machine that trained, so
+    eval finds the weights itself (--inception-weights, --feature-weights, the env vars, the cache)."""
     merged = OmegaConf.merge(todays_defaults().metrics, stored.get("metrics") or {})
-    merged.inception_weights = None
+    merged.inception_weights = merged.feature_weights = None
+    if protocol is not None:
+        protocols.get(protocol)
+        merged.protocol = protocol
+        for key, value in protocols.preset(merged).items():
+            merged[key] = value
     for key, value in overrides.items():
         if value is not None:
             merged[key] = value
+    merged.feature = auto_feature(merged.feature, stored.get("dataset"))
     return MetricsSettings.from_node(merged)
 
 
@@ -124,6 +133,7 @@ def evaluate(
     nearest: int = 0,
     out: Optional[str | Path] = None,
     truncation: float = 1.0,
+    measure: Optional[dict[str, Any]] = None,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Score a checkpoint; returns the cards and the file they were written to. With `nearest` and
     the run's own metric names (not asked for by name), metrics that need Inception weights this
@@ -143,7 +153,8 @@ def evaluate(
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {}")
     ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
     stored = state["config"]
-    settings = metric_settings(stored, names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
+    settings = metric_settings(stored, names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights,
+                               **(measure or {}))
     card_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.metrics.json")
     if card_path.is_dir():
         raise GanctlError(f"--out {card_path} is a directory: give a file name such as {card_path / 'metrics.json'}.")
@@ -161,7 +172,9 @@ def evaluate(
         by_class = f", and class by class ({len(sampler.classes)} classes)" if sampler.conditional else ""
         console.print(f"Scoring {', '.join(settings.names)} of {settings.num_fake} samples from step {state['step']} "
                       f"against {settings.num_real or len(real)} real {settings.split} images{by_class} ...")
-        cards += metrics.Evaluator(settings, real, torch_device, classes=sampler.classes)(sampler, state["step"])
+        critic = (critic_from_checkpoint(state, torch_device) if settings.ppl_distance == "discriminator"
+                  and any(name in metrics.PPL_NAMES for name in settings.names) else None)
+        cards += metrics.Evaluator(settings, real, torch_device, classes=sampler.classes)(sampler, state["step"], critic)
     if nearest:
         grid = checkpoint.run_dir_of(ckpt_path) / "samples" / f"nearest_step{state['step']:07d}.png"
         cards.append(nearest_check(state, sampler, nearest, settings.seed, torch_device, grid))
@@ -175,32 +188,18 @@ def evaluate(
 
 
 def weights_missing(settings: MetricsSettings) -> Optional[str]:
-    """Why the Inception weights the metrics need cannot be had on this machine (with where to put
-    them), or None: found, or a backbone that needs none."""
-    if settings.feature != "inception":
-        return None
+    """Why the weights the metrics' backbone needs cannot be had on this machine (with where to put
+    them), or None: found, or a backbone that needs none (a judge, a ganctl extractor)."""
+    from ganctl import features
+
     try:
-        metrics.inception_weights(settings.inception_weights)
+        if settings.feature == "inception":
+            metrics.inception_weights(settings.inception_weights)
+        elif isinstance(settings.feature, str) and settings.feature in FEATURE_NAMES and settings.feature != "auto":
+            features.find_weights(features.weights_of(settings.feature), settings.feature_weights)
     except GanctlError as error:
         return str(error)
     return None
-
-
-def dataset_node(name: str, root: Optional[str]) -> Any:
-    """The config of `dataset=<name>` (a conf/dataset option), with dataset.root when given."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-
-    from ganctl.config import config_dir
-
-    overrides = [f"dataset={name}"] + ([f"dataset.root={root}"] if root else [])
-    try:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            return compose(config_name="train", overrides=overrides).dataset
-    except HydraException as error:
-        options = sorted(path.stem for path in (Path(config_dir()) / "dataset").glob("*.yaml"))
-        raise GanctlError(f"--dataset {name}: not a dataset option ({str(error).splitlines()[0][:160]}); "
-                          f"choose from {', '.join(options)}.") from None
 
 
 def image_files(folder: Path, limit: Optional[int]) -> list[Path]:
@@ -243,6 +242,7 @@ def evaluate_folder(
     device: str = "auto",
     inception_weights: Optional[str] = None,
     out: Optional[str | Path] = None,
+    measure: Optional[dict[str, Any]] = None,
 ) -> tuple[list[dict[str, Any]], Path]:
     """Score a folder of images (from ganctl or any other tool) against a dataset split, with the same
     cards as a checkpoint's: the dataset (and metric settings) of `run`, or `dataset` (a conf/dataset
@@ -264,8 +264,12 @@ def evaluate_folder(
         _, state = checkpoint.find(run, use="ganctl eval {} --images DIR")
         stored, node = state["config"], OmegaConf.create(state["config"]["dataset"])
     else:
-        stored, node = {}, dataset_node(dataset, data_root)
-    settings = metric_settings(stored, names=names, split=split, inception_weights=inception_weights)
+        node = dataset_node(dataset, data_root)
+        stored = {"dataset": OmegaConf.to_container(node, resolve=True)}
+    settings = metric_settings(stored, names=names, split=split, inception_weights=inception_weights, **(measure or {}))
+    if any(name in metrics.PPL_NAMES for name in settings.names):
+        raise GanctlError("--images scores the files as they are: perceptual path length (ppl_zend, ppl_wend) walks a "
+                          "generator's latent space, so it needs a checkpoint.")
     torch_device = resolve_device(device, "--device ")
     real = datasets.build(node, torch_device, settings.split)
     files = image_files(folder, num)
@@ -297,6 +301,7 @@ def truncation_sweep(
     ema: bool = True,
     inception_weights: Optional[str] = None,
     out: Optional[str | Path] = None,
+    measure: Optional[dict[str, Any]] = None,
 ) -> Path:
     """The metrics at each truncation psi, from one set of real features: a table (<out>.csv, default
     <checkpoint>.truncation.csv), the cards (.json) and a plot of each metric against psi (.png)."""
@@ -313,7 +318,8 @@ def truncation_sweep(
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {} --truncation-sweep")
     ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
     names = check_metric_names(names) if names is not None else None
-    settings = metric_settings(state["config"], names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights)
+    settings = metric_settings(state["config"], names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights,
+                               **(measure or {}))
     table_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.truncation.csv")
     if table_path.suffix.lower() != ".csv" or table_path.is_dir():
         raise GanctlError(f"--out {table_path}: the truncation table is written as a .csv file (its plot beside it as .png).")
@@ -386,6 +392,11 @@ def print_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
         table.add_row(card["metric"], f"{card['value']:.4f}", std, str(card["num_real"]), str(card["num_fake"]),
                       card["split"], card["backbone"])
     console.print(table)
+    named = {(card.get("protocol"), json.dumps(card.get("protocol_changes"))) for card in cards if "protocol" in card}
+    for protocol, changes in sorted(named, key=str):
+        changed = json.loads(changes)
+        differs = "; ".join(f"{key} {theirs} -> {ours}" for key, (theirs, ours) in changed.items()) if changed else ""
+        console.print(f"Protocol: {protocol}" + (f" (from its protocol with {escape(differs)})" if differs else ""))
     for card in cards:
         if card["metric"] == "nearest_l1":
             baseline = card["baseline_test_to_train"]
@@ -400,12 +411,15 @@ def main(args: list[str]) -> int:
         prog="ganctl eval", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Score a ganctl checkpoint (or a folder of images): FID, KID, IS, precision, recall, density, "
                     "coverage, nearest training images.",
-        epilog="examples:\n  ganctl eval RUN --metrics fid,precision,recall\n  ganctl eval RUN --nearest 16\n"
+        epilog="examples:\n  ganctl eval RUN --metrics fid,precision,recall\n  ganctl eval RUN --protocol fid50k_full\n"
+               "  ganctl eval RUN --feature dinov2 --resize clean     # FD-DINOv2 (its weights file: docs/metrics.md)\n"
+               "  ganctl eval RUN --feature judge:judge.pt             # a judge from ganctl judge train\n"
+               "  ganctl eval RUN --nearest 16\n"
                "  ganctl eval RUN --truncation-sweep 1,0.9,0.7,0.5\n  ganctl eval --images DIR --dataset mnist\n"
                "  ganctl eval RUN --images DIR                  # against the run's dataset, with its metric settings")
     parser.add_argument("checkpoint", nargs="?", help="a checkpoint .pt file, or a run directory (its checkpoints/last.pt)")
-    parser.add_argument("--metrics", help="comma-separated: fid,kid,is,precision,recall,density,coverage, or none "
-                                          "(default: the run's metrics.names)")
+    parser.add_argument("--metrics", help="comma-separated: fid,kid,is,precision,recall,density,coverage,class_balance,"
+                                          "judge_accuracy,ppl_zend,ppl_wend, or none (default: the run's metrics.names)")
     parser.add_argument("--num", type=int, help="generated images to score (default: the run's metrics.num_fake; "
                                                 "--images: every image, or the first N)")
     parser.add_argument("--split", help="real images to compare with: train | test (default: the run's metrics.split)")
@@ -419,18 +433,29 @@ def main(args: list[str]) -> int:
     parser.add_argument("--dataset", help="--images: the dataset option to compare with (e.g. mnist, cifar10, folder), "
                                           "when no checkpoint names it")
     parser.add_argument("--data-root", help="--images --dataset: the dataset's dataset.root")
+    parser.add_argument("--protocol", help=f"a named protocol: {', '.join(protocols.PROTOCOLS)} (its settings, then any flag "
+                                           "on top: the cards then say custom)")
+    parser.add_argument("--feature", help=f"the backbone: {', '.join(FEATURE_NAMES)}, or judge:FILE (default: the run's metrics.feature)")
+    parser.add_argument("--resize", choices=("tf1", "clean"), help="how images reach a pretrained backbone's size: tf1 "
+                                                                   "(TensorFlow 1.x bilinear) or clean (clean-fid's PIL bicubic)")
+    parser.add_argument("--ppl-distance", choices=("lpips", "discriminator", "judge"),
+                        help="what ppl_zend / ppl_wend measure with (default: the run's metrics.ppl_distance)")
     parser.add_argument("--inception-weights", help=f"a local {metrics.INCEPTION_FILE} (else ${metrics.WEIGHTS_ENV}, then torch's cache)")
+    parser.add_argument("--feature-weights", help="a local weights file of --feature dinov2 or clip (else $GANCTL_DINOV2_WEIGHTS "
+                                                  "or $GANCTL_CLIP_WEIGHTS, then torch's cache)")
     parser.add_argument("--out", help="file for the metric cards (default <checkpoint>.metrics.json next to it)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     parser.add_argument("--no-ema", dest="ema", action="store_false", help="score the raw generator, not its EMA")
     options = parser.parse_args(args)
     names = [name.strip() for name in options.metrics.split(",") if name.strip()] if options.metrics is not None else None
+    measure = {"protocol": options.protocol, "feature": check_feature(options.feature) if options.feature is not None else None,
+               "resize": options.resize, "feature_weights": options.feature_weights, "ppl_distance": options.ppl_distance}
     if options.images is not None:
         if options.nearest or options.truncation_sweep or options.truncation != 1:
             raise GanctlError("--images scores the files as they are: --nearest, --truncation and --truncation-sweep "
                               "are for a checkpoint's generator.")
         evaluate_folder(options.images, options.checkpoint, options.dataset, options.data_root, names, options.num,
-                        options.split, options.device, options.inception_weights, options.out)
+                        options.split, options.device, options.inception_weights, options.out, measure)
         return 0
     if options.checkpoint is None:
         raise GanctlError("ganctl eval needs a checkpoint or run directory (or --images DIR --dataset NAME).")
@@ -442,8 +467,8 @@ def main(args: list[str]) -> int:
         except ValueError:
             raise GanctlError(f"--truncation-sweep takes comma-separated numbers from 0 to 1, got {options.truncation_sweep!r}.") from None
         truncation_sweep(options.checkpoint, psis, names, options.num, options.split, options.seed, options.device,
-                         options.ema, options.inception_weights, options.out)
+                         options.ema, options.inception_weights, options.out, measure)
         return 0
     evaluate(options.checkpoint, names, options.num, options.split, options.seed, options.device, options.ema,
-             options.inception_weights, options.nearest, options.out, options.truncation)
+             options.inception_weights, options.nearest, options.out, options.truncation, measure)
     return 0

@@ -25,7 +25,6 @@ the metrics' own random subsets (KID, IS), so evaluating never changes what trai
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import pickle
@@ -39,19 +38,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganctl import data
-from ganctl.config import MetricsSettings, check_metric_names
+from ganctl import data, judge, protocols
+from ganctl import features as extractors
+from ganctl.config import JUDGE_METRICS, MetricsSettings, check_metric_names, judge_metrics
+from ganctl import registry
 from ganctl.registry import build
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
 from ganctl.files import append_text, write_atomically
 
 HIGHER_IS_BETTER = {"fid": False, "kid": False, "is": True, "intra_fid": False, "intra_kid": False,
-                    "precision": True, "recall": True, "density": True, "coverage": True}
+                    "precision": True, "recall": True, "density": True, "coverage": True,
+                    "class_balance": True, "judge_accuracy": True, "ppl_zend": False, "ppl_wend": False}
 # Fidelity and diversity apart, from k nearest neighbours in feature space: precision and recall
 # (Kynkäänniemi et al. 2019, k=3, torch-fidelity's code) and density and coverage (Naeem et al. 2020, k=5).
 PR_NEIGHBOURS, DC_NEIGHBOURS = 3, 5
 KNN_METRICS = ("precision", "recall", "density", "coverage")
+PPL_NAMES = ("ppl_zend", "ppl_wend")
 WEIGHTS_ENV = "GANCTL_INCEPTION_WEIGHTS"
 CACHE_FORMAT, CACHE_VERSION = "ganctl-real-features", 1
 # torch-fidelity's Inception-v3 weights (the TF 2015-12-05 graph, converted); torchmetrics uses the same
@@ -64,52 +67,30 @@ KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS = 100, 1000, 10
 
 # --------------------------------------------------------------------------- where files live
 
+INCEPTION_WEIGHTS = extractors.WeightsFile(
+    "Inception-v3", INCEPTION_FILE, INCEPTION_URL, INCEPTION_SHA256_PREFIX, WEIGHTS_ENV, "metrics.inception_weights",
+    "--inception-weights", "FID, KID, IS, precision, recall, density and coverage on Inception features",
+)
+
 
 def hub_weights_path() -> Path:
     """Where torch.hub (and so torch-fidelity and torchmetrics) keeps the Inception weights:
     $TORCH_HOME/hub/checkpoints, by default ~/.cache/torch/hub/checkpoints."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE
+    return extractors.hub_path(INCEPTION_WEIGHTS)
 
 
 def missing_weights_message(reason: str) -> str:
-    return (
-        f"FID, KID, IS, precision, recall, density and coverage need the Inception-v3 weights file {INCEPTION_FILE}, and {reason}. "
-        f"On a machine with internet, download it from {INCEPTION_URL} and put it in "
-        f"{hub_weights_path().parent}/ (torch's hub cache, found automatically), or anywhere and point at it "
-        f"with the environment variable {WEIGHTS_ENV}=/path/to/{INCEPTION_FILE}, the config key "
-        f"metrics.inception_weights=/path/to/{INCEPTION_FILE} (ganctl train) or --inception-weights (ganctl eval)."
-    )
+    return extractors.missing_message(INCEPTION_WEIGHTS, reason)
 
 
 def inception_weights(configured: Optional[str] = None) -> Path:
     """The local Inception weights file: `configured` (metrics.inception_weights or --inception-weights),
     else $GANCTL_INCEPTION_WEIGHTS, else torch's hub cache, downloading it there once when online.
     A GanctlError naming the file, its URL and where to put it when none of these works."""
-    for where, value in (("metrics.inception_weights", configured), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV))):
-        if value:
-            path = Path(value).expanduser()
-            if path.is_file():
-                return path
-            raise GanctlError(missing_weights_message(f"{where} points at {path}, which is not a file"))
-    cached = hub_weights_path()
-    if cached.is_file():
-        return cached
-    console.print(f"Downloading the Inception-v3 weights once, into {cached} ...")
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.hub.download_url_to_file(INCEPTION_URL, str(cached), hash_prefix=INCEPTION_SHA256_PREFIX, progress=False)
-    except (OSError, RuntimeError, ValueError, http.client.HTTPException) as error:  # offline, refused, bad hash
-        reason = f"it is not in {cached.parent} and downloading it failed ({type(error).__name__}: {error})"
-        raise GanctlError(missing_weights_message(reason)) from None
-    return cached
+    return extractors.find_weights(INCEPTION_WEIGHTS, configured)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_sha256 = extractors.file_sha256
 
 
 def state_sha256(module: nn.Module) -> str:
@@ -127,12 +108,15 @@ def state_sha256(module: nn.Module) -> str:
 class InceptionFeatures(nn.Module):
     """torch-fidelity's Inception-v3: uint8 images (B, 1 or 3, H, W) -> (pool features (B, 2048),
     class logits (B, 1008)) in one pass. Grayscale is repeated to RGB; torch-fidelity resizes to
-    299x299 with TensorFlow 1.x's bilinear interpolation, as the original FID code does."""
+    299x299 with TensorFlow 1.x's bilinear interpolation, as the original FID code does (`resizer`
+    tf1), or clean-fid's PIL bicubic resizes first (`clean`), rounded to the uint8 torch-fidelity takes."""
 
-    resize = "bilinear, TensorFlow 1.x compatible, to 299x299 (torch-fidelity)"
+    TF1 = "bilinear, TensorFlow 1.x compatible, to 299x299 (torch-fidelity)"  # (the cards' words before resizers)
 
-    def __init__(self, weights: Path) -> None:
+    def __init__(self, weights: Path, resizer: str = "tf1") -> None:
         super().__init__()
+        self.resizer = extractors.check_resizer(resizer)
+        self.resize = self.TF1 if resizer == "tf1" else extractors.describe_resize(resizer, 299, ", rounded to uint8 for torch-fidelity")
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         # torch-fidelity reads the file with weights_only=False: read it safely first, so that a
@@ -158,8 +142,10 @@ class InceptionFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.shape[1] == 1:
             images = images.repeat(1, 3, 1, 1)  # grayscale -> RGB, (B, 3, H, W)
-        features, logits = self.net(images)
-        return features, logits
+        if self.resizer == "clean":  # then torch-fidelity's TF1 resize from 299 to 299 is the identity
+            images = extractors.resize_clean(images, 299).round().to(torch.uint8)  # (B, 3, 299, 299)
+        pooled, logits = self.net(images)
+        return pooled, logits
 
 
 class PooledPixels(nn.Module):
@@ -196,7 +182,9 @@ class Backbone:
     name: str
     weights_sha256: str
     resize: str
-    has_logits: bool  # forward returns (features, logits): Inception, whose logits IS needs
+    has_logits: bool  # forward returns (features, logits): Inception's (IS needs them) or a judge's
+    kind: str = "custom"  # inception | pretrained | judge | custom
+    classes: Optional[list[str]] = None  # a judge's class names: what its logits mean
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         out = self.module(images)
@@ -209,17 +197,25 @@ class Backbone:
         return features.float().cpu(), None if logits is None else logits.float().cpu()
 
 
-def build_backbone(feature: Any, device: torch.device, inception_weights_path: Optional[str] = None) -> Backbone:
-    """'inception', a config node with _target_ (a ganctl component), or any nn.Module."""
-    if isinstance(feature, str) and feature == "inception":
+def build_backbone(feature: Any, device: torch.device, inception_weights_path: Optional[str] = None, resize: str = "tf1",
+                   feature_weights: Optional[str] = None) -> Backbone:
+    """'inception' (or 'auto', taken as it), a pretrained backbone by name (dinov2, clip), a judge
+    (judge:FILE), a config node with _target_ (a ganctl component), or any nn.Module."""
+    if feature in ("inception", "auto"):
         weights = inception_weights(inception_weights_path)
-        sha256 = file_sha256(weights)
-        if not sha256.startswith(INCEPTION_SHA256_PREFIX):
-            warn(f"{weights} is not torch-fidelity's {INCEPTION_FILE} (SHA-256 {sha256[:12]}...): "
-                 "its scores are not comparable with published ones.")
-        module = InceptionFeatures(weights)
+        sha256 = extractors.checked_sha256(INCEPTION_WEIGHTS, weights)
+        module = InceptionFeatures(weights, resize)
         name = "inception-v3 pool3 2048-d (torch-fidelity)"
-        return Backbone(module.to(device).eval(), name, sha256, module.resize, has_logits=True)
+        return Backbone(module.to(device).eval(), name, sha256, module.resize, has_logits=True, kind="inception")
+    if isinstance(feature, str) and feature in registry.FEATURE_NAMES:
+        module, name, sha256 = extractors.build_pretrained(feature, extractors.check_resizer(resize), device, feature_weights)
+        return Backbone(module, name, sha256, module.resize, has_logits=False, kind="pretrained")
+    if isinstance(feature, str) and feature.startswith(registry.JUDGE_PREFIX):
+        found = judge.load(feature, device)
+        resized = (f"bilinear, antialiased, to {found.net.image_size}x{found.net.image_size} "
+                   "(none when the images have the judge's size)")
+        return Backbone(found.net, found.name, extractors.file_sha256(Path(found.path)), resized, has_logits=True,
+                        kind="judge", classes=found.classes)
     if isinstance(feature, nn.Module):
         module, name = feature, f"{type(feature).__module__}.{type(feature).__qualname__}"
     elif isinstance(feature, (dict, DictConfig)) and "_target_" in feature:
@@ -231,8 +227,8 @@ def build_backbone(feature: Any, device: torch.device, inception_weights_path: O
         name = f"{node['_target_']}({arguments})"
     else:
         raise GanctlError(
-            f"metrics.feature must be 'inception' or a config node with _target_ naming a ganctl feature "
-            f"extractor (e.g. {{_target_: ganctl.metrics.PooledPixels, size: 8}}), got {feature!r}."
+            f"metrics.feature must be one of {', '.join(registry.FEATURE_NAMES)}, judge:FILE, or a config node with _target_ "
+            f"naming a ganctl feature extractor (e.g. {{_target_: ganctl.metrics.PooledPixels, size: 8}}), got {feature!r}."
         )
     module = module.to(device).eval().requires_grad_(False)
     return Backbone(module, name, state_sha256(module), str(getattr(module, "resize", "none")), has_logits=False)
@@ -394,6 +390,7 @@ class Evaluator:
                  classes: Optional[list[str]] = None) -> None:
         self.settings = MetricsSettings.from_node(settings)
         self.names = check_metric_names(self.settings.names)
+        self.protocol, self.protocol_changes = protocols.label(self.settings.__dict__)
         self.device, self.real = torch.device(device), real
         self.classes = list(classes) if classes is not None else None
         if self.classes is not None and getattr(real, "classes", None) != self.classes:
@@ -402,8 +399,11 @@ class Evaluator:
                 f"compared with have {', '.join(getattr(real, 'classes', None) or ['no labels'])}: the dataset "
                 "changed since training. Point the dataset at the data it was trained on."
             )
-        self.backbone = build_backbone(feature_extractor if feature_extractor is not None else self.settings.feature, self.device, self.settings.inception_weights)
-        if "is" in self.names and not (self.backbone.has_logits and real.channels == 3):
+        feature = feature_extractor if feature_extractor is not None else self.settings.feature
+        self.backbone = build_backbone(feature, self.device, self.settings.inception_weights, self.settings.resize,
+                                       self.settings.feature_weights)
+        self.names = self.with_verdicts(self.names, feature)
+        if "is" in self.names and not (self.backbone.kind == "inception" and real.channels == 3):
             raise GanctlError(
                 "The Inception Score needs the Inception backbone and 3-channel images (it scores ImageNet classes); "
                 f"this run has {real.channels}-channel images and the {self.backbone.name} backbone. Use fid and kid."
@@ -421,6 +421,26 @@ class Evaluator:
             self.real_by_class = [features[self.real_labels == index] for index in range(len(self.classes))]
             self.fake_labels = proportional_labels(self.real_labels, len(self.classes), self.settings.num_fake)
             self.class_metrics = self._build_metrics(features, per_class=True)
+
+    def with_verdicts(self, names: list[str], feature: Any) -> list[str]:
+        """The names with a judge's verdict added (judge_accuracy for a conditional generator, class_balance
+        for an unconditional one); a verdict asked for without a judge, or one the judge cannot give, refused."""
+        if self.backbone.kind != "judge":
+            asked = [name for name in names if name in JUDGE_METRICS]
+            if asked:
+                raise GanctlError(f"{asked[0]} is a judge's verdict: it needs metrics.feature=judge:FILE (or --feature "
+                                  "judge:FILE; judge:digits for MNIST digits), not the " + self.backbone.name + " backbone.")
+            return names
+        if self.classes is not None:
+            unknown = [name for name in self.classes if name not in self.backbone.classes]
+            if unknown:
+                raise GanctlError(f"The judge knows the classes {', '.join(self.backbone.classes)}; the generator makes "
+                                  f"{', '.join(unknown)} too, which it cannot judge. Use a judge trained on the generator's classes.")
+        elif "judge_accuracy" in names:
+            raise GanctlError("judge_accuracy needs a class-conditional generator (the classes it was asked for); an "
+                              "unconditional one's verdict is class_balance.")
+        verdict = "judge_accuracy" if self.classes is not None else "class_balance"
+        return names if verdict in names else [*names, verdict]
 
     def _build_metrics(self, real: torch.Tensor, per_class: bool = False) -> dict[str, Any]:
         """torchmetrics' metrics of self.names, holding the real features; `per_class`: FID and KID
@@ -459,10 +479,43 @@ class Evaluator:
         for images in sampler.batches(latents, self.settings.batch_size, labels):
             yield to_uint8(images)  # (B, C, H, W)
 
-    def __call__(self, sampler: Any, step: int) -> list[dict[str, Any]]:
+    def __call__(self, sampler: Any, step: int, critic: Optional[nn.Module] = None) -> list[dict[str, Any]]:
         """The configured metrics of the sampler's images at `step`, as cards (and, conditional, the
-        intra-class ones)."""
-        return self.score(self.fake_batches(sampler), step, self.fake_labels if self.classes is not None else None)
+        intra-class ones); perceptual path lengths from the sampler itself, measured with `critic`'s
+        features when metrics.ppl_distance=discriminator (the run's D)."""
+        labels = self.fake_labels if self.classes is not None else None
+        cards = self.score(self.fake_batches(sampler), step, labels)
+        for name in (name for name in self.names if name in PPL_NAMES):
+            cards.append(self.path_length(name, sampler, step, labels, critic))
+        return cards
+
+    def path_length(self, name: str, sampler: Any, step: int, labels: Optional[torch.Tensor],
+                    critic: Optional[nn.Module]) -> dict[str, Any]:
+        """ppl_zend or ppl_wend of the sampler's G over metrics.num_fake pairs of latents (ganctl/ppl.py)."""
+        from ganctl import ppl
+
+        how = self.settings.ppl_distance
+        if how == "lpips":
+            distance, backbone = ppl.lpips_distance(self.device), "lpips vgg16 (torch-fidelity)"
+        elif how == "judge":
+            if self.backbone.kind != "judge":
+                raise GanctlError("metrics.ppl_distance=judge measures with the judge of metrics.feature=judge:FILE; this run "
+                                  f"scores with the {self.backbone.name} backbone. Set the feature to a judge, or ppl_distance=lpips.")
+            distance, backbone = ppl.judge_distance(self.backbone.module), f"squared distance of {self.backbone.name}"
+        elif critic is not None:
+            distance, backbone = ppl.discriminator_distance(critic), "squared distance of D's features (its last weighted layer's input)"
+        else:
+            raise GanctlError("metrics.ppl_distance=discriminator measures with the run's own discriminator, which this "
+                              "evaluation does not have: score a checkpoint (ganctl eval RUN), or use judge or lpips.")
+        with torch.random.fork_rng(devices=[]):
+            values = ppl.distances(sampler, "w" if name == "ppl_wend" else "z", self.settings.num_fake, self.settings.seed,
+                                   distance, labels, self.settings.batch_size)
+        card = self.card(name, ppl.filtered_mean(values), None, self.settings.num_fake, step)
+        card["options"].update(epsilon=ppl.EPSILON, space="w" if name == "ppl_wend" else "z", sampling="end",
+                               percentiles=list(ppl.PERCENTILES), distance=how)
+        card.update(backbone=backbone, num_real=None, weights_sha256=None if how != "judge" else card["weights_sha256"],
+                    resize="none", library="ganctl (stylegan2-ada's perceptual path length)")
+        return card
 
     @torch.no_grad()
     def score(self, batches: Iterable[torch.Tensor], step: int, labels: Optional[torch.Tensor] = None) -> list[dict[str, Any]]:
@@ -482,6 +535,11 @@ class Evaluator:
                 if name in KNN_METRICS:
                     cards.append(self.card(name, neighbours[name], None, num_fake, step))
                     continue
+                if name in JUDGE_METRICS:
+                    cards += self.verdict(name, logits, labels, step)
+                    continue
+                if name in PPL_NAMES:
+                    continue  # scored from the generator itself (`__call__`)
                 metric = self.metrics[name]
                 metric.reset()  # fake features only: the real ones stay (reset_real_features=False)
                 if name == "is":
@@ -498,6 +556,31 @@ class Evaluator:
             if labels is not None and self.classes is not None:
                 for name in self.class_metrics:
                     cards += self.intra_class(name, features, labels, step)
+        return cards
+
+    def verdict(self, name: str, logits: torch.Tensor, labels: Optional[torch.Tensor], step: int) -> list[dict[str, Any]]:
+        """A judge's verdict on the images from its class logits (N, K): class_balance, one card; or
+        judge_accuracy (the images' `labels`: the generator's classes asked for), overall and a card per class."""
+        predicted = logits.argmax(1)
+        judge_classes = self.backbone.classes
+        if name == "class_balance":
+            value, options = judge.class_balance(predicted, len(judge_classes))
+            card = self.card(name, value, None, len(predicted), step)
+            card["options"].update(options, classes=judge_classes, present_share=judge.PRESENT_SHARE)
+            return [card]
+        if labels is None or self.classes is None:
+            raise GanctlError("judge_accuracy scores a conditional generator's samples by the classes they were asked for; "
+                              "these images have no such classes (a folder of images, or an unconditional generator).")
+        requested = torch.tensor([judge_classes.index(self.classes[index]) for index in labels.tolist()])
+        overall, per_class = judge.accuracy_by_class(predicted, requested, len(judge_classes))
+        cards = [self.card(name, overall, None, len(predicted), step)]
+        for index, class_name in enumerate(self.classes):
+            share = per_class[judge_classes.index(class_name)]
+            if share is None:
+                continue
+            card = self.card(name, share, None, int((labels == index).sum()), step)
+            card.update(metric=f"{name}/{class_name}", **{"class": class_name, "class_index": index})
+            cards.append(card)
         return cards
 
     def nearest_neighbour_metrics(self, features: torch.Tensor) -> dict[str, float]:
@@ -562,11 +645,16 @@ class Evaluator:
                            else "Naeem et al. 2020 (real k-NN balls)")
         from importlib.metadata import version
 
+        library = (f"torch-fidelity {version('torch-fidelity')}" if name in ("precision", "recall") else
+                   "ganctl (k-NN on the same features)" if name in KNN_METRICS else
+                   "ganctl (the judge's predictions)" if name in JUDGE_METRICS else f"torchmetrics {version('torchmetrics')}")
         return {
             "metric": name,
             "value": value,
             "std": std,
             "step": step,
+            "protocol": self.protocol,
+            **({"protocol_changes": self.protocol_changes} if self.protocol_changes else {}),
             "num_real": self.num_real,
             "num_fake": num_fake,
             "split": self.settings.split,
@@ -577,8 +665,7 @@ class Evaluator:
             "weights_sha256": self.backbone.weights_sha256,
             "resize": self.backbone.resize,
             "options": options,
-            "library": (f"torch-fidelity {version('torch-fidelity')}" if name in ("precision", "recall") else
-                        "ganctl (k-NN on the same features)" if name in KNN_METRICS else f"torchmetrics {version('torchmetrics')}"),
+            "library": library,
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 

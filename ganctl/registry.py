@@ -42,6 +42,11 @@ GENERATOR_LOSSES = tuple(f"ganctl.losses.{name}_generator_loss" for name in ("bc
 OPTIMIZERS = tuple(f"torch.optim.{name}" for name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "SGD", "Adagrad", "Adadelta"))
 DATASETS = tuple(f"ganctl.data.{name}" for name in ("mnist", "fashion_mnist", "cifar10", "celeba", "folder", "quickdraw"))
 FEATURES = ("ganctl.metrics.PooledPixels",)
+# What metrics.feature may name as a word (ganctl/metrics.py, ganctl/features.py): auto (the bundled
+# judge for the bundled digits, else inception), the pretrained backbones; or `judge:FILE`, a judge's
+# weights file (ganctl/judge.py: read with weights_only, its network one of ganctl's own).
+FEATURE_NAMES = ("auto", "inception", "dinov2", "dinov2-vits14", "dinov2-vitb14", "dinov2-vitl14", "dinov2-vitg14", "clip")
+JUDGE_PREFIX = "judge:"
 REGULARISERS = tuple(f"ganctl.regularisers.{name}" for name in ("R1", "R2", "GradientPenalty", "PathLength", "WeightClip"))
 CALLBACKS = ("ganctl.sweep.SweepSummary", "hydra.experimental.callbacks.LogJobReturnCallback")
 TRACKERS = tuple(f"ganctl.trackers.{name}" for name in ("TensorBoard", "CSV", "MLflow", "WandB"))

@@ -262,3 +262,20 @@ class Sampler:
                 f"({str(error).strip().splitlines()[0][:200]}): the file is not a complete ganctl checkpoint."
             ) from None
         return cls(generator.to(device).eval(), weights, classes if conditioning.conditional else None, truncation, threshold)
+
+
+def critic_from_checkpoint(state: dict[str, Any], device: torch.device) -> nn.Module:
+    """D as a checkpoint stores it, rebuilt from its own config, in eval mode (what `ganctl eval` measures
+    perceptual path length with, metrics.ppl_distance=discriminator)."""
+    data = state["data"]
+    conditioning = conditioning_of(state["config"], data.get("classes"))
+    critic = build_discriminator(state["config"]["model"]["discriminator"], data["channels"], data["image_size"], conditioning)
+    try:
+        critic.load_state_dict(state["discriminator"])
+    except (KeyError, RuntimeError, TypeError) as error:
+        raise GanctlError(
+            f"The checkpoint's discriminator weights do not fit the discriminator its config describes "
+            f"({str(error).strip().splitlines()[0][:200]}): the file is not a complete ganctl checkpoint."
+        ) from None
+    return critic.to(device).eval().requires_grad_(False)
+

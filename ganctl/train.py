@@ -163,7 +163,7 @@ class RunOutputs:
         """Metric cards to metrics.jsonl and TensorBoard; checkpoints/best.pt when the best metric improves."""
         from ganctl import metrics
 
-        self.cards = evaluator(self.gan.sampler, step)
+        self.cards = evaluator(self.gan.sampler, step, self.gan.discriminator)
         metrics.append_jsonl(self.run_dir, self.cards)
         logger.scalars(metrics.scalars(self.cards), step)
         card = next(card for card in self.cards if card["metric"] == self.cfg.metrics.best)
@@ -202,7 +202,7 @@ def build_evaluator(cfg: DictConfig, data: Any, gan: GAN, device: torch.device) 
     from ganctl import metrics
 
     real = data if cfg.metrics.split == "train" else datasets.build(cfg.dataset, device, cfg.metrics.split, gan.conditional)
-    return metrics.Evaluator(cfg.metrics, real, device, classes=gan.classes)
+    return metrics.Evaluator(config.resolved_metrics(cfg.metrics, cfg.dataset), real, device, classes=gan.classes)
 
 
 def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]] = None) -> RunResult:

@@ -280,18 +280,28 @@ def test_the_inception_path_offline_with_stand_in_weights(tmp_path: Path, offlin
 def test_config_checks() -> None:
     cfg, _ = compose_config()
     config.check(cfg)
-    assert cfg.train.eval_every == 0 and cfg.metrics.feature == "inception" and cfg.metrics.best in cfg.metrics.names
+    assert cfg.train.eval_every == 0 and cfg.metrics.feature == "auto" and cfg.metrics.best in cfg.metrics.names
+    # auto: the bundled digits' judge for MNIST, Inception for anything else
+    assert config.auto_feature(cfg.metrics.feature, cfg.dataset) == "judge:digits"
+    assert config.auto_feature("auto", compose_config("dataset=cifar10")[0].dataset) == "inception"
     for override, message in [
         ("metrics.names=[fid,fdi]", "Unknown metric 'fdi'"),
         ("metrics.best=is", "metrics.best=is must be one of metrics.names"),
         ("metrics.num_fake=1", "metrics.num_fake must be at least 2"),
         ("metrics.split=val", "metrics.split must be train or test"),
-        ("metrics.feature=resnet", "metrics.feature must be inception or a node with _target_"),
+        ("metrics.feature=resnet", "metrics.feature must be one of auto, inception, dinov2"),
+        ("metrics.resize=bicubic", "metrics.resize must be tf1"),
+        ("metrics.protocol=fid10k", "Unknown protocol 'fid10k'"),
+        ("metrics.names=[fid,judge_accuracy]", "judge_accuracy is the share of each class's samples"),
+        ("metrics.ppl_distance=vgg", "metrics.ppl_distance must be one of lpips, discriminator, judge"),
         ("train.eval_every=-5", "train.eval_every must be 0"),
     ]:
         cfg, _ = compose_config(override)
         with pytest.raises(GanctlError, match=re.escape(message)):
             config.check(cfg)
+    cfg, _ = compose_config("metrics.feature=inception", "metrics.names=[fid,class_balance]")
+    with pytest.raises(GanctlError, match="class_balance is a judge's verdict"):
+        config.check(cfg)
     cfg, _ = compose_config("metrics.feature={_target_:ganctl.metrics.PooledPixels,size:4}")
     config.check(cfg)
 
