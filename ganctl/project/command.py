@@ -26,7 +26,7 @@ from ganctl.pictures import captioned, check_animation_path, grid_frame, write_a
 from ganctl.projection import (Combined, DiscriminatorDistance, LPIPSDistance, NoDistance, Projection, Projector,
                                ProjectionSettings)
 from ganctl.sample.shared import chosen_classes, folder_name
-from ganctl.sampling import Sampler, build_discriminator, conditioning_of
+from ganctl.sampling import Sampler, critic_from_checkpoint
 
 
 def image_files(arguments: list[str]) -> list[Path]:
@@ -82,14 +82,7 @@ def perceptual_distance(state: dict, sampler: Sampler, weights: Optional[str], w
     if which in ("lpips", "both"):
         distances.append(LPIPSDistance(Path(weights).expanduser(), device))
     if which in ("d", "both"):
-        discriminator = build_discriminator(state["config"]["model"]["discriminator"], state["data"]["channels"],
-                                            state["data"]["image_size"], conditioning_of(state["config"], sampler.classes))
-        try:
-            discriminator.load_state_dict(state["discriminator"])
-        except (KeyError, RuntimeError) as error:
-            raise GanctlError(f"The checkpoint's discriminator weights do not fit the discriminator its config describes "
-                              f"({str(error).strip().splitlines()[0][:200]}): give --perceptual-weights for LPIPS instead.") from None
-        distances.append(DiscriminatorDistance(discriminator.to(device)))
+        distances.append(DiscriminatorDistance(critic_from_checkpoint(state, device)))
     return distances[0] if len(distances) == 1 else Combined(distances)
 
 
