@@ -8,11 +8,13 @@ from helpers import TINY, TINY_DCGAN
 @pytest.fixture(scope="session", autouse=True)
 def private_caches(tmp_path_factory: pytest.TempPathFactory):
     """Nothing the suite runs writes outside its temporary directories: ganctl's caches (decoded
-    datasets, real-image features), matplotlib's and W&B's go under the session's own (subprocesses
+    datasets, real-image features), matplotlib's, W&B's and the config folders of the tools the tests start
+    (Chromium's crash-report settings, MLflow's) go under the session's own (subprocesses
     inherit the environment). A test that is about a cache's place sets its own."""
     root = tmp_path_factory.mktemp("caches")
     patch = pytest.MonkeyPatch()
-    for variable, folder in (("GANCTL_CACHE_DIR", "ganctl"), ("XDG_CACHE_HOME", "xdg"), ("MPLCONFIGDIR", "matplotlib"),
+    for variable, folder in (("GANCTL_CACHE_DIR", "ganctl"), ("XDG_CACHE_HOME", "xdg"), ("XDG_CONFIG_HOME", "xdg-config"),
+                             ("MPLCONFIGDIR", "matplotlib"),
                              ("WANDB_DIR", "wandb"), ("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_CONFIG_DIR", "wandb-config"),
                              ("WANDB_DATA_DIR", "wandb-data")):  # (W&B stages artifacts there: ~/.local/share/wandb)
         patch.setenv(variable, str(root / folder))
