@@ -71,8 +71,9 @@ class ConvGenerator(nn.Module):
         self.latent_dim = latent_dim
         layer_count = len(filters) + 1
         _check_lengths("generator", {"kernel_sizes": kernel_sizes, "strides": strides, "upsample": upsample}, layer_count)
+        inputs = conditioning.generator_input()  # built once: its embedding draws from the RNG
         layers: list[nn.Module] = [
-            *conditioning.generator_input(),  # (B, Z) -> (B, Z + E) when the label joins the latent
+            *inputs,  # (B, Z) -> (B, Z + E) when the label joins the latent
             nn.Linear(conditioning.generator_input_size(latent_dim), initial_channels * initial_size**2),
             _keras_batch_norm(batch_norm_momentum, initial_channels * initial_size**2, 1, conditioning),
             activation_layer(activation),
@@ -104,7 +105,7 @@ class ConvGenerator(nn.Module):
             )
         layers.append(nn.Tanh())
         self.net = LabelledSequential(*layers)
-        self.first_layer = len(conditioning.generator_input())  # the index in net of the layer reading the latent
+        self.first_layer = len(inputs)  # the index in net of the layer reading the latent
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

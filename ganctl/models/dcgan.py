@@ -62,8 +62,9 @@ class DCGANGenerator(nn.Module):
         self.latent_dim = latent_dim
         start, stages = dcgan_layout(image_size)
         width = base_filters * 2 ** (stages - 1)
+        inputs = conditioning.generator_input()  # built once: its embedding draws from the RNG
         layers: list[nn.Module] = [
-            *conditioning.generator_input(),  # (B, Z, 1, 1) -> (B, Z + E, 1, 1) when the label joins the latent
+            *inputs,  # (B, Z, 1, 1) -> (B, Z + E, 1, 1) when the label joins the latent
             nn.ConvTranspose2d(conditioning.generator_input_size(latent_dim), width, start, 1, 0, bias=False),  # (B, width, s, s)
             conditioning.batch_norm(width),
             nn.ReLU(inplace=True),
@@ -77,7 +78,7 @@ class DCGANGenerator(nn.Module):
                 width //= 2
         layers += [*_upsample(upsample, width, channels), nn.Tanh()]  # (B, C, H, W)
         self.net = LabelledSequential(*layers)
-        self.first_layer = len(conditioning.generator_input())  # the index in net of the layer reading the latent
+        self.first_layer = len(inputs)  # the index in net of the layer reading the latent
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:

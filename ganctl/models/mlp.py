@@ -29,7 +29,8 @@ class MLPGenerator(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.image_shape = (channels, image_size, image_size)
-        layers: list[nn.Module] = [*conditioning.generator_input()]  # (B, Z) -> (B, Z + E) when the label joins
+        inputs = conditioning.generator_input()  # built once: its embedding draws from the RNG
+        layers: list[nn.Module] = [*inputs]  # (B, Z) -> (B, Z + E) when the label joins
         width = conditioning.generator_input_size(latent_dim)
         for size in hidden:
             layers += [
@@ -40,7 +41,7 @@ class MLPGenerator(nn.Module):
             width = size
         layers += [nn.Linear(width, math.prod(self.image_shape)), nn.Tanh()]
         self.net = LabelledSequential(*layers)
-        self.first_layer = len(conditioning.generator_input())  # the index in net of the layer reading the latent
+        self.first_layer = len(inputs)  # the index in net of the layer reading the latent
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         return self.net(z, labels).view(-1, *self.image_shape)
