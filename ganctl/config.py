@@ -298,6 +298,8 @@ class Schema:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logger: Dict[str, Any] = field(default_factory=dict)  # the trackers, by name (conf/logger/, ganctl.trackers)
     resume: Optional[str] = None
+    init_from: Optional[str] = None  # fine-tuning: a checkpoint or run directory whose G, D and EMA weights start a new run
+    init_strict: bool = False  # with init_from: refuse any tensor that would be re-initialised or is new
 
 
 ConfigStore.instance().store(name="schema", node=Schema)
@@ -340,6 +342,9 @@ def check(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "train.ada") is not None:
         AdaSettings.check(train.ada)
     check_schedules(cfg)
+    freeze = OmegaConf.select(cfg, "model.discriminator.freeze", default=0)
+    if not (isinstance(freeze, int) and freeze >= 0):
+        raise GanctlError(f"model.discriminator.freeze must be a whole number of D's blocks, 0 or more; got {freeze!r}.")
     image_size = OmegaConf.select(cfg, "dataset.image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")
@@ -455,6 +460,8 @@ def judge_metrics(feature: Any, conditional: bool) -> list[str]:
 # ---------------------------------------------------------------- keys and optimizer settings
 
 HYDRA_KEYWORDS = ("_target_", "_partial_")
+# Settings a component's node holds for ganctl's build, beside its callable's keywords (by the node's path).
+BUILD_SETTINGS = {"model.discriminator": ("freeze",)}  # FreezeD: `sampling.build_discriminator`
 # Optimizer keywords that depend on the device the run trains on: not tried out on a CPU tensor.
 DEVICE_KEYWORDS = ("fused", "capturable")
 
@@ -529,7 +536,7 @@ def check_keys(cfg: DictConfig) -> None:
                     raise unknown_key(f"{path}.{key}" if path else str(key), known)
         parameters = keyword_parameters(node._target_) if "_target_" in node else None
         for key in node.keys() if parameters is not None else ():
-            if key not in HYDRA_KEYWORDS and key not in [p.name for p in parameters]:
+            if key not in HYDRA_KEYWORDS and key not in BUILD_SETTINGS.get(path, ()) and key not in [p.name for p in parameters]:
                 settings = settings_of(parameters, node)
                 raise unknown_key(f"{path}.{key}", [f"{path}.{k}" for k in settings],
                                   takes=takes_message(path, node._target_, settings))

@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
+from ganctl.models.capabilities import blocks_joining
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import spectrally_normalised
 
@@ -294,6 +295,10 @@ class BigGANDiscriminator(nn.Module):
         self.output = LabelledSequential(conditioning.critic_output(nn.Linear(widths[-1], 1), widths[-1]))
         initialise(self, init)
         _spectrally_normalise(self, (nn.Conv2d, nn.Linear, nn.Embedding))
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """The residual down-blocks, first to last (self-attention with the block before it), for FreezeD."""
+        return blocks_joining(self.blocks, (CriticBlock,))
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each block's output (B, C, h, w), first to last."""

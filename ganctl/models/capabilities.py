@@ -7,14 +7,16 @@ members), so that sampling, the regularisers and the CLI ask one question the sa
     isinstance(generator, NoisyGenerator)       # noise inputs that projection optimises (StyleGAN2's)
     isinstance(generator, FirstLayerGenerator)  # the linear map its first layer applies (SeFa directions)
     isinstance(discriminator, FeatureDiscriminator)  # its intermediate features (projection's perceptual distance)
+    isinstance(discriminator, BlockDiscriminator)    # its blocks from the image side (FreezeD: model.discriminator.freeze)
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Optional, Protocol, runtime_checkable
+from typing import Iterable, Optional, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 
 @runtime_checkable
@@ -80,3 +82,26 @@ class FeatureDiscriminator(Protocol):
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """D's activations after each hidden layer or block, first to last, (B, C, h, w) or (B, F) each."""
         ...
+
+
+@runtime_checkable
+class BlockDiscriminator(Protocol):
+    """A discriminator made of blocks that FreezeD (Mo et al. 2020) can hold fixed, counted from the
+    image side: `model.discriminator.freeze=N` freezes the first N of them."""
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, each holding every weight of that block (a self-attention
+        layer goes with the block before it); the label's layers and the output head are none of them."""
+        ...
+
+
+def blocks_joining(layers: Iterable[nn.Module], starts: tuple[type, ...]) -> list[nn.Module]:
+    """`layers` grouped into blocks: a layer of a type in `starts` opens a new block, any other joins
+    the open one (layers before the first opener belong to no block)."""
+    blocks: list[list[nn.Module]] = []
+    for layer in layers:
+        if isinstance(layer, starts):
+            blocks.append([])
+        if blocks:
+            blocks[-1].append(layer)
+    return [nn.ModuleList(block) for block in blocks]

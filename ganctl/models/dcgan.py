@@ -10,6 +10,7 @@ from torch import nn
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
+from ganctl.models.capabilities import blocks_joining
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import MinibatchStd, dcgan_init, spectrally_normalised
 
@@ -150,3 +151,8 @@ class DCGANDiscriminator(nn.Module):
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         return self.net.activations(images, labels)  # (B, C, h, w) after each strided conv
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """Each strided conv with its norm (the first: the conv from the image), for FreezeD; the last conv
+        (and the label's projection or classifier on it) is the output, no block."""
+        return blocks_joining(list(self.net)[:-1], (nn.Conv2d,))

@@ -301,6 +301,16 @@ class R3GANDiscriminator(nn.Module):
             self.embedding = nn.Embedding(self.num_classes, widths[-1])
             nn.init.normal_(self.embedding.weight, 0.0, 1 / math.sqrt(widths[-1]) / math.sqrt(self.num_classes))
 
+    def image_side_blocks(self) -> list[nn.Module]:
+        """Each residual block from the image side, for FreezeD: the 1x1 conv from the image goes with
+        the first, each stage's down-sampling with its last block; the last stage's basis is the output."""
+        blocks = [nn.ModuleList([block]) for stage in self.stages for block in stage[:-1]]
+        blocks[0].insert(0, self.input)
+        ends = [sum(len(stage) - 1 for stage in self.stages[: index + 1]) - 1 for index in range(len(self.stages) - 1)]
+        for stage, end in zip(self.stages, ends):  # (the last stage's transition is the basis: the output)
+            blocks[end].append(stage[-1])
+        return blocks
+
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each stage's output (B, C, h, w), first to last, the last before its basis: no batch statistics."""
         features, x = [], self.input(images)

@@ -468,6 +468,11 @@ class StyleGAN2Discriminator(nn.Module):
         self.out = FullyConnected(width, cmap_dim or 1)
         self.cmap_dim = cmap_dim
 
+    def image_side_blocks(self) -> list[nn.Module]:
+        """One block per resolution from the image's down (the first with its fromRGB), for FreezeD;
+        the 4x4 epilogue (minibatch std, conv, fully connected layers) is the output."""
+        return list(self.blocks)
+
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each block's output (B, C_r, r/2, r/2), first to last (before the minibatch std)."""
         features, x = [], None
