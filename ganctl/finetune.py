@@ -175,5 +175,6 @@ def describe(lineage: Lineage) -> str:
     frozen = lineage["frozen"]
     reinitialised = sum(len(names) for names in lineage["reinitialised"].values())
     new = sum(len(names) for names in lineage["new"].values())
-    return (f"Lineage: fine-tuned from {chain}; D's first {frozen['blocks']} blocks frozen ({frozen['parameters']:,} "
-            f"parameters); {reinitialised} tensors re-initialised, {new} new")
+    blocks = frozen["blocks"]
+    return (f"Lineage: fine-tuned from {chain}; D's first {blocks} block{'s' if blocks != 1 else ''} frozen "
+            f"({frozen['parameters']:,} parameters); {reinitialised} tensors re-initialised, {new} new")

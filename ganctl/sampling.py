@@ -22,9 +22,9 @@ from torch import nn
 from ganctl import latents as latent_space
 from ganctl.config import is_conditional
 from ganctl.errors import GanctlError
-from ganctl.models.capabilities import BlockDiscriminator, NoisyGenerator
+from ganctl.models.capabilities import NoisyGenerator
 from ganctl.models.conditioning import Conditioning
-from ganctl.registry import build, plain
+from ganctl.registry import build
 
 GRID_CLASSES = 16  # a conditional run's training grid: one row per class, for the first 16 classes
 
@@ -37,35 +37,10 @@ def build_generator(node: Any, channels: int, image_size: int, conditioning: Con
 
 
 def build_discriminator(node: Any, channels: int, image_size: int, conditioning: Conditioning) -> nn.Module:
-    """D from its config node, like `build_generator`; with `freeze: N` in the node (FreezeD), its first
-    N blocks from the image side hold no gradient (`freeze_blocks`)."""
-    settings = plain(node)
-    freeze = settings.pop("freeze", 0)  # ganctl's setting, not the network's (absent before FreezeD: none)
-    discriminator = build(settings, "model.discriminator", channels=channels, image_size=image_size, conditioning=conditioning)
+    """D from its config node, like `build_generator`."""
+    discriminator = build(node, "model.discriminator", channels=channels, image_size=image_size, conditioning=conditioning)
     conditioning.check(discriminator, "discriminator")
-    freeze_blocks(discriminator, freeze)
     return discriminator
-
-
-def freeze_blocks(discriminator: nn.Module, count: int) -> int:
-    """FreezeD (Mo et al. 2020): D's first `count` blocks from the image side keep their weights
-    (requires_grad off, so no gradient, and the GAN's optimizer leaves them out: neither Adam's moments
-    nor weight decay can move them). Returns the number of parameters frozen; a D without blocks, or
-    with fewer, is refused."""
-    if not count:
-        return 0
-    if not isinstance(discriminator, BlockDiscriminator):
-        raise GanctlError(f"model.discriminator.freeze={count}: {type(discriminator).__name__} has no blocks to freeze "
-                          "(FreezeD works with dcgan, wgan, wgangp, sngan, biggan, stylegan2 and r3gan's discriminators); "
-                          "set model.discriminator.freeze=0.")
-    blocks = discriminator.image_side_blocks()
-    if count > len(blocks):
-        raise GanctlError(f"model.discriminator.freeze={count}: {type(discriminator).__name__} has {len(blocks)} blocks "
-                          f"here (its output layers train in any case); freeze at most {len(blocks)}.")
-    frozen = [parameter for block in blocks[:count] for parameter in block.parameters()]
-    for parameter in frozen:
-        parameter.requires_grad_(False)
-    return sum(parameter.numel() for parameter in frozen)
 
 
 def conditioning_of(cfg: Any, classes: Optional[list[str]]) -> Conditioning:

@@ -253,7 +253,8 @@ def train_on(
     log_versions(device)
     frozen = sum(parameter.numel() for parameter in gan.discriminator.parameters() if not parameter.requires_grad)
     if frozen and group.main:
-        message = f"FreezeD: D's first {cfg.model.discriminator.freeze} blocks are frozen ({frozen:,} parameters)"
+        blocks = cfg.model.discriminator.freeze
+        message = f"FreezeD: D's first {blocks} block{'s' if blocks != 1 else ''} frozen ({frozen:,} parameters)"
         log.info(message)
         console.print(message)
     if lineage is not None:

@@ -18,6 +18,8 @@ from typing import Iterable, Optional, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from ganctl.errors import GanctlError
+
 
 @runtime_checkable
 class StyleGenerator(Protocol):
@@ -105,3 +107,24 @@ def blocks_joining(layers: Iterable[nn.Module], starts: tuple[type, ...]) -> lis
         if blocks:
             blocks[-1].append(layer)
     return [nn.ModuleList(block) for block in blocks]
+
+
+def freeze_blocks(discriminator: nn.Module, count: int) -> int:
+    """FreezeD (Mo et al. 2020): D's first `count` blocks from the image side keep their weights
+    (requires_grad off, so no gradient, and the GAN's optimizer leaves them out: neither Adam's moments
+    nor weight decay can move them). Returns the number of parameters frozen; a D without blocks, or
+    with fewer, is refused."""
+    if not count:
+        return 0
+    if not isinstance(discriminator, BlockDiscriminator):
+        raise GanctlError(f"model.discriminator.freeze={count}: {type(discriminator).__name__} has no blocks to freeze "
+                          "(FreezeD works with dcgan, wgan, wgangp, sngan, biggan, stylegan2 and r3gan's discriminators); "
+                          "set model.discriminator.freeze=0.")
+    blocks = discriminator.image_side_blocks()
+    if count > len(blocks):
+        raise GanctlError(f"model.discriminator.freeze={count}: {type(discriminator).__name__} has {len(blocks)} blocks "
+                          f"here (its output layers train in any case); freeze at most {len(blocks)}.")
+    frozen = [parameter for block in blocks[:count] for parameter in block.parameters()]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return sum(parameter.numel() for parameter in frozen)

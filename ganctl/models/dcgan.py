@@ -10,7 +10,7 @@ from torch import nn
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
-from ganctl.models.capabilities import blocks_joining
+from ganctl.models.capabilities import blocks_joining, freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import MinibatchStd, dcgan_init, spectrally_normalised
 
@@ -107,7 +107,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(
         self, base_filters: int, channels: int, image_size: int, norm: str = "batch", spectral_norm: bool = False,
-        attention: Optional[int] = None, minibatch_std: int = 0, conditioning: Conditioning = UNCONDITIONAL,
+        attention: Optional[int] = None, minibatch_std: int = 0, freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         start, stages = dcgan_layout(image_size)
@@ -145,6 +145,7 @@ class DCGANDiscriminator(nn.Module):
                 warn("model.discriminator.spectral_norm=true with norm=batch: spectral norm bounds each layer, but "
                      "BatchNorm rescales by the batch's statistics and undoes the bound (SNGAN's critic has no "
                      "BatchNorm). Set model.discriminator.norm=none with spectral norm.")
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.errors import GanctlError
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
 
@@ -280,7 +281,7 @@ class R3GANDiscriminator(nn.Module):
         blocks: Sequence[int] = (2, 2, 2, 2),
         expansion: int = 2,
         width: Optional[int] = None,
-        conditioning: Conditioning = UNCONDITIONAL,
+        freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         check_conditioning(conditioning, "discriminator", "projection")
@@ -300,6 +301,7 @@ class R3GANDiscriminator(nn.Module):
         if self.num_classes:  # the reference's projection: <D's output vector, a linear map of the one-hot label>
             self.embedding = nn.Embedding(self.num_classes, widths[-1])
             nn.init.normal_(self.embedding.weight, 0.0, 1 / math.sqrt(widths[-1]) / math.sqrt(self.num_classes))
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
 
     def image_side_blocks(self) -> list[nn.Module]:
         """Each residual block from the image side, for FreezeD: the 1x1 conv from the image goes with

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.errors import GanctlError
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
 from ganctl.models.layers import MinibatchStd
@@ -440,7 +441,7 @@ class StyleGAN2Discriminator(nn.Module):
         mbstd_channels: int = 1,
         mapping_layers: int = 8,
         conv_clamp: Optional[float] = None,
-        conditioning: Conditioning = UNCONDITIONAL,
+        freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         check_shape(channels, image_size)
@@ -467,6 +468,7 @@ class StyleGAN2Discriminator(nn.Module):
         self.fc = FullyConnected(width * 16, width, activation=True)
         self.out = FullyConnected(width, cmap_dim or 1)
         self.cmap_dim = cmap_dim
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
 
     def image_side_blocks(self) -> list[nn.Module]:
         """One block per resolution from the image's down (the first with its fromRGB), for FreezeD;
