@@ -176,5 +176,6 @@ def describe(lineage: Lineage) -> str:
     reinitialised = sum(len(names) for names in lineage["reinitialised"].values())
     new = sum(len(names) for names in lineage["new"].values())
     blocks = frozen["blocks"]
-    return (f"Lineage: fine-tuned from {chain}; D's first {blocks} block{'s' if blocks != 1 else ''} frozen "
-            f"({frozen['parameters']:,} parameters); {reinitialised} tensors re-initialised, {new} new")
+    held = (f"D's first {blocks} block{'s' if blocks != 1 else ''} frozen ({frozen['parameters']:,} parameters)" if blocks
+            else "nothing frozen")
+    return f"Lineage: fine-tuned from {chain}; {held}; {reinitialised} tensors re-initialised, {new} new"
