@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ganctl import checkpoint, config, finetune
+from ganctl import checkpoint, config, finetune, sweep
 from ganctl.errors import GanctlError
 from ganctl.gan import GAN
 from helpers import TINY, TINY_DCGAN, build_gan, compose_config, run, run_cli
@@ -152,3 +152,19 @@ def test_a_malformed_lineage_is_refused_and_none_is_fine(tiny_run: Path, tmp_pat
     checkpoint.save({**state, "lineage": {"parents": [{"checksum": 3}]}}, tmp_path / "bad.pt")
     with pytest.raises(GanctlError, match="lineage missing or malformed"):
         checkpoint.load(tmp_path / "bad.pt")
+
+
+def test_summary_shows_the_parent_of_a_fine_tuned_job(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    lineage = {"parents": [{"path": "/runs/b/checkpoints/last.pt", "step": 200, "checksum": "ab"},
+                           {"path": "/runs/a/checkpoints/last.pt", "step": 300, "checksum": "cd"}]}
+    assert sweep.parent_of({"lineage": lineage}) == "/runs/b/checkpoints/last.pt step 200 (+1 before it)"
+    assert sweep.parent_of({}) == ""
+    row = {"job": 0, "values": {}, "status": "finished", "detail": "", "objective": 0.25, "objective_source": "d_gap",
+           "d_loss": 1.2, "g_loss": 0.7, "images_per_second": 100.0, "wall_seconds": 10.0, "steps": 4,
+           "run_dir": str(tmp_path / "0"), "loss": "bce", "parent": sweep.parent_of({"lineage": lineage})}
+    console = Console(record=True, width=300)
+    sweep.print_table(tmp_path, [row], console)
+    text = console.export_text()
+    assert "fine-tuned from" in text and "/runs/b/checkpoints/last.pt step 200 (+1 before it)" in text
