@@ -168,3 +168,24 @@ def test_summary_shows_the_parent_of_a_fine_tuned_job(tmp_path: Path) -> None:
     sweep.print_table(tmp_path, [row], console)
     text = console.export_text()
     assert "fine-tuned from" in text and "/runs/b/checkpoints/last.pt step 200 (+1 before it)" in text
+
+
+@pytest.mark.parametrize("name", ["dcgan", "sngan", "biggan", "stylegan2", "r3gan"])
+def test_every_family_with_blocks_freezes_its_first_ones(name: str) -> None:
+    from ganctl import models
+
+    built = {
+        "dcgan": lambda freeze: models.DCGANDiscriminator(8, 1, 32, freeze=freeze),
+        "sngan": lambda freeze: models.ResNetDiscriminator(1, 32, width=4, freeze=freeze),
+        "biggan": lambda freeze: models.BigGANDiscriminator(1, 32, width=2, freeze=freeze),
+        "stylegan2": lambda freeze: models.StyleGAN2Discriminator(1, 32, channel_base=256, channel_max=16, freeze=freeze),
+        "r3gan": lambda freeze: models.R3GANDiscriminator(1, 32, widths=(8,) * 4, cardinalities=(2,) * 4, blocks=(1,) * 4,
+                                                         freeze=freeze),
+    }[name]
+    discriminator = built(2)
+    blocks = discriminator.image_side_blocks()
+    frozen = {id(p) for block in blocks[:2] for p in block.parameters()}
+    assert frozen and all(not p.requires_grad for block in blocks[:2] for p in block.parameters())
+    assert all(p.requires_grad for p in discriminator.parameters() if id(p) not in frozen)
+    assert any(p.requires_grad for p in blocks[2].parameters())
+    assert all(p.requires_grad for p in built(0).parameters())

@@ -131,7 +131,8 @@ class ConvDiscriminator(nn.Module):
         batch_norm_momentum: float | None = None,
         dropout: float | None = None,
         activation: str = "relu",
-        freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL,
+        freeze: int = 0,
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         _check_lengths("discriminator", {"kernel_sizes": kernel_sizes, "strides": strides}, len(filters))

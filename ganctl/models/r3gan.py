@@ -45,8 +45,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ganctl.models.capabilities import freeze_blocks
 from ganctl.errors import GanctlError
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
 
 ACTIVATION_GAIN = math.sqrt(2 / (1 + 0.2**2))  # leaky ReLU(0.2)'s: keeps activations' variance through a layer
@@ -281,7 +281,8 @@ class R3GANDiscriminator(nn.Module):
         blocks: Sequence[int] = (2, 2, 2, 2),
         expansion: int = 2,
         width: Optional[int] = None,
-        freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL,
+        freeze: int = 0,
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         check_conditioning(conditioning, "discriminator", "projection")

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganctl.models.capabilities import freeze_blocks
 from ganctl.errors import GanctlError
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
 from ganctl.models.layers import MinibatchStd
 
@@ -441,7 +441,8 @@ class StyleGAN2Discriminator(nn.Module):
         mbstd_channels: int = 1,
         mapping_layers: int = 8,
         conv_clamp: Optional[float] = None,
-        freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL,
+        freeze: int = 0,
+        conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         check_shape(channels, image_size)
