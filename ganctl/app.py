@@ -73,6 +73,9 @@ def discard_refused_run(run_dir: Path) -> None:
 
 def run(cfg: DictConfig, hydra_cfg: DictConfig):
     """One training run from the composed config, or from a checkpoint's stored one with `resume=`."""
+    if cfg.resume is not None and cfg.init_from is not None:
+        raise GanctlError("resume= continues a run and init_from= starts a new one from a checkpoint's weights: pass one "
+                          "of them, not both.")
     if cfg.resume is None:
         with_protocol(cfg, list(hydra_cfg.overrides.task))
         config.check(cfg)  # its value checks need no torch: a mistake is answered before torch loads

@@ -52,7 +52,7 @@ from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used t
 FORMAT = "ganctl-checkpoint"
 VERSION = 3  # 3: regularisers as units (loss.regularisers); 2: the checksum in the zip comment; 1 (before it): none
 # What a run stores beside the GAN's own state dict entries (which sit at the top level too).
-RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data")
+RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data", "lineage")
 
 class DataShape(TypedDict, total=False):
     channels: int
@@ -74,6 +74,7 @@ class Checkpoint(TypedDict, total=False):
     best: Optional[dict[str, Any]]  # the best metric's value and step (checkpoints/best.pt)
     rng: dict[str, Any]
     data: DataShape
+    lineage: dict[str, Any]  # a fine-tuned run's only (`finetune.Lineage`): its parents, what was frozen and re-initialised
     generator: dict[str, Any]  # (from here on: `gan.GAN.state_dict()`)
     discriminator: dict[str, Any]
     generator_ema: Optional[dict[str, Any]]
@@ -92,14 +93,15 @@ COMMENT_LENGTH = len(CHECKSUM_MARK) + 32  # the mark and the hex digest
 
 def training_state(
     gan_state: dict[str, Any], *, step: int, wall_seconds: float, config: dict, choices: dict,
-    metrics: list, best: Optional[dict], data: dict[str, Any], device: torch.device,
+    metrics: list, best: Optional[dict], data: dict[str, Any], device: torch.device, lineage: Optional[dict] = None,
 ) -> Checkpoint:
     """A checkpoint: the GAN's state dict, the RNG states and what the run needs to go on from `step`
-    (the resolved config, the chosen options, the data's shape, the latest metric cards)."""
+    (the resolved config, the chosen options, the data's shape, the latest metric cards), and a
+    fine-tuned run's lineage (an optional key: other runs' checkpoints have none)."""
     return {
         "format": FORMAT, "version": VERSION, "step": step, "wall_seconds": wall_seconds,
         "config": config, "choices": choices, "metrics": metrics, "best": best,
-        **gan_state, "rng": rng_states(device), "data": data,
+        **gan_state, "rng": rng_states(device), "data": data, **({"lineage": lineage} if lineage else {}),
     }
 
 
@@ -501,10 +503,34 @@ def check_layout(path: Path, state: dict[str, Any]) -> None:
             ("rng", restorable(state.get("rng"))),
             ("metrics", isinstance(state.get("metrics", []), list) and all(isinstance(card, dict) for card in state.get("metrics") or [])),
             ("best", state.get("best") is None or isinstance(state.get("best"), dict)),
+            ("lineage", valid_lineage(state.get("lineage"))),
         ) if not ok
     ]
     if problems:
         raise GanctlError(f"{path} is not a complete ganctl checkpoint: {', '.join(problems)} missing or malformed.")
+
+
+def valid_lineage(lineage: Any) -> bool:
+    """A fine-tuned run's lineage, when there is one: its parents, each with a checksum and a step."""
+    if lineage is None:
+        return True
+    parents = lineage.get("parents") if isinstance(lineage, dict) else None
+    return isinstance(parents, list) and bool(parents) and all(
+        isinstance(p, dict) and isinstance(p.get("checksum"), str) and isinstance(p.get("step"), int) for p in parents)
+
+
+def checksum(path: Path) -> str:
+    """A checkpoint file's checksum as ganctl computes it: the XXH3-128 written with it (which `load`
+    verifies), or for a file from before checksums the same hash of its bytes."""
+    with open(path, "rb") as file:
+        _, stored = stored_checksum(file)
+        if stored is not None:
+            return stored.decode()
+        digest = xxhash.xxh3_128()
+        file.seek(0)
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 def nesting(value: Any, limit: int) -> int:

@@ -298,6 +298,8 @@ class Schema:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logger: Dict[str, Any] = field(default_factory=dict)  # the trackers, by name (conf/logger/, ganctl.trackers)
     resume: Optional[str] = None
+    init_from: Optional[str] = None  # fine-tuning: a checkpoint or run directory whose G, D and EMA weights start a new run
+    init_strict: bool = False  # with init_from: refuse any tensor that would be re-initialised or is new
 
 
 ConfigStore.instance().store(name="schema", node=Schema)
@@ -340,6 +342,9 @@ def check(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "train.ada") is not None:
         AdaSettings.check(train.ada)
     check_schedules(cfg)
+    freeze = OmegaConf.select(cfg, "model.discriminator.freeze", default=0)
+    if not (isinstance(freeze, int) and freeze >= 0):
+        raise GanctlError(f"model.discriminator.freeze must be a whole number of D's blocks, 0 or more; got {freeze!r}.")
     image_size = OmegaConf.select(cfg, "dataset.image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")

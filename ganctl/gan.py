@@ -177,7 +177,8 @@ class GAN:
         loss.check_generator(generator)
         measured = fits.trial(generator, discriminator, cfg.model, conditioning.conditional)  # refuses what cannot run
         optimizer_g = speed.optimizer(build(cfg.optimizer.g, "optimizer.g"), generator.parameters(), device)
-        optimizer_d = speed.optimizer(build(cfg.optimizer.d, "optimizer.d"), discriminator.parameters(), device)
+        trained = [parameter for parameter in discriminator.parameters() if parameter.requires_grad]  # (FreezeD's are not)
+        optimizer_d = speed.optimizer(build(cfg.optimizer.d, "optimizer.d"), trained, device)
         auxiliary_weight = OmegaConf.select(cfg, "conditioning.auxiliary_weight", default=1.0)
         gan = cls(generator, discriminator, loss, optimizer_g, optimizer_d, cfg.train, device, group,
                   classes if conditioning.conditional else None, auxiliary_weight)

@@ -544,7 +544,19 @@ def read_job(run_dir: Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "loss": summary.get("loss"),  # the loss option, which sets the scale of the proxy objectives
         "signal": status.get("signal"),
+        "parent": parent_of(summary),
     }
+
+
+def parent_of(summary: dict[str, Any]) -> str:
+    """A fine-tuned job's nearest parent from its summary's lineage (`ganctl.finetune`), with how many
+    more generations lie behind it; "" for a job trained from scratch."""
+    parents = (summary.get("lineage") or {}).get("parents") or []
+    if not parents:
+        return ""
+    nearest = parents[0]
+    more = f" (+{len(parents) - 1} before it)" if len(parents) > 1 else ""
+    return f"{nearest.get('path')} step {nearest.get('step')}{more}"
 
 
 def detail(status: dict[str, Any]) -> str:
@@ -634,8 +646,10 @@ def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -
     if not console.is_terminal:
         console.width = 160  # a log file or pipe: no terminal to fit, keep one line per job
     table = Table(title=f"sweep {sweep_dir}", title_justify="left")
-    for name in ["job", *swept, "status", "objective", "d_loss", "g_loss", "img/s", "wall s", "run dir"]:
-        wraps = name in ("status", "run dir")
+    fine_tuned = any(row.get("parent") for row in rows)  # a column for the parents only when a job has one
+    for name in ["job", *swept, "status", "objective", "d_loss", "g_loss", "img/s", "wall s", "run dir",
+                 *(["fine-tuned from"] if fine_tuned else [])]:
+        wraps = name in ("status", "run dir", "fine-tuned from")
         table.add_column(name, overflow="fold", no_wrap=not wraps, min_width=12 if name == "status" else None)
     colour = {"finished": "green", "pruned": "magenta", "failed": "red", "interrupted": "yellow", "requeued": "yellow", "running": "cyan"}
     for row in rows:
@@ -646,6 +660,7 @@ def print_table(sweep_dir: Path, rows: list[dict[str, Any]], console: Console) -
             str(row["job"]), *(escape(row["values"][key]) for key in swept), status, number(row["objective"]),
             number(row["d_loss"]), number(row["g_loss"]), plain(row["images_per_second"]),
             plain(row["wall_seconds"], 1), str(run_dir.relative_to(sweep_dir) if run_dir.is_relative_to(sweep_dir) else run_dir),
+            *([escape(row.get("parent") or "")] if fine_tuned else []),
         )
     console.print(table)
     counts = {state: sum(row["status"] == state for row in rows) for state in colour}

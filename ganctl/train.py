@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, config, distributed, fits, plots, rundir, search, trackers
+from ganctl import checkpoint, config, distributed, finetune, fits, plots, rundir, search, trackers
 from ganctl import data as datasets
 from ganctl.console import console, word
 from ganctl.device import resolve_device
@@ -122,8 +122,9 @@ class RunOutputs:
     NaN-poisoned one), the fixed-latent grids, the metric cards and best.pt."""
 
     def __init__(self, run_dir: Path, cfg: DictConfig, choices: dict[str, str], gan: GAN, data_shape: dict[str, int],
-                 device: torch.device, resume: Optional[dict[str, Any]]) -> None:
+                 device: torch.device, resume: Optional[dict[str, Any]], lineage: Optional[dict[str, Any]] = None) -> None:
         self.run_dir, self.cfg, self.choices, self.gan, self.data_shape, self.device = run_dir, cfg, choices, gan, data_shape, device
+        self.lineage = lineage  # a fine-tuned run's (`finetune.Lineage`), in every checkpoint and the summary
         resume = resume or {}
         self.last_saved: int = resume.get("step", 0)  # the step checkpoints/last.pt holds (0: none yet)
         self.cards: list[dict[str, Any]] = resume.get("metrics") or []
@@ -138,7 +139,7 @@ class RunOutputs:
         return checkpoint.training_state(
             self.gan.state_dict(), step=step, wall_seconds=self.wall_before + time.perf_counter() - self.started,
             config=config, choices=dict(self.choices),
-            metrics=self.cards, best=self.best, data=self.data_shape, device=self.device,
+            metrics=self.cards, best=self.best, data=self.data_shape, device=self.device, lineage=self.lineage,
         )
 
     def save(self, step: int, periodic: bool) -> None:
@@ -229,7 +230,9 @@ def train_on(
     data = datasets.build(cfg.dataset, device, labels=config.is_conditional(cfg))  # labels refused if missing
     gan = GAN.from_config(cfg, data.channels, data.image_size, device, group, data.classes)
     fits.check_batch(gan.discriminator, gan.measured, batch_size, device)
-    start_step = 0
+    start_step, lineage = 0, (resume or {}).get("lineage")
+    if resume is None and OmegaConf.select(cfg, "init_from") is not None:  # fine-tuning: a new run from those weights
+        lineage = finetune.start_from(cfg.init_from, gan, cfg, data, strict=cfg.init_strict)
     if resume is not None:
         gan.load_state_dict(checkpoint.gan_state(resume))
         checkpoint.restore_rng_states(resume["rng"], device)
@@ -248,12 +251,20 @@ def train_on(
         sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps, torch.get_num_threads(),
     )
     log_versions(device)
+    frozen = sum(parameter.numel() for parameter in gan.discriminator.parameters() if not parameter.requires_grad)
+    if frozen and group.main:
+        blocks = cfg.model.discriminator.freeze
+        message = f"FreezeD: D's first {blocks} block{'s' if blocks != 1 else ''} frozen ({frozen:,} parameters)"
+        log.info(message)
+        console.print(message)
+    if lineage is not None:
+        log.info(finetune.describe(lineage))
     images_per_step = batch_size * group.world_size  # every rank's images, as the summary counts them
     logger = (RunLogger(run_dir, settings.steps, start_step, images_per_step,
                         trackers=trackers.open_trackers(cfg, run_dir, choices, start_step)) if group.main else NullLogger())
     pruning = search.pruning(cfg) if group.main else None  # an Optuna trial: report to the study, stop when it prunes
     shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
-    outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume)
+    outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume, lineage)
     means, batches = RunningMeans(), datasets.endless(data, batch_size, labels=gan.conditional)
     step, stopping, last_logged = start_step, False, {}
     ended = "failed"  # what the trackers record unless the loop ends as planned (or by a signal: killed)
@@ -361,6 +372,7 @@ def finish(
         "device": str(device),
         "torch_threads": torch.get_num_threads(),  # CPU results are bit-for-bit the same at the same count
         "run_dir": str(run_dir),
+        **({"lineage": outputs.lineage} if outputs.lineage else {}),
     }
     if group.enabled:  # DDP keeps every rank's weights identical: check it, and say so
         summary["ranks"] = {"world_size": group.world_size,

@@ -50,6 +50,7 @@ from torch.nn import functional as F
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
+from ganctl.models.capabilities import blocks_joining, freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import spectrally_normalised
 
@@ -274,7 +275,7 @@ class BigGANDiscriminator(nn.Module):
     conditions_itself = True  # every way of seeing the label is wired in below
 
     def __init__(self, channels: int, image_size: int, width: int = 64, attention: Optional[int] = None,
-                 init: str = "ortho", conditioning: Conditioning = UNCONDITIONAL) -> None:
+                 init: str = "ortho", freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL) -> None:
         super().__init__()
         _check_options("model.discriminator", width, init)
         table, _, _ = biggan_layout(image_size)
@@ -294,6 +295,11 @@ class BigGANDiscriminator(nn.Module):
         self.output = LabelledSequential(conditioning.critic_output(nn.Linear(widths[-1], 1), widths[-1]))
         initialise(self, init)
         _spectrally_normalise(self, (nn.Conv2d, nn.Linear, nn.Embedding))
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """The residual down-blocks, first to last (self-attention with the block before it), for FreezeD."""
+        return blocks_joining(self.blocks, (CriticBlock,))
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each block's output (B, C, h, w), first to last."""

@@ -7,14 +7,18 @@ members), so that sampling, the regularisers and the CLI ask one question the sa
     isinstance(generator, NoisyGenerator)       # noise inputs that projection optimises (StyleGAN2's)
     isinstance(generator, FirstLayerGenerator)  # the linear map its first layer applies (SeFa directions)
     isinstance(discriminator, FeatureDiscriminator)  # its intermediate features (projection's perceptual distance)
+    isinstance(discriminator, BlockDiscriminator)    # its blocks from the image side (FreezeD: model.discriminator.freeze)
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Optional, Protocol, runtime_checkable
+from typing import Iterable, Optional, Protocol, runtime_checkable
 
 import torch
+from torch import nn
+
+from ganctl.errors import GanctlError
 
 
 @runtime_checkable
@@ -80,3 +84,47 @@ class FeatureDiscriminator(Protocol):
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """D's activations after each hidden layer or block, first to last, (B, C, h, w) or (B, F) each."""
         ...
+
+
+@runtime_checkable
+class BlockDiscriminator(Protocol):
+    """A discriminator made of blocks that FreezeD (Mo et al. 2020) can hold fixed, counted from the
+    image side: `model.discriminator.freeze=N` freezes the first N of them."""
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """D's blocks from the image side, each holding every weight of that block (a self-attention
+        layer goes with the block before it); the label's layers and the output head are none of them."""
+        ...
+
+
+def blocks_joining(layers: Iterable[nn.Module], starts: tuple[type, ...]) -> list[nn.Module]:
+    """`layers` grouped into blocks: a layer of a type in `starts` opens a new block, any other joins
+    the open one (layers before the first opener belong to no block)."""
+    blocks: list[list[nn.Module]] = []
+    for layer in layers:
+        if isinstance(layer, starts):
+            blocks.append([])
+        if blocks:
+            blocks[-1].append(layer)
+    return [nn.ModuleList(block) for block in blocks]
+
+
+def freeze_blocks(discriminator: nn.Module, count: int) -> int:
+    """FreezeD (Mo et al. 2020): D's first `count` blocks from the image side keep their weights
+    (requires_grad off, so no gradient, and the GAN's optimizer leaves them out: neither Adam's moments
+    nor weight decay can move them). Returns the number of parameters frozen; a D without blocks, or
+    with fewer, is refused."""
+    if not count:
+        return 0
+    if not isinstance(discriminator, BlockDiscriminator):
+        raise GanctlError(f"model.discriminator.freeze={count}: {type(discriminator).__name__} has no blocks to freeze "
+                          "(FreezeD works with dcgan, wgan, wgangp, sngan, biggan, stylegan2 and r3gan's discriminators); "
+                          "set model.discriminator.freeze=0.")
+    blocks = discriminator.image_side_blocks()
+    if count > len(blocks):
+        raise GanctlError(f"model.discriminator.freeze={count}: {type(discriminator).__name__} has {len(blocks)} blocks "
+                          f"here (its output layers train in any case); freeze at most {len(blocks)}.")
+    frozen = [parameter for block in blocks[:count] for parameter in block.parameters()]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    return sum(parameter.numel() for parameter in frozen)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ganctl.errors import GanctlError
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelLayer, LabelledSequential, flat_scores
 from ganctl.models.layers import activation_layer, dcgan_init
 
@@ -131,6 +132,7 @@ class ConvDiscriminator(nn.Module):
         batch_norm_momentum: float | None = None,
         dropout: float | None = None,
         activation: str = "relu",
+        freeze: int = 0,
         conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
@@ -153,6 +155,7 @@ class ConvDiscriminator(nn.Module):
         self.features.train()
         self.output = conditioning.critic_output(nn.Linear(features, 1), features)
         self.apply(dcgan_init)
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         features = self.features(images, labels)  # (B, F)

@@ -10,6 +10,7 @@ from torch import nn
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
+from ganctl.models.capabilities import blocks_joining, freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import MinibatchStd, dcgan_init, spectrally_normalised
 
@@ -107,7 +108,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(
         self, base_filters: int, channels: int, image_size: int, norm: str = "batch", spectral_norm: bool = False,
-        attention: Optional[int] = None, minibatch_std: int = 0, conditioning: Conditioning = UNCONDITIONAL,
+        attention: Optional[int] = None, minibatch_std: int = 0, freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
         start, stages = dcgan_layout(image_size)
@@ -145,9 +146,15 @@ class DCGANDiscriminator(nn.Module):
                 warn("model.discriminator.spectral_norm=true with norm=batch: spectral norm bounds each layer, but "
                      "BatchNorm rescales by the batch's statistics and undoes the bound (SNGAN's critic has no "
                      "BatchNorm). Set model.discriminator.norm=none with spectral norm.")
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         return self.net.activations(images, labels)  # (B, C, h, w) after each strided conv
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """Each strided conv with its norm (the first: the conv from the image), for FreezeD; the last conv
+        (and the label's projection or classifier on it) is the output, no block."""
+        return blocks_joining(list(self.net)[:-1], (nn.Conv2d,))

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import activation_layer
 
@@ -57,7 +58,7 @@ class MLPDiscriminator(nn.Module):
     last hidden features."""
 
     def __init__(self, hidden: list[int], channels: int, image_size: int, dropout: float = 0.0,
-                 conditioning: Conditioning = UNCONDITIONAL) -> None:
+                 freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten(), *conditioning.critic_input()]
         width = conditioning.critic_input_size(channels * image_size * image_size)
@@ -68,6 +69,7 @@ class MLPDiscriminator(nn.Module):
             width = size
         layers.append(conditioning.critic_output(nn.Linear(width, 1), width))
         self.net = LabelledSequential(*layers)
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Any:
         return flat_scores(self.net(images, labels))  # (B,), or ((B,), (B, K)) with an auxiliary classifier

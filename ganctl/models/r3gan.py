@@ -46,6 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ganctl.errors import GanctlError
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
 
 ACTIVATION_GAIN = math.sqrt(2 / (1 + 0.2**2))  # leaky ReLU(0.2)'s: keeps activations' variance through a layer
@@ -280,6 +281,7 @@ class R3GANDiscriminator(nn.Module):
         blocks: Sequence[int] = (2, 2, 2, 2),
         expansion: int = 2,
         width: Optional[int] = None,
+        freeze: int = 0,
         conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
@@ -300,6 +302,17 @@ class R3GANDiscriminator(nn.Module):
         if self.num_classes:  # the reference's projection: <D's output vector, a linear map of the one-hot label>
             self.embedding = nn.Embedding(self.num_classes, widths[-1])
             nn.init.normal_(self.embedding.weight, 0.0, 1 / math.sqrt(widths[-1]) / math.sqrt(self.num_classes))
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """Each residual block from the image side, for FreezeD: the 1x1 conv from the image goes with
+        the first, each stage's down-sampling with its last block; the last stage's basis is the output."""
+        blocks = [nn.ModuleList([block]) for stage in self.stages for block in stage[:-1]]
+        blocks[0].insert(0, self.input)
+        ends = [sum(len(stage) - 1 for stage in self.stages[: index + 1]) - 1 for index in range(len(self.stages) - 1)]
+        for stage, end in zip(self.stages, ends):  # (the last stage's transition is the basis: the output)
+            blocks[end].append(stage[-1])
+        return blocks
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each stage's output (B, C, h, w), first to last, the last before its basis: no batch statistics."""

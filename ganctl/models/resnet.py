@@ -31,6 +31,7 @@ from torch.nn import functional as F
 
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
+from ganctl.models.capabilities import blocks_joining, freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelLayer, LabelledSequential, flat_scores
 from ganctl.models.layers import spectrally_normalised
 
@@ -160,7 +161,7 @@ class ResNetDiscriminator(nn.Module):
 
     def __init__(self, channels: int, image_size: int, width: Optional[int] = None, spectral_norm: bool = True,
                  pooling: str = "sum", attention: Optional[int] = None,
-                 conditioning: Conditioning = UNCONDITIONAL) -> None:
+                 freeze: int = 0, conditioning: Conditioning = UNCONDITIONAL) -> None:
         super().__init__()
         _, doublings = resnet_layout(image_size)
         if width is not None and width < 1:
@@ -192,6 +193,11 @@ class ResNetDiscriminator(nn.Module):
             for layer in list(self.modules()):
                 if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
                     spectrally_normalised(layer)
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """The residual down-blocks, first to last (self-attention with the block before it), for FreezeD."""
+        return blocks_joining(self.blocks, (DownBlock,))
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each block's output (B, C, h, w), first to last."""

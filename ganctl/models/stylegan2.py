@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganctl.errors import GanctlError
+from ganctl.models.capabilities import freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
 from ganctl.models.layers import MinibatchStd
 
@@ -440,6 +441,7 @@ class StyleGAN2Discriminator(nn.Module):
         mbstd_channels: int = 1,
         mapping_layers: int = 8,
         conv_clamp: Optional[float] = None,
+        freeze: int = 0,
         conditioning: Conditioning = UNCONDITIONAL,
     ) -> None:
         super().__init__()
@@ -467,6 +469,12 @@ class StyleGAN2Discriminator(nn.Module):
         self.fc = FullyConnected(width * 16, width, activation=True)
         self.out = FullyConnected(width, cmap_dim or 1)
         self.cmap_dim = cmap_dim
+        freeze_blocks(self, freeze)  # FreezeD (model.discriminator.freeze): its first blocks from the image side fixed
+
+    def image_side_blocks(self) -> list[nn.Module]:
+        """One block per resolution from the image's down (the first with its fromRGB), for FreezeD;
+        the 4x4 epilogue (minibatch std, conv, fully connected layers) is the output."""
+        return list(self.blocks)
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each block's output (B, C_r, r/2, r/2), first to last (before the minibatch std)."""
