@@ -126,7 +126,9 @@ def test_the_image_changes_when_a_slider_moves(page: str, browser) -> None:
     slider = tab.locator("#seed input[type=range]")
     slider.focus()
     slider.press("ArrowRight")  # seed 0 -> 1, as a person moves it with the keyboard
-    tab.wait_for_function("([selector, old]) => document.querySelector(selector).src !== old", arg=["#seed-image img", first],
+    # The new picture, once the browser has loaded it (its src changes first, its pixels a moment later).
+    tab.wait_for_function("([selector, old]) => { const img = document.querySelector(selector); "
+                          "return img.src !== old && img.complete && img.naturalWidth > 0; }", arg=["#seed-image img", first],
                           timeout=60_000)
     assert image.evaluate(IMAGE_STATE)["decoded"]
     assert tab.locator("#seed-command textarea").input_value().endswith("--seed 1 --num 1 --class 0")
