@@ -188,6 +188,27 @@ def test_the_image_changes_when_a_slider_moves(page: str, browser) -> None:
     assert requests and all(url.startswith(page) for url in requests), [url for url in requests if not url.startswith(page)]
 
 
+def test_the_edited_image_changes_when_the_strength_moves(page: str, browser) -> None:
+    tab = browser.new_page()
+    tab.goto(page)
+    tab.get_by_role("tab", name="Direction").click()
+    image = tab.locator("#direction-image img")
+    image.wait_for(timeout=60_000)
+    first = image.get_attribute("src")
+    slider = tab.locator("#strength input[type=range]")
+    slider.focus()
+    for _ in range(10):
+        slider.press("ArrowRight")  # strength 0 -> 1
+    # The last of the presses drawn (its command shown), then its picture loaded.
+    tab.wait_for_function("() => document.querySelector('#direction-command textarea').value.includes('--strength=1 ')",
+                          timeout=60_000)
+    tab.wait_for_function("([selector, old]) => { const img = document.querySelector(selector); "
+                          "return img.src !== old && img.complete && img.naturalWidth > 0; }", arg=["#direction-image img", first],
+                          timeout=60_000)
+    assert image.evaluate(IMAGE_STATE) == {"decoded": True, "colours": 3}
+    tab.screenshot(path=str(screenshot_dir() / "explore-direction.png"), full_page=True)
+
+
 def test_explore_without_the_ui_extra_says_how_to_install_it(stylegan_run: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     from ganctl.cli import main
 
