@@ -33,6 +33,14 @@ def sefa(weight: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (directions * signs).float(), values[order].float()
 
 
+def sefa_directions(sampler: Sampler, top: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SeFa's `top` directions of the sampler's G (top, D) in z or W, and their eigenvalues (top,)."""
+    if not isinstance(sampler.generator, FirstLayerGenerator):
+        raise GanctlError(f"This generator ({type(sampler.generator).__name__}) does not expose its first layer's weight: "
+                          "SeFa cannot factorise it. Use --positive/--negative latents instead.")
+    return sefa(sampler.generator.first_layer_weight(), top)
+
+
 def mean_difference(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """mean(positive) - mean(negative) over the first dimension, as one direction (1, ...)."""
     return (positive.double().mean(dim=0) - negative.double().mean(dim=0)).float()[None]
@@ -112,10 +120,7 @@ def directions(options: argparse.Namespace) -> Path:
     elif options.classes:
         found, what = class_direction(sampler, options.classes, options.samples, options.seed)
     else:
-        if not isinstance(sampler.generator, FirstLayerGenerator):
-            raise GanctlError(f"This generator ({type(sampler.generator).__name__}) does not expose its first layer's weight: "
-                              "SeFa cannot factorise it. Use --positive/--negative latents instead.")
-        found, values = sefa(sampler.generator.first_layer_weight(), options.top)
+        found, values = sefa_directions(sampler, options.top)
         shown = ", ".join(f"{float(value):.3g}" for value in values[:10])
         console.print(f"SeFa directions of step {state['step']}'s generator in {space}: eigenvalues {shown}{' ...' if len(values) > 10 else ''}")
         what = f"the top {found.shape[0]} SeFa directions (unit vectors)"

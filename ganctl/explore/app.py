@@ -1,5 +1,6 @@
 """The page of `ganctl explore`: Gradio controls over an `Explorer`. Every control's change redraws its
-image, with the `ganctl sample` command that writes the same picture beside it. A bad value (a seed
+image, with the `ganctl sample` command that writes the same picture beside it. An uploaded image is
+projected into G (the session's own latent, kept in the page's state) and the direction controls edit it. A bad value (a seed
 typed into the API, a style range G does not have) is a message in the page for that request: it
 never reaches another user's, and the server goes on."""
 
@@ -19,10 +20,13 @@ import gradio as gr  # noqa: E402
 
 from ganctl.errors import GanctlError  # noqa: E402
 from ganctl.explore.images import Explorer  # noqa: E402
+from ganctl.projection import NoDistance  # noqa: E402
 
 # Small images (28 px digits) are enlarged in the page: keep their pixels square, not blurred.
 CSS = ".pixels img { image-rendering: pixelated; width: 100% !important; height: 100% !important; object-fit: contain; }"
 MAX_SLIDER_SEED = 9999  # the seed sliders' range (and so the API's): ganctl sample --seed takes any
+FROM_SEED, FROM_UPLOAD = "seed", "projected upload"  # where the direction tab's latent comes from
+PROJECTION_STEPS = 100  # the page's default: a quick projection (`ganctl project` takes 1000)
 
 
 def answering(render: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,6 +75,26 @@ def build(explorer: Explorer, title: str, source: str) -> gr.Blocks:
         return image, (f"ganctl sample {run} --interpolate --seeds {int(first_seed)},{int(second_seed)} --frames {int(frames)}"
                        f"{space_option}{psi_option(truncation)}{class_option(explorer, class_name)}  (frame {int(position)})")
 
+    directions = shlex.quote(explorer.directions_file) if explorer.directions_file else "dirs.npy"
+    made_by = "" if explorer.directions_file else f"  (dirs.npy: ganctl directions {run} --out dirs.npy)"
+
+    def direction_image(seed: float, index: float, strength: float, truncation: float, class_name: Optional[str] = None,
+                        start: str = FROM_SEED, latents_file: Optional[str] = None) -> tuple[Any, str]:
+        if start == FROM_UPLOAD:
+            image = explorer.direction_image(seed, index, strength, truncation, class_name, latents_file or "")
+            return image, (f"ganctl sample {run} --latents projected.pt --direction {directions}:{int(index)} "
+                           f"--strength={float(strength):g}{psi_option(truncation)}  (projected.pt: the file above){made_by}")
+        image = explorer.direction_image(seed, index, strength, truncation, class_name)
+        return image, (f"ganctl sample {run} --direction {directions}:{int(index)} --strength={float(strength):g} --seed {int(seed)} "
+                       f"--num 1{psi_option(truncation)}{class_option(explorer, class_name)}{made_by}")
+
+    def projected_image(upload: Optional[str], steps: float, class_name: Optional[str] = None) -> tuple[Any, str, str, str, str]:
+        image, latents_file = explorer.projected(upload, steps, class_name)
+        pixels_only = " --perceptual-weight 0" if isinstance(explorer.distance, NoDistance) else ""
+        command = (f"ganctl project {run} IMAGE --steps {int(steps)}{class_option(explorer, class_name)}{pixels_only} --out projected  "
+                   "(its latents.pt: the file above)")
+        return image, latents_file, command, latents_file, FROM_UPLOAD
+
     conditional = explorer.classes is not None
     with gr.Blocks(title=title, analytics_enabled=False) as page:
         gr.Markdown(f"## {title}\nMove a slider and G answers. Under each image: the `ganctl sample` command that writes "
@@ -117,6 +141,40 @@ def build(explorer: Explorer, title: str, source: str) -> gr.Blocks:
                           position, api_name=False)
         walking = [first_seed, second_seed, frames, position, *shared, space]
         listen(walking, answering(walk_image), walking, [walk_picture, walk_command], "walk_image", page)
+        if explorer.directions:
+            with gr.Tab("Direction"):
+                with gr.Row():
+                    index = gr.Slider(0, len(explorer.directions) - 1, value=0, step=1, elem_id="direction",
+                                      label=f"direction ({explorer.directions_file or 'SeFa, strongest first'})")
+                    strength = gr.Slider(-10, 10, value=0, step=0.1, label="strength", elem_id="strength")
+                with gr.Row():
+                    start = gr.Radio([FROM_SEED, FROM_UPLOAD], value=FROM_SEED, label="edit the latent of", elem_id="start")
+                    direction_seed = gr.Slider(0, MAX_SLIDER_SEED, value=0, step=1, label="seed", elem_id="direction-seed")
+                direction_picture = gr.Image(format="png", type="numpy", label="edited", interactive=False,
+                                             elem_id="direction-image", elem_classes="pixels", height=320,
+                                             buttons=["download", "fullscreen"])
+                direction_command = gr.Textbox(label="the same picture from the command line", interactive=False,
+                                               elem_id="direction-command")
+                gr.Markdown("**Project an image**: upload one and G's closest image (its latent) becomes the one the direction "
+                            "edits; the class above is the class it is projected as (conditional runs).")
+                with gr.Row():
+                    upload = gr.File(label="an image to project", type="filepath", elem_id="upload")
+                    steps = gr.Slider(1, 1000, value=PROJECTION_STEPS, step=1, label="projection steps", elem_id="steps")
+                with gr.Row():
+                    projected_picture = gr.Image(format="png", type="numpy", label="reconstruction", interactive=False,
+                                                 elem_id="projected-image", elem_classes="pixels", height=320)
+                    projected_file = gr.File(label="projected.pt (its latent)", interactive=False, elem_id="projected-file")
+                project_command = gr.Textbox(label="the same projection from the command line", interactive=False)
+                project_button = gr.Button("Project again")
+            # This session's projected latent (a file): each user's own, never another's.
+            latents_file = gr.State(None)
+            editing = [direction_seed, index, strength, *shared, start, latents_file]
+            listen(editing, answering(direction_image), editing, [direction_picture, direction_command], "direction_image", page)
+            projecting = [upload, steps, chosen_class]
+            projected = [projected_picture, projected_file, project_command, latents_file, start]
+            for event, name in ((upload.upload, "project_image"), (project_button.click, False)):
+                event(answering(projected_image), projecting, projected, api_name=name).success(
+                    answering(direction_image), editing, [direction_picture, direction_command], api_name=False, show_progress="hidden")
     return page
 
 
