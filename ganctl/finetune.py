@@ -169,13 +169,15 @@ def show(path: Path, source: dict[str, Any], transfers: list[Transfer]) -> None:
 
 
 def describe(lineage: Lineage) -> str:
-    """One line for train.log: the chain of parents, what was frozen and re-initialised."""
-    chain = " <- ".join(f"{p['path']} (step {p['step']}, {p['model']} on {p['dataset']}, xxh3 {p['checksum'][:12]})"
-                        for p in lineage["parents"])
-    frozen = lineage["frozen"]
-    reinitialised = sum(len(names) for names in lineage["reinitialised"].values())
-    new = sum(len(names) for names in lineage["new"].values())
-    blocks = frozen["blocks"]
-    held = (f"D's first {blocks} block{'s' if blocks != 1 else ''} frozen ({frozen['parameters']:,} parameters)" if blocks
+    """One line for train.log and the report: the chain of parents, what was frozen and re-initialised.
+    (A checkpoint's lineage is checked for its parents' checksums and steps only, so the rest is read
+    with defaults: a file edited by hand still gets a line.)"""
+    chain = " <- ".join(f"{p.get('path', '?')} (step {p['step']}, {p.get('model', '?')} on {p.get('dataset', '?')}, "
+                        f"xxh3 {p['checksum'][:12]})" for p in lineage["parents"])
+    frozen = lineage.get("frozen") or {}
+    reinitialised = sum(len(names) for names in (lineage.get("reinitialised") or {}).values())
+    new = sum(len(names) for names in (lineage.get("new") or {}).values())
+    blocks = frozen.get("blocks") or 0
+    held = (f"D's first {blocks} block{'s' if blocks != 1 else ''} frozen ({frozen.get('parameters', 0):,} parameters)" if blocks
             else "nothing frozen")
     return f"Lineage: fine-tuned from {chain}; {held}; {reinitialised} tensors re-initialised, {new} new"

@@ -137,6 +137,10 @@ def test_lineage_of_a_fine_tune_of_a_fine_tune(tiny_run: Path, tmp_path: Path) -
     assert f"Lineage: fine-tuned from {checkpoint.last_path(first).resolve()} (step 4" in log
     assert f"<- {checkpoint.last_path(tiny_run).resolve()} (step 4" in log
     assert "Fine-tuning from" in result.stderr and "copied" in result.stderr
+    from ganctl.report.build import run_report
+
+    page = run_report(second, walk=False)  # the report's run facts: the same chain
+    assert f"fine-tuned from {checkpoint.last_path(first).resolve()} (step 4" in page and "nothing frozen" in page
 
 
 def test_init_from_with_resume_is_refused(tiny_run: Path) -> None:

@@ -96,7 +96,7 @@ class RunReport:
             ("command", Markup(f"<code>{escape(run.command)}</code>") if run.command else "(no .hydra/overrides.yaml)"),
             ("options", ", ".join(f"{group}={option}" for group, option in run.choices.items())
              or ", ".join(f"{g}={summary[g]}" for g in ("model", "loss", "optimizer", "dataset", "conditioning") if summary.get(g))),
-            ("lineage", runs.lineage(run)),
+            ("lineage", runs.lineage(run, (self.state or {}).get("lineage"))),  # (the checkpoint's, checked when it was read)
             ("versions", versions.split("; device")[0] if versions else "not recorded (a run from a ganctl before train.log held them)"),
             ("device", summary.get("device") or (versions.split("; device ")[1] if versions and "; device " in versions else None)),
             ("torch threads", str(summary.get("torch_threads") or (sessions[-1]["threads"] if sessions else ""))),

@@ -138,9 +138,14 @@ def problems(run: Run) -> list[LogRecord]:
     return [record for record in run.log if record.level in ("WARNING", "ERROR", "CRITICAL")]
 
 
-def lineage(run: Run) -> Optional[str]:
-    """Where a run started from when it did not start from scratch: `resume=` of a checkpoint of
-    another run (a fine-tune or branch), with the step it started at."""
+def lineage(run: Run, recorded: Optional[dict] = None) -> Optional[str]:
+    """Where a run started from when it did not start from scratch: the chain of parents a fine-tune's
+    checkpoint records (`recorded`, init_from=), or `resume=` of a checkpoint of another run (a branch),
+    with the step it started at."""
+    if recorded:
+        from ganctl.finetune import describe
+
+        return describe(recorded).removeprefix("Lineage: ")
     resume = (run.config or {}).get("resume")
     if resume in (None, "", "null"):
         return None
