@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from ganctl.console import warn
 from ganctl.errors import GanctlError
 from ganctl.models.attention import SelfAttention, attention_at
-from ganctl.models.capabilities import blocks_joining, freeze_blocks
+from ganctl.models.capabilities import block_outputs, blocks_joining, freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning, LabelledSequential, flat_scores
 from ganctl.models.layers import spectrally_normalised
 
@@ -303,11 +303,7 @@ class BigGANDiscriminator(nn.Module):
 
     def feature_maps(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
         """Each block's output (B, C, h, w), first to last."""
-        features, h = [], self.input(images, labels)
-        for block in self.blocks:
-            h = block(h)
-            features.append(h)
-        return features
+        return block_outputs(self.input, self.blocks, images, labels)
 
     def forward(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None) -> Union[torch.Tensor, tuple]:
         h = F.relu(self.blocks(self.input(images, labels))).sum(dim=(2, 3))  # (B, W)

@@ -97,6 +97,17 @@ class BlockDiscriminator(Protocol):
         ...
 
 
+def block_outputs(input_layers: nn.Module, blocks: nn.Sequential, images: torch.Tensor,
+                  labels: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+    """Each block's output (B, C, h, w), first to last, after `input_layers` (a label joined to the
+    image): the `feature_maps` of a discriminator built as input, blocks and output."""
+    features, h = [], input_layers(images, labels)
+    for block in blocks:
+        h = block(h)
+        features.append(h)
+    return features
+
+
 def blocks_joining(layers: Iterable[nn.Module], starts: tuple[type, ...]) -> list[nn.Module]:
     """`layers` grouped into blocks: a layer of a type in `starts` opens a new block, any other joins
     the open one (layers before the first opener belong to no block)."""
