@@ -460,6 +460,7 @@ def judge_metrics(feature: Any, conditional: bool) -> list[str]:
 # ---------------------------------------------------------------- keys and optimizer settings
 
 HYDRA_KEYWORDS = ("_target_", "_partial_")
+BUILD_KEYWORDS = {("dataset", "mirror")}  # (node, key): read by ganctl where the node is built, not passed to its _target_
 # Optimizer keywords that depend on the device the run trains on: not tried out on a CPU tensor.
 DEVICE_KEYWORDS = ("fused", "capturable")
 
@@ -534,7 +535,7 @@ def check_keys(cfg: DictConfig) -> None:
                     raise unknown_key(f"{path}.{key}" if path else str(key), known)
         parameters = keyword_parameters(node._target_) if "_target_" in node else None
         for key in node.keys() if parameters is not None else ():
-            if key not in HYDRA_KEYWORDS and key not in [p.name for p in parameters]:
+            if key not in HYDRA_KEYWORDS and key not in [p.name for p in parameters] and (path, key) not in BUILD_KEYWORDS:
                 settings = settings_of(parameters, node)
                 raise unknown_key(f"{path}.{key}", [f"{path}.{k}" for k in settings],
                                   takes=takes_message(path, node._target_, settings))

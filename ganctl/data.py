@@ -24,14 +24,16 @@ it in a moment, once it has checked that the file was written for these files an
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
-from itertools import chain
+from itertools import chain, count as numbers
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -40,7 +42,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from ganctl.registry import build as instantiate
+from ganctl.registry import build as instantiate, plain
 from ganctl.config import MIN_IMAGE_SIZE, SPLITS
 from ganctl.console import console, warn
 from ganctl.errors import GanctlError
@@ -70,14 +72,20 @@ def build(
 ) -> Union["InMemoryImages", "StreamingImages"]:
     """The images named by the config's dataset node (its `split`, if it has splits), ready to draw
     batches from on the device. With `labels` (a class-conditional GAN's data), a dataset without
-    class labels, or with a single class, is refused with the reason."""
-    result = instantiate(node, "dataset", split=split)
+    class labels, or with a single class, is refused with the reason. `mirror: true` (any dataset)
+    makes training draw each image and its x-flip alike (StyleGAN2-ADA's --mirror); `batches`, which
+    real statistics are computed from, still give each image once, unflipped."""
+    settings = plain(node)
+    mirror = settings.pop("mirror", False)
+    if not isinstance(mirror, bool):
+        raise GanctlError(f"dataset.mirror must be true or false, got {mirror!r}.")
+    result = instantiate(settings, "dataset", split=split)
     if isinstance(result, ImageFiles):
-        source: Union[InMemoryImages, StreamingImages] = StreamingImages(result, device)
+        source: Union[InMemoryImages, StreamingImages] = StreamingImages(result, device, mirror)
     elif isinstance(result, Decoded):
-        source = InMemoryImages(result.images, device, result.fingerprint, result.labels, result.classes, result.unlabelled)
+        source = InMemoryImages(result.images, device, result.fingerprint, result.labels, result.classes, result.unlabelled, mirror)
     else:
-        source = InMemoryImages(result, device)
+        source = InMemoryImages(result, device, mirror=mirror)
     if labels:
         require_labels(source)
     return source
@@ -125,6 +133,7 @@ class InMemoryImages:
     def __init__(
         self, images: torch.Tensor, device: torch.device, fingerprint: str | None = None,
         labels: Optional[torch.Tensor] = None, classes: Optional[list[str]] = None, unlabelled: str = "",
+        mirror: bool = False,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
@@ -137,6 +146,7 @@ class InMemoryImages:
         self.labels = None if labels is None else labels.to(device=device, dtype=torch.long)  # (N,)
         self.classes = None if labels is None else list(classes)
         self.unlabelled = unlabelled or "the dataset has no class labels"
+        self.mirror = mirror
 
     @property
     def fingerprint(self) -> str:
@@ -155,9 +165,14 @@ class InMemoryImages:
         return self.sample_labelled(batch_size, labels=False)[0]
 
     def sample_labelled(self, batch_size: int, labels: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """`sample`'s batch and the images' labels (B,), drawn by the same index (no other random draw)."""
-        index = torch.randint(len(self), (batch_size,), device=self.device)
+        """`sample`'s batch and the images' labels (B,), drawn by the same index (no other random draw).
+        Mirrored, the index runs over twice the images: the second half are the x-flips."""
+        index = torch.randint(len(self) * (2 if self.mirror else 1), (batch_size,), device=self.device)
+        flipped = index >= len(self)
+        index = index % len(self)
         images = self.images[index.to(self.images.device)].to(self.device).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        if self.mirror:
+            images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
         return images, (self.labels[index] if labels else None)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
@@ -520,8 +535,15 @@ def image_folder(
     settings = {"dataset": name, "split": split, "channels": channels, "image_size": image_size,
                 "max_items": max_items, "format": CACHE_FORMAT}
     prefix, key = files_key(files, root, settings)
-    source = ImageFiles(files, root, channels, image_size, key, strict, labels)
-    if not keep_in_memory(in_memory, len(files) * channels * image_size**2):
+    return decoded_or_streamed(name, ImageFiles(files, root, channels, image_size, key, strict, labels), prefix, cache, in_memory)
+
+
+def decoded_or_streamed(name: str, source: "ImageFiles", prefix: str, cache: Union[str, bool, None],
+                        in_memory: Union[str, bool]) -> Union[Decoded, "ImageFiles"]:
+    """`source`'s images decoded into memory (from the cache when it holds them, under the key
+    `source.fingerprint`; older keys with `prefix` are dropped), or `source` itself to stream."""
+    root, files, labels, strict = source.root, source.files, source.labels, source.strict
+    if not keep_in_memory(in_memory, len(files) * source.channels * source.image_size**2):
         log.info("Streaming %d images from %s (dataset.in_memory=%s)", len(files), root, in_memory)
         return source
     directory = cache_dir(cache)
@@ -534,13 +556,13 @@ def image_folder(
     else:  # not cached, or cached by a ganctl that kept no labels
         images, decoded_labels, bad = decode_all(source, f"{name}: {root}")
         if directory:
-            save_cache(directory, prefix, key, images, decoded_labels, bad)
+            save_cache(directory, prefix, source.fingerprint, images, decoded_labels, bad)
     report_unreadable(bad, root, strict, len(files))
     if len(images) == 0:
         raise GanctlError(f"None of the {len(files)} image files under {root} could be read; they are not images PIL can open.")
     if labels.labels is None:
-        return Decoded(images, key, unlabelled=labels.unlabelled)
-    return Decoded(images, key, decoded_labels, labels.classes)
+        return Decoded(images, source.fingerprint, unlabelled=labels.unlabelled)
+    return Decoded(images, source.fingerprint, decoded_labels, labels.classes)
 
 
 def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -630,8 +652,174 @@ def folder(
             f"No images found under {path}: dataset=folder looks for {', '.join(IMAGE_SUFFIXES)} files in it "
             "and its subfolders. Point dataset.root at the folder that holds your images."
         )
-    labels = class_subfolders(files, path)
+    if (path / LABELS_FILE).is_file():
+        names = [Path(os.path.relpath(file, path)).as_posix() for file in files]
+        labels = labels_file(read_labels_file(path / LABELS_FILE), names, str(path / LABELS_FILE))
+    else:
+        labels = class_subfolders(files, path)
     return image_folder("folder", path, files, split, channels, image_size, max_items, strict, cache, in_memory, labels)
+
+
+# ----------------------------------------------------------------------------- ZIP archives and dataset.json
+
+LABELS_FILE = "dataset.json"  # StyleGAN2-ADA's dataset_tool.py: {"labels": [["00000/img00000000.png", 6], ...]} or null
+LABELS_FILE_LIMIT = 256 * 2**20  # bytes of dataset.json read at most
+MEMBER_LIMIT = 256 * 2**20  # bytes one image in a ZIP may unpack to
+BOMB_RATIO = 200  # an image that unpacks to over 200x its packed size (and over 1 MiB) is a ZIP bomb, not a picture
+
+
+def read_labels_file(path: Path) -> bytes:
+    if path.stat().st_size > LABELS_FILE_LIMIT:
+        raise GanctlError(f"{path} is {path.stat().st_size / 2**20:.0f} MiB; a dataset.json of labels is far smaller. Is it the right file?")
+    return path.read_bytes()
+
+
+def labels_file(text: bytes, names: list[str], where: str) -> FileLabels:
+    """The class labels of `names` (paths with /, relative to the dataset's root) from a dataset.json
+    as StyleGAN2-ADA's and R3GAN's dataset_tool.py write it: {"labels": [[name, class index], ...]},
+    or {"labels": null} for none. The classes are "0" to the largest index."""
+    form = 'a dataset.json holds {"labels": [["00000/img00000000.png", 6], ...]} (class indices from 0), or {"labels": null}'
+    try:
+        listed = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise GanctlError(f"{where} is not valid JSON ({error}): {form}.") from None
+    if not isinstance(listed, dict) or "labels" not in listed:
+        raise GanctlError(f"{where} has no \"labels\" entry: {form}.")
+    if listed["labels"] is None:
+        return FileLabels(unlabelled=f"{where} says the images have none (\"labels\": null)")
+    pairs = listed["labels"]
+    if not isinstance(pairs, list) or not all(isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in pairs):
+        raise GanctlError(f"{where}'s \"labels\" is not a list of [file name, class index] pairs: {form}.")
+    bad = next((pair for pair in pairs if not isinstance(pair[1], int) or isinstance(pair[1], bool) or pair[1] < 0), None)
+    if bad is not None:
+        raise GanctlError(f"{where} labels {bad[0]} with {bad[1]!r}; ganctl conditions on classes, so each label is a class "
+                          "index (0, 1, 2, ...), not a vector or a number with a fraction.")
+    label_of: dict[str, int] = {}
+    for name, label in pairs:
+        if label_of.setdefault(name, label) != label:
+            raise GanctlError(f"{where} gives {name} two labels ({label_of[name]} and {label}).")
+    unlabelled = [name for name in names if name not in label_of]
+    if unlabelled:
+        raise GanctlError(f"{where} has no label for {len(unlabelled)} of the {len(names)} images (the first: {unlabelled[0]}): "
+                          "it was written for other files. Write it again for these images, or remove it.")
+    present = set(names)
+    strays = [name for name in label_of if name not in present]
+    if strays:
+        raise GanctlError(f"{where} labels {len(strays)} file{'s' if len(strays) > 1 else ''} that {'are' if len(strays) > 1 else 'is'} "
+                          f"not among the images (the first: {strays[0]}): it was written for other files.")
+    labels = [label_of[name] for name in names]
+    return FileLabels(labels, [str(index) for index in range(max(labels) + 1)] if labels else None)
+
+
+class ZipImages(ImageFiles):
+    """Image files inside a ZIP archive, decoded one at a time without unpacking the archive; each
+    process (DataLoader worker) opens the archive once for itself."""
+
+    def __init__(self, members: list[str], archive: Path, *args: Any, **kwargs: Any) -> None:
+        super().__init__([archive / member for member in members], archive, *args, **kwargs)
+        self.members = members
+        self.opened: Optional[tuple[int, zipfile.ZipFile]] = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "opened": None}  # (a worker opens its own)
+
+    def read(self, member: str) -> bytes:
+        if self.opened is None or self.opened[0] != os.getpid():
+            self.opened = (os.getpid(), zipfile.ZipFile(self.root))
+        return self.opened[1].read(member)
+
+    def __getitem__(self, index: int) -> tuple[Optional[torch.Tensor], int, str]:
+        label = -1 if self.labels.labels is None else self.labels.labels[index]
+        try:
+            image = decode_image(io.BytesIO(self.read(self.members[index])), self.channels, self.image_size)
+        except (OSError, ValueError, SyntaxError, struct.error, EOFError, zlib.error, zipfile.BadZipFile,
+                NotImplementedError, Image.DecompressionBombError):  # a damaged member, or not an image
+            return None, label, str(self.files[index])
+        return image, label, str(self.files[index])
+
+
+def zipped(
+    root: Optional[str],
+    image_size: Optional[int],
+    channels: Optional[int],
+    max_items: Optional[int],
+    strict: bool,
+    cache: Union[str, bool, None],
+    in_memory: Union[str, bool],
+    split: str = "train",
+) -> Union[Decoded, ImageFiles]:
+    """The images in a ZIP archive (PNG, JPEG, WEBP, BMP, in any folders inside it), as StyleGAN2-ADA's
+    and R3GAN's dataset_tool.py write them, read without unpacking; labelled by the archive's
+    dataset.json when it has one. image_size and channels null: the first image's."""
+    check_no_test_split(split, "dataset=zip")
+    path = existing_root(require_root(root, "zip", "a .zip archive of images (e.g. one written by StyleGAN2-ADA's dataset_tool.py)"))
+    if path.is_dir():
+        raise GanctlError(f"dataset.root={root} is a folder; dataset=zip reads a .zip archive. For a folder of images use dataset=folder.")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise GanctlError(f"{path} is not a readable ZIP archive ({error}): it is damaged or not a ZIP file.") from None
+    with archive:
+        infos = [info for info in archive.infolist() if not info.is_dir()]
+        images = sorted((info for info in infos if info.filename.lower().endswith(IMAGE_SUFFIXES)
+                         and not any(part.startswith(".") or part == "__MACOSX" for part in info.filename.split("/"))),
+                        key=lambda info: info.filename)
+        if not images:
+            raise GanctlError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)} files): is it the dataset's archive?")
+        for info in images:
+            check_member(info, path)
+        names = [info.filename for info in images]
+        labels_info = next((info for info in infos if info.filename == LABELS_FILE), None)
+        if labels_info is None:
+            labels = FileLabels(unlabelled=f"{path} has no {LABELS_FILE} of labels")
+        elif labels_info.file_size > LABELS_FILE_LIMIT:
+            raise GanctlError(f"{path}'s {LABELS_FILE} unpacks to {labels_info.file_size / 2**20:.0f} MiB; a file of labels is far smaller.")
+        else:
+            labels = labels_file(read_member(archive, labels_info, path), names, f"{path}'s {LABELS_FILE}")
+        first = read_member(archive, images[0], path)
+    channels, image_size = native_settings(first, channels, image_size, f"{path}'s {names[0]}")
+    check_image_settings(channels, image_size)
+    picks = spread(len(names), max_items)
+    names, labels = [names[i] for i in picks], labels.subset(picks)
+    stat = path.stat()
+    prefix = hashlib.sha256(json.dumps({"root": str(path.resolve()), "dataset": "zip", "channels": channels, "image_size": image_size,
+                                        "max_items": max_items, "format": CACHE_FORMAT}, sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{prefix}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}".encode())
+    for name in names:
+        digest.update(name.encode() + b"\0")
+    source = ZipImages(names, path, channels, image_size, f"{prefix}-{digest.hexdigest()[:32]}", strict, labels)
+    return decoded_or_streamed("zip", source, prefix, cache, in_memory)
+
+
+def check_member(info: zipfile.ZipInfo, path: Path) -> None:
+    """Refuse an image entry that would unpack to far more than an image is (a ZIP bomb)."""
+    if info.file_size > MEMBER_LIMIT or (info.file_size > 2**20 and info.file_size > BOMB_RATIO * max(info.compress_size, 1)):
+        raise GanctlError(
+            f"{path}'s {info.filename} would unpack from {info.compress_size:,} to {info.file_size:,} bytes, which no image "
+            "needs: the archive looks like a ZIP bomb, so ganctl reads nothing from it."
+        )
+
+
+def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> bytes:
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as error:
+        raise GanctlError(f"{path}'s {info.filename} cannot be read ({error}): the archive is damaged.") from None
+
+
+def native_settings(first: bytes, channels: Optional[int], image_size: Optional[int], where: str) -> tuple[int, int]:
+    """channels and image_size, each taken from the first image when null: its shorter side; 1 channel
+    for a grayscale image, else 3."""
+    if channels is not None and image_size is not None:
+        return channels, image_size
+    try:
+        with Image.open(io.BytesIO(first)) as image:
+            mode, size = image.mode, min(image.size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise GanctlError(f"{where} is not an image PIL can open ({error}), so the archive's image size is unknown: "
+                          "set dataset.image_size and dataset.channels.") from None
+    native_channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    return (native_channels if channels is None else channels), (size if image_size is None else image_size)
 
 
 def existing_root(root: str) -> Path:
@@ -826,10 +1014,11 @@ class StreamingImages:
     """A folder too large for memory, decoded on the fly by DataLoader workers (same interface as
     InMemoryImages). Batches come from shuffled passes over the files, seeded once from torch's global
     RNG: a run is repeatable from its seed, but a resumed run does not continue the exact stream.
-    Each file's label (its class subfolder) travels with it through the workers."""
+    Each file's label (its class subfolder) travels with it through the workers. Mirrored, every other
+    pass gives the images x-flipped, so each image and its flip are seen equally often."""
 
-    def __init__(self, files: ImageFiles, device: torch.device) -> None:
-        self.files, self.device = files, device
+    def __init__(self, files: ImageFiles, device: torch.device, mirror: bool = False) -> None:
+        self.files, self.device, self.mirror = files, device, mirror
         self.channels, self.image_size, self.fingerprint = files.channels, files.image_size, files.fingerprint
         self.classes, self.unlabelled = files.labels.classes, files.labels.unlabelled
         self.unreadable: set[str] = set()
@@ -872,7 +1061,7 @@ class StreamingImages:
             seed = int(torch.randint(2**62, (1,)).item())  # from the global RNG: repeatable per run seed
             generator = torch.Generator().manual_seed(seed)
             loader = self.loader(batch_size, True, generator)
-            passes = (loader for _ in iter(int, 1))  # endless; each pass reshuffles
+            passes = (flipped(loader, self.mirror and number % 2 == 1) for number in numbers())  # each pass reshuffles
             self.stream, self.stream_batch_size = self.checked(chain.from_iterable(passes)), batch_size
         while len(self.pending) < batch_size:  # unreadable files leave a batch short: top it up
             images, batch_labels = next(self.stream)
@@ -892,3 +1081,9 @@ class StreamingImages:
         require_labels(self)
         for images, labels in self.checked(self.loader(batch_size, False)):
             yield images.to(self.device), labels.to(self.device)
+
+
+def flipped(batches, flip: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    """A loader's (images, labels, unreadable) batches, the images x-flipped when `flip`."""
+    for images, labels, bad in batches:
+        yield (images.flip(-1) if flip and len(images) else images), labels, bad

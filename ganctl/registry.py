@@ -40,7 +40,7 @@ DISCRIMINATORS = tuple(f"ganctl.models.{name}Discriminator" for name in ("MLP", 
 DISCRIMINATOR_LOSSES = tuple(f"ganctl.losses.{name}_discriminator_loss" for name in ("bce", "hinge", "lsgan", "wasserstein", "relativistic"))
 GENERATOR_LOSSES = tuple(f"ganctl.losses.{name}_generator_loss" for name in ("bce", "minimax", "hinge", "lsgan", "wasserstein", "relativistic"))
 OPTIMIZERS = tuple(f"torch.optim.{name}" for name in ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "SGD", "Adagrad", "Adadelta"))
-DATASETS = tuple(f"ganctl.data.{name}" for name in ("mnist", "fashion_mnist", "cifar10", "celeba", "folder", "quickdraw"))
+DATASETS = tuple(f"ganctl.data.{name}" for name in ("mnist", "fashion_mnist", "cifar10", "celeba", "folder", "zipped", "quickdraw"))
 FEATURES = ("ganctl.metrics.PooledPixels",)
 # What metrics.feature may name as a word (ganctl/metrics.py, ganctl/features.py): auto (the bundled
 # judge for the bundled digits, else inception), the pretrained backbones; or `judge:FILE`, a judge's
