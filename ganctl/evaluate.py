@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, metrics, protocols
+from ganctl import checkpoint, finetune, metrics, protocols
 from ganctl import data as datasets
 from ganctl import latents as latent_space
 from ganctl.config import MetricsSettings, auto_feature, check_feature, check_metric_names, dataset_node, todays_defaults
@@ -178,8 +178,9 @@ def evaluate(
     if nearest:
         grid = checkpoint.run_dir_of(ckpt_path) / "samples" / f"nearest_step{state['step']:07d}.png"
         cards.append(nearest_check(state, sampler, nearest, settings.seed, torch_device, grid))
+    lineage = {"lineage": finetune.on_card(state["lineage"])} if state.get("lineage") else {}
     for card in cards:
-        card.update(checkpoint=str(ckpt_path), generator=sampler.weights)
+        card.update(checkpoint=str(ckpt_path), generator=sampler.weights, **lineage)
         if truncation != 1:
             card["options"]["truncation"] = truncation
     write_cards(cards, card_path)
@@ -397,6 +398,12 @@ def print_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
         changed = json.loads(changes)
         differs = "; ".join(f"{key} {theirs} -> {ours}" for key, (theirs, ours) in changed.items()) if changed else ""
         console.print(f"Protocol: {protocol}" + (f" (from its protocol with {escape(differs)})" if differs else ""))
+    lineage = next((card["lineage"] for card in cards if card.get("lineage")), None)
+    if lineage:
+        parent, generations = lineage["parents"][0], len(lineage["parents"])
+        chain = f", {generations} generations back" if generations > 1 else ""
+        console.print(f"A fine-tuned generator: from {escape(str(parent.get('path')))} (step {parent.get('step')}, "
+                      f"xxh3 {str(parent.get('checksum'))[:12]}{chain}); the cards carry its lineage")
     for card in cards:
         if card["metric"] == "nearest_l1":
             baseline = card["baseline_test_to_train"]

@@ -168,6 +168,15 @@ def show(path: Path, source: dict[str, Any], transfers: list[Transfer]) -> None:
     console.print(table)
 
 
+def on_card(lineage: Lineage) -> dict[str, Any]:
+    """What a metric card says of a fine-tuned generator's origin: each parent (nearest first) by its
+    checksum, step, model and data, and what was frozen and re-initialised."""
+    keep = ("path", "checksum", "step", "model", "dataset", "data_fingerprint")
+    return {"parents": [{key: p.get(key) for key in keep} for p in lineage["parents"]],
+            "frozen": dict(lineage.get("frozen") or {}),
+            "reinitialised": sum(len(names) for names in (lineage.get("reinitialised") or {}).values())}
+
+
 def describe(lineage: Lineage) -> str:
     """One line for train.log and the report: the chain of parents, what was frozen and re-initialised.
     (A checkpoint's lineage is checked for its parents' checksums and steps only, so the rest is read

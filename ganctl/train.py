@@ -165,6 +165,9 @@ class RunOutputs:
         from ganctl import metrics
 
         self.cards = evaluator(self.gan.sampler, step, self.gan.discriminator)
+        if self.lineage:
+            for card in self.cards:
+                card["lineage"] = finetune.on_card(self.lineage)
         metrics.append_jsonl(self.run_dir, self.cards)
         logger.scalars(metrics.scalars(self.cards), step)
         card = next(card for card in self.cards if card["metric"] == self.cfg.metrics.best)

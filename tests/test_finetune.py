@@ -143,6 +143,21 @@ def test_lineage_of_a_fine_tune_of_a_fine_tune(tiny_run: Path, tmp_path: Path) -
     assert f"fine-tuned from {checkpoint.last_path(first).resolve()} (step 4" in page and "nothing frozen" in page
 
 
+def test_metric_cards_carry_the_lineage(tiny_run: Path, tmp_path: Path) -> None:
+    """Cards from the run's own evaluations and from `ganctl eval` say where the generator came from."""
+    tuned = tmp_path / "tuned"
+    run(tuned, *TINY_RUN, f"init_from={tiny_run}", "train.eval_every=2", "metrics.names=[fid]", "metrics.num_fake=64",
+        "metrics.num_real=64", "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:4}")
+    expected = finetune.on_card(checkpoint.load(checkpoint.last_path(tuned))["lineage"])
+    assert expected["parents"][0]["checksum"] == checkpoint.checksum(checkpoint.last_path(tiny_run))
+    cards = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
+    assert [card["step"] for card in cards] == [2, 4] and all(card["lineage"] == expected for card in cards)
+    result = run_cli("eval", str(tuned), "--num", "64", "--out", str(tmp_path / "cards.json"))
+    assert result.returncode == 0, result.stderr
+    assert all(card["lineage"] == expected for card in json.loads((tmp_path / "cards.json").read_text()))
+    assert f"A fine-tuned generator: from {checkpoint.last_path(tiny_run).resolve()}" in " ".join((result.stdout + result.stderr).split())
+
+
 def test_init_from_with_resume_is_refused(tiny_run: Path) -> None:
     result = run_cli("train", f"init_from={tiny_run}", f"resume={tiny_run}")
     assert result.returncode == 1
