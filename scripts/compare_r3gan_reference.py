@@ -207,13 +207,12 @@ def compare_networks(networks: Any, trainer: Any, name: str, widths: list[int], 
         print(f"  G's images:  {largest(images, gan.generator(z, labels))}")
         print(f"  D's scores:  {largest(critic(real, one_hot), gan.discriminator(real, labels))}")
     one_step(trainer, generator, critic, gan, z, real, labels, one_hot, gamma)
+    exact_step(trainer, generator, critic, widths, cardinalities, image_size, classes, real, labels, one_hot, gamma)
 
 
-def one_step(trainer: Any, generator: nn.Module, critic: nn.Module, gan: GAN, z: torch.Tensor, real: torch.Tensor,
-             labels: Optional[torch.Tensor], one_hot: Optional[torch.Tensor], gamma: float) -> None:
-    """One GAN.step, its gradients recorded before each optimizer step, against the reference's D phase
-    at the same weights, and its G phase at the D that GAN.step's update left (copied back), each also
-    in fp64: the reference's own fp32 rounding, next to the difference."""
+def recorded_step(gan: GAN, real: torch.Tensor, labels: Optional[torch.Tensor]) -> tuple[dict, dict, dict]:
+    """One GAN.step from seed 0 (its latents are the first draw), with D's gradients before its optimizer
+    step, D's weights after it, and G's gradients recorded."""
     recorded: list[dict[str, torch.Tensor]] = []
 
     def recording_update(optimizer, scaler, loss) -> None:
@@ -221,37 +220,50 @@ def one_step(trainer: Any, generator: nn.Module, critic: nn.Module, gan: GAN, z:
         loss.backward()
         network = gan.discriminator if optimizer is gan.optimizer_d else gan.generator
         recorded.append({n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in network.named_parameters()})
-        if network is gan.discriminator:
-            recorded.append({n: p.detach().clone() for n, p in network.named_parameters()})  # D before its step
         optimizer.step()
         if network is gan.discriminator:
-            recorded.append({n: p.detach().clone() for n, p in network.named_parameters()})  # and after
+            recorded.append({n: p.detach().clone() for n, p in network.named_parameters()})
 
-    gan.update = recording_update  # (instead of GAN.update: the same zero_grad, backward and step, in fp32)
-    torch.manual_seed(0)  # GAN.step draws its latents first thing after the batch: the same z
+    gan.update = recording_update  # (instead of GAN.update: the same zero_grad, backward and step, unscaled)
+    torch.manual_seed(0)
     gan.step(iter([(real, labels)]), 1)
-    d_gradients, _, d_after, g_gradients = recorded
+    d_gradients, d_after, g_gradients = recorded
+    return d_gradients, d_after, g_gradients
 
-    def phase(network_dtype: torch.dtype, d_weights: Optional[dict[str, torch.Tensor]], which: str) -> tuple[nn.Module, nn.Module]:
-        g, d = copy.deepcopy(generator).to(network_dtype), copy.deepcopy(critic).to(network_dtype)
-        for stage in (*g.MainLayers, *d.MainLayers):  # (each stage casts its input to its DataType)
-            stage.DataType = network_dtype
-        if d_weights is not None:
-            load_ganctl_weights(d, d_weights)
-        inputs = [t.to(network_dtype) if t is not None else None for t in (z, real, one_hot)]
-        training = trainer.AdversarialTraining(g, d)
-        g.requires_grad_(which == "G")
-        d.requires_grad_(which == "D")
-        if which == "D":
-            training.AccumulateDiscriminatorGradients(*inputs, gamma)
-        else:
-            training.AccumulateGeneratorGradients(*inputs)
-        return g, d
 
-    _, d32 = phase(torch.float32, None, "D")
-    _, d64 = phase(torch.float64, None, "D")
+def reference_phase(trainer: Any, generator: nn.Module, critic: nn.Module, dtype: torch.dtype,
+                    d_weights: Optional[dict[str, torch.Tensor]], which: str, inputs: tuple, gamma: float) -> nn.Module:
+    """The reference's D phase (AccumulateDiscriminatorGradients) or G phase (AccumulateGeneratorGradients)
+    on copies of its networks in `dtype`, D at `d_weights` (ganctl's names) when given; the network
+    whose gradients it accumulated."""
+    g, d = copy.deepcopy(generator).to(dtype), copy.deepcopy(critic).to(dtype)
+    for stage in (*g.MainLayers, *d.MainLayers):  # (each stage casts its input to its DataType)
+        stage.DataType = dtype
+    if d_weights is not None:
+        load_ganctl_weights(d, d_weights)
+    training = trainer.AdversarialTraining(g, d)
+    g.requires_grad_(which == "G")
+    d.requires_grad_(which == "D")
+    inputs = [t.to(dtype) if t is not None else None for t in inputs]
+    if which == "D":
+        training.AccumulateDiscriminatorGradients(*inputs, gamma)
+        return d
+    training.AccumulateGeneratorGradients(*inputs)
+    return g
+
+
+def one_step(trainer: Any, generator: nn.Module, critic: nn.Module, gan: GAN, z: torch.Tensor, real: torch.Tensor,
+             labels: Optional[torch.Tensor], one_hot: Optional[torch.Tensor], gamma: float) -> None:
+    """One GAN.step, its gradients recorded before each optimizer step, against the reference's D phase
+    at the same weights, and its G phase at the D that GAN.step's update left (copied back), each also
+    in fp64: the reference's own fp32 rounding, next to the difference."""
+    d_gradients, d_after, g_gradients = recorded_step(gan, real, labels)
+    inputs = (z, real, one_hot)
+    d32 = reference_phase(trainer, generator, critic, torch.float32, None, "D", inputs, gamma)
+    d64 = reference_phase(trainer, generator, critic, torch.float64, None, "D", inputs, gamma)
     print(f"  D's gradients, RpGAN + gamma/2 (R1 + R2): {gradient_difference(d32, d_gradients)}")
     print(f"    the reference's fp32 against its fp64:  {gradient_difference(d64, named_gradients(d32))}")
+    print(f"    ganctl's fp32 against the reference's fp64: {gradient_difference(d64, d_gradients)}")
     adam = copy.deepcopy(d32)
     with torch.no_grad():
         for parameter, twin in zip(adam.parameters(), d32.parameters()):
@@ -260,10 +272,32 @@ def one_step(trainer: Any, generator: nn.Module, critic: nn.Module, gan: GAN, z:
     moved = {ganctl_name(n): p for n, p in adam.named_parameters()}
     print(f"  D after its Adam step (the reference's torch.optim.Adam, ganctl's fused): "
           f"{max((moved[n].reshape(-1) - (p.t() if n.endswith('embedding.weight') else p).reshape(-1)).abs().max().item() for n, p in d_after.items()):.2e}")
-    g32, _ = phase(torch.float32, d_after, "G")
-    g64, _ = phase(torch.float64, d_after, "G")
+    g32 = reference_phase(trainer, generator, critic, torch.float32, d_after, "G", inputs, gamma)
+    g64 = reference_phase(trainer, generator, critic, torch.float64, d_after, "G", inputs, gamma)
     print(f"  G's gradients at that D (re-scored reals): {gradient_difference(g32, g_gradients)}")
     print(f"    the reference's fp32 against its fp64:  {gradient_difference(g64, named_gradients(g32))}")
+    print(f"    ganctl's fp32 against the reference's fp64: {gradient_difference(g64, g_gradients)}")
+
+
+def exact_step(trainer: Any, generator: nn.Module, critic: nn.Module, widths: list[int], cardinalities: list[int],
+               image_size: int, classes: int, real: torch.Tensor, labels: Optional[torch.Tensor],
+               one_hot: Optional[torch.Tensor], gamma: float) -> None:
+    """The same step with ganctl and the reference both in fp64: what differs then is not rounding."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        gan = ganctl_gan(widths, cardinalities, image_size, classes, gamma)
+        copy_weights(generator, gan.generator)
+        copy_weights(critic, gan.discriminator)
+        torch.manual_seed(0)
+        z = torch.randn(real.shape[0], 64)  # GAN.step's first draw, now in fp64
+        d_gradients, d_after, g_gradients = recorded_step(gan, real.double(), labels)
+        inputs = (z, real, one_hot)
+        d64 = reference_phase(trainer, generator, critic, torch.float64, None, "D", inputs, gamma)
+        g64 = reference_phase(trainer, generator, critic, torch.float64, d_after, "G", inputs, gamma)
+        print(f"  both in fp64: D's gradients {gradient_difference(d64, d_gradients)}")
+        print(f"  both in fp64: G's gradients {gradient_difference(g64, g_gradients)}")
+    finally:
+        torch.set_default_dtype(torch.float32)
 
 
 def named_gradients(reference: nn.Module) -> dict[str, torch.Tensor]:

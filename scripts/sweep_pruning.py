@@ -55,6 +55,7 @@ def figures(sweep_dir: Path, wall: float) -> dict:
     best = min(complete, key=lambda t: t.value) if complete else None
     return {"wall_seconds": wall, "steps": steps, "complete": len(complete),
             "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            "failed": sum(t.state == TrialState.FAIL for t in trials),
             "best_fid": best.value if best else None, "best_params": best.params if best else None}
 
 
@@ -74,16 +75,18 @@ def main() -> None:
             processes[name].wait()
             walls[name] = time.perf_counter() - started
             started = time.perf_counter()
-    for name, process in processes.items():
-        process.wait()
-        walls.setdefault(name, time.perf_counter() - started)
+    while len(walls) < len(processes):  # together: each search's own finishing time
+        for name, process in processes.items():
+            if name not in walls and process.poll() is not None:
+                walls[name] = time.perf_counter() - started
+        time.sleep(1)
     results = {name: figures(sweep_dir, walls[name]) for name, sweep_dir in runs.items()}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("| search | wall | steps trained | trials complete / pruned | best FID (pooled pixels) | its lr, R1 gamma |")
+    print("| search | wall | steps trained | trials complete / pruned / failed | best FID (pooled pixels) | its lr, R1 gamma |")
     print("|---|---:|---:|---:|---:|---|")
     for name, result in results.items():
         params = result["best_params"] or {}
-        print(f"| {name} | {result['wall_seconds'] / 60:.1f} min | {result['steps']:,} | {result['complete']} / {result['pruned']} | "
+        print(f"| {name} | {result['wall_seconds'] / 60:.1f} min | {result['steps']:,} | {result['complete']} / {result['pruned']} / {result['failed']} | "
               f"{result['best_fid']:.4g} | {params.get('optimizer.g.lr', float('nan')):.2e}, "
               f"{params.get('loss.regularisers.r1.gamma', float('nan')):.3g} |")
 
