@@ -268,6 +268,9 @@ def read(path: Path) -> Snapshot:
         data = Path(path).read_bytes()  # in memory: no read can ask for more than the file holds
     except OSError as error:
         raise GanctlError(f"Cannot read {path}: {error.strerror or error}.") from error
+    if data.startswith(checkpoint.ZIP_START):
+        raise GanctlError(f"{path} is not a stylegan2-ada-pytorch pickle: it is a zip archive (torch.save's format, e.g. a "
+                          "ganctl checkpoint, which needs no import). Nothing in it was unpacked.")
     if not data.startswith(b"\x80") or data[1:2] not in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise GanctlError(f"{path} is not a stylegan2-ada-pytorch pickle: it is {checkpoint.what_it_is(data[:4096], len(data))}. "
                           f"`ganctl import` reads the network-snapshot-*.pkl files of stylegan2-ada-pytorch ({FILES}).")
@@ -285,7 +288,7 @@ def read(path: Path) -> Snapshot:
     except Exception as error:  # damaged bytes surface as any error of the unpickler or of the records' checks
         raise GanctlError(f"Cannot import {path}: it is damaged or truncated, or not a {SOURCE} pickle "
                           f"({type(error).__name__}: {str(error)[:160]}). Nothing was loaded from it.") from None
-    if not isinstance(snapshot, dict) or not isinstance(snapshot.get("G_ema", snapshot.get("G")), Record):
+    if not isinstance(snapshot, dict) or all(snapshot.get(key) is None for key in ("G", "G_ema")):
         what = f"a dict of {', '.join(map(str, list(snapshot)[:6]))}" if isinstance(snapshot, dict) else type(snapshot).__name__
         raise GanctlError(f"{path} is a pickle but not a {SOURCE} snapshot: it holds {what}, and no generator (G or G_ema).")
     networks = {key: snapshot.get(key) for key in ("G", "D", "G_ema")}
@@ -387,8 +390,8 @@ def settings(generator: Record, discriminator: Optional[Record]) -> tuple[list[s
         f"model.generator.w_avg_beta={take('G', g, 'mapping_kwargs.w_avg_beta', 0.995)}",
         f"model.generator.channel_base={take('G', g, 'synthesis_kwargs.channel_base', 32768)}",
         f"model.generator.channel_max={take('G', g, 'synthesis_kwargs.channel_max', 512)}",
-        f"model.generator.conv_clamp={null(take('G', g, 'synthesis_kwargs.conv_clamp', None))}",
-        f"model.generator.noise={str(bool(g.get('synthesis_kwargs.use_noise', True))).lower()}",
+        f"model.generator.conv_clamp={as_override(take('G', g, 'synthesis_kwargs.conv_clamp', None))}",
+        f"model.generator.noise={as_override(bool(g.get('synthesis_kwargs.use_noise', True)))}",
     ]
     if discriminator is not None:
         for key, value in (("c_dim", classes), ("img_resolution", resolution), ("img_channels", channels)):
@@ -401,7 +404,7 @@ def settings(generator: Record, discriminator: Optional[Record]) -> tuple[list[s
             f"model.discriminator.architecture={take('D', d, 'architecture', 'resnet')}",
             f"model.discriminator.channel_base={take('D', d, 'channel_base', 32768)}",
             f"model.discriminator.channel_max={take('D', d, 'channel_max', 512)}",
-            f"model.discriminator.conv_clamp={null(take('D', d, 'conv_clamp', None))}",
+            f"model.discriminator.conv_clamp={as_override(take('D', d, 'conv_clamp', None))}",
             f"model.discriminator.mbstd_group_size={group}",
             f"model.discriminator.mbstd_channels={take('D', d, 'epilogue_kwargs.mbstd_num_channels', 1)}",
             f"model.discriminator.mapping_layers={take('D', d, 'mapping_kwargs.num_layers', 8)}",
@@ -426,10 +429,6 @@ def settings(generator: Record, discriminator: Optional[Record]) -> tuple[list[s
     if classes:
         shape["classes"] = [str(index) for index in range(classes)]
     return overrides, shape
-
-
-def null(value: Any) -> str:
-    return "null" if value is None else str(value)
 
 
 def ganctl_tensors(record: Record, rename, network: str, path: Path) -> dict[str, torch.Tensor]:
@@ -477,9 +476,10 @@ def compose_config(overrides: list[str]) -> tuple[Any, dict[str, str]]:
     return cfg, choices
 
 
-def convert(path: Path, extra: list[str] = ()) -> dict[str, Any]:
-    """The ganctl checkpoint (step 0) of the snapshot at `path`; `extra`: overrides for what the pickle
-    does not say (the dataset to evaluate or fine-tune on, metrics settings)."""
+def convert(path: Path, extra: list[str] = ()) -> tuple[dict[str, Any], list[str]]:
+    """The ganctl checkpoint (step 0) of the snapshot at `path`, and the overrides of `ganctl train` that
+    build its networks (what a fine-tune with init_from= needs on its command line); `extra`: overrides
+    for what the pickle does not say (the dataset to evaluate or fine-tune on, metrics settings)."""
     from ganctl.gan import GAN
 
     path = Path(path)
@@ -521,8 +521,20 @@ def convert(path: Path, extra: list[str] = ()) -> dict[str, Any]:
         "imported": f"imported from {SOURCE}", "data_fingerprint": None, "frozen": {"blocks": 0, "parameters": 0},
         "reinitialised": {}, "new": {} if snapshot.discriminator is not None else {"discriminator": ["all (the pickle has no D)"]},
     }
-    return checkpoint.training_state(gan.state_dict(), step=0, wall_seconds=0.0, config=stored, choices=choices, metrics=[],
-                                     best=None, data=shape, device=torch.device("cpu"), lineage=lineage)
+    state = checkpoint.training_state(gan.state_dict(), step=0, wall_seconds=0.0, config=stored, choices=choices, metrics=[],
+                                      best=None, data=shape, device=torch.device("cpu"), lineage=lineage)
+    return state, not_default(overrides)
+
+
+def not_default(overrides: list[str]) -> list[str]:
+    """The overrides whose values differ from model=stylegan2's defaults (the option itself kept)."""
+    defaults, _ = compose_config(["model=stylegan2"])
+    return [item for item in overrides if item == "model=stylegan2" or "." not in item.split("=", 1)[0]
+            or as_override(OmegaConf.select(defaults, item.split("=", 1)[0])) != item.split("=", 1)[1]]
+
+
+def as_override(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def main(argv: list[str]) -> int:
@@ -544,11 +556,12 @@ def main(argv: list[str]) -> int:
         raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'model.pt'}.")
     if not out.parent.is_dir():
         raise GanctlError(f"Cannot write {out}: the folder {out.parent} does not exist.")
-    state = convert(Path(args.pickle), list(args.overrides))
+    state, model = convert(Path(args.pickle), list(args.overrides))
     checkpoint.save(state, out)
     parent, data = state["lineage"]["parents"][0], state["data"]
     classes = f", {len(data['classes'])} classes" if data.get("classes") else ""
     console.print(f"Imported {args.pickle} ({SOURCE}, sha256 {parent['checksum'][:16]}..., with {', '.join(parent['has'])}) as "
-                  f"{out}: model=stylegan2 at {data['image_size']}x{data['image_size']}x{data['channels']}{classes}. Sample it "
-                  f"with `ganctl sample {word(out)}`; fine-tune with `ganctl train {word(f'init_from={out}')} ...`.")
+                  f"{out}: model=stylegan2 at {data['image_size']}x{data['image_size']}x{data['channels']}{classes}.\n"
+                  f"Sample it:    ganctl sample {word(out)}\n"
+                  f"Fine-tune it: ganctl train {word(f'init_from={out}')} {' '.join(map(word, model))} dataset=<yours>")
     return 0

@@ -1,0 +1,228 @@
+"""`ganctl import`: a stylegan2-ada-pytorch pickle as a checkpoint, with no code from the file run.
+
+The fixture (tests/fixtures/stylegan2-ada/) was written by the reference code itself
+(scripts/write_stylegan2_import_fixture.py), with the reference's images for fixed latents."""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from ganctl import checkpoint, published
+from ganctl.errors import GanctlError
+from ganctl.sample import main as sample_main
+from ganctl.sampling import Sampler
+from helpers import TINY, run, run_cli
+
+FIXTURE = Path(__file__).parent / "fixtures" / "stylegan2-ada"
+PICKLE = FIXTURE / "network-snapshot.pkl"
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture imported once, as `ganctl import ... dataset=mnist` writes it."""
+    out = tmp_path_factory.mktemp("imported") / "model.pt"
+    state, _ = published.convert(PICKLE, ["dataset=mnist"])
+    checkpoint.save(state, out)
+    return out
+
+
+def unclamped(generator: torch.nn.Module, ws: torch.Tensor) -> torch.Tensor:
+    """ganctl's synthesis without eval mode's clamp to [-1, 1] (the reference's images are raw)."""
+    x = image = None
+    index = 0
+    for block in generator.blocks:
+        x, image = block(x, image, ws.narrow(1, index, block.num_conv + 1))
+        index += block.num_conv
+    return image
+
+
+def test_imported_generator_makes_the_reference_images(imported: Path) -> None:
+    state = checkpoint.load(imported)
+    assert state["data"] == {"channels": 1, "image_size": 32, "classes": [str(i) for i in range(10)]}
+    assert state["choices"]["model"] == "stylegan2" and state["choices"]["conditioning"] == "concat"
+    reference = torch.load(FIXTURE / "reference-images.pt", weights_only=True)
+    for psi in (1.0, 0.7):
+        sampler = Sampler.from_checkpoint(state, torch.device("cpu"), truncation=psi)
+        assert sampler.weights == "ema"
+        expected = reference[f"psi_{psi}"]  # (4, 1, 32, 32), noise_mode='const'
+        assert (expected.abs() > 1).any()  # raw images: the clamp below matters, and the raw comparison too
+        images = next(sampler.batches(reference["z"], 8, reference["classes"]))
+        torch.testing.assert_close(images, expected.clamp(-1, 1), atol=1e-4, rtol=0)
+        with torch.no_grad():
+            ws = sampler.generator.styles(reference["z"], reference["classes"], psi)
+            torch.testing.assert_close(unclamped(sampler.generator, ws), expected, atol=1e-4, rtol=0)
+
+
+def test_lineage_records_the_pickle(imported: Path) -> None:
+    parent = checkpoint.load(imported)["lineage"]["parents"][0]
+    assert parent["checksum"] == hashlib.sha256(PICKLE.read_bytes()).hexdigest() and parent["checksum_kind"] == "sha256"
+    assert parent["imported_from"] == "stylegan2-ada-pytorch" and parent["has"] == ["G", "D", "G_ema"]
+    from ganctl.finetune import describe
+
+    line = describe(checkpoint.load(imported)["lineage"])
+    assert line.startswith("Lineage: imported from stylegan2-ada-pytorch") and "sha256 " + parent["checksum"][:12] in line
+
+
+def test_cli_imports_refuses_to_clobber_and_the_result_samples(tmp_path: Path) -> None:
+    out = tmp_path / "model.pt"
+    result = run_cli("import", str(PICKLE), "--out", str(out), "dataset=mnist")
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "init_from=" in output and "model.generator.channel_base=128" in output
+    before = out.read_bytes()
+    with pytest.raises(GanctlError, match="already exists"):
+        published.main([str(PICKLE), "--out", str(out)])
+    assert out.read_bytes() == before
+    assert sample_main([str(out), "--num", "2", "--truncation", "0.7", "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_fine_tuning_starts_from_the_imported_model(imported: Path, tmp_path: Path) -> None:
+    model = ["model=stylegan2", "dataset.image_size=32", "model.generator.latent_dim=32", "model.generator.w_dim=32",
+             "model.generator.mapping_layers=2", "model.generator.channel_base=128", "model.generator.channel_max=16",
+             "model.generator.conv_clamp=256", "model.discriminator.channel_base=128", "model.discriminator.channel_max=16",
+             "model.discriminator.conv_clamp=256", "conditioning=concat", "conditioning.discriminator=projection",
+             "train.precision=fp32", "train.channels_last=false"]
+    run(tmp_path, *TINY, "train.steps=2", "train.ckpt_every=0", f"init_from={imported}", *model)
+    lineage = checkpoint.load(checkpoint.last_path(tmp_path))["lineage"]
+    assert lineage["reinitialised"] == {} and lineage["new"] == {}
+    assert [p.get("imported_from") for p in lineage["parents"]] == [None, "stylegan2-ada-pytorch"]
+    assert lineage["parents"][1]["checksum"] == hashlib.sha256(PICKLE.read_bytes()).hexdigest()
+
+
+# --- What the unpickler refuses -------------------------------------------------------------------
+
+
+class Reduce:
+    """Pickles as `func(*args)`: what a malicious pickle asks the unpickler to call."""
+
+    def __init__(self, func, *args) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def payloads(marker: Path) -> list[tuple[Reduce, str]]:
+    """Pickled calls that would create `marker`, each with the name the pickle asks for."""
+    return [
+        (Reduce(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
+        (Reduce(builtins.eval, f"open({str(marker)!r}, 'w').close()"), "builtins.eval"),
+        (Reduce(subprocess.Popen, ["touch", str(marker)]), "subprocess.Popen"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_refuses_code_and_does_not_run_it(tmp_path: Path, index: int) -> None:
+    control = tmp_path / "control"
+    payload, name = payloads(control)[index]
+    data = pickle.dumps({"G": payload})
+    process = pickle.loads(data)  # the control: plain pickle does run it
+    if isinstance(process, dict) and isinstance(process["G"], subprocess.Popen):
+        process["G"].wait()
+    assert control.exists()
+
+    marker = tmp_path / "marker"
+    payload, name = payloads(marker)[index]
+    for where in ({"G": payload}, {"training_set_kwargs": {"path": payload}}, [1, 2, payload]):
+        path = tmp_path / "evil.pkl"
+        path.write_bytes(pickle.dumps(where))
+        with pytest.raises(GanctlError) as refused:
+            published.read(path)
+        message = str(refused.value)
+        assert f"asks for {name}," in message and "Nothing from the file was run" in message
+        assert not marker.exists()
+
+
+def test_never_runs_the_records_source_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A persistence record whose module_src would create a file: read as data, its source ignored."""
+    marker = tmp_path / "marker"
+    persistence = types.ModuleType("torch_utils.persistence")
+
+    def _reconstruct_persistent_obj(meta):  # (only its name is pickled)
+        raise AssertionError
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
+    monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
+    monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
+    meta = dict(type="class", version=6, module_src=f"open({str(marker)!r}, 'w').close()\nclass Generator: pass\n",
+                class_name="Generator", state={"_init_kwargs": {"z_dim": 8}, "_parameters": {}, "_buffers": {}, "_modules": {}})
+    path = tmp_path / "record.pkl"
+    path.write_bytes(pickle.dumps({"G": Reduce(_reconstruct_persistent_obj, meta)}))
+    snapshot = published.read(path)
+    assert snapshot.generator.class_name == "Generator" and snapshot.generator.init_kwargs == {"z_dim": 8}
+    with pytest.raises(GanctlError, match="no image resolution"):
+        published.settings(snapshot.generator, None)
+    assert not marker.exists()
+
+
+def legacy_storage(numel: int, declared: int) -> bytes:
+    """torch's legacy bytes of a float storage (what `_load_from_bytes` reads) holding `numel` values
+    and declaring `declared`, in its record and its element count."""
+    with warnings.catch_warnings():  # (TypedStorage is deprecated)
+        warnings.simplefilter("ignore")
+        _, (data,) = torch.zeros(numel).storage().__reduce__()
+    head, count, values = data[: -(8 + 4 * numel)], data[-(8 + 4 * numel) : -4 * numel], data[-4 * numel :]
+    record = b"cpuq\x03" + pickle.dumps(numel, protocol=2)[2:-1]
+    assert count == numel.to_bytes(8, "little") and head.count(record) == 1
+    return head.replace(record, b"cpuq\x03" + pickle.dumps(declared, protocol=2)[2:-1]) + declared.to_bytes(8, "little") + values
+
+
+def test_bad_files_get_one_message_each(tmp_path: Path) -> None:
+    def refusal(content: bytes) -> str:
+        path = tmp_path / "file.pkl"
+        path.write_bytes(content)
+        with pytest.raises(GanctlError) as refused:
+            published.convert(path)
+        assert "Traceback" not in str(refused.value)
+        return str(refused.value)
+
+    data = PICKLE.read_bytes()
+    assert "not a stylegan2-ada-pytorch pickle: it is a text file" in refusal(b"hello\n")
+    assert "empty" in refusal(b"")
+    assert "damaged or truncated" in refusal(data[: len(data) // 2])
+    assert "holds list" in refusal(pickle.dumps([1, 2, 3]))
+    assert "no generator" in refusal(pickle.dumps({"training_set_kwargs": {}, "D": None}))
+    zipped = io.BytesIO()
+    torch.save({"G": torch.zeros(3)}, zipped)
+    assert "it is a zip archive" in refusal(zipped.getvalue())
+    assert "its G is a dict, not the stylegan2-ada-pytorch Generator" in refusal(pickle.dumps({"G": {"x": 1}}))
+    tensor = Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, legacy_storage(3, 3)), 0, (3,),
+                    (1,), False, collections.OrderedDict())
+    assert "no generator" in refusal(pickle.dumps({"tensor": tensor}))  # (the well-formed storage reads)
+    for declared in (10**9, 2**40):
+        huge = Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, legacy_storage(3, declared)),
+                      0, (3,), (1,), False, collections.OrderedDict())
+        assert f"declares {declared:,} elements" in refusal(pickle.dumps({"G": huge}))
+    beyond = Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, legacy_storage(3, 3)), 0, (10**6,),
+                    (1,), False, collections.OrderedDict())
+    assert "damaged or truncated" in refusal(pickle.dumps({"G": beyond}))
+
+
+def test_settings_ganctl_cannot_represent_are_named(imported: Path) -> None:
+    snapshot = published.read(PICKLE)
+    kwargs = {**snapshot.generator.init_kwargs, "img_resolution": 48,
+              "synthesis_kwargs": {**snapshot.generator.init_kwargs["synthesis_kwargs"], "architecture": "resnet", "fancy": 1}}
+    generator = dataclasses.replace(snapshot.generator, init_kwargs=kwargs)
+    with pytest.raises(GanctlError) as refused:
+        published.settings(generator, snapshot.discriminator)
+    message = str(refused.value)
+    for named in ("synthesis_kwargs.architecture='resnet'", "synthesis_kwargs.fancy=1", "img_resolution=48",
+                  "D's img_resolution=32 against G's 48"):
+        assert named in message
