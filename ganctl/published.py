@@ -490,11 +490,15 @@ def convert(path: Path, extra: list[str] = ()) -> tuple[dict[str, Any], list[str
     if clashing:
         raise GanctlError(f"ganctl import: {', '.join(clashing)} would change what the pickle defines (the model, its "
                           "conditioning and resolution come from the file); pass the dataset and training settings only.")
-    dataset = [] if any(item.startswith("dataset=") for item in extra) else [
-        "dataset=folder", f"dataset.channels={shape['channels']}",
-        *([f"dataset.root={snapshot.training_set['path']}"] if isinstance(snapshot.training_set.get("path"), str) else [])]
+    # Without a dataset= of the user's: dataset=folder at the path the reference trained on (set after
+    # composing: a path is no override token), which `ganctl eval` reads if it is there.
+    own_dataset = any(item.startswith("dataset=") for item in extra)
+    dataset = [] if own_dataset else ["dataset=folder", f"dataset.channels={shape['channels']}"]
     cfg, choices = compose_config([*dataset, "train.precision=fp32", "train.channels_last=false",
                                    "train.ema.half_life_kimg=10", *extra, *overrides])
+    trained_on = snapshot.training_set.get("path")
+    if not own_dataset and isinstance(trained_on, str) and OmegaConf.select(cfg, "dataset.root") is None:
+        cfg.dataset.root = trained_on
     config.check(cfg)
     if cfg.dataset.get("channels", shape["channels"]) != shape["channels"]:
         raise GanctlError(f"ganctl import: the network makes {shape['channels']}-channel images and dataset.channels is "

@@ -77,6 +77,12 @@ def test_lineage_records_the_pickle(imported: Path) -> None:
     assert line.startswith("Lineage: imported from stylegan2-ada-pytorch") and "sha256 " + parent["checksum"][:12] in line
 
 
+def test_without_a_dataset_the_config_names_the_references() -> None:
+    state, _ = published.convert(PICKLE)
+    assert state["choices"]["dataset"] == "folder"
+    assert state["config"]["dataset"]["root"] == "~/datasets/digits-32.zip" and state["config"]["dataset"]["channels"] == 1
+
+
 def test_cli_imports_refuses_to_clobber_and_the_result_samples(tmp_path: Path) -> None:
     out = tmp_path / "model.pt"
     result = run_cli("import", str(PICKLE), "--out", str(out), "dataset=mnist")
