@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare_stylegan2_reference import import_reference  # noqa: E402
 
-from ganctl import published  # noqa: E402
+from ganctl.published.conversion import convert  # noqa: E402
 from ganctl.sampling import Sampler, critic_from_checkpoint  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     with open(args.pickle, "rb") as file:
         theirs = pickle.load(file)  # runs the file's own code: the reference's way
-    state, model = published.convert(args.pickle)
+    state, model = convert(args.pickle)
     print(f"ganctl's settings for it: {' '.join(model)}")
     data = state["data"]
     classes = len(data.get("classes") or [])

@@ -52,7 +52,7 @@ from ganctl.gan import GAN
 from ganctl.overrides import expand_shorthands
 from ganctl.regularisers import GeneratorInputs, squared_gradient_norm
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
-from ganctl.published import critic_name, generator_name  # the names `ganctl import` copies by
+from ganctl.published.conversion import critic_name, generator_name  # the names `ganctl import` copies by
 
 
 def import_reference(path: Path):

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from ganctl import checkpoint, published
+from ganctl.published import conversion, unpickler
 from ganctl.errors import GanctlError
 from ganctl.sample import main as sample_main
 from ganctl.sampling import Sampler
@@ -35,7 +36,7 @@ PICKLE = FIXTURE / "network-snapshot.pkl"
 def imported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixture imported once, as `ganctl import ... dataset=mnist` writes it."""
     out = tmp_path_factory.mktemp("imported") / "model.pt"
-    state, _ = published.convert(PICKLE, ["dataset=mnist"])
+    state, _ = conversion.convert(PICKLE, ["dataset=mnist"])
     checkpoint.save(state, out)
     return out
 
@@ -78,7 +79,7 @@ def test_lineage_records_the_pickle(imported: Path) -> None:
 
 
 def test_without_a_dataset_the_config_names_the_references() -> None:
-    state, _ = published.convert(PICKLE)
+    state, _ = conversion.convert(PICKLE)
     assert state["choices"]["dataset"] == "folder"
     assert state["config"]["dataset"]["root"] == "~/datasets/digits-32.zip" and state["config"]["dataset"]["channels"] == 1
 
@@ -148,7 +149,7 @@ def test_refuses_code_and_does_not_run_it(tmp_path: Path, index: int) -> None:
         path = tmp_path / "evil.pkl"
         path.write_bytes(pickle.dumps(where))
         with pytest.raises(GanctlError) as refused:
-            published.read(path)
+            unpickler.read(path)
         message = str(refused.value)
         assert f"asks for {name}," in message and "Nothing from the file was run" in message
         assert not marker.exists()
@@ -171,10 +172,10 @@ def test_never_runs_the_records_source_code(tmp_path: Path, monkeypatch: pytest.
                 class_name="Generator", state={"_init_kwargs": {"z_dim": 8}, "_parameters": {}, "_buffers": {}, "_modules": {}})
     path = tmp_path / "record.pkl"
     path.write_bytes(pickle.dumps({"G": Reduce(_reconstruct_persistent_obj, meta)}))
-    snapshot = published.read(path)
+    snapshot = unpickler.read(path)
     assert snapshot.generator.class_name == "Generator" and snapshot.generator.init_kwargs == {"z_dim": 8}
     with pytest.raises(GanctlError, match="no image resolution"):
-        published.settings(snapshot.generator, None)
+        conversion.settings(snapshot.generator, None)
     assert not marker.exists()
 
 
@@ -195,7 +196,7 @@ def test_bad_files_get_one_message_each(tmp_path: Path) -> None:
         path = tmp_path / "file.pkl"
         path.write_bytes(content)
         with pytest.raises(GanctlError) as refused:
-            published.convert(path)
+            conversion.convert(path)
         assert "Traceback" not in str(refused.value)
         return str(refused.value)
 
@@ -222,12 +223,12 @@ def test_bad_files_get_one_message_each(tmp_path: Path) -> None:
 
 
 def test_settings_ganctl_cannot_represent_are_named(imported: Path) -> None:
-    snapshot = published.read(PICKLE)
+    snapshot = unpickler.read(PICKLE)
     kwargs = {**snapshot.generator.init_kwargs, "img_resolution": 48,
               "synthesis_kwargs": {**snapshot.generator.init_kwargs["synthesis_kwargs"], "architecture": "resnet", "fancy": 1}}
     generator = dataclasses.replace(snapshot.generator, init_kwargs=kwargs)
     with pytest.raises(GanctlError) as refused:
-        published.settings(generator, snapshot.discriminator)
+        conversion.settings(generator, snapshot.discriminator)
     message = str(refused.value)
     for named in ("synthesis_kwargs.architecture='resnet'", "synthesis_kwargs.fancy=1", "img_resolution=48",
                   "D's img_resolution=32 against G's 48"):
