@@ -155,9 +155,10 @@ def test_refuses_code_and_does_not_run_it(tmp_path: Path, index: int) -> None:
         assert not marker.exists()
 
 
-def test_never_runs_the_records_source_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A persistence record whose module_src would create a file: read as data, its source ignored."""
-    marker = tmp_path / "marker"
+@pytest.fixture
+def record(monkeypatch: pytest.MonkeyPatch):
+    """Makes pickled persistence records as the reference writes them (`_reconstruct_persistent_obj(meta)`),
+    without the reference: `record(class_name, state, module_src)`."""
     persistence = types.ModuleType("torch_utils.persistence")
 
     def _reconstruct_persistent_obj(meta):  # (only its name is pickled)
@@ -168,15 +169,37 @@ def test_never_runs_the_records_source_code(tmp_path: Path, monkeypatch: pytest.
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
     monkeypatch.setitem(sys.modules, "torch_utils", types.ModuleType("torch_utils"))
     monkeypatch.setitem(sys.modules, "torch_utils.persistence", persistence)
-    meta = dict(type="class", version=6, module_src=f"open({str(marker)!r}, 'w').close()\nclass Generator: pass\n",
-                class_name="Generator", state={"_init_kwargs": {"z_dim": 8}, "_parameters": {}, "_buffers": {}, "_modules": {}})
+
+    def make(class_name: str, state: dict, module_src: str = "") -> Reduce:
+        meta = dict(type="class", version=6, module_src=module_src, class_name=class_name,
+                    state={"_parameters": {}, "_buffers": {}, "_modules": {}, **state})
+        return Reduce(_reconstruct_persistent_obj, meta)
+
+    return make
+
+
+def test_never_runs_the_records_source_code(tmp_path: Path, record) -> None:
+    """A persistence record whose module_src would create a file: read as data, its source ignored."""
+    marker = tmp_path / "marker"
+    source = f"open({str(marker)!r}, 'w').close()\nclass Generator: pass\n"
     path = tmp_path / "record.pkl"
-    path.write_bytes(pickle.dumps({"G": Reduce(_reconstruct_persistent_obj, meta)}))
+    path.write_bytes(pickle.dumps({"G": record("Generator", {"_init_kwargs": {"z_dim": 8}}, source)}))
     snapshot = unpickler.read(path)
     assert snapshot.generator.class_name == "Generator" and snapshot.generator.init_kwargs == {"z_dim": 8}
     with pytest.raises(GanctlError, match="no image resolution"):
         conversion.settings(snapshot.generator, None)
     assert not marker.exists()
+
+
+def test_records_nested_too_deep_or_listed_too_often_are_refused(tmp_path: Path, record) -> None:
+    chain = record("Leaf", {})
+    for _ in range(40):  # 40 levels, each listing the one below twice: 2**40 paths in a few kilobytes
+        chain = record("Layer", {"_modules": {"a": chain, "b": chain}})
+    path = tmp_path / "nested.pkl"
+    path.write_bytes(pickle.dumps({"G": record("Generator", {"_modules": {"synthesis": chain}})}))
+    assert path.stat().st_size < 20_000
+    with pytest.raises(GanctlError, match="nests modules more than 32 deep or reaches more than 100,000"):
+        unpickler.read(path)
 
 
 def legacy_storage(numel: int, declared: int) -> bytes:
@@ -233,3 +256,8 @@ def test_settings_ganctl_cannot_represent_are_named(imported: Path) -> None:
     for named in ("synthesis_kwargs.architecture='resnet'", "synthesis_kwargs.fancy=1", "img_resolution=48",
                   "D's img_resolution=32 against G's 48"):
         assert named in message
+    # A value of another type never reaches the config as an override (a string could say anything there).
+    kwargs = {**snapshot.generator.init_kwargs, "z_dim": "32 model=dcgan", "w_dim": True}
+    with pytest.raises(GanctlError) as refused:
+        conversion.settings(dataclasses.replace(snapshot.generator, init_kwargs=kwargs), snapshot.discriminator)
+    assert "G's z_dim='32 model=dcgan' (ganctl: a whole number); G's w_dim=True (ganctl: a whole number)" in str(refused.value)

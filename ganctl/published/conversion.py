@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -81,64 +82,85 @@ def flat(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ganctl's setting <- (network, the reference's constructor argument, its default there, what it must be).
+SETTINGS = (
+    ("model.generator.latent_dim", "G", "z_dim", 512, "count"),
+    ("model.generator.w_dim", "G", "w_dim", 512, "count"),
+    ("model.generator.mapping_layers", "G", "mapping_kwargs.num_layers", 8, "count"),
+    ("model.generator.mapping_lr_multiplier", "G", "mapping_kwargs.lr_multiplier", 0.01, "number"),
+    ("model.generator.w_avg_beta", "G", "mapping_kwargs.w_avg_beta", 0.995, "number"),
+    ("model.generator.channel_base", "G", "synthesis_kwargs.channel_base", 32768, "count"),
+    ("model.generator.channel_max", "G", "synthesis_kwargs.channel_max", 512, "count"),
+    ("model.generator.conv_clamp", "G", "synthesis_kwargs.conv_clamp", None, "number or None"),
+    ("model.generator.noise", "G", "synthesis_kwargs.use_noise", True, "bool"),
+    ("model.discriminator.architecture", "D", "architecture", "resnet", "str"),
+    ("model.discriminator.channel_base", "D", "channel_base", 32768, "count"),
+    ("model.discriminator.channel_max", "D", "channel_max", 512, "count"),
+    ("model.discriminator.conv_clamp", "D", "conv_clamp", None, "number or None"),
+    ("model.discriminator.mbstd_group_size", "D", "epilogue_kwargs.mbstd_group_size", 4, "count"),
+    ("model.discriminator.mbstd_channels", "D", "epilogue_kwargs.mbstd_num_channels", 1, "count"),
+    ("model.discriminator.mapping_layers", "D", "mapping_kwargs.num_layers", 8, "count"),
+)
+KINDS = {
+    "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 20,
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    "number or None": lambda v: v is None or KINDS["number"](v),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+}
+
+
+def shown(value: Any) -> str:
+    """A value from the file for a message: its repr, cut short (the file chose it)."""
+    return reprlib.repr(value)
+
+
 def settings(generator: Record, discriminator: Optional[Record]) -> tuple[list[str], dict[str, Any]]:
     """The `ganctl train` overrides of model=stylegan2 that build the reference's networks, and the data's
-    shape ({channels, image_size[, classes]}). Every setting ganctl's StyleGAN2 cannot take is refused, all named in one message."""
+    shape ({channels, image_size[, classes]}). Every setting ganctl's StyleGAN2 cannot take is refused,
+    all named in one message; every value is checked for its type before it becomes an override."""
     if generator.init_args or (discriminator is not None and discriminator.init_args):
         raise GanctlError("The networks were built with positional arguments, which a stylegan2-ada-pytorch snapshot never has.")
-    g, d = flat(generator.init_kwargs), flat(discriminator.init_kwargs) if discriminator else {}
-    handled: dict[str, set[str]] = {"G": set(IGNORED), "D": set(IGNORED)}
+    arguments = {"G": flat(generator.init_kwargs), "D": flat(discriminator.init_kwargs) if discriminator else {}}
+    handled = {"G": set(IGNORED), "D": set(IGNORED)}
     unsupported = []
-
-    def take(network: str, values: dict[str, Any], key: str, default: Any) -> Any:
-        handled[network].add(key)
-        return values.get(key, default)
-
-    for network, values in (("G", g), ("D", d)):
+    for network, values in arguments.items():
         for key, allowed in FIXED.items():
             if key in values:
                 handled[network].add(key)
                 value = list(values[key]) if isinstance(values[key], tuple) else values[key]
                 if value not in allowed:
-                    unsupported.append(f"{network}'s {key}={value!r} (ganctl: {' or '.join(map(repr, allowed))})")
-    resolution, channels = take("G", g, "img_resolution", None), take("G", g, "img_channels", None)
-    classes = take("G", g, "c_dim", 0)
-    if not isinstance(resolution, int) or not isinstance(channels, int) or not isinstance(classes, int):
-        raise GanctlError("The generator's record has no image resolution, channels or label size: it is not a stylegan2-ada-pytorch Generator.")
-    overrides = [
-        "model=stylegan2", f"dataset.image_size={resolution}",
-        f"model.generator.latent_dim={take('G', g, 'z_dim', 512)}", f"model.generator.w_dim={take('G', g, 'w_dim', 512)}",
-        f"model.generator.mapping_layers={take('G', g, 'mapping_kwargs.num_layers', 8)}",
-        f"model.generator.mapping_lr_multiplier={take('G', g, 'mapping_kwargs.lr_multiplier', 0.01)}",
-        f"model.generator.w_avg_beta={take('G', g, 'mapping_kwargs.w_avg_beta', 0.995)}",
-        f"model.generator.channel_base={take('G', g, 'synthesis_kwargs.channel_base', 32768)}",
-        f"model.generator.channel_max={take('G', g, 'synthesis_kwargs.channel_max', 512)}",
-        f"model.generator.conv_clamp={as_override(take('G', g, 'synthesis_kwargs.conv_clamp', None))}",
-        f"model.generator.noise={as_override(bool(g.get('synthesis_kwargs.use_noise', True)))}",
-    ]
+                    unsupported.append(f"{network}'s {key}={shown(value)} (ganctl: {' or '.join(map(repr, allowed))})")
+    g = arguments["G"]
+    shape_keys = ("img_resolution", "img_channels", "c_dim")
+    resolution, channels, classes = (g.get(key, 0 if key == "c_dim" else None) for key in shape_keys)
+    if not all(KINDS["count"](value) for value in (resolution, channels, classes)):
+        raise GanctlError("The generator's record has no image resolution, channels or label size: it is not a "
+                          "stylegan2-ada-pytorch Generator.")
+    handled["G"].update(shape_keys)
+    overrides = ["model=stylegan2", f"dataset.image_size={resolution}"]
+    for setting, network, key, default, kind in SETTINGS:
+        if network == "D" and discriminator is None:
+            continue
+        handled[network].add(key)
+        value = arguments[network].get(key, default)
+        if not KINDS[kind](value):
+            unsupported.append(f"{network}'s {key}={shown(value)} (ganctl: {kind.replace('count', 'a whole number')})")
+        else:
+            overrides.append(f"{setting}={as_override(value)}")
     if discriminator is not None:
-        for key, value in (("c_dim", classes), ("img_resolution", resolution), ("img_channels", channels)):
-            if take("D", d, key, None) != value:
-                unsupported.append(f"D's {key}={d.get(key)!r} against G's {value!r}")
-        group = take("D", d, "epilogue_kwargs.mbstd_group_size", 4)
-        if group is None:
-            unsupported.append("D's epilogue_kwargs.mbstd_group_size=None (the whole batch; ganctl: a number)")
-        overrides += [
-            f"model.discriminator.architecture={take('D', d, 'architecture', 'resnet')}",
-            f"model.discriminator.channel_base={take('D', d, 'channel_base', 32768)}",
-            f"model.discriminator.channel_max={take('D', d, 'channel_max', 512)}",
-            f"model.discriminator.conv_clamp={as_override(take('D', d, 'conv_clamp', None))}",
-            f"model.discriminator.mbstd_group_size={group}",
-            f"model.discriminator.mbstd_channels={take('D', d, 'epilogue_kwargs.mbstd_num_channels', 1)}",
-            f"model.discriminator.mapping_layers={take('D', d, 'mapping_kwargs.num_layers', 8)}",
-        ]
-        for key in ("mapping_kwargs.lr_multiplier",):
-            if take("D", d, key, 0.01) != 0.01:
-                unsupported.append(f"D's {key}={d[key]!r} (ganctl: 0.01)")
+        d = arguments["D"]
+        handled["D"].update(shape_keys)
+        for key, value in zip(shape_keys, (resolution, channels, classes)):
+            if d.get(key, 0 if key == "c_dim" else None) != value:
+                unsupported.append(f"D's {key}={shown(d.get(key))} against G's {value}")
+        handled["D"].add("mapping_kwargs.lr_multiplier")
+        if d.get("mapping_kwargs.lr_multiplier", 0.01) != 0.01:
+            unsupported.append(f"D's mapping_kwargs.lr_multiplier={shown(d['mapping_kwargs.lr_multiplier'])} (ganctl: 0.01)")
     if classes:
         overrides += ["conditioning=concat", "conditioning.discriminator=projection"]
-    for network, values in (("G", g), ("D", d)):
-        unsupported += [f"{network}'s {key}={values[key]!r} (a setting ganctl does not know)" for key in values
+    for network, values in arguments.items():
+        unsupported += [f"{network}'s {key}={shown(values[key])} (a setting ganctl does not know)" for key in values
                         if key not in handled[network]]
     from ganctl.models.stylegan2 import RESOLUTIONS
 

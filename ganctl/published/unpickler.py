@@ -25,7 +25,6 @@ import hashlib
 import io
 import pickle
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -255,7 +254,6 @@ def read(path: Path) -> Snapshot:
     if not data.startswith(b"\x80") or data[1:2] not in (b"\x02", b"\x03", b"\x04", b"\x05"):
         raise GanctlError(f"{path} is not a stylegan2-ada-pytorch pickle: it is {what_it_is(data[:4096], len(data))}. "
                           f"`ganctl import` reads the network-snapshot-*.pkl files of stylegan2-ada-pytorch ({FILES}).")
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))  # (the C unpickler nests by containers, not calls)
     try:
         snapshot = SnapshotUnpickler(io.BytesIO(data)).load()
     except Refused as refused:
@@ -278,6 +276,26 @@ def read(path: Path) -> Snapshot:
         if network is not None and not (isinstance(network, Record) and network.class_name == expected):
             found = network.class_name if isinstance(network, Record) else type(network).__name__
             raise GanctlError(f"{path}: its {key} is a {found}, not the {SOURCE} {expected} that ganctl imports.")
+    for key, network in networks.items():
+        if network is not None:
+            check_nesting(network, key, path)
     training_set = snapshot.get("training_set_kwargs")
     return Snapshot(networks["G"] or networks["G_ema"], networks["D"], networks["G_ema"],
                     dict(training_set) if isinstance(training_set, dict) else {}, hashlib.sha256(data).hexdigest())
+
+
+MAX_DEPTH, MAX_MODULES = 32, 100_000  # a StyleGAN2 at 1024x1024 nests 5 deep and has a few hundred modules
+
+
+def check_nesting(network: Record, key: str, path: Path) -> None:
+    """A network's records nest as its modules do: a few levels, some hundreds in all. Records nested
+    deeper, or reached more often (one record listed as a submodule many times over, which the pickle
+    stores once), are refused before anything walks them recursively."""
+    stack, reached = [(network, 1)], 0
+    while stack:
+        record, depth = stack.pop()
+        reached += 1
+        if depth > MAX_DEPTH or reached > MAX_MODULES:
+            raise GanctlError(f"Refusing to import {path}: its {key} nests modules more than {MAX_DEPTH} deep or reaches more "
+                              f"than {MAX_MODULES:,} of them (a network has some hundreds); it is damaged or forged.")
+        stack.extend((child, depth + 1) for child in record.modules.values() if child is not None)
