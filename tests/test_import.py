@@ -117,11 +117,11 @@ def test_fine_tuning_starts_from_the_imported_model(imported: Path, tmp_path: Pa
 class Reduce:
     """Pickles as `func(*args)`: what a malicious pickle asks the unpickler to call."""
 
-    def __init__(self, func, *args) -> None:
-        self.func, self.args = func, args
+    def __init__(self, func, *args, state=None) -> None:
+        self.func, self.args, self.state = func, args, state
 
     def __reduce__(self):
-        return self.func, self.args
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
 def payloads(marker: Path) -> list[tuple[Reduce, str]]:
@@ -199,6 +199,16 @@ def test_records_nested_too_deep_or_listed_too_often_are_refused(tmp_path: Path,
     path.write_bytes(pickle.dumps({"G": record("Generator", {"_modules": {"synthesis": chain}})}))
     assert path.stat().st_size < 20_000
     with pytest.raises(GanctlError, match="nests modules more than 32 deep or reaches more than 100,000"):
+        unpickler.read(path)
+
+
+def test_a_record_cannot_be_changed_once_made(tmp_path: Path, record) -> None:
+    """pickle's BUILD (a state after the call) would set a dataclass's fields: a record refuses it."""
+    forged = record("Generator", {})
+    forged.state = ("Discriminator", (), {}, {}, {}, {})
+    path = tmp_path / "forged.pkl"
+    path.write_bytes(pickle.dumps({"G": forged}))
+    with pytest.raises(GanctlError, match="a persistence record given a state of its own"):
         unpickler.read(path)
 
 

@@ -37,9 +37,10 @@ from ganctl.errors import GanctlError
 from ganctl.published import FILES, SOURCE
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Record:
-    """A persistence record as plain data: what the reference's module was built with and holds."""
+    """A persistence record as plain data: what the reference's module was built with and holds.
+    (Frozen, without a __dict__ and refusing __setstate__: a pickle's BUILD cannot change one once made.)"""
 
     class_name: str
     init_args: tuple
@@ -47,6 +48,9 @@ class Record:
     parameters: dict[str, torch.Tensor] = field(default_factory=dict)
     buffers: dict[str, torch.Tensor] = field(default_factory=dict)
     modules: dict[str, Optional["Record"]] = field(default_factory=dict)
+
+    def __setstate__(self, state: Any) -> None:  # (else dataclass's, which a pickle's BUILD would call with its own values)
+        raise ValueError("a persistence record given a state of its own")
 
     def tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
         """Every parameter and buffer by its dotted name, as the module's state_dict names them."""
@@ -141,7 +145,7 @@ def storage_from_bytes(data: Any) -> torch.Tensor:
     itemsize = torch.empty((), dtype=dtype).element_size()
     left = len(data) - stream.tell()
     if stored != numel or numel * itemsize > left:
-        raise OverflowError(f"a storage that declares {numel:,} elements of {itemsize} bytes and holds {left:,} bytes")
+        raise Oversized(f"a storage that declares {numel:,} elements of {itemsize} bytes and holds {left:,} bytes")
     return torch.frombuffer(bytearray(stream.read(numel * itemsize)), dtype=dtype) if numel else torch.empty(0, dtype=dtype)
 
 
@@ -209,6 +213,10 @@ def refuse(module: str, name: str) -> None:
     raise Refused(f"{module}.{name}")
 
 
+class Oversized(ValueError):
+    """A storage declares more bytes than the file holds for it."""
+
+
 class HeaderUnpickler(pickle.Unpickler):
     """Knows no names at all: the legacy format's headers and key lists are numbers, strings and dicts."""
 
@@ -261,7 +269,7 @@ def read(path: Path) -> Snapshot:
             f"Refusing to import {path}: it asks for {refused.name}, which is not a tensor, a plain container or a "
             f"{SOURCE} network record (unpickling it could run code). Nothing from the file was run."
         ) from None
-    except OverflowError as error:
+    except Oversized as error:
         raise GanctlError(f"Refusing to import {path}: it holds {error}, more than the file has: it is damaged or forged. "
                           "Nothing was loaded from it.") from None
     except Exception as error:  # damaged bytes surface as any error of the unpickler or of the records' checks
