@@ -266,6 +266,11 @@ def test_settings_ganctl_cannot_represent_are_named(imported: Path) -> None:
     for named in ("synthesis_kwargs.architecture='resnet'", "synthesis_kwargs.fancy=1", "img_resolution=48",
                   "D's img_resolution=32 against G's 48"):
         assert named in message
+    # The published models' sizes (FFHQ and MetFaces: 1024x1024) are ganctl's too.
+    big = {name: dataclasses.replace(record, init_kwargs={**record.init_kwargs, "img_resolution": 1024})
+           for name, record in (("G", snapshot.generator), ("D", snapshot.discriminator))}
+    overrides, shape = conversion.settings(big["G"], big["D"])
+    assert "dataset.image_size=1024" in overrides and shape["image_size"] == 1024
     # A value of another type never reaches the config as an override (a string could say anything there).
     kwargs = {**snapshot.generator.init_kwargs, "z_dim": "32 model=dcgan", "w_dim": True}
     with pytest.raises(GanctlError) as refused:
