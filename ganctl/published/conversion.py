@@ -248,8 +248,8 @@ def convert(path: Path, extra: list[str] = ()) -> tuple[dict[str, Any], list[str
     if cfg.dataset.get("channels", shape["channels"]) != shape["channels"]:
         raise GanctlError(f"ganctl import: the network makes {shape['channels']}-channel images and dataset.channels is "
                           f"{cfg.dataset.channels}.")
-    torch.manual_seed(0)
-    gan = GAN.from_config(cfg, shape["channels"], shape["image_size"], torch.device("cpu"), classes=shape.get("classes"))
+    with torch.random.fork_rng(devices=[]):  # (every tensor is then overwritten: the caller's RNG stays as it was)
+        gan = GAN.from_config(cfg, shape["channels"], shape["image_size"], torch.device("cpu"), classes=shape.get("classes"))
     load_into(gan.generator, ganctl_tensors(snapshot.generator, generator_name, "G", path), "G", path)
     if snapshot.discriminator is not None:
         load_into(gan.discriminator, ganctl_tensors(snapshot.discriminator, lambda name: critic_name(name, shape["image_size"]),
