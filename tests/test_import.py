@@ -276,3 +276,16 @@ def test_settings_ganctl_cannot_represent_are_named(imported: Path) -> None:
     with pytest.raises(GanctlError) as refused:
         conversion.settings(dataclasses.replace(snapshot.generator, init_kwargs=kwargs), snapshot.discriminator)
     assert "G's z_dim='32 model=dcgan' (ganctl: a whole number); G's w_dim=True (ganctl: a whole number)" in str(refused.value)
+
+
+def test_a_pickle_without_d_imports_g_and_says_d_is_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some published pickles hold G_ema alone: D is then the new network's own, and the lineage says so."""
+    snapshot = unpickler.read(PICKLE)
+    monkeypatch.setattr(conversion, "read", lambda path: dataclasses.replace(snapshot, discriminator=None, generator=snapshot.generator_ema,
+                                                                          has=["G_ema"]))
+    state, _ = conversion.convert(PICKLE, ["dataset=mnist"])
+    assert state["lineage"]["new"] == {"discriminator": ["all (the pickle has no D)"]}
+    assert state["lineage"]["parents"][0]["has"] == ["G_ema"]
+    reference = torch.load(FIXTURE / "reference-images.pt", weights_only=True)
+    images = next(Sampler.from_checkpoint(state, torch.device("cpu")).batches(reference["z"], 8, reference["classes"]))
+    torch.testing.assert_close(images, reference["psi_1.0"].clamp(-1, 1), atol=1e-4, rtol=0)

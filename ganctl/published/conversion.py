@@ -264,8 +264,7 @@ def convert(path: Path, extra: list[str] = ()) -> tuple[dict[str, Any], list[str
             "path": str(path.resolve()), "checksum": snapshot.sha256, "checksum_kind": "sha256", "step": 0,
             "model": SOURCE, "dataset": snapshot.training_set.get("path"), "conditioning": "concat" if shape.get("classes") else "none",
             "data": dict(shape), "data_fingerprint": None, "imported_from": SOURCE,
-            "has": [key for key, record in (("G", snapshot.generator), ("D", snapshot.discriminator), ("G_ema", snapshot.generator_ema))
-                    if record is not None],
+            "has": snapshot.has,
         }],
         "imported": f"imported from {SOURCE}", "data_fingerprint": None, "frozen": {"blocks": 0, "parameters": 0},
         "reinitialised": {}, "new": {} if snapshot.discriminator is not None else {"discriminator": ["all (the pickle has no D)"]},

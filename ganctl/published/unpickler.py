@@ -247,6 +247,7 @@ class Snapshot:
     generator_ema: Optional[Record]
     training_set: dict[str, Any]
     sha256: str
+    has: list[str]  # which of G, D and G_ema the file holds
 
 
 def read(path: Path) -> Snapshot:
@@ -289,7 +290,8 @@ def read(path: Path) -> Snapshot:
             check_nesting(network, key, path)
     training_set = snapshot.get("training_set_kwargs")
     return Snapshot(networks["G"] or networks["G_ema"], networks["D"], networks["G_ema"],
-                    dict(training_set) if isinstance(training_set, dict) else {}, hashlib.sha256(data).hexdigest())
+                    dict(training_set) if isinstance(training_set, dict) else {}, hashlib.sha256(data).hexdigest(),
+                    [key for key, network in networks.items() if network is not None])
 
 
 MAX_DEPTH, MAX_MODULES = 32, 100_000  # a StyleGAN2 at 1024x1024 nests 5 deep and has a few hundred modules
