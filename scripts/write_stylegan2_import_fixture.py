@@ -18,7 +18,10 @@ G=..., D=..., G_ema=..., augment_pipe=...))`, each module deep-copied, eval mode
   - reference-images.pt: {"z": (4, 32), "classes": (4,), "psi_1.0": (4, 1, 32, 32), "psi_0.7": ...}, G_ema's
     images as generate.py makes them (noise_mode='const'), but in fp32 (`force_fp32=True`: on a GPU the
     reference runs its 4 highest resolutions in fp16, on this CPU ganctl and it compute in fp32);
-  - reference-images.json: what the .pt holds and how it was made.
+  - reference-images.json: what the .pt holds and how it was made (the reference's commit among it).
+
+Written again, the pickle's bytes differ (torch names each storage by its address at the time) while
+its tensors and the images are the same.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import copy
 import hashlib
 import json
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +54,15 @@ def perturbed(network: torch.nn.Module) -> None:
                 parameter.add_(0.2 * torch.randn_like(parameter))
             elif name.endswith("bias"):
                 parameter.copy_(torch.randn_like(parameter) * (10.0 if ".fc" in name and name.startswith("mapping") else 0.1))
+
+
+def reference_commit(path: Path) -> str:
+    """The reference's commit (a checkout's or a bare git directory's HEAD), or 'unknown'."""
+    for where in ([f"--git-dir={path}"], ["-C", str(path)]):
+        found = subprocess.run(["git", *where, "rev-parse", "HEAD"], capture_output=True, text=True)
+        if found.returncode == 0:
+            return found.stdout.strip()
+    return "unknown"
 
 
 def main() -> None:
@@ -101,7 +114,7 @@ def main() -> None:
         "pickle": pickle_path.name, "pickle_sha256": hashlib.sha256(pickle_path.read_bytes()).hexdigest(),
         "images": "reference-images.pt: G_ema(z, one_hot(classes), truncation_psi=psi, noise_mode='const', force_fp32=True), "
                   "raw (not clamped), (4, 1, 32, 32) per psi",
-        "psi": [1.0, 0.7], "classes": classes.tolist(), "torch": torch.__version__,
+        "psi": [1.0, 0.7], "classes": classes.tolist(), "torch": torch.__version__, "reference_commit": reference_commit(args.reference),
         "written_by": "scripts/write_stylegan2_import_fixture.py",
     }
     (args.out / "reference-images.json").write_text(json.dumps(described, indent=2) + "\n")
