@@ -12,6 +12,8 @@ import hashlib
 import io
 import os
 import pickle
+import pickletools
+import random
 import subprocess
 import sys
 import types
@@ -253,6 +255,39 @@ def test_bad_files_get_one_message_each(tmp_path: Path) -> None:
     beyond = Reduce(torch._utils._rebuild_tensor_v2, Reduce(torch.storage._load_from_bytes, legacy_storage(3, 3)), 0, (10**6,),
                     (1,), False, collections.OrderedDict())
     assert "damaged or truncated" in refusal(pickle.dumps({"G": beyond}))
+
+
+def test_a_memo_index_far_beyond_the_objects_stored_is_refused_before_unpickling(tmp_path: Path) -> None:
+    """The C unpickler sizes its memo by the index a PUT names: one LONG_BINPUT of 2**32 - 1 would have it
+    allocate and clear 32 GiB. (2**26 here: were the check gone, this test would cost 1 GiB, not the machine.)"""
+    path = tmp_path / "memo.pkl"
+    path.write_bytes(b"\x80\x04K\x01r" + (2**26).to_bytes(4, "little") + b".")
+    with pytest.raises(GanctlError, match="a memo index 67108864 beyond the 0 objects stored so far"):
+        unpickler.read(path)
+
+
+def test_damaged_snapshots_are_refused_in_one_message(tmp_path: Path) -> None:
+    """Bytes changed where the pickle's opcodes (and its storages' headers) are, or the file cut short:
+    each import ends in a GanctlError or, where the change hit a value, in a snapshot read as data."""
+    data = PICKLE.read_bytes()
+    opcodes = [position for _, _, position in pickletools.genops(data)]
+    rng = random.Random(0)
+    outcomes = collections.Counter()
+    for _ in range(150):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            damaged[min(rng.choice(opcodes) + rng.randint(0, 4), len(data) - 1)] = rng.randrange(256)
+        if rng.random() < 0.1:
+            damaged = damaged[: rng.randrange(len(damaged))]
+        path = tmp_path / "damaged.pkl"
+        path.write_bytes(bytes(damaged))
+        try:
+            snapshot = unpickler.read(path)
+            conversion.settings(snapshot.generator, snapshot.discriminator)
+            outcomes["read"] += 1
+        except GanctlError:
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 100
 
 
 def test_settings_ganctl_cannot_represent_are_named(imported: Path) -> None:

@@ -24,6 +24,7 @@ import collections
 import hashlib
 import io
 import pickle
+import pickletools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +117,9 @@ def storage_from_bytes(data: Any) -> torch.Tensor:
     if not isinstance(data, bytes):
         raise ValueError("a storage that is not bytes")
     stream = io.BytesIO(data)
-    if HeaderUnpickler(stream).load() != LEGACY_MAGIC or HeaderUnpickler(stream).load() != LEGACY_PROTOCOL:
+    if HeaderUnpickler(scanned(stream)).load() != LEGACY_MAGIC or HeaderUnpickler(scanned(stream)).load() != LEGACY_PROTOCOL:
         raise ValueError("a storage that is not in torch's legacy format")
-    system = HeaderUnpickler(stream).load()
+    system = HeaderUnpickler(scanned(stream)).load()
     if not isinstance(system, dict) or system.get("little_endian") is not True:
         raise ValueError("a storage from a big-endian machine")
     declared: dict[str, tuple[torch.dtype, int]] = {}
@@ -136,8 +137,8 @@ def storage_from_bytes(data: Any) -> torch.Tensor:
             declared[pid[2]] = (pid[1].dtype, pid[4])
             return pid[2]
 
-    key = StorageUnpickler(stream).load()
-    keys = HeaderUnpickler(stream).load()
+    key = StorageUnpickler(scanned(stream)).load()
+    keys = HeaderUnpickler(scanned(stream)).load()
     if keys != [key] or key not in declared:
         raise ValueError("a storage record that is not one storage")
     dtype, numel = declared[key]
@@ -213,6 +214,23 @@ def refuse(module: str, name: str) -> None:
     raise Refused(f"{module}.{name}")
 
 
+def scanned(stream: io.BytesIO) -> io.BytesIO:
+    """The stream after its next pickle's opcodes are read, without running any (pickletools.genops),
+    positioned back at that pickle: refused when a memo index is not the next one. The C unpickler
+    sizes its memo by the largest index it is given, so LONG_BINPUT 4294967295 in a few bytes would have
+    it allocate (and clear) 32 GiB; pickle's writer numbers them 0, 1, 2, ..."""
+    start, stored = stream.tell(), 0
+    for opcode, argument, _ in pickletools.genops(stream):
+        if opcode.name == "MEMOIZE":
+            stored += 1
+        elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            if not isinstance(argument, int) or not 0 <= argument <= stored:
+                raise ValueError(f"a memo index {argument} beyond the {stored} objects stored so far")
+            stored = max(stored, argument + 1)
+    stream.seek(start)
+    return stream
+
+
 class Oversized(ValueError):
     """A storage declares more bytes than the file holds for it."""
 
@@ -264,7 +282,7 @@ def read(path: Path) -> Snapshot:
         raise GanctlError(f"{path} is not a stylegan2-ada-pytorch pickle: it is {what_it_is(data[:4096], len(data))}. "
                           f"`ganctl import` reads the network-snapshot-*.pkl files of stylegan2-ada-pytorch ({FILES}).")
     try:
-        snapshot = SnapshotUnpickler(io.BytesIO(data)).load()
+        snapshot = SnapshotUnpickler(scanned(io.BytesIO(data))).load()
     except Refused as refused:
         raise GanctlError(
             f"Refusing to import {path}: it asks for {refused.name}, which is not a tensor, a plain container or a "
