@@ -15,7 +15,10 @@ knows only what such a file holds as data --
   - plain containers (OrderedDict, set, `dnnlib.util.EasyDict` as a dict), numpy's numeric scalars.
 
 Anything else the file names (`os.system`, `builtins.eval`, any other class) stops the unpickling
-with one message naming it, before it is called.
+with one message naming it, before it is called. Before any pickle in the file reaches the unpickler,
+`scanned` reads its opcodes without running them, so that no length or memo index in it can make the
+unpickler allocate more than the file holds; the whole file is read into memory first for the same
+reason (no read can ask for more than it has).
 """
 
 from __future__ import annotations
