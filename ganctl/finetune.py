@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +45,10 @@ class Parent(TypedDict):
     conditioning: Optional[str]
     data: dict[str, Any]  # its data's shape and classes
     data_fingerprint: Optional[str]  # its data's fingerprint, when it recorded one (a fine-tuned run does)
+    # A published pickle that `ganctl import` read (ganctl.published): its checksum is the file's SHA-256.
+    checksum_kind: NotRequired[str]  # "sha256" (absent: XXH3-128)
+    imported_from: NotRequired[str]  # "stylegan2-ada-pytorch"
+    has: NotRequired[list[str]]  # which of G, D and G_ema the pickle held
 
 
 class Lineage(TypedDict):
@@ -53,6 +57,7 @@ class Lineage(TypedDict):
     frozen: dict[str, int]  # FreezeD: {"blocks": N, "parameters": count}
     reinitialised: dict[str, list[str]]  # network -> tensors whose shape differed from the source's
     new: dict[str, list[str]]  # network -> tensors the source lacks
+    imported: NotRequired[str]  # an imported checkpoint's own lineage: "imported from stylegan2-ada-pytorch"
 
 
 @dataclass
