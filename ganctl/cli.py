@@ -20,6 +20,7 @@ commands:
   summary  the table of a sweep's jobs: ganctl summary <sweep dir>  (sweeps: ganctl train -m ...)
   project  real images into the latent space: ganctl project <run> IMAGE... --out DIR [--class C] [--space w+]
   directions  semantic directions: ganctl directions <run> --out dirs.npy [--top K] (SeFa), or --positive A.pt --negative B.pt
+  import   a published StyleGAN2-ADA pickle as a checkpoint, no code from it run: ganctl import network-snapshot.pkl --out model.pt
   export   the generator as ONNX, TorchScript or safetensors: ganctl export <run or checkpoint> --format onnx [--out FILE]
   plot     a run's curves as a PNG (a sweep's: one line per job): ganctl plot <run or sweep dir> [--out FILE.png]
   animate  a run's training grids as a GIF/MP4, the step on each frame: ganctl animate <run dir> [--out FILE.gif]
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             from ganctl.directions import main as directions_main
 
             return directions_main(args)
+        if command == "import":
+            from ganctl.published import main as import_main
+
+            return import_main(args)
         if command == "export":
             from ganctl.export import main as export_main
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypedDict
+from typing import Any, NotRequired, Optional, TypedDict
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -45,6 +45,10 @@ class Parent(TypedDict):
     conditioning: Optional[str]
     data: dict[str, Any]  # its data's shape and classes
     data_fingerprint: Optional[str]  # its data's fingerprint, when it recorded one (a fine-tuned run does)
+    # A published pickle that `ganctl import` read (ganctl.published): its checksum is the file's SHA-256.
+    checksum_kind: NotRequired[str]  # "sha256" (absent: XXH3-128)
+    imported_from: NotRequired[str]  # "stylegan2-ada-pytorch"
+    has: NotRequired[list[str]]  # which of G, D and G_ema the pickle held
 
 
 class Lineage(TypedDict):
@@ -53,6 +57,7 @@ class Lineage(TypedDict):
     frozen: dict[str, int]  # FreezeD: {"blocks": N, "parameters": count}
     reinitialised: dict[str, list[str]]  # network -> tensors whose shape differed from the source's
     new: dict[str, list[str]]  # network -> tensors the source lacks
+    imported: NotRequired[str]  # an imported checkpoint's own lineage: "imported from stylegan2-ada-pytorch"
 
 
 @dataclass
@@ -181,12 +186,21 @@ def describe(lineage: Lineage) -> str:
     """One line for train.log and the report: the chain of parents, what was frozen and re-initialised.
     (A checkpoint's lineage is checked for its parents' checksums and steps only, so the rest is read
     with defaults: a file edited by hand still gets a line.)"""
-    chain = " <- ".join(f"{p.get('path', '?')} (step {p['step']}, {p.get('model', '?')} on {p.get('dataset', '?')}, "
-                        f"xxh3 {p['checksum'][:12]})" for p in lineage["parents"])
+    chain = " <- ".join(f"{p.get('path', '?')} ({parent_facts(p)}, {p.get('checksum_kind', 'xxh3')} {p['checksum'][:12]})"
+                        for p in lineage["parents"])
     frozen = lineage.get("frozen") or {}
     reinitialised = sum(len(names) for names in (lineage.get("reinitialised") or {}).values())
     new = sum(len(names) for names in (lineage.get("new") or {}).values())
     blocks = frozen.get("blocks") or 0
     held = (f"D's first {blocks} block{'s' if blocks != 1 else ''} frozen ({frozen.get('parameters', 0):,} parameters)" if blocks
             else "nothing frozen")
+    if lineage.get("imported"):  # a checkpoint `ganctl import` wrote (ganctl.published): its parent is the pickle
+        return f"Lineage: {lineage['imported']}, {chain}"
     return f"Lineage: fine-tuned from {chain}; {held}; {reinitialised} tensors re-initialised, {new} new"
+
+
+def parent_facts(parent: dict[str, Any]) -> str:
+    """A parent's step, model and data; for a published model `ganctl import` read, where it came from."""
+    if parent.get("imported_from"):
+        return f"a {parent['imported_from']} pickle, trained on {parent.get('dataset', '?')}"
+    return f"step {parent['step']}, {parent.get('model', '?')} on {parent.get('dataset', '?')}"

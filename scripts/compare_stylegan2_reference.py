@@ -36,8 +36,6 @@ samples for scripts/digit_judge.py:
 from __future__ import annotations
 
 import argparse
-import math
-import re
 import subprocess
 import sys
 import tempfile
@@ -54,6 +52,7 @@ from ganctl.gan import GAN
 from ganctl.overrides import expand_shorthands
 from ganctl.regularisers import GeneratorInputs, squared_gradient_norm
 from ganctl.models import Conditioning, StyleGAN2Discriminator, StyleGAN2Generator
+from ganctl.published.conversion import critic_name, generator_name  # the names `ganctl import` copies by
 
 
 def import_reference(path: Path):
@@ -78,25 +77,6 @@ def import_reference(path: Path):
 
 def count(network: nn.Module) -> int:
     return sum(parameter.numel() for parameter in network.parameters())
-
-
-def generator_name(name: str) -> str:
-    """The reference G's parameter or buffer name as ganctl's."""
-    name = re.sub(r"^mapping\.fc(\d+)\.", r"mapping_network.layers.\1.", name)
-    name = name.replace("mapping.embed.", "mapping_network.embed.").replace("mapping.w_avg", "w_avg")
-    match = re.match(r"synthesis\.b(\d+)\.(.*)", name)
-    return f"blocks.{int(math.log2(int(match.group(1)))) - 2}.{match.group(2)}" if match else name
-
-
-def critic_name(name: str, image_size: int) -> str:
-    """The reference D's parameter name as ganctl's."""
-    name = re.sub(r"^mapping\.fc(\d+)\.", r"mapping.layers.\1.", name)
-    if name.startswith("b4."):
-        return name[3:]
-    match = re.match(r"b(\d+)\.(.*)", name)
-    if match:
-        return f"blocks.{int(math.log2(image_size)) - int(math.log2(int(match.group(1))))}.{match.group(2)}"
-    return name
 
 
 def copy_weights(reference: nn.Module, ours: nn.Module, rename) -> None:

@@ -36,7 +36,8 @@ def test_help_lists_the_subcommands() -> None:
 
 
 @pytest.mark.parametrize("command", [["--help"], ["sample", "--help"], ["plot", "--help"], ["animate", "--help"], ["export", "--help"],
-                                     ["report", "--help"], ["explore", "--help"], ["project", "--help"], ["directions", "--help"]])
+                                     ["report", "--help"], ["explore", "--help"], ["project", "--help"], ["directions", "--help"],
+                                     ["import", "--help"]])
 def test_help_does_not_import_torch(command: list[str]) -> None:
     code = ("import sys\nfrom ganctl.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
             "assert 'torch' not in sys.modules, 'torch imported'\nassert 'gradio' not in sys.modules, 'gradio imported'" % command)

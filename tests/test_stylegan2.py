@@ -92,10 +92,10 @@ def test_upsampling_conv_is_a_transposed_convolution_as_the_reference() -> None:
 
 
 def test_refuses_other_resolutions_channels_and_conditioning() -> None:
-    with pytest.raises(GanctlError, match="32, 64, 128, 256"):
+    with pytest.raises(GanctlError, match="32, 64, 128, 256, 512, 1024"):
         StyleGAN2Generator(3, 48)
-    with pytest.raises(GanctlError, match="32, 64, 128, 256"):
-        StyleGAN2Discriminator(3, 512)
+    with pytest.raises(GanctlError, match="32, 64, 128, 256, 512, 1024"):
+        StyleGAN2Discriminator(3, 2048)
     with pytest.raises(GanctlError, match="1- or 3-channel"):
         StyleGAN2Generator(4, 32)
     with pytest.raises(GanctlError, match="conditioning.discriminator=projection"):

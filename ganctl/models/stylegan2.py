@@ -44,7 +44,7 @@ from ganctl.models.capabilities import freeze_blocks
 from ganctl.models.conditioning import UNCONDITIONAL, Conditioning
 from ganctl.models.layers import MinibatchStd
 
-RESOLUTIONS = (32, 64, 128, 256)
+RESOLUTIONS = (32, 64, 128, 256, 512, 1024)  # 512, 1024: the published models (ganctl import)
 LEAKY_GAIN = math.sqrt(2.0)  # lrelu(0.2)'s gain: keeps activations' magnitude from layer to layer
 
 
