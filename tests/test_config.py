@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 from ganctl.config import config_dir
+from ganctl import data
 from ganctl.data import bundled_mnist
 from ganctl.errors import GanctlError
 from ganctl.models import DCGANDiscriminator, DCGANGenerator, dcgan_layout
@@ -48,7 +49,7 @@ def test_option_composes_and_instantiates(group: str, option: str) -> None:
 
 def test_dataset_default_is_the_bundled_digits() -> None:
     cfg, _ = compose_config()
-    digits = instantiate(cfg.dataset)
+    digits = data.build(cfg.dataset, torch.device("cpu"))
     assert digits.images.dtype == torch.uint8 and digits.images.shape == (4000, 1, 28, 28)
     counts = torch.bincount(bundled_mnist()[1], minlength=10)
     assert counts.tolist() == [400] * 10
@@ -57,7 +58,7 @@ def test_dataset_default_is_the_bundled_digits() -> None:
 
 def test_dataset_image_size_resizes() -> None:
     cfg, _ = compose_config("dataset.image_size=32")
-    assert instantiate(cfg.dataset).images.shape == (4000, 1, 32, 32)
+    assert data.build(cfg.dataset, torch.device("cpu")).images.shape == (4000, 1, 32, 32)
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
