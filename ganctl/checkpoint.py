@@ -528,7 +528,7 @@ def valid_guard(guard: Any) -> bool:
     """A guarded run's record, when there is one (`guard.Guard.state_dict`): its counts, factors and decisions."""
     if guard is None:
         return True
-    return (isinstance(guard, dict) and all(isinstance(guard.get(k), int) for k in ("branch", "rollbacks", "strikes"))
+    return (isinstance(guard, dict) and all(isinstance(guard.get(k), int) for k in ("branch", "rollbacks", "strikes", "spent"))
             and all(isinstance(guard.get(k), (int, float)) for k in ("lr", "penalty", "ada_shift"))
             and isinstance(guard.get("decisions", []), list))
 

@@ -130,8 +130,8 @@ class GAN:
         self.schedulers = ([] if "lr" in self.schedules else  # (a scheduled lr: the schedule sets it)
                            [torch.optim.lr_scheduler.LambdaLR(optimizer, factor) for optimizer in (optimizer_g, optimizer_d)])
         # A collapse guard's change (ganctl/guard.py, `retune`): factors over whatever the schedule or the constant
-        # gives, and a shift of ADA's target. The guard keeps them in the run's checkpoints; 1, 1, 0 unguarded.
-        self.lr_scale, self.penalty_scale, self.ada_target_shift = 1.0, 1.0, 0.0
+        # gives, a shift of ADA's target, and the steps its rollbacks abandoned. 1, 1, 0, 0 unguarded.
+        self.lr_scale, self.penalty_scale, self.ada_target_shift, self.steps_spent = 1.0, 1.0, 0.0, 0
         self.precision = speed.resolve_precision(settings.precision, device)
         self.scaler_g, self.scaler_d = (speed.grad_scaler(device, self.precision) for _ in range(2))
         self.autocast = speed.autocast(device, self.precision)
@@ -231,7 +231,7 @@ class GAN:
 
     def follow_schedules(self, step: int) -> None:
         """Set every scheduled knob to its value after the images of the steps before `step`."""
-        images_seen = (step - 1) * self.images_per_step
+        images_seen = (step - 1 - self.steps_spent) * self.images_per_step  # (a guard's rollbacks: steps not counted)
         self.scheduled = {knob: schedule(images_seen) for knob, schedule in self.schedules.items()}
         for knob, value in self.scheduled.items():
             self.knobs[knob](value)
@@ -369,12 +369,15 @@ class GAN:
         scaler.step(optimizer)
         scaler.update()
 
-    def retune(self, lr: float = 1.0, penalty: float = 1.0, ada_target: float = 0.0) -> None:
+    def retune(self, lr: float = 1.0, penalty: float = 1.0, ada_target: float = 0.0, steps_spent: int = 0) -> None:
         """A collapse guard's change (ganctl/guard.py), as factors of what the run would use without it, so
         that applying one twice is applying it once: both learning rates at `lr` x what train.lr_schedule
         or train.schedules.lr gives at each step; the smoothing penalties (R1, R2, WGAN-GP's) at `penalty`
-        x their weight, scheduled or not; ADA's target (adaptive mode) moved by `ada_target`, to at least 0."""
+        x their weight, scheduled or not; ADA's target (adaptive mode) moved by `ada_target`, to at least 0.
+        `steps_spent`: steps its rollbacks abandoned, which train.schedules do not count (train.lr_schedule's
+        scheduler, restored with the checkpoint, counts its own)."""
         self.lr_scale, self.penalty_scale, self.ada_target_shift = float(lr), float(penalty), float(ada_target)
+        self.steps_spent = int(steps_spent)
         self.ada.target = max(0.0, self.configured_ada_target + self.ada_target_shift)
         for unit in self.loss.regularisers:
             if unit.smoothing:

@@ -16,10 +16,13 @@ as configured, branch k starts after the k-th rollback.
 
 The changes are factors over what the run would use without the guard (`GAN.retune`): a learning
 rate from train.lr_schedule or train.schedules.lr, a penalty's weight scheduled or not, are scaled at
-every step, so a schedule never overrides them. They live here and in the run's checkpoints (the
-`guard` entry), so a resumed run continues the branch it was on with the same factors, and the same
-run with the same policy makes the same decisions. The step count does not go back: the steps after
-the restored checkpoint are spent, and the schedules go on from the step the run is at. No torch here.
+every step, so a schedule never overrides them. The run's step count (the logs' x-axis, and the budget
+train.steps) does not go back: the steps between the restored checkpoint and the rollback are *spent*,
+and the schedules stand where the checkpoint left them, `spent` steps behind the step count
+(train.lr_schedule's scheduler is restored with the checkpoint; train.schedules read the step less
+`spent`). All of it lives here and in the run's checkpoints (the `guard` entry), so a resumed run
+continues the branch it was on exactly, and the same run with the same policy makes the same decisions.
+No torch here.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class Decision:
         if self.action == ROLLBACK:
             changed = ", ".join(f"{key} {before:g} -> {after:g}" for key, (before, after) in self.changes.items())
             return (f"Guard at step {self.step}: {self.reason}: rolled back to step {self.restored} (its checkpoint restored "
-                    f"exactly) and continues as branch {self.branch} with {changed}.")
+                    f"exactly, the schedules' place included; the {self.step - self.restored} steps since are spent) and "
+                    f"continues as branch {self.branch} with {changed}.")
         return f"Guard at step {self.step}: {self.reason}: {'stops the run' if self.action == STOP else 'continues'}."
 
 
@@ -59,6 +63,7 @@ class Guard:
         self.settings, self.metric, self.higher_is_better = settings, metric, higher_is_better
         self.configured_ada_target, self.adaptive = gan.configured_ada_target, gan.ada.adaptive
         self.lr, self.penalty, self.ada_shift = 1.0, 1.0, 0.0  # the changes so far, as factors and a shift
+        self.spent = 0  # steps trained on abandoned branches: the schedules stand this far behind the step count
         self.branch, self.rollbacks, self.strikes = 0, 0, 0
         self.decisions: list[dict[str, Any]] = []
         if state:
@@ -80,7 +85,7 @@ class Guard:
         nothing before the first rollback, so an unguarded run computes exactly as before the guard."""
         if self.branch == 0:
             return
-        gan.retune(self.lr, self.penalty, self.ada_shift)
+        gan.retune(self.lr, self.penalty, self.ada_shift, self.spent)
 
     # ------------------------------------------------------------------ decisions
 
@@ -115,6 +120,7 @@ class Guard:
         self.lr *= self.settings.lr
         self.penalty *= self.settings.penalty
         self.ada_shift += self.settings.ada_target if self.adaptive else 0.0
+        self.spent += step - restorable
         after = self.changed_settings()
         changes = {key: [before[key], after[key]] for key in after if after[key] != before[key]}
         return self.decided(Decision(step, ROLLBACK, reason, self.branch, restorable, changes))
@@ -145,9 +151,11 @@ class Guard:
 
     def state_dict(self) -> dict[str, Any]:
         return {"branch": self.branch, "rollbacks": self.rollbacks, "strikes": self.strikes, "lr": self.lr,
-                "penalty": self.penalty, "ada_shift": self.ada_shift, "decisions": list(self.decisions)}
+                "penalty": self.penalty, "ada_shift": self.ada_shift, "spent": self.spent,
+                "decisions": list(self.decisions)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.branch, self.rollbacks, self.strikes = int(state["branch"]), int(state["rollbacks"]), int(state["strikes"])
         self.lr, self.penalty, self.ada_shift = float(state["lr"]), float(state["penalty"]), float(state["ada_shift"])
+        self.spent = int(state["spent"])
         self.decisions = list(state.get("decisions") or [])

@@ -211,8 +211,8 @@ class RunOutputs:
 
     def follow(self, decision: Any, logger: RunLogger | NullLogger) -> None:
         """Carry out a guard's decision: log it (train.log, the terminal, and as guard/* scalars every
-        tracker); a rollback restores the checkpoint exactly and applies the changes, the schedules going
-        on from this step; a stop ends the run after this step."""
+        tracker); a rollback restores the checkpoint exactly (its schedules' place included) and applies
+        the changes; a stop ends the run after this step."""
         if decision.action == "continue":
             if decision.strike:  # worse, but not yet for long enough to act
                 log.info(decision.describe())
@@ -229,8 +229,6 @@ class RunOutputs:
         state = checkpoint.load(path)
         self.gan.load_state_dict(checkpoint.gan_state(state))
         checkpoint.restore_rng_states(state["rng"], self.device)
-        for scheduler in self.gan.schedulers:  # train.lr_schedule at this step (train.schedules follow the step anyway)
-            scheduler.last_epoch = decision.step
         self.guard.apply(self.gan)
         self.divergence.reset()
         self.rolled_back_at = decision.step

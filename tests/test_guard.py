@@ -33,8 +33,8 @@ class FakeGAN:
         self.configured_ada_target, self.ada = 0.6, SimpleNamespace(adaptive=True)
         self.retuned: list[tuple] = []
 
-    def retune(self, lr: float, penalty: float, ada_target: float) -> None:
-        self.retuned.append((lr, penalty, round(ada_target, 6)))
+    def retune(self, lr: float, penalty: float, ada_target: float, steps_spent: int) -> None:
+        self.retuned.append((lr, penalty, round(ada_target, 6), steps_spent))
 
 
 def settings(**changes) -> SimpleNamespace:
@@ -72,7 +72,7 @@ def test_the_policy_decides_from_strikes_and_counts() -> None:
     assert rollback.changes == {"learning rates x": [1.0, 0.5], "smoothing penalties x": [1.0, 2.0], "ADA target": [0.6, 0.5]}
     assert gan.retuned == [] and guard.branch_record() == {"index": 1, "from_step": 100, "settings": guard.changed_settings()}
     guard.apply(gan)
-    assert gan.retuned == [(0.5, 2.0, -0.1)]
+    assert gan.retuned == [(0.5, 2.0, -0.1, 400)]  # rolled back from step 500 to 100
     for step in (600, 700):
         last = guard.after_evaluation(step, 20.0, best, True)
     assert last.action == "stop" and "max_rollbacks=1" in last.reason  # no rollback left
@@ -80,7 +80,7 @@ def test_the_policy_decides_from_strikes_and_counts() -> None:
     assert higher.after_evaluation(1, 0.5, {"value": 0.9, "step": 0}, True).action == "stop"  # lower is worse here
     assert Guard(settings(), "fid", False, FakeGAN()).at_divergence(5, None).action == "stop"  # nothing to go back to
     resumed = Guard(settings(), "fid", False, (gan := FakeGAN()), guard.state_dict())
-    assert (resumed.branch, resumed.lr, gan.retuned) == (1, 0.5, [(0.5, 2.0, -0.1)])  # a resumed run keeps its branch
+    assert (resumed.branch, resumed.lr, gan.retuned) == (1, 0.5, [(0.5, 2.0, -0.1, 400)])  # a resumed run keeps its branch
 
 
 @pytest.mark.parametrize("schedule", ["+train.schedules.lr={base:2e-3,final:5e-4,images:64}", "train.lr_schedule=linear"])
@@ -103,7 +103,7 @@ def test_a_rollbacks_factors_hold_over_the_schedules(schedule: str) -> None:
 
 
 def test_a_rollback_restores_the_checkpoint_exactly(tmp_path: Path) -> None:
-    cfg, choices = compose_config(*TINY, *TINY_DCGAN, *GUARDED)
+    cfg, choices = compose_config(*TINY, *TINY_DCGAN, *GUARDED, "+train.schedules.lr={base:2e-3,final:5e-4,images:64}")
     gan, images = build_gan(cfg)
     batches = data.endless(images, 8)
     guard = Guard(cfg.train.guard, "fid", False, gan)
@@ -120,9 +120,11 @@ def test_a_rollback_restores_the_checkpoint_exactly(tmp_path: Path) -> None:
     for key in ("generator", "discriminator", "generator_ema"):
         assert all(torch.equal(now[key][name], value) for name, value in saved[key].items())
     assert all(torch.equal(a, b) for a, b in zip(now["optimizer_d"]["state"][0].values(), saved["optimizer_d"]["state"][0].values()))
-    assert now["optimizer_d"]["param_groups"][0]["lr"] == saved["optimizer_d"]["param_groups"][0]["lr"] * 0.5
     assert torch.equal(now["rng"]["torch"], saved["rng"]["torch"]) and outputs.rolled_back_at == 4
-    assert now["guard"]["branch"] == 1 and now["guard"]["decisions"][0]["restored"] == 2
+    assert now["guard"]["branch"] == 1 and now["guard"]["decisions"][0]["restored"] == 2 and now["guard"]["spent"] == 2
+    gan.step(batches, 5)  # the schedule stands where the checkpoint left it: step 5 trains as step 3 did, at half the rate
+    lr = Schedule.from_node(cfg.train.schedules.lr)
+    assert gan.optimizer_g.param_groups[0]["lr"] == pytest.approx(lr((3 - 1) * 8) * 0.5)
 
 
 def test_each_decision_is_recorded_as_a_branch(guarded: Path) -> None:
