@@ -120,10 +120,14 @@ class Guard:
         self.lr *= self.settings.lr
         self.penalty *= self.settings.penalty
         self.ada_shift += self.settings.ada_target if self.adaptive else 0.0
-        self.spent += step - restorable
         after = self.changed_settings()
         changes = {key: [before[key], after[key]] for key in after if after[key] != before[key]}
         return self.decided(Decision(step, ROLLBACK, reason, self.branch, restorable, changes))
+
+    def restored(self, decision: Decision, checkpoint_guard: Optional[dict[str, Any]]) -> None:
+        """A rollback's checkpoint was loaded: the steps since its place on the schedules are spent (the
+        steps spent before it, in its own guard record, and the steps from it to this decision)."""
+        self.spent = decision.step - decision.restored + int((checkpoint_guard or {}).get("spent", 0))
 
     def is_strike(self, value: float, best: float) -> bool:
         margin = self.settings.worse_by * abs(best)

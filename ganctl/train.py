@@ -229,6 +229,7 @@ class RunOutputs:
         state = checkpoint.load(path)
         self.gan.load_state_dict(checkpoint.gan_state(state))
         checkpoint.restore_rng_states(state["rng"], self.device)
+        self.guard.restored(decision, state.get("guard"))
         self.guard.apply(self.gan)
         self.divergence.reset()
         self.rolled_back_at = decision.step

@@ -72,7 +72,7 @@ def test_the_policy_decides_from_strikes_and_counts() -> None:
     assert rollback.changes == {"learning rates x": [1.0, 0.5], "smoothing penalties x": [1.0, 2.0], "ADA target": [0.6, 0.5]}
     assert gan.retuned == [] and guard.branch_record() == {"index": 1, "from_step": 100, "settings": guard.changed_settings()}
     guard.apply(gan)
-    assert gan.retuned == [(0.5, 2.0, -0.1, 400)]  # rolled back from step 500 to 100
+    assert gan.retuned == [(0.5, 2.0, -0.1, 0)]
     for step in (600, 700):
         last = guard.after_evaluation(step, 20.0, best, True)
     assert last.action == "stop" and "max_rollbacks=1" in last.reason  # no rollback left
@@ -80,7 +80,7 @@ def test_the_policy_decides_from_strikes_and_counts() -> None:
     assert higher.after_evaluation(1, 0.5, {"value": 0.9, "step": 0}, True).action == "stop"  # lower is worse here
     assert Guard(settings(), "fid", False, FakeGAN()).at_divergence(5, None).action == "stop"  # nothing to go back to
     resumed = Guard(settings(), "fid", False, (gan := FakeGAN()), guard.state_dict())
-    assert (resumed.branch, resumed.lr, gan.retuned) == (1, 0.5, [(0.5, 2.0, -0.1, 400)])  # a resumed run keeps its branch
+    assert (resumed.branch, resumed.lr, gan.retuned) == (1, 0.5, [(0.5, 2.0, -0.1, 0)])  # a resumed run keeps its branch
 
 
 @pytest.mark.parametrize("schedule", ["+train.schedules.lr={base:2e-3,final:5e-4,images:64}", "train.lr_schedule=linear"])
@@ -125,6 +125,13 @@ def test_a_rollback_restores_the_checkpoint_exactly(tmp_path: Path) -> None:
     gan.step(batches, 5)  # the schedule stands where the checkpoint left it: step 5 trains as step 3 did, at half the rate
     lr = Schedule.from_node(cfg.train.schedules.lr)
     assert gan.optimizer_g.param_groups[0]["lr"] == pytest.approx(lr((3 - 1) * 8) * 0.5)
+    outputs.best["step"] = 5  # a second rollback, to a checkpoint of branch 1 (its schedules 2 steps behind)
+    checkpoint.save(outputs.state(5), checkpoint.best_path(tmp_path))
+    gan.step(batches, 6)
+    outputs.follow(guard.at_divergence(6, 5), SimpleNamespace(scalars=lambda *args: None))
+    assert guard.spent == 3  # 2 before step 5's checkpoint, 1 since
+    gan.step(batches, 7)  # trains as the 4th step of the schedule, at a quarter of the rate
+    assert gan.optimizer_g.param_groups[0]["lr"] == pytest.approx(lr((4 - 1) * 8) * 0.25)
 
 
 def test_each_decision_is_recorded_as_a_branch(guarded: Path) -> None:
