@@ -148,10 +148,8 @@ class Guard:
     # ------------------------------------------------------------------ what cards and checkpoints keep
 
     def branch_record(self) -> dict[str, Any]:
-        """The branch a card's numbers come from: its index, the step it was rolled back to, the changes so far."""
-        last = next((d for d in reversed(self.decisions) if d["action"] == ROLLBACK), None)
-        return {"index": self.branch, "from_step": last["restored"] if last else None,
-                "settings": self.changed_settings() if self.branch else {}}
+        """The branch a card's numbers come from (`branch_of` its state)."""
+        return branch_of(self.state_dict())
 
     def state_dict(self) -> dict[str, Any]:
         return {"branch": self.branch, "rollbacks": self.rollbacks, "strikes": self.strikes, "lr": self.lr,
@@ -163,3 +161,14 @@ class Guard:
         self.lr, self.penalty, self.ada_shift = float(state["lr"]), float(state["penalty"]), float(state["ada_shift"])
         self.spent = int(state["spent"])
         self.decisions = list(state.get("decisions") or [])
+
+
+def branch_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The branch of a guard's state (a checkpoint's `guard` entry): its index, the step of the checkpoint
+    the last rollback restored, and the changes so far (factors; ADA's target shift when there is one),
+    as a metric card names it."""
+    last = next((d for d in reversed(state.get("decisions") or []) if d.get("action") == ROLLBACK), None)
+    settings = {"learning rates x": state["lr"], "smoothing penalties x": state["penalty"],
+                **({"ADA target shift": round(state["ada_shift"], 6)} if state["ada_shift"] else {})}
+    return {"index": state["branch"], "from_step": last["restored"] if last else None,
+            "settings": settings if state["branch"] else {}}

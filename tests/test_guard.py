@@ -14,6 +14,7 @@ import torch
 
 from ganctl import checkpoint, config, data, plots
 from ganctl.errors import GanctlError
+from ganctl.evaluate import evaluate
 from ganctl.guard import Guard
 from ganctl.report import runs
 from ganctl.schedules import Schedule
@@ -70,7 +71,8 @@ def test_the_policy_decides_from_strikes_and_counts() -> None:
     rollback = guard.after_evaluation(500, 14.0, best, True)
     assert (rollback.action, rollback.restored, rollback.branch) == ("rollback", 100, 1)
     assert rollback.changes == {"learning rates x": [1.0, 0.5], "smoothing penalties x": [1.0, 2.0], "ADA target": [0.6, 0.5]}
-    assert gan.retuned == [] and guard.branch_record() == {"index": 1, "from_step": 100, "settings": guard.changed_settings()}
+    assert gan.retuned == [] and guard.branch_record() == {
+        "index": 1, "from_step": 100, "settings": {"learning rates x": 0.5, "smoothing penalties x": 2.0, "ADA target shift": -0.1}}
     guard.apply(gan)
     assert gan.retuned == [(0.5, 2.0, -0.1, 0)]
     for step in (600, 700):
@@ -149,6 +151,8 @@ def test_each_decision_is_recorded_as_a_branch(guarded: Path) -> None:
         assert values[steps.index(decision["step"])] == decision["branch"]  # TensorBoard (and every tracker)
     assert all(card["branch"]["index"] == sum(d["step"] < card["step"] for d in rollbacks) for card in cards)
     assert f"rolled back to step {rollbacks[0]['restored']}, branch 1" in runs.guard(runs.read_run(guarded))  # the report
+    assert all(card["branch"]["index"] == len(rollbacks) for card in evaluate(str(guarded), num=50, device="cpu",
+                                                                                  out=guarded / "eval.json")[0])  # ganctl eval
 
 
 def test_the_guard_changes_nothing_until_it_acts(guarded: Path, tmp_path: Path) -> None:
