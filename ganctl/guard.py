@@ -27,6 +27,7 @@ No torch here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -130,6 +131,8 @@ class Guard:
         self.spent = decision.step - decision.restored + int((checkpoint_guard or {}).get("spent", 0))
 
     def is_strike(self, value: float, best: float) -> bool:
+        if not math.isfinite(value):  # a metric of a collapsed G can come out NaN: worse than any value
+            return True
         margin = self.settings.worse_by * abs(best)
         return value < best - margin if self.higher_is_better else value > best + margin
 

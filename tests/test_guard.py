@@ -81,6 +81,7 @@ def test_the_policy_decides_from_strikes_and_counts() -> None:
     higher = Guard(settings(patience=1, policy="stop"), "class_balance", True, FakeGAN())
     assert higher.after_evaluation(1, 0.5, {"value": 0.9, "step": 0}, True).action == "stop"  # lower is worse here
     assert Guard(settings(), "fid", False, FakeGAN()).at_divergence(5, None).action == "stop"  # nothing to go back to
+    assert Guard(settings(patience=1), "fid", False, FakeGAN()).after_evaluation(2, float("nan"), best, True).action == "rollback"
     resumed = Guard(settings(), "fid", False, (gan := FakeGAN()), guard.state_dict())
     assert (resumed.branch, resumed.lr, gan.retuned) == (1, 0.5, [(0.5, 2.0, -0.1, 0)])  # a resumed run keeps its branch
 
