@@ -203,3 +203,22 @@ def test_bad_guard_settings_are_refused_in_one_line(override: str, message: str)
 def test_a_bad_policy_on_the_command_line_exits_without_a_traceback(tmp_path: Path) -> None:
     result = run_cli("train", "train.guard.policy=rolback", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0 and "did you mean rollback" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_divergence_rolls_back_to_the_last_finite_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
+    from ganctl import losses
+
+    calls = {"n": 0}
+    real_loss = losses.relativistic_generator_loss
+
+    def poisoned(fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:  # G's loss turns NaN at step 3
+        calls["n"] += 1
+        return real_loss(fake_scores, real_scores) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(losses, "relativistic_generator_loss", poisoned)
+    result = run(tmp_path, *TINY, *TINY_DCGAN, "train.log_every=1", "train.steps=6", "train.guard.policy=rollback")
+    assert "with train.eval_every=0: no evaluation to judge" in capsys.readouterr().err  # it says what it can watch
+    (decision,) = result.summary["guard"]["decisions"]
+    assert (decision["step"], decision["action"], decision["restored"]) == (3, "rollback", 2)  # last.pt: no best.pt without evaluations
+    state = checkpoint.load(checkpoint.last_path(tmp_path))
+    assert state["step"] == 6 and all(torch.isfinite(t).all() for t in state["generator"].values() if t.is_floating_point())
