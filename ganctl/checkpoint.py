@@ -52,7 +52,8 @@ from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used t
 FORMAT = "ganctl-checkpoint"
 VERSION = 3  # 3: regularisers as units (loss.regularisers); 2: the checksum in the zip comment; 1 (before it): none
 # What a run stores beside the GAN's own state dict entries (which sit at the top level too).
-RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data", "lineage")
+RUN_KEYS = ("format", "version", "step", "wall_seconds", "config", "choices", "metrics", "best", "rng", "data", "lineage",
+            "guard")
 
 class DataShape(TypedDict, total=False):
     channels: int
@@ -75,6 +76,7 @@ class Checkpoint(TypedDict, total=False):
     rng: dict[str, Any]
     data: DataShape
     lineage: dict[str, Any]  # a fine-tuned run's only (`finetune.Lineage`): its parents, what was frozen and re-initialised
+    guard: dict[str, Any]  # a guarded run's only (ganctl/guard.py): its branch, the changes so far and its decisions
     generator: dict[str, Any]  # (from here on: `gan.GAN.state_dict()`)
     discriminator: dict[str, Any]
     generator_ema: Optional[dict[str, Any]]
@@ -94,6 +96,7 @@ COMMENT_LENGTH = len(CHECKSUM_MARK) + 32  # the mark and the hex digest
 def training_state(
     gan_state: dict[str, Any], *, step: int, wall_seconds: float, config: dict, choices: dict,
     metrics: list, best: Optional[dict], data: dict[str, Any], device: torch.device, lineage: Optional[dict] = None,
+    guard: Optional[dict] = None,
 ) -> Checkpoint:
     """A checkpoint: the GAN's state dict, the RNG states and what the run needs to go on from `step`
     (the resolved config, the chosen options, the data's shape, the latest metric cards), and a
@@ -102,6 +105,7 @@ def training_state(
         "format": FORMAT, "version": VERSION, "step": step, "wall_seconds": wall_seconds,
         "config": config, "choices": choices, "metrics": metrics, "best": best,
         **gan_state, "rng": rng_states(device), "data": data, **({"lineage": lineage} if lineage else {}),
+        **({"guard": guard} if guard else {}),
     }
 
 
@@ -504,6 +508,7 @@ def check_layout(path: Path, state: dict[str, Any]) -> None:
             ("metrics", isinstance(state.get("metrics", []), list) and all(isinstance(card, dict) for card in state.get("metrics") or [])),
             ("best", state.get("best") is None or isinstance(state.get("best"), dict)),
             ("lineage", valid_lineage(state.get("lineage"))),
+            ("guard", valid_guard(state.get("guard"))),
         ) if not ok
     ]
     if problems:
@@ -517,6 +522,15 @@ def valid_lineage(lineage: Any) -> bool:
     parents = lineage.get("parents") if isinstance(lineage, dict) else None
     return isinstance(parents, list) and bool(parents) and all(
         isinstance(p, dict) and isinstance(p.get("checksum"), str) and isinstance(p.get("step"), int) for p in parents)
+
+
+def valid_guard(guard: Any) -> bool:
+    """A guarded run's record, when there is one (`guard.Guard.state_dict`): its counts, factors and decisions."""
+    if guard is None:
+        return True
+    return (isinstance(guard, dict) and all(isinstance(guard.get(k), int) for k in ("branch", "rollbacks", "strikes", "spent"))
+            and all(isinstance(guard.get(k), (int, float)) for k in ("lr", "penalty", "ada_shift"))
+            and isinstance(guard.get("decisions", []), list))
 
 
 def checksum(path: Path) -> str:

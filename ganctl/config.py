@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import difflib
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional
@@ -72,6 +73,7 @@ SCHEDULE_KEYS = (
     "train.compile",
     "train.ddp_backend",
     "train.curves",
+    *(f"train.guard.{key}" for key in ("policy", "worse_by", "patience", "max_rollbacks", "lr", "penalty", "ada_target")),
 )
 
 # Speed settings that a checkpoint from before them lacks: it continues computing as it did then.
@@ -122,6 +124,46 @@ class AdaSettings:
                               f"{', '.join(ADA_TRANSFORMS)}.")
 
 
+GUARD_POLICIES = ("none", "stop", "rollback")
+
+
+@dataclass
+class GuardSettings:
+    """A run that guards itself against collapse (ganctl/guard.py); values in conf/train.yaml."""
+
+    policy: str = "none"  # none | stop | rollback
+    worse_by: float = 0.25  # an evaluation of metrics.best this much worse than the best so far (relative) is a strike
+    patience: int = 1  # strikes in a row before the policy acts
+    max_rollbacks: int = 3  # rollbacks before it stops instead
+    lr: float = 0.5  # a rollback multiplies both learning rates by this ...
+    penalty: float = 2.0  # ... the gradient penalties' weights (R1, R2, WGAN-GP's) by this ...
+    ada_target: float = -0.1  # ... and moves ADA's target by this (adaptive ADA only)
+
+    @staticmethod
+    def check(settings: Any) -> None:
+        """The `train.guard` block's values; one clear GanctlError for the first bad one."""
+        if settings.policy not in GUARD_POLICIES:
+            match = difflib.get_close_matches(str(settings.policy), GUARD_POLICIES, n=1)
+            raise GanctlError(f"train.guard.policy must be one of {', '.join(GUARD_POLICIES)}, got {settings.policy!r}"
+                              + (f": did you mean {match[0]}?" if match else "."))
+        if not settings.worse_by >= 0:
+            raise GanctlError(f"train.guard.worse_by must be 0 or more (a fraction of the best value), got {settings.worse_by}.")
+        if settings.patience < 1:
+            raise GanctlError(f"train.guard.patience must be at least 1 (strikes in a row before it acts), got {settings.patience}.")
+        if settings.max_rollbacks < 0:
+            raise GanctlError(f"train.guard.max_rollbacks must be 0 or more, got {settings.max_rollbacks}.")
+        for key in ("lr", "penalty"):
+            if not (math.isfinite(settings[key]) and settings[key] > 0):
+                raise GanctlError(f"train.guard.{key} must be a positive factor (e.g. {0.5 if key == 'lr' else 2.0}), "
+                                  f"got {settings[key]}.")
+        if not -1 < settings.ada_target < 1:
+            raise GanctlError(f"train.guard.ada_target moves ADA's target (a value in [0, 1]) and must be between -1 and 1, "
+                              f"got {settings.ada_target}.")
+        if settings.policy == "rollback" and (settings.lr, settings.penalty, settings.ada_target) == (1, 1, 0):
+            raise GanctlError("train.guard.policy=rollback with train.guard.lr=1, penalty=1 and ada_target=0 would restore the "
+                              "checkpoint and its random state and replay the same steps: give a rollback a change.")
+
+
 @dataclass
 class TrainSettings:
     """Types only; the values live in conf/train.yaml. Hydra rejects e.g. train.batch_size=abc."""
@@ -148,6 +190,7 @@ class TrainSettings:
     ema: EMASettings = field(default_factory=EMASettings)
     ada: AdaSettings = field(default_factory=AdaSettings)
     schedules: Dict[str, Any] = field(default_factory=dict)  # knob -> its cosine over images seen: a `Schedule`'s fields (ganctl/schedules.py)
+    guard: GuardSettings = field(default_factory=GuardSettings)
 
 
 @dataclass
@@ -345,6 +388,8 @@ def check(cfg: DictConfig) -> None:
     freeze = OmegaConf.select(cfg, "model.discriminator.freeze", default=0)
     if not (isinstance(freeze, int) and freeze >= 0):
         raise GanctlError(f"model.discriminator.freeze must be a whole number of D's blocks, 0 or more; got {freeze!r}.")
+    if OmegaConf.select(cfg, "train.guard") is not None:
+        GuardSettings.check(train.guard)
     image_size = OmegaConf.select(cfg, "dataset.image_size")
     if image_size is not None and not (isinstance(image_size, int) and image_size >= MIN_IMAGE_SIZE):
         raise GanctlError(f"dataset.image_size must be a whole number of pixels, at least {MIN_IMAGE_SIZE}; got {image_size!r}.")

@@ -31,6 +31,7 @@ from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically, write_text
+from ganctl.guard import branch_of
 from ganctl.registry import FEATURE_NAMES
 from ganctl.sampling import Sampler, critic_from_checkpoint
 
@@ -181,6 +182,8 @@ def evaluate(
     lineage = {"lineage": finetune.on_card(state["lineage"])} if state.get("lineage") else {}
     for card in cards:
         card.update(checkpoint=str(ckpt_path), generator=sampler.weights, **lineage)
+        if state.get("guard"):  # a guarded run's checkpoint: the branch its weights came from
+            card["branch"] = branch_of(state["guard"])
         if truncation != 1:
             card["options"]["truncation"] = truncation
     write_cards(cards, card_path)

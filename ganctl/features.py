@@ -90,10 +90,15 @@ def dinov2_weights(size: str) -> WeightsFile:
     )
 
 
+# The file at a fixed revision of the Hugging Face repository, so that its SHA-256 (the LFS object id Hugging
+# Face lists for it: 605,143,284 bytes) stays the file's. DINOv2's files have no published SHA-256 that
+# ganctl could find (docs/metrics.md, "Their hashes").
+CLIP_REVISION = "a6f597a30f7b82c51704746581f9a4e41421e878"
 CLIP_WEIGHTS = WeightsFile(
     "CLIP ViT-B/32 (OpenAI)", "open_clip_model.safetensors",
-    "https://huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors",
-    None, "GANCTL_CLIP_WEIGHTS", "metrics.feature_weights", "--feature-weights", "metrics.feature=clip",
+    f"https://huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/{CLIP_REVISION}/open_clip_model.safetensors",
+    "e6d1bd7789aa45192b3bf90570a789b478bae1b74ebcce7eddd908e83a2b7c31",
+    "GANCTL_CLIP_WEIGHTS", "metrics.feature_weights", "--feature-weights", "metrics.feature=clip",
 )
 CLIP_VISUAL = {"embed_dim": 512, "image_resolution": 224, "vision_layers": 12, "vision_width": 768, "vision_patch_size": 32}
 CLIP_PARAMETERS = 87.85  # millions: the image tower of ViT-B/32 (open_clip's model table)

@@ -129,6 +129,9 @@ class GAN:
         factor = partial(lr_factor, settings.lr_schedule, total_steps=settings.steps)
         self.schedulers = ([] if "lr" in self.schedules else  # (a scheduled lr: the schedule sets it)
                            [torch.optim.lr_scheduler.LambdaLR(optimizer, factor) for optimizer in (optimizer_g, optimizer_d)])
+        # A collapse guard's change (ganctl/guard.py, `retune`): factors over whatever the schedule or the constant
+        # gives, a shift of ADA's target, and the steps its rollbacks abandoned. 1, 1, 0, 0 unguarded.
+        self.lr_scale, self.penalty_scale, self.ada_target_shift, self.steps_spent = 1.0, 1.0, 0.0, 0
         self.precision = speed.resolve_precision(settings.precision, device)
         self.scaler_g, self.scaler_d = (speed.grad_scaler(device, self.precision) for _ in range(2))
         self.autocast = speed.autocast(device, self.precision)
@@ -139,6 +142,7 @@ class GAN:
         self.policy = list(settings.augment)
         self.ada = AdaptiveAugment.from_settings(settings.get("ada"), device, group)  # its p: state, adjusted by the step
         self.ada.check(loss, self.policy)
+        self.configured_ada_target = self.ada.target  # (what a collapse guard's shift moves: `retune`)
         self.sampler = Sampler(self.generator_ema or generator, "ema" if self.generator_ema is not None else "raw", self.classes)
         # What the step calls: DDP-wrapped when there are several ranks, compiled when asked. G's step
         # needs no gradient for D's weights, so nothing of D's to synchronise there: it calls D itself.
@@ -200,7 +204,7 @@ class GAN:
         def learning_rate(value: float) -> None:
             for optimizer in (self.optimizer_g, self.optimizer_d):
                 for group in optimizer.param_groups:
-                    group["lr"] = value
+                    group["lr"] = value * self.lr_scale  # (a collapse guard's factor: 1 unguarded)
 
         def beta2(value: float) -> None:
             for optimizer in (self.optimizer_g, self.optimizer_d):
@@ -227,7 +231,7 @@ class GAN:
 
     def follow_schedules(self, step: int) -> None:
         """Set every scheduled knob to its value after the images of the steps before `step`."""
-        images_seen = (step - 1) * self.images_per_step
+        images_seen = (step - 1 - self.steps_spent) * self.images_per_step  # (a guard's rollbacks: steps not counted)
         self.scheduled = {knob: schedule(images_seen) for knob, schedule in self.schedules.items()}
         for knob, value in self.scheduled.items():
             self.knobs[knob](value)
@@ -271,6 +275,8 @@ class GAN:
         self.update(self.optimizer_g, self.scaler_g, g_loss)
         for scheduler in self.schedulers:
             scheduler.step()
+        if self.lr_scale != 1.0:  # a collapse guard's factor over the schedule (`retune`)
+            self.scale_learning_rates()
         self.ada.adjust(step)
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, self.ema_decay_at(step, real.shape[0] * self.world_size))
@@ -362,6 +368,28 @@ class GAN:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+
+    def retune(self, lr: float = 1.0, penalty: float = 1.0, ada_target: float = 0.0, steps_spent: int = 0) -> None:
+        """A collapse guard's change (ganctl/guard.py), as factors of what the run would use without it, so
+        that applying one twice is applying it once: both learning rates at `lr` x what train.lr_schedule
+        or train.schedules.lr gives at each step; the smoothing penalties (R1, R2, WGAN-GP's) at `penalty`
+        x their weight, scheduled or not; ADA's target (adaptive mode) moved by `ada_target`, to at least 0.
+        `steps_spent`: steps its rollbacks abandoned, which train.schedules do not count (train.lr_schedule's
+        scheduler, restored with the checkpoint, counts its own)."""
+        self.lr_scale, self.penalty_scale, self.ada_target_shift = float(lr), float(penalty), float(ada_target)
+        self.steps_spent = int(steps_spent)
+        self.ada.target = max(0.0, self.configured_ada_target + self.ada_target_shift)
+        for unit in self.loss.regularisers:
+            if unit.smoothing:
+                unit.factor = self.penalty_scale
+        self.scale_learning_rates()  # (a scheduled lr: the next step sets it, scaled, as every step does)
+
+    def scale_learning_rates(self) -> None:
+        """Both learning rates at train.lr_schedule's value now times the guard's factor (LambdaLR's own
+        formula, base x lambda(last step), so a restored scheduler and a rollback's factor give one value)."""
+        for scheduler in self.schedulers:
+            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch) * self.lr_scale
 
     def generate(self, latents: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Images for `latents` (of the classes `labels`, conditional) through the one door (`Sampler`):

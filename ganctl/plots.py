@@ -33,6 +33,7 @@ PANELS: list[tuple[str, Callable[[str], bool]]] = [
     ("learning rates", lambda tag: tag.startswith("lr/")),
     (SCHEDULES, lambda tag: tag.startswith("schedule/")),
     ("image-quality metrics", lambda tag: tag.startswith("metrics/") and tag.count("/") == 1),
+    ("collapse guard's branch", lambda tag: tag == "guard/branch"),  # train.guard: set at each rollback or stop
 ]
 
 

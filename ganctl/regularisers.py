@@ -141,12 +141,14 @@ class Regulariser:
     network: ClassVar[str] = "discriminator"  # whose update it joins: "discriminator" or "generator"
     double_backward: ClassVar[bool] = False  # it differentiates through a gradient of the network
     per_image: ClassVar[bool] = False  # it needs each image's score to depend on that image alone (no BatchNorm)
+    smoothing: ClassVar[bool] = False  # it keeps D smooth: a collapse guard's rollback strengthens it (`factor`)
     title: ClassVar[str] = "a regulariser"  # for messages
 
     def __init__(self, weight: float = 0.0, every: int = 1) -> None:
         self.weight, self.every = float(non_negative("weight", weight)), at_least_one("every", every)
         self.name = ""  # its name in loss.regularisers: set by the loss that lists it
         self.latest = torch.zeros(())  # its latest evaluation (lazy units report the last one), on the device
+        self.factor = 1.0  # times its configured weight: set by a collapse guard (GAN.retune), else 1
 
     @property
     def statistic(self) -> str:
@@ -164,8 +166,8 @@ class Regulariser:
 
     @property
     def scale(self) -> float:
-        """Its factor in the loss: the weight, times the interval for a lazy one."""
-        return self.weight * self.every
+        """Its factor in the loss: the weight, times the interval for a lazy one (times a guard's factor)."""
+        return self.weight * self.every * self.factor
 
     def due(self, update: int) -> bool:
         """Whether update number `update` (0, 1, ... of its network) adds the term."""
@@ -220,7 +222,7 @@ class R1(Regulariser):
     two forward passes and an ordinary backward, so D compiles). The approximation takes the gradient at
     the images as D sees them (after one draw of the augmentation), the exact form at the images before it."""
 
-    per_image = True
+    per_image = smoothing = True
     title = "R1"
 
     def __init__(self, gamma: float = 0.0, every: int = 1, sigma: Optional[float] = None) -> None:
@@ -240,7 +242,7 @@ class R1(Regulariser):
 
     @property
     def scale(self) -> float:
-        return self.gamma / 2 * self.every  # (in this order: the same bits as before the units)
+        return self.gamma / 2 * self.every * self.factor  # (in this order: the same bits as before the units)
 
     def squared_gradient(self, inputs: CriticInputs, images: torch.Tensor) -> torch.Tensor:
         """||grad D||^2 at `images` as D sees them, averaged over the batch: exact, or by finite differences."""
@@ -266,7 +268,7 @@ class GradientPenalty(Regulariser):
     and fake images (of the same class, with that label). `diffaugment`: false shows D the
     interpolates through ADA only, as ganctl did before the units."""
 
-    double_backward = per_image = True
+    double_backward = per_image = smoothing = True
     title = "the gradient penalty"
 
     def __init__(self, weight: float = 0.0, every: int = 1, diffaugment: bool = True) -> None:

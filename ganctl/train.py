@@ -20,11 +20,12 @@ from torchvision.utils import make_grid, save_image
 
 from ganctl import checkpoint, config, distributed, finetune, fits, plots, rundir, search, trackers
 from ganctl import data as datasets
-from ganctl.console import console, word
+from ganctl.console import console, warn, word
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.gan import GAN
+from ganctl.guard import Guard
 from ganctl.logger import NullLogger, RunLogger, print_summary, write_summary
 
 log = logging.getLogger("ganctl")
@@ -77,9 +78,18 @@ class RunningMeans:
 
     def read(self) -> dict[str, float]:
         means = dict(zip(self.names, (self.sums / self.count).tolist()))
-        self.sums.zero_()
-        self.count = 0
+        self.clear()
         return means
+
+    def clear(self) -> None:
+        """Forget the interval's sums (a guard's rollback: the abandoned branch's steps)."""
+        if self.sums is not None:
+            self.sums.zero_()
+        self.count = 0
+
+
+class Diverged(GanctlError):
+    """Training diverged: a loss or weight became NaN or infinite (a guarded run may roll back)."""
 
 
 class DivergenceWatch:
@@ -89,6 +99,10 @@ class DivergenceWatch:
     def __init__(self, run_dir: Path, device: torch.device) -> None:
         self.run_dir = run_dir
         self.first = torch.zeros(3, dtype=torch.long, device=device)  # step, D's loss bad, G's loss bad
+
+    def reset(self) -> None:
+        """Watch afresh (after a guard's rollback to finite weights)."""
+        self.first.zero_()
 
     def update(self, step: int, statistics: dict[str, torch.Tensor]) -> None:
         bad = (~torch.isfinite(torch.stack([statistics["loss/d"], statistics["loss/g"]]))).long()  # (2,)
@@ -110,7 +124,7 @@ class DivergenceWatch:
         kept = (f"checkpoints/last.pt holds step {last_saved}, the last finite state (weights and optimizer "
                 f"states); continue from it with `ganctl train {word(f'resume={self.run_dir}')}` after a change"
                 if last_saved > 0 else "no checkpoint was written before it")
-        raise GanctlError(
+        raise Diverged(
             f"Training diverged at step {step}: the {network} loss or weights became NaN or infinite, so training "
             f"stopped and nothing after it was saved; {kept}. Common fixes: a lower learning rate "
             "(optimizer.d.lr / optimizer.g.lr), loss=wgangp or model.discriminator.spectral_norm=true."
@@ -122,9 +136,11 @@ class RunOutputs:
     NaN-poisoned one), the fixed-latent grids, the metric cards and best.pt."""
 
     def __init__(self, run_dir: Path, cfg: DictConfig, choices: dict[str, str], gan: GAN, data_shape: dict[str, int],
-                 device: torch.device, resume: Optional[dict[str, Any]], lineage: Optional[dict[str, Any]] = None) -> None:
+                 device: torch.device, resume: Optional[dict[str, Any]], guard: Guard,
+                 lineage: Optional[dict[str, Any]] = None) -> None:
         self.run_dir, self.cfg, self.choices, self.gan, self.data_shape, self.device = run_dir, cfg, choices, gan, data_shape, device
         self.lineage = lineage  # a fine-tuned run's (`finetune.Lineage`), in every checkpoint and the summary
+        self.guard, self.stopped_by_guard, self.rolled_back_at = guard, False, 0
         resume = resume or {}
         self.last_saved: int = resume.get("step", 0)  # the step checkpoints/last.pt holds (0: none yet)
         self.cards: list[dict[str, Any]] = resume.get("metrics") or []
@@ -140,6 +156,7 @@ class RunOutputs:
             self.gan.state_dict(), step=step, wall_seconds=self.wall_before + time.perf_counter() - self.started,
             config=config, choices=dict(self.choices),
             metrics=self.cards, best=self.best, data=self.data_shape, device=self.device, lineage=self.lineage,
+            guard=self.guard.state_dict() if self.guard.recorded else None,
         )
 
     def save(self, step: int, periodic: bool) -> None:
@@ -161,20 +178,63 @@ class RunOutputs:
         logger.image("samples/fixed_latents", grid, step)
 
     def evaluate(self, step: int, evaluator: Any, logger: RunLogger | NullLogger) -> None:
-        """Metric cards to metrics.jsonl and TensorBoard; checkpoints/best.pt when the best metric improves."""
+        """Metric cards to metrics.jsonl and TensorBoard; checkpoints/best.pt when the best metric improves;
+        then the guard's decision (a rollback or a stop) when the run has one."""
         from ganctl import metrics
 
         self.cards = evaluator(self.gan.sampler, step, self.gan.discriminator)
-        if self.lineage:
-            for card in self.cards:
+        for card in self.cards:
+            if self.lineage:
                 card["lineage"] = finetune.on_card(self.lineage)
+            if self.guard.active:
+                card["branch"] = self.guard.branch_record()
         metrics.append_jsonl(self.run_dir, self.cards)
         logger.scalars(metrics.scalars(self.cards), step)
         card = next(card for card in self.cards if card["metric"] == self.cfg.metrics.best)
+        previous = self.best
         if metrics.is_better(card["metric"], card["value"], self.best and self.best["value"]):
             self.divergence.check(self.last_saved, step, self.gan)
             self.best = {"metric": card["metric"], "value": card["value"], "step": step}
             checkpoint.save(self.state(step), checkpoint.best_path(self.run_dir))
+        if self.guard.active and step < self.cfg.train.steps:  # (the last evaluation is the run's result: nothing left to guard)
+            self.follow(self.guard.after_evaluation(step, card["value"], previous, checkpoint.best_path(self.run_dir).is_file()), logger)
+
+    def diverged(self, step: int, error: Diverged, logger: RunLogger | NullLogger) -> None:
+        """A divergence in a guarded run: roll back to best.pt (else last.pt, the last finite state) or stop."""
+        if not self.guard.active:
+            raise error
+        best = checkpoint.best_path(self.run_dir)
+        restorable = self.best["step"] if self.best and best.is_file() else (self.last_saved or None)
+        decision = self.guard.at_divergence(step, restorable)
+        if decision.action == "stop":
+            log.warning(decision.describe())
+            raise error
+        self.follow(decision, logger)
+
+    def follow(self, decision: Any, logger: RunLogger | NullLogger) -> None:
+        """Carry out a guard's decision: log it (train.log, the terminal, and as guard/* scalars every
+        tracker); a rollback restores the checkpoint exactly (its schedules' place included) and applies
+        the changes; a stop ends the run after this step."""
+        if decision.action == "continue":
+            if decision.strike:  # worse, but not yet for long enough to act
+                log.info(decision.describe())
+            return
+        log.warning(decision.describe())
+        console.print(f"[yellow]{escape(decision.describe())}[/]")
+        logger.scalars({"guard/branch": float(decision.branch), "guard/rollback": float(decision.action == "rollback"),
+                        "guard/stop": float(decision.action == "stop")}, decision.step)
+        if decision.action == "stop":
+            self.stopped_by_guard = True
+            return
+        best = checkpoint.best_path(self.run_dir)
+        path = best if self.best and self.best["step"] == decision.restored and best.is_file() else checkpoint.last_path(self.run_dir)
+        state = checkpoint.load(path)
+        self.gan.load_state_dict(checkpoint.gan_state(state))
+        checkpoint.restore_rng_states(state["rng"], self.device)
+        self.guard.restored(decision, state.get("guard"))
+        self.guard.apply(self.gan)
+        self.divergence.reset()
+        self.rolled_back_at = decision.step
 
 
 @dataclass
@@ -198,6 +258,25 @@ def prepare_run_dir(run_dir: Path, resume: Optional[dict[str, Any]], group: dist
             log.info("Removed %s, left by an interrupted checkpoint write", path)
     if resume is None:
         rundir.refuse_new_run_over(run_dir)
+
+
+def build_guard(cfg: DictConfig, gan: GAN, resume: Optional[dict[str, Any]], group: distributed.Group) -> Guard:
+    """The run's collapse guard (train.guard; none for a run from before it), with the changes it made
+    before a resume applied to the GAN. Several processes train without it (a rollback would have to
+    restore every rank at once), and say so."""
+    from ganctl.metrics import HIGHER_IS_BETTER
+
+    settings = OmegaConf.select(cfg, "train.guard")
+    best = cfg.metrics.best
+    guard = Guard(settings, best, HIGHER_IS_BETTER.get(best, False), gan, (resume or {}).get("guard"))
+    if guard.active and group.enabled:
+        warn(f"train.guard.policy={guard.policy} is for one process; with {group.world_size} it is off (it acts on the "
+             "main process's evaluations, and a rollback would have to restore every rank).")
+        guard.policy = "none"
+    if guard.active and not cfg.train.eval_every and group.main:
+        warn(f"train.guard.policy={guard.policy} with train.eval_every=0: no evaluation to judge, so it acts only at a "
+             "divergence (a NaN or infinite loss or weight). Set train.eval_every to let it watch metrics.best.")
+    return guard
 
 
 def build_evaluator(cfg: DictConfig, data: Any, gan: GAN, device: torch.device) -> Any:
@@ -267,7 +346,7 @@ def train_on(
                         trackers=trackers.open_trackers(cfg, run_dir, choices, start_step)) if group.main else NullLogger())
     pruning = search.pruning(cfg) if group.main else None  # an Optuna trial: report to the study, stop when it prunes
     shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
-    outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume, lineage)
+    outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume, build_guard(cfg, gan, resume, group), lineage)
     means, batches = RunningMeans(), datasets.endless(data, batch_size, labels=gan.conditional)
     step, stopping, last_logged = start_step, False, {}
     ended = "failed"  # what the trackers record unless the loop ends as planned (or by a signal: killed)
@@ -278,21 +357,26 @@ def train_on(
                 means.add(statistics)
                 outputs.divergence.update(step, statistics)
                 stopping = distributed.any_rank(stop.requested is not None, group)  # all ranks stop together
-                if group.main and (step % settings.log_every == 0 or step == settings.steps or stopping):
-                    last_logged = gan.scalars(means.read())  # the one host sync
-                    outputs.divergence.check(outputs.last_saved)
-                    logger.log(last_logged, step)
-                    if pruning is not None and pruning.prunes(step, statistics=last_logged):
-                        stop.requested = stop.requested or search.PRUNED
-                if group.main and settings.sample_every and step % settings.sample_every == 0:
-                    outputs.grid(step, logger)
-                if group.main and settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
-                    outputs.evaluate(step, evaluator, logger)
-                    if pruning is not None and pruning.prunes(step, cards=outputs.cards):
-                        stop.requested = stop.requested or search.PRUNED
-                if group.main and settings.ckpt_every and step % settings.ckpt_every == 0:
-                    outputs.save(step, periodic=True)
-                if stopping:
+                try:
+                    if group.main and (step % settings.log_every == 0 or step == settings.steps or stopping):
+                        last_logged = gan.scalars(means.read())  # the one host sync
+                        outputs.divergence.check(outputs.last_saved)
+                        logger.log(last_logged, step)
+                        if pruning is not None and pruning.prunes(step, statistics=last_logged):
+                            stop.requested = stop.requested or search.PRUNED
+                    if group.main and settings.sample_every and step % settings.sample_every == 0:
+                        outputs.grid(step, logger)
+                    if group.main and settings.eval_every and (step % settings.eval_every == 0 or step == settings.steps):
+                        outputs.evaluate(step, evaluator, logger)  # a guarded run may roll back or stop here
+                        if pruning is not None and pruning.prunes(step, cards=outputs.cards):
+                            stop.requested = stop.requested or search.PRUNED
+                    if group.main and settings.ckpt_every and step % settings.ckpt_every == 0:
+                        outputs.save(step, periodic=True)
+                except Diverged as error:
+                    outputs.diverged(step, error, logger)  # a guarded run's rollback, else the error again
+                if outputs.rolled_back_at == step:
+                    means.clear()  # the abandoned branch's steps
+                if stopping or outputs.stopped_by_guard:
                     break
             if group.main and outputs.last_saved != step:
                 outputs.save(step, periodic=False)
@@ -372,6 +456,8 @@ def finish(
         "images_per_second": steps_trained * images_per_step / max(wall, 1e-9),
         **run_results(last_logged, outputs.cards, outputs.best),
         **{name: choices.get(name) for name in ("model", "loss", "optimizer", "dataset", "conditioning")},
+        **({"guard": outputs.guard.state_dict()} if outputs.guard.recorded else {}),
+        **({"stopped_by_guard": step} if outputs.stopped_by_guard else {}),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),  # CPU results are bit-for-bit the same at the same count
         "run_dir": str(run_dir),

@@ -16,6 +16,8 @@ from ganctl import features, metrics
 from ganctl.data import bundled_mnist
 from ganctl.errors import GanctlError
 
+REAL_DOWNLOAD = torch.hub.download_url_to_file  # (before the fixture below replaces it)
+
 
 @pytest.fixture(autouse=True)
 def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
@@ -144,3 +146,19 @@ def test_missing_weights_name_the_file_and_where_to_put_it(tmp_path: Path, offli
     monkeypatch.setenv("GANCTL_CLIP_WEIGHTS", str(tmp_path / "nowhere.safetensors"))
     with pytest.raises(GanctlError, match="GANCTL_CLIP_WEIGHTS points at .*which is not a file"):
         features.find_weights(features.CLIP_WEIGHTS)
+
+
+def test_a_clip_file_with_another_hash_is_refused_when_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pinned SHA-256 is checked on download (torch.hub's check, through ganctl's message): a file
+    served from a file:// address stands in for a tampered download."""
+    import dataclasses
+
+    served = tmp_path / "served.safetensors"
+    served.write_bytes(b"not the published weights")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", REAL_DOWNLOAD)
+    spec = dataclasses.replace(features.CLIP_WEIGHTS, url=served.as_uri())
+    with pytest.raises(GanctlError) as refused:
+        features.find_weights(spec)
+    message = str(refused.value)
+    assert "invalid hash value" in message and features.CLIP_WEIGHTS.sha256 in message and "\n" not in message
+    assert "starts with e6d1bd77" in message and not features.hub_path(spec).exists()

@@ -97,6 +97,7 @@ class RunReport:
             ("options", ", ".join(f"{group}={option}" for group, option in run.choices.items())
              or ", ".join(f"{g}={summary[g]}" for g in ("model", "loss", "optimizer", "dataset", "conditioning") if summary.get(g))),
             ("lineage", runs.lineage(run, (self.state or {}).get("lineage"))),  # (the checkpoint's, checked when it was read)
+            ("guard", runs.guard(run, (self.state or {}).get("guard"))),  # train.guard's decisions (README "A run that guards itself")
             ("versions", versions.split("; device")[0] if versions else "not recorded (a run from a ganctl before train.log held them)"),
             ("device", summary.get("device") or (versions.split("; device ")[1] if versions and "; device " in versions else None)),
             ("torch threads", str(summary.get("torch_threads") or (sessions[-1]["threads"] if sessions else ""))),
@@ -181,9 +182,11 @@ class RunReport:
     def metrics(self) -> str:
         cards = runs.metric_cards(self.run)
         plain = [card for card in cards if card["metric"] != "nearest_l1"]
-        body = table(["metric", "value", "std", "step", "real", "fake", "split", "backbone", "from"],
+        branched = any(isinstance(c.get("branch"), dict) for c in plain)  # a guarded run's cards name their branch
+        body = table(["metric", "value", "std", "step", "real", "fake", "split", "backbone", "from", *(["branch"] if branched else [])],
                      [(c["metric"], c.get("value"), c.get("std"), c.get("step"), c.get("num_real"), c.get("num_fake"),
-                       c.get("split"), c.get("backbone"), c["source"]) for c in plain]) if plain else \
+                       c.get("split"), c.get("backbone"), c["source"], *([(c.get("branch") or {}).get("index")] if branched else []))
+                      for c in plain]) if plain else \
             "<p class=\"muted\">No metric cards: the run measured none (train.eval_every=0) and ganctl eval has not scored it.</p>"
         for path, rows, plot in runs.truncation_sweeps(self.run):
             body += (f"<h3>Truncation sweep ({escape(path.name)})</h3>" + table(list(rows[0]) if rows else [],

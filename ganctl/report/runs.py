@@ -156,6 +156,19 @@ def lineage(run: Run, recorded: Optional[dict] = None) -> Optional[str]:
     return f"resumed from its own checkpoint {source}{at}" if inside else f"started from {source}{at} (a branch or fine-tune of that run)"
 
 
+def guard(run: Run, recorded: Optional[dict] = None) -> Optional[str]:
+    """What a guarded run's guard (train.guard) decided: its policy, the branch it ended on, and each
+    rollback or stop with its step, from summary.json or else the checkpoint's record (`recorded`)."""
+    state = (run.summary or {}).get("guard") or recorded
+    policy = (((run.config or {}).get("train") or {}).get("guard") or {}).get("policy")
+    if not isinstance(state, dict):
+        return f"policy {policy}: no decision yet" if policy not in (None, "none") else None
+    acted = [d for d in state.get("decisions") or [] if isinstance(d, dict) and d.get("action") in ("rollback", "stop")]
+    steps = "; ".join(f"step {d.get('step')}: " + (f"rolled back to step {d.get('restored')}, branch {d.get('branch')}"
+                                                   if d["action"] == "rollback" else "stopped") for d in acted)
+    return (f"policy {policy or 'none'}, branch {state.get('branch', 0)}" + (f" ({steps})" if steps else ", no rollback or stop"))
+
+
 def training_grids(run_dir: Path) -> list[tuple[int, Path]]:
     """The fixed-latent grids samples/step_<N>.png, oldest first."""
     samples = Path(run_dir) / "samples"
