@@ -216,9 +216,7 @@ def one_step(trainer: Any, generator: nn.Module, critic: nn.Module, gan: GAN, z:
     in fp64: the reference's own fp32 rounding, next to the difference."""
     recorded: list[dict[str, torch.Tensor]] = []
 
-    def recording_update(optimizer, scaler, loss) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def recording_apply(optimizer, scaler) -> None:
         network = gan.discriminator if optimizer is gan.optimizer_d else gan.generator
         recorded.append({n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in network.named_parameters()})
         if network is gan.discriminator:
@@ -227,7 +225,7 @@ def one_step(trainer: Any, generator: nn.Module, critic: nn.Module, gan: GAN, z:
         if network is gan.discriminator:
             recorded.append({n: p.detach().clone() for n, p in network.named_parameters()})  # and after
 
-    gan.update = recording_update  # (instead of GAN.update: the same zero_grad, backward and step, in fp32)
+    gan.apply = recording_apply  # (instead of GAN.apply: the same step on the accumulated gradient, in fp32)
     torch.manual_seed(0)  # GAN.step draws its latents first thing after the batch: the same z
     gan.step(iter([(real, labels)]), 1)
     d_gradients, _, d_after, g_gradients = recorded
