@@ -12,6 +12,11 @@ generator update on the last critic step's fakes, scored by the updated critic w
 frozen; then the learning-rate schedules and the EMA of G. Nothing in it reads a value back to the
 host: the run reads the statistics once per log interval.
 
+With `train.batch_gpu` each update runs in micro-batches of that many images (`MicroBatches`), its
+gradient accumulated over them before the optimizer's step: each pass's loss weighs by its share of
+the batch, D's minibatch-std groups stay whole, G makes its fakes again pass by pass for its own
+update, and the statistics are the whole batch's. One pass (the default) is the step as it always was.
+
 A class-conditional GAN (`classes`: the dataset's class names, a runtime fact like the image
 shape; `cfg.conditioning` says how G and D see the label) makes its fakes of the real batch's
 classes, so the data's class frequencies are G's, and real and fake images of a step share their
@@ -317,8 +322,8 @@ class GAN:
         classified = None if fake_classes_g is None else (critic.class_loss, critic.real_classes, fake_classes_g, critic.labels)
         return self.statistics(critic.d_loss, g_loss, critic.real_scores, critic.fake_scores, classified)
 
-    def critic_update(self, passes: "MicroBatches", real: torch.Tensor, latents: torch.Tensor, labels: Optional[torch.Tensor],
-                      update: int, keep_fakes: bool) -> "CriticUpdate":
+    def critic_update(self, passes: MicroBatches, real: torch.Tensor, latents: torch.Tensor, labels: Optional[torch.Tensor],
+                      update: int, keep_fakes: bool) -> CriticUpdate:
         """One update of D (its number `update`: 0, 1, ...) on the real images and G's images of `latents`,
         their gradients accumulated pass by pass; weight clipping after it. What G's update and the
         statistics need of it comes back, in micro-batch order."""
@@ -361,7 +366,7 @@ class GAN:
         self.ada.observe(done.real_scores)
         return done
 
-    def generator_update(self, passes: "MicroBatches", critic: "CriticUpdate", inputs: GeneratorInputs,
+    def generator_update(self, passes: MicroBatches, critic: CriticUpdate, inputs: GeneratorInputs,
                          step: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """G's update on the last critic update's fakes (made again pass by pass when there are several),
         scored by the updated D; its regularisers join the last pass, whole. Returns G's loss and, ACGAN,
