@@ -123,3 +123,15 @@ def test_out_of_memory_in_a_micro_batch_names_it(tmp_path: Path, monkeypatch: py
                                           r"\(e.g. train.batch_gpu=2\).*checkpoints/last.pt holds step 2\."):
         run(tmp_path, *TINY, *TINY_DCGAN, "train.batch_gpu=4")
     assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_the_memory_check_measures_one_micro_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ganctl import fits
+
+    monkeypatch.setattr(fits, "free_memory", lambda device: 1000)
+    measured, critic, cpu = fits.Trial(generator_bytes=100, discriminator_bytes=50), torch.nn.Linear(2, 1), torch.device("cpu")
+    with pytest.raises(GanctlError, match=r"train.batch_size=8 needs .* the same batch in micro-batches \(train.batch_gpu=1\)"):
+        fits.check_batch(critic, measured, 8, cpu)  # 8 x 200 bytes (the suggestion leaves 3/4 for the backward pass)
+    fits.check_batch(critic, measured, 8, cpu, micro_batch=4)  # 4 x 200: fits
+    with pytest.raises(GanctlError, match=r"train.batch_gpu=8 needs .* try train.batch_gpu=1, or a smaller model"):
+        fits.check_batch(critic, measured, 16, cpu, micro_batch=8)
