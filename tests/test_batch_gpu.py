@@ -21,6 +21,9 @@ from helpers import TINY, TINY_DCGAN, TINY_STYLEGAN2, compose_config, run
 TINY_R3GAN = ["model=r3gan", "model.generator.width=8", "model.discriminator.width=8", "model.generator.latent_dim=16",
               "model.generator.blocks=[1,1,1,1]", "model.discriminator.blocks=[1,1,1,1]", "train.channels_last=false"]
 STILL_STYLEGAN2 = [*TINY_STYLEGAN2, "model.generator.noise=false", "model.generator.style_mixing=0"]
+# The conv model without BatchNorm or dropout: an auxiliary classifier (ACGAN) in D.
+STILL_CONV = ["model=conv", "model.generator.batch_norm_momentum=null", "model.discriminator.dropout=null",
+              "model.generator.latent_dim=16", "model.generator.filters=[16,8,8]", "model.discriminator.filters=[8,8,16,16]"]
 EXACT = ["train.device=cpu", "train.precision=fp32", "train.channels_last=false"]
 
 
@@ -40,8 +43,9 @@ def trained(overrides: list[str], batch_gpu: int, batch_size: int = 16, steps: i
     (TINY_R3GAN, 4),  # RpGAN's pairs, R1 and R2 at every update, G's loss on re-scored reals
     ([*TINY_R3GAN, "loss=rpgan_r1r2", "loss.r1_every=2", "loss.r2_every=2"], 4),  # lazy R1 and R2 (due at update 0, not 1)
     ([*TINY_R3GAN, "conditioning=concat", "conditioning.discriminator=projection"], 4),  # each pass's labels
+    ([*STILL_CONV, "conditioning=acgan"], 4),  # the classifier's loss and accuracies
     ([*STILL_STYLEGAN2, "loss.r1_every=2", "loss.path_length_every=2"], 8),  # minibatch std, lazy R1 and path length
-], ids=["r3gan", "lazy-r1-r2", "conditional", "stylegan2-path-length"])
+], ids=["r3gan", "lazy-r1-r2", "conditional", "acgan", "stylegan2-path-length"])
 def test_a_step_in_micro_batches_is_the_whole_batch_step(overrides: list[str], batch_gpu: int) -> None:
     (whole, whole_stats), (parts, parts_stats) = trained(overrides, 16), trained(overrides, batch_gpu)
     for network in ("generator", "discriminator", "generator_ema"):  # (weights: StyleGAN2's w_avg moves per forward pass)
