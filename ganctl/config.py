@@ -71,6 +71,7 @@ SCHEDULE_KEYS = (
     "train.precision",
     "train.channels_last",
     "train.compile",
+    "train.batch_gpu",
     "train.ddp_backend",
     "train.curves",
     *(f"train.guard.{key}" for key in ("policy", "worse_by", "patience", "max_rollbacks", "lr", "penalty", "ada_target")),
@@ -182,6 +183,7 @@ class TrainSettings:
     sync_batchnorm: bool = MISSING
     ddp_backend: str = MISSING
     global_batch_size: Optional[int] = None
+    batch_gpu: Optional[int] = None  # images per forward/backward pass: the step's batch in micro-batches (`check_batch_gpu`)
     keep_last: int = MISSING
     precision: str = MISSING
     channels_last: bool = MISSING
@@ -367,6 +369,8 @@ def check(cfg: DictConfig) -> None:
         raise GanctlError(f"train.ddp_backend must be one of {', '.join(DDP_BACKENDS)}, got {train.ddp_backend!r}.")
     if train.global_batch_size is not None and train.global_batch_size < 1:
         raise GanctlError(f"train.global_batch_size must be at least 1, or null (each process draws train.batch_size); got {train.global_batch_size}.")
+    if train.global_batch_size is None:  # (else the batch per process is known once the processes are)
+        check_batch_gpu(train.get("batch_gpu"), train.batch_size)
     if not 0.0 <= train.ema.decay < 1.0:
         raise GanctlError(f"train.ema.decay must be in [0, 1), got {train.ema.decay} (0 turns EMA off).")
     for key in ("half_life_kimg", "rampup"):
@@ -403,6 +407,21 @@ def check(cfg: DictConfig) -> None:
     for net in ("g", "d"):
         if OmegaConf.select(cfg, f"optimizer.{net}") is not None:
             check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
+
+
+def check_batch_gpu(batch_gpu: Any, batch_size: int) -> int:
+    """train.batch_gpu made concrete for a batch of `batch_size` images per process: the images of one
+    forward and backward pass (null: the whole batch). It must divide the batch, so that every
+    micro-batch holds as many images and weighs as much in the step's gradient."""
+    if batch_gpu is None:
+        return batch_size
+    if isinstance(batch_gpu, bool) or not isinstance(batch_gpu, int) or batch_gpu < 1 or batch_size % batch_gpu:
+        divisors = [k for k in range(batch_size - 1, 0, -1) if batch_size % k == 0][:3] or [batch_size]
+        raise GanctlError(
+            f"train.batch_gpu={batch_gpu!r} must be a whole number of images that divides the batch of {batch_size} per "
+            f"process (e.g. {', '.join(f'train.batch_gpu={k}' for k in divisors)}), or null for the whole batch at once."
+        )
+    return batch_gpu
 
 
 def check_schedules(cfg: DictConfig) -> None:

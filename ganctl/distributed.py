@@ -13,6 +13,7 @@ checkpoints, into one run directory. In a single process all of this is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -168,6 +169,14 @@ def wrap(module: nn.Module, group: Group, device: torch.device, sync_batchnorm: 
             raise GanctlError("train.sync_batchnorm=true needs CUDA GPUs (PyTorch's SyncBatchNorm); set it to false on CPUs.")
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def accumulating(module: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Around a micro-batch's forward and backward passes: DDP averages the gradient over the ranks
+    only in the last (`sync`); before it each rank accumulates its own (DDP's no_sync)."""
+    if sync or not isinstance(module, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return module.no_sync()
 
 
 def any_rank(flag: bool, group: Group) -> bool:

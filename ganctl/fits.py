@@ -88,11 +88,27 @@ def attempt(forward: Any, network: str, model: DictConfig) -> torch.Tensor:
         raise GanctlError(f"model.{network} cannot make images as configured ({reason}).{hint}") from None
 
 
-def check_batch(discriminator: nn.Module, measured: Trial, batch_size: int, device: torch.device) -> None:
+def minibatch_std_group(discriminator: nn.Module) -> int:
+    """The largest group D's minibatch standard deviation takes (1: D has none)."""
+    return max((m.group_size for m in discriminator.modules() if isinstance(m, MinibatchStd)), default=1)
+
+
+def check_batch(discriminator: nn.Module, measured: Trial, batch_size: int, device: torch.device,
+                micro_batch: Optional[int] = None) -> None:
     """Refuse a batch (images per process) that D's minibatch-std groups do not divide, or whose
-    activations exceed the device's free memory; say so when a group is larger than the batch."""
+    activations exceed the device's free memory; say so when a group is larger than the batch.
+    `micro_batch` (train.batch_gpu): the images of one pass, which the groups must divide too, and
+    which is what the activations are measured for."""
     for layer in (m for m in discriminator.modules() if isinstance(m, MinibatchStd)):
         group = layer.group_size
+        if micro_batch is not None and micro_batch < batch_size and micro_batch % group:
+            divisors = [k for k in range(batch_size, 0, -1) if batch_size % k == 0 and k % group == 0]
+            raise GanctlError(
+                f"D's minibatch standard deviation takes groups of {group} images, which do not divide the micro-batch "
+                f"of train.batch_gpu={micro_batch}: choose a micro-batch of whole groups (e.g. "
+                f"train.batch_gpu={next((k for k in divisors if k < micro_batch), divisors[-1] if divisors else group)}), or a "
+                f"group that divides it (model.discriminator.minibatch_std or mbstd_group_size)."
+            )
         if group > batch_size:
             warn(f"D's minibatch-std groups ({group}) are larger than the batch ({batch_size} images per process): "
                  f"each group is the whole batch.")
@@ -103,12 +119,17 @@ def check_batch(discriminator: nn.Module, measured: Trial, batch_size: int, devi
                 f"{batch_size} per process: choose a group that does (model.discriminator.minibatch_std or "
                 f"mbstd_group_size, e.g. {divisors[0]}), or a batch it divides (e.g. train.batch_size={batch_size - batch_size % group or group})."
             )
-    needed, free = measured.step_bytes(batch_size), free_memory(device)
+    pass_size = micro_batch or batch_size
+    needed, free = measured.step_bytes(pass_size), free_memory(device)
     if free is not None and needed > free:
-        fits = max(1, batch_size * free // needed // 4)  # (the bound leaves out backward's own buffers)
+        fits = max(1, pass_size * free // needed // 4)  # (the bound leaves out backward's own buffers)
+        pieces = max(k for k in range(1, min(fits, batch_size) + 1) if batch_size % k == 0)  # a micro-batch that divides the batch
+        split = micro_batch is not None and micro_batch < batch_size
         raise GanctlError(
-            f"train.batch_size={batch_size} needs at least {needed / 2**30:.1f} GiB for one step's activations alone, more "
-            f"than the {free / 2**30:.1f} GiB of {device.type.upper()} memory free now: try train.batch_size={fits} or a smaller model."
+            f"{'train.batch_gpu' if split else 'train.batch_size'}={pass_size} needs at least {needed / 2**30:.1f} GiB for "
+            f"one pass's activations alone, more than the {free / 2**30:.1f} GiB of {device.type.upper()} memory free now: try "
+            + (f"train.batch_gpu={pieces}" if split else
+               f"train.batch_size={fits}, or the same batch in micro-batches (train.batch_gpu={pieces})") + ", or a smaller model."
         )
 
 

@@ -12,6 +12,11 @@ generator update on the last critic step's fakes, scored by the updated critic w
 frozen; then the learning-rate schedules and the EMA of G. Nothing in it reads a value back to the
 host: the run reads the statistics once per log interval.
 
+With `train.batch_gpu` each update runs in micro-batches of that many images (`MicroBatches`), its
+gradient accumulated over them before the optimizer's step: each pass's loss weighs by its share of
+the batch, D's minibatch-std groups stay whole, G makes its fakes again pass by pass for its own
+update, and the statistics are the whole batch's. One pass (the default) is the step as it always was.
+
 A class-conditional GAN (`classes`: the dataset's class names, a runtime fact like the image
 shape; `cfg.conditioning` says how G and D see the label) makes its fakes of the real batch's
 classes, so the data's class frequencies are G's, and real and fake images of a step share their
@@ -28,6 +33,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterator, Optional
 
@@ -35,7 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ganctl import distributed, fits, speed
+from ganctl import config, distributed, fits, speed
 from ganctl.ada import AdaptiveAugment
 from ganctl.augment import augment
 from ganctl.registry import build
@@ -80,6 +86,61 @@ def ema_decay(decay: float, steps_averaged: int) -> float:
     if steps_averaged <= 0:
         return 0.0
     return min(decay, (1 + steps_averaged) / (10 + steps_averaged))
+
+
+def piece(tensor: Optional[torch.Tensor], part: slice) -> Optional[torch.Tensor]:
+    return None if tensor is None else tensor[part]
+
+
+@dataclass(frozen=True)
+class MicroBatches:
+    """A step's batch of `size` images in passes of `micro` (train.batch_gpu; the whole batch: one pass).
+    Iterating gives each pass's share of the batch (its loss's weight: the mean over the batch is
+    the share-weighted sum of the passes' means), its slice, and whether it is the last.
+
+    D's minibatch standard deviation pools images i, i + size / group, ... of its batch: `arrange`
+    puts the step's images in an order whose micro-batches hold whole groups of the full batch, so D
+    sees the same statistic as in one pass (`group`: its size; it divides `micro`, `fits.check_batch`)."""
+
+    size: int
+    micro: int
+    group: int = 1
+
+    @property
+    def count(self) -> int:
+        return self.size // self.micro
+
+    def arrange(self, tensor: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The batch (B, ...) in micro-batch order (as it is in one pass, or without groups)."""
+        if tensor is None or self.count == 1 or self.group == 1 or self.micro % self.group:
+            return tensor
+        order = torch.arange(self.size, device=tensor.device).reshape(self.group, self.count, self.micro // self.group)
+        return tensor[order.transpose(0, 1).reshape(-1)]  # pass k: images t * size / group + k * micro / group + j
+
+    def __iter__(self) -> Iterator[tuple[float, slice, bool]]:
+        for index in range(self.count):
+            yield self.micro / self.size, slice(index * self.micro, (index + 1) * self.micro), index == self.count - 1
+
+    def describe(self, update: str, index: int) -> str:
+        """Where a step is, for a message (out of memory): "" in one pass."""
+        return f"micro-batch {index + 1} of {self.count} in {update} update" if self.count > 1 else ""
+
+
+@dataclass
+class CriticUpdate:
+    """What one update of D leaves for G's update and the step's statistics, in micro-batch order:
+    its real images, latents and labels, D's scores and class logits of the images (detached), its
+    loss and ACGAN's class loss (the whole batch's), and its fakes with their graph (one pass only)."""
+
+    real: torch.Tensor
+    latents: torch.Tensor
+    labels: Optional[torch.Tensor]
+    d_loss: Any = 0
+    class_loss: Any = 0
+    real_scores: Optional[torch.Tensor] = None
+    fake_scores: Optional[torch.Tensor] = None
+    real_classes: Optional[torch.Tensor] = None
+    fake: Optional[torch.Tensor] = None
 
 
 def regularised(loss: torch.Tensor, terms: list[Regulariser], update: int, inputs: Any) -> torch.Tensor:
@@ -148,17 +209,19 @@ class GAN:
         # needs no gradient for D's weights, so nothing of D's to synchronise there: it calls D itself.
         speed.configure_backends(device, self.precision)
         sync_bn, compiled = settings.sync_batchnorm, settings.compile
-        self.generator_call = speed.compiled(distributed.wrap(generator, group, device, sync_bn), "G", compiled,
-                                             loss.double_backward("generator"))
-        self.critic_call = speed.compiled(
-            distributed.wrap(discriminator, group, device, sync_bn), "D", compiled, loss.double_backward("discriminator")
-        )
+        self.generator_module = distributed.wrap(generator, group, device, sync_bn)  # (DDP's: its no_sync between passes)
+        self.critic_module = distributed.wrap(discriminator, group, device, sync_bn)
+        self.generator_call = speed.compiled(self.generator_module, "G", compiled, loss.double_backward("generator"))
+        self.critic_call = speed.compiled(self.critic_module, "D", compiled, loss.double_backward("discriminator"))
         self.critic_call_in_g_step = (self.critic_call if not group.enabled else
                                       speed.compiled(discriminator, "D", compiled, loss.double_backward("discriminator")))
         self.critic_terms, self.generator_terms = loss.terms("discriminator"), loss.terms("generator")
         for unit in loss.regularisers:
             unit.to(device)
         self.knobs = self.knob_setters()
+        # train.batch_gpu: images per forward and backward pass (None: the whole batch), and D's minibatch-std group
+        self.batch_gpu, self.minibatch_group = settings.get("batch_gpu"), fits.minibatch_std_group(discriminator)
+        self.position = ""  # which micro-batch of which update the step is in, for an out-of-memory message
 
     @classmethod
     def from_config(
@@ -239,40 +302,22 @@ class GAN:
     def step(self, batches: Iterator[tuple[torch.Tensor, Optional[torch.Tensor]]], step: int) -> dict[str, torch.Tensor]:
         """Train one step on real batches drawn from `batches` (one per critic update: images and, for a
         conditional GAN, their labels); `step` is its number (1, 2, ...), for the EMA's warm-up, the
-        lazy regularisers and the schedules. Returns the step's statistics by name, on the device (`statistics`)."""
-        loss, classified = self.loss, None
+        lazy regularisers and the schedules. Returns the step's statistics by name, on the device (`statistics`).
+
+        With train.batch_gpu, each update accumulates its gradient over micro-batches (`MicroBatches`):
+        the step draws its whole batch of latents as without, each pass's loss weighs by its share of
+        the batch, and the statistics are the whole batch's."""
+        loss = self.loss
         self.follow_schedules(step)
         for critic_step in range(loss.critic_steps):
             real, labels = next(batches)  # (B, C, H, W) in [-1, 1]; their classes (B,), or None
             latents = torch.randn(real.shape[0], self.latent_dim, device=self.device)
-            with torch.set_grad_enabled(critic_step == loss.critic_steps - 1):
-                fake = self.fakes(latents, labels)  # the last critic step's fakes keep their graph for G's update
-            real_scores, real_classes = self.critic_outputs(self.critic_call, self.augmented(real), labels)
-            fake_scores, fake_classes = self.critic_outputs(self.critic_call, self.augmented(fake.detach()), labels)
-            self.ada.observe(real_scores.detach())
-            d_loss = loss.discriminator(real_scores, fake_scores)
-            if real_classes is not None:  # ACGAN: D also names the class of real and fake images
-                class_loss = classification_loss(real_classes, labels) + classification_loss(fake_classes, labels)
-                d_loss = d_loss + self.auxiliary_weight * class_loss
-            # Each D-side term on the images as D sees them (the gradient penalty's interpolates keep the labels).
-            inputs = CriticInputs(real, fake, partial(self.penalised_scores, self.augmented, labels=labels),
-                                  partial(self.penalised_scores, self.ada.augment, labels=labels), self.augmented,
-                                  partial(self.scores, self.critic_call, labels=labels, amp=self.fp32_autocast))
-            d_loss = regularised(d_loss, self.critic_terms, (step - 1) * loss.critic_steps + critic_step, inputs)
-            self.update(self.optimizer_d, self.scaler_d, d_loss)
-            for term in self.critic_terms:
-                term.after_update(self.discriminator)
-
-        # The generator update on the same fakes, scored by the updated D.
-        with speed.frozen(self.discriminator):
-            fake_scores_g, fake_classes_g = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
-            g_loss = loss.generator_loss(fake_scores_g, self.reals_for_generator(real, real_scores, labels))
-            if fake_classes_g is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
-                g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes_g, labels)
-                classified = (class_loss, real_classes, fake_classes_g, labels)
-        inputs = GeneratorInputs(latents, labels, self.images_and_styles, self.group)
-        g_loss = regularised(g_loss, self.generator_terms, step - 1, inputs)
-        self.update(self.optimizer_g, self.scaler_g, g_loss)
+            passes = MicroBatches(real.shape[0], config.check_batch_gpu(self.batch_gpu, real.shape[0]), self.minibatch_group)
+            # One pass: the last critic update's fakes keep their graph for G's update; several: G makes them again.
+            keep_fakes = critic_step == loss.critic_steps - 1 and passes.count == 1
+            critic = self.critic_update(passes, real, latents, labels, (step - 1) * loss.critic_steps + critic_step, keep_fakes)
+        g_loss, fake_classes_g = self.generator_update(passes, critic, GeneratorInputs(latents, labels, self.images_and_styles,
+                                                                                       self.group, passes.micro), step)
         for scheduler in self.schedulers:
             scheduler.step()
         if self.lr_scale != 1.0:  # a collapse guard's factor over the schedule (`retune`)
@@ -280,7 +325,80 @@ class GAN:
         self.ada.adjust(step)
         if self.generator_ema is not None:
             update_ema(self.generator_ema, self.generator, self.ema_decay_at(step, real.shape[0] * self.world_size))
-        return self.statistics(d_loss, g_loss, real_scores, fake_scores, classified)
+        classified = None if fake_classes_g is None else (critic.class_loss, critic.real_classes, fake_classes_g, critic.labels)
+        return self.statistics(critic.d_loss, g_loss, critic.real_scores, critic.fake_scores, classified)
+
+    def critic_update(self, passes: MicroBatches, real: torch.Tensor, latents: torch.Tensor, labels: Optional[torch.Tensor],
+                      update: int, keep_fakes: bool) -> CriticUpdate:
+        """One update of D (its number `update`: 0, 1, ...) on the real images and G's images of `latents`,
+        their gradients accumulated pass by pass; weight clipping after it. What G's update and the
+        statistics need of it comes back, in micro-batch order."""
+        real, latents, labels = passes.arrange(real), passes.arrange(latents), passes.arrange(labels)
+        self.optimizer_d.zero_grad(set_to_none=True)
+        done = CriticUpdate(real, latents, labels)
+        reported: dict[Regulariser, torch.Tensor] = {}
+        scores: list[tuple[torch.Tensor, ...]] = []
+        for index, (share, part, last) in enumerate(passes):
+            self.position = passes.describe("D's", index)
+            real_m, latents_m, labels_m = real[part], latents[part], piece(labels, part)
+            with distributed.accumulating(self.critic_module, sync=last):
+                with torch.set_grad_enabled(keep_fakes):
+                    fake = self.fakes(latents_m, labels_m)
+                real_scores, real_classes = self.critic_outputs(self.critic_call, self.augmented(real_m), labels_m)
+                fake_scores, fake_classes = self.critic_outputs(self.critic_call, self.augmented(fake.detach()), labels_m)
+                d_loss = self.loss.discriminator(real_scores, fake_scores)
+                if real_classes is not None:  # ACGAN: D also names the class of real and fake images
+                    class_loss = classification_loss(real_classes, labels_m) + classification_loss(fake_classes, labels_m)
+                    d_loss = d_loss + self.auxiliary_weight * class_loss
+                    done.class_loss = done.class_loss + share * class_loss.detach()
+                # Each D-side term on the images as D sees them (the gradient penalty's interpolates keep the labels).
+                inputs = CriticInputs(real_m, fake, partial(self.penalised_scores, self.augmented, labels=labels_m),
+                                      partial(self.penalised_scores, self.ada.augment, labels=labels_m), self.augmented,
+                                      partial(self.scores, self.critic_call, labels=labels_m, amp=self.fp32_autocast))
+                d_loss = regularised(d_loss, self.critic_terms, update, inputs) * share  # (each term a mean over the images)
+                for term in (term for term in self.critic_terms if term.due(update)):
+                    reported[term] = reported.get(term, 0) + share * term.latest
+                self.scaler_d.scale(d_loss).backward()
+            done.d_loss = done.d_loss + d_loss.detach()
+            scores.append((real_scores.detach(), fake_scores.detach(), *(() if real_classes is None else (real_classes.detach(),))))
+            done.fake = fake if keep_fakes else None
+        self.apply(self.optimizer_d, self.scaler_d)
+        for term, value in reported.items():  # a term's statistic: the whole batch's mean
+            term.latest = value
+        for term in self.critic_terms:
+            term.after_update(self.discriminator)
+        done.real_scores, done.fake_scores, *classes = (torch.cat(column) for column in zip(*scores))
+        done.real_classes = classes[0] if classes else None
+        self.ada.observe(done.real_scores)
+        return done
+
+    def generator_update(self, passes: MicroBatches, critic: CriticUpdate, inputs: GeneratorInputs,
+                         step: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """G's update on the last critic update's fakes (made again pass by pass when there are several),
+        scored by the updated D; its regularisers join the last pass, whole. Returns G's loss and, ACGAN,
+        D's class logits of the fakes."""
+        self.optimizer_g.zero_grad(set_to_none=True)
+        g_total, fake_classes = torch.zeros((), device=self.device), []
+        for index, (share, part, last) in enumerate(passes):
+            self.position = passes.describe("G's", index)
+            labels = piece(critic.labels, part)
+            with distributed.accumulating(self.generator_module, sync=last):
+                fake = critic.fake if critic.fake is not None else self.fakes(critic.latents[part], labels)
+                with speed.frozen(self.discriminator):
+                    fake_scores_g, fake_classes_g = self.critic_outputs(self.critic_call_in_g_step, self.augmented(fake), labels)
+                    g_loss = self.loss.generator_loss(
+                        fake_scores_g, self.reals_for_generator(critic.real[part], critic.real_scores[part], labels))
+                    if fake_classes_g is not None:  # ACGAN: G makes fakes that D's classifier takes for their class
+                        g_loss = g_loss + self.auxiliary_weight * classification_loss(fake_classes_g, labels)
+                        fake_classes.append(fake_classes_g.detach())
+                g_loss = g_loss * share
+                if last:  # (path length: on its own sub-batch of the step's latents, at most one micro-batch)
+                    g_loss = regularised(g_loss, self.generator_terms, step - 1, inputs)
+                self.scaler_g.scale(g_loss).backward()
+            g_total = g_total + g_loss.detach()
+        self.apply(self.optimizer_g, self.scaler_g)
+        self.position = ""
+        return g_total, torch.cat(fake_classes) if fake_classes else None
 
     def reals_for_generator(self, real: torch.Tensor, real_scores: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
         """D's scores of the step's real images that a relativistic G loss compares its fakes with: D's
@@ -363,9 +481,8 @@ class GAN:
         return self.critic_outputs(critic, images, labels, amp)[0]
 
     @staticmethod
-    def update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+    def apply(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        """The optimizer's step on the gradient its update accumulated (unscaled by the loss scale)."""
         scaler.step(optimizer)
         scaler.update()
 

@@ -121,6 +121,7 @@ class GeneratorInputs:
     labels: Optional[torch.Tensor]  # their classes (B,), conditional
     images_and_styles: Callable[[torch.Tensor, Optional[torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]  # G with its W
     group: distributed.Group  # the ranks, for statistics every rank must share
+    micro_batch: Optional[int] = None  # the most images one pass may take (train.batch_gpu); None: all of them
 
 
 def non_negative(name: str, value: float) -> float:
@@ -307,7 +308,8 @@ class WeightClip(Regulariser):
 class PathLength(Regulariser):
     """StyleGAN2's path-length regularisation of G (Karras et al. 2020): weight x (length - running
     mean)^2 on the first 1/batch_shrink of the step's latents, the mean moving towards each batch's
-    lengths at rate `decay` (lazy: every 4 generator steps). Reports the batch's mean length."""
+    lengths at rate `decay` (lazy: every 4 generator steps). Reports the batch's mean length. In
+    micro-batches (train.batch_gpu) it takes at most one micro-batch of them, in one pass."""
 
     network = "generator"
     double_backward = True
@@ -328,7 +330,7 @@ class PathLength(Regulariser):
             )
 
     def penalty(self, inputs: GeneratorInputs) -> torch.Tensor:
-        size = max(1, inputs.latents.shape[0] // self.batch_shrink)
+        size = min(max(1, inputs.latents.shape[0] // self.batch_shrink), inputs.micro_batch or inputs.latents.shape[0])
         labels = inputs.labels[:size] if inputs.labels is not None else None
         images, styles = inputs.images_and_styles(inputs.latents[:size], labels)
         lengths = path_lengths(images.float(), styles)  # (size,)

@@ -311,7 +311,8 @@ def train_on(
     seed_everything(settings.seed)
     data = datasets.build(cfg.dataset, device, labels=config.is_conditional(cfg))  # labels refused if missing
     gan = GAN.from_config(cfg, data.channels, data.image_size, device, group, data.classes)
-    fits.check_batch(gan.discriminator, gan.measured, batch_size, device)
+    micro_batch = config.check_batch_gpu(settings.batch_gpu, batch_size)  # (with a global batch: known only now)
+    fits.check_batch(gan.discriminator, gan.measured, batch_size, device, micro_batch)
     start_step, lineage = 0, (resume or {}).get("lineage")
     if resume is None and OmegaConf.select(cfg, "init_from") is not None:  # fine-tuning: a new run from those weights
         lineage = finetune.start_from(cfg.init_from, gan, cfg, data, strict=cfg.init_strict)
@@ -391,17 +392,28 @@ def train_on(
         except (torch.cuda.OutOfMemoryError, RuntimeError) as error:  # (CUDA's type; the CPU allocator's RuntimeError)
             if not fits.out_of_memory(error):
                 raise
-            raise GanctlError(
-                f"Out of {device.type.upper()} memory at step {step} with train.batch_size={settings.batch_size}: "
-                f"try a smaller batch (e.g. train.batch_size={max(1, settings.batch_size // 2)}) or a smaller model. "
-                + (f"checkpoints/last.pt holds step {outputs.last_saved}." if outputs.last_saved else "No checkpoint was written yet.")
-            ) from error
+            raise GanctlError(out_of_memory_message(device, step, batch_size, micro_batch, gan.position, outputs.last_saved)) from error
         finally:
             logger.close()
             if ended != "ran":
                 logger.end(ended)
     stopped_by = stop.requested or ("SIGTERM" if stopping else None)  # a rank can stop on another's signal
     return finish(cfg, run_dir, choices, gan, group, device, outputs, step - start_step, step, last_logged, stopped_by, logger)
+
+
+def out_of_memory_message(device: torch.device, step: int, batch_size: int, micro_batch: int, position: str,
+                          last_saved: int) -> str:
+    """What to do when a step ran out of memory: a smaller micro-batch (train.batch_gpu, a divisor of the
+    batch per process), or one in the first place; and which checkpoint holds the last state."""
+    smaller = max((k for k in range(1, micro_batch // 2 + 1) if batch_size % k == 0), default=1)
+    if micro_batch < batch_size:
+        where = (f"at step {step}, {position or 'outside its passes'} (train.batch_gpu={micro_batch} of train.batch_size={batch_size} images "
+                 f"per process): try a smaller micro-batch (e.g. train.batch_gpu={smaller}), a smaller batch or a smaller model.")
+    else:
+        where = (f"at step {step} with train.batch_size={batch_size}: try a smaller batch (e.g. train.batch_size="
+                 f"{max(1, batch_size // 2)}), the same batch in micro-batches (e.g. train.batch_gpu={smaller}), or a smaller model.")
+    kept = f"checkpoints/last.pt holds step {last_saved}." if last_saved else "No checkpoint was written yet."
+    return f"Out of {device.type.upper()} memory {where} {kept}"
 
 
 def log_versions(device: torch.device) -> None:

@@ -215,17 +215,15 @@ def recorded_step(gan: GAN, real: torch.Tensor, labels: Optional[torch.Tensor]) 
     step, D's weights after it, and G's gradients recorded."""
     recorded: list[dict[str, torch.Tensor]] = []
 
-    def recording_update(optimizer, scaler, loss) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def recording_apply(optimizer, scaler) -> None:
         network = gan.discriminator if optimizer is gan.optimizer_d else gan.generator
         recorded.append({n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in network.named_parameters()})
         optimizer.step()
         if network is gan.discriminator:
             recorded.append({n: p.detach().clone() for n, p in network.named_parameters()})
 
-    gan.update = recording_update  # (instead of GAN.update: the same zero_grad, backward and step, unscaled)
-    torch.manual_seed(0)
+    gan.apply = recording_apply  # (instead of GAN.apply: the same step on the accumulated gradient, in fp32)
+    torch.manual_seed(0)  # GAN.step draws its latents first thing after the batch: the same z
     gan.step(iter([(real, labels)]), 1)
     d_gradients, d_after, g_gradients = recorded
     return d_gradients, d_after, g_gradients

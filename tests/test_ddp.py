@@ -81,6 +81,18 @@ def test_two_ranks_train_stylegan2_with_one_path_length_mean(tmp_path: Path) -> 
     assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["regularisers"]["path_length"]["mean"] > 0
 
 
+def test_two_ranks_accumulate_micro_batches(tmp_path: Path) -> None:
+    """train.batch_gpu=4 of 8: each rank's passes before the last skip DDP's all-reduce (no_sync), the last one
+    averages what both accumulated (G's with the path-length pass joined to it); the ranks stay identical."""
+    result = torchrun("train", *TINY_STYLEGAN2, "train.steps=2", "train.batch_size=8", "train.batch_gpu=4", "train.log_every=1",
+                      "train.num_samples=16", "train.device=cpu", "train.curves=false", "loss.r1_every=2",
+                      "loss.path_length_every=2", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["ranks"] == {"world_size": 2, "weights_agree": True, "path_length_state_agrees": True}
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["config"]["train"]["batch_gpu"] == 4
+
+
 def test_a_single_process_checkpoint_resumes_on_two_ranks(tmp_path: Path) -> None:
     """(Two ranks' checkpoint resumed in one process: test_two_torchrun_nodes_train_one_run_that_resumes_in_one_process.)"""
     single = tmp_path / "single"
