@@ -100,6 +100,35 @@ def test_freeze_keeps_the_first_blocks_while_the_rest_train(tiny_run: Path, tmp_
     assert lineage["frozen"] == {"blocks": 1, "parameters": sum(v.numel() for k, v in before.items() if k.startswith(first))}
 
 
+def frozen_weights_kept(source: Path, tuned: Path, first: str = "net.0.") -> None:
+    before, after = (checkpoint.load(checkpoint.last_path(path))["discriminator"] for path in (source, tuned))
+    assert [name for name in before if name.startswith(first)]
+    assert all(torch.equal(after[name], value) for name, value in before.items() if name.startswith(first))
+    assert any(not torch.equal(after[name], value) for name, value in before.items() if not name.startswith(first))
+
+
+def test_freeze_under_compile(tiny_run: Path, tmp_path: Path) -> None:
+    """Compiled G and D (loss=rpgan: no double backward, so D compiles too) keep the frozen block fixed."""
+    from torch._dynamo.utils import counters
+
+    compiled_before = counters["frames"]["ok"]
+    run(tmp_path, *TINY_RUN, f"init_from={tiny_run}", "model.discriminator.freeze=1", "loss=rpgan", "train.compile=true",
+        "train.steps=2", "train.sample_every=0")
+    assert counters["frames"]["ok"] - compiled_before >= 2
+    frozen_weights_kept(tiny_run, tmp_path)
+
+
+def test_freeze_under_ddp(tiny_run: Path, tmp_path: Path) -> None:
+    """Two ranks (gloo) fine-tune with D's first block frozen: the ranks agree and the block stays the source's."""
+    from test_ddp import torchrun
+
+    result = torchrun("train", *TINY_RUN, f"init_from={tiny_run}", "model.discriminator.freeze=1", "train.device=cpu",
+                      f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["ranks"] == {"world_size": 2, "weights_agree": True}
+    frozen_weights_kept(tiny_run, tmp_path / "run")
+
+
 def test_freeze_needs_blocks() -> None:
     cfg, _ = compose_config(*TINY, "model=mlp", "model.discriminator.freeze=1")
     with pytest.raises(GanctlError, match="MLPDiscriminator has no blocks to freeze"):
