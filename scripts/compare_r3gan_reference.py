@@ -284,6 +284,9 @@ def exact_step(trainer: Any, generator: nn.Module, critic: nn.Module, widths: li
     torch.set_default_dtype(torch.float64)
     try:
         gan = ganctl_gan(widths, cardinalities, image_size, classes, gamma)
+        for network in (gan.generator, gan.discriminator, gan.generator_ema):
+            if network is not None:
+                network.double()
         copy_weights(generator, gan.generator)
         copy_weights(critic, gan.discriminator)
         torch.manual_seed(0)

@@ -30,16 +30,6 @@ from ganctl.published.conversion import convert  # noqa: E402
 from ganctl.sampling import Sampler, critic_from_checkpoint  # noqa: E402
 
 
-def raw_synthesis(generator: torch.nn.Module, ws: torch.Tensor) -> torch.Tensor:
-    """ganctl's synthesis without eval mode's clamp to [-1, 1] (the reference returns raw images)."""
-    x = image = None
-    index = 0
-    for block in generator.blocks:
-        x, image = block(x, image, ws.narrow(1, index, block.num_conv + 1))
-        index += block.num_conv
-    return image
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reference", type=Path, required=True, help="a checkout (or bare git directory) of NVlabs/stylegan2-ada-pytorch")
@@ -61,7 +51,7 @@ def main() -> None:
     for psi in (1.0, 0.7):
         sampler = Sampler.from_checkpoint(state, torch.device("cpu"), truncation=psi)
         reference = theirs["G_ema"].eval()(z, c, truncation_psi=psi, noise_mode="const", force_fp32=True)
-        ours = raw_synthesis(sampler.generator, sampler.generator.styles(z, labels, psi))
+        ours = sampler.generator.synthesis(sampler.generator.styles(z, labels, psi), clamp=False)
         clamped = next(sampler.batches(z, args.num, labels))
         raw = (reference - ours).abs().max().item()
         worst = max(worst, raw)

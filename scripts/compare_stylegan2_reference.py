@@ -132,16 +132,6 @@ def ganctl_gan(image_size: int, channels: int, overrides: list[str], classes: in
     return GAN.from_config(cfg, channels, image_size, torch.device("cpu"), classes=[str(i) for i in range(classes)] or None)
 
 
-def synthesis_unclamped(generator: StyleGAN2Generator, ws: torch.Tensor) -> torch.Tensor:
-    """ganctl's synthesis without the eval-mode clamp to [-1, 1] (the reference returns raw images)."""
-    x = image = None
-    index = 0
-    for block in generator.blocks:
-        x, image = block(x, image, ws.narrow(1, index, block.num_conv + 1))
-        index += block.num_conv
-    return image
-
-
 def zero_grads(*networks: nn.Module) -> None:
     for network in networks:
         for parameter in network.parameters():
@@ -283,7 +273,7 @@ def main() -> None:
             ws = theirs_g.mapping(z, c)
             print("  mapping w:", largest(ws[:, 0], ours_g.mapping_network(z, labels)))
             print("  synthesis, stored noise (eval / noise_mode='const'):",
-                  largest(theirs_g.synthesis(ws, noise_mode="const"), synthesis_unclamped(ours_g, ws)))
+                  largest(theirs_g.synthesis(ws, noise_mode="const"), ours_g.synthesis(ws, clamp=False)))
             theirs_g.train(), ours_g.train()
             torch.manual_seed(3)
             theirs = theirs_g.synthesis(ws)

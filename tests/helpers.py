@@ -101,3 +101,17 @@ def train_in_process(*args: str):
     hydra_cfg = OmegaConf.create({"runtime": {"output_dir": str(Path(run_dir).resolve()), "choices": choices},
                                   "overrides": {"task": task}})
     return app.run(cfg, hydra_cfg)
+
+
+def poison_generator_loss(monkeypatch, at_call: int = 3) -> None:
+    """G's loss (the default's relativistic one) turns NaN at its `at_call`-th call, step `at_call` of a run."""
+    from ganctl import losses
+
+    calls = {"n": 0}
+    real_loss = losses.relativistic_generator_loss
+
+    def poisoned(fake_scores, real_scores):
+        calls["n"] += 1
+        return real_loss(fake_scores, real_scores) * (float("nan") if calls["n"] == at_call else 1.0)
+
+    monkeypatch.setattr(losses, "relativistic_generator_loss", poisoned)

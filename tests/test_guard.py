@@ -19,7 +19,7 @@ from ganctl.guard import Guard
 from ganctl.report import runs
 from ganctl.schedules import Schedule
 from ganctl.train import RunOutputs
-from helpers import TINY, TINY_DCGAN, build_gan, compose_config, run, run_cli
+from helpers import TINY, TINY_DCGAN, build_gan, compose_config, poison_generator_loss, run, run_cli
 
 PROVOKED = [*TINY, *TINY_DCGAN, "train.steps=8", "train.log_every=1", "train.sample_every=0", "train.ckpt_every=2",
             "train.eval_every=1", "metrics.feature={_target_:ganctl.metrics.PooledPixels,size:8}", "metrics.names=[fid]",
@@ -206,16 +206,7 @@ def test_a_bad_policy_on_the_command_line_exits_without_a_traceback(tmp_path: Pa
 
 
 def test_a_divergence_rolls_back_to_the_last_finite_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
-    from ganctl import losses
-
-    calls = {"n": 0}
-    real_loss = losses.relativistic_generator_loss
-
-    def poisoned(fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:  # G's loss turns NaN at step 3
-        calls["n"] += 1
-        return real_loss(fake_scores, real_scores) * (float("nan") if calls["n"] == 3 else 1.0)
-
-    monkeypatch.setattr(losses, "relativistic_generator_loss", poisoned)
+    poison_generator_loss(monkeypatch)  # G's loss turns NaN at step 3
     result = run(tmp_path, *TINY, *TINY_DCGAN, "train.log_every=1", "train.steps=6", "train.guard.policy=rollback")
     assert "with train.eval_every=0: no evaluation to judge" in capsys.readouterr().err  # it says what it can watch
     (decision,) = result.summary["guard"]["decisions"]

@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from ganctl import checkpoint, config
 from ganctl.errors import GanctlError
 from ganctl.gan import GAN, ema_decay, update_ema
-from helpers import compose_config, run
+from helpers import compose_config, poison_generator_loss, run
 
 
 def test_short_run_writes_checkpoints_logs_samples_and_summary(tmp_path: Path, tiny_overrides: list[str]) -> None:
@@ -276,16 +276,7 @@ def test_a_diverged_run_says_so_in_its_train_log(tmp_path: Path, tiny_overrides:
 
 
 def test_divergence_stops_with_the_last_finite_checkpoint(tmp_path: Path, tiny_overrides: list[str], monkeypatch) -> None:
-    from ganctl import losses
-
-    calls = {"n": 0}
-    real_loss = losses.relativistic_generator_loss
-
-    def poisoned(fake_scores: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:  # G's loss turns NaN at step 3
-        calls["n"] += 1
-        return real_loss(fake_scores, real_scores) * (float("nan") if calls["n"] == 3 else 1.0)
-
-    monkeypatch.setattr(losses, "relativistic_generator_loss", poisoned)
+    poison_generator_loss(monkeypatch)  # G's loss turns NaN at step 3
     with pytest.raises(GanctlError, match=r"diverged at step 3: the generator \(G\) loss or weights.*last.pt holds step 2"):
         run(tmp_path, *tiny_overrides, "train.log_every=1", "train.steps=6")
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")

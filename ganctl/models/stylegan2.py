@@ -346,14 +346,15 @@ class StyleGAN2Generator(nn.Module):
             ws = torch.where(layer < cutoff, ws, mixed)
         return ws
 
-    def synthesis(self, ws: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) for ws (B, num_ws, W); clamped to [-1, 1] in eval mode."""
+    def synthesis(self, ws: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """Images (B, C, H, W) for ws (B, num_ws, W); clamped to [-1, 1] in eval mode unless `clamp` is
+        false (the raw images StyleGAN2-ADA's code returns, for comparisons with it)."""
         x = image = None
         index = 0
         for block in self.blocks:
             x, image = block(x, image, ws.narrow(1, index, block.num_conv + 1))
             index += block.num_conv
-        return image if self.training else image.clamp(-1.0, 1.0)
+        return image if self.training or not clamp else image.clamp(-1.0, 1.0)
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None, with_styles: bool = False):
         """Images (B, C, H, W); with_styles: (images, ws), ws in the graph (path-length regularisation)."""
