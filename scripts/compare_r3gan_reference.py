@@ -282,6 +282,8 @@ def exact_step(trainer: Any, generator: nn.Module, critic: nn.Module, widths: li
                one_hot: Optional[torch.Tensor], gamma: float) -> None:
     """The same step with ganctl and the reference both in fp64: what differs then is not rounding."""
     torch.set_default_dtype(torch.float64)
+    to_fp32 = torch.Tensor.float  # ganctl hands autocast's outputs on with .float(): here fp64 stays fp64
+    torch.Tensor.float = lambda tensor, *args, **kwargs: tensor if tensor.dtype == torch.float64 else to_fp32(tensor, *args, **kwargs)
     try:
         gan = ganctl_gan(widths, cardinalities, image_size, classes, gamma)
         for network in (gan.generator, gan.discriminator, gan.generator_ema):
@@ -299,6 +301,7 @@ def exact_step(trainer: Any, generator: nn.Module, critic: nn.Module, widths: li
         print(f"  both in fp64: G's gradients {gradient_difference(g64, g_gradients)}")
     finally:
         torch.set_default_dtype(torch.float32)
+        torch.Tensor.float = to_fp32
 
 
 def named_gradients(reference: nn.Module) -> dict[str, torch.Tensor]:
