@@ -79,7 +79,7 @@ def decide(
     return ThreadChoice(max(1, count), reason)
 
 
-def affinity_cpus() -> int:
+def cpus_in_affinity_mask() -> int:
     """CPUs this process may run on (all of them where the OS has no affinity call, as on macOS)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -142,7 +142,7 @@ def choose(
 ) -> ThreadChoice:
     """`decide` with its inputs read from this process: the affinity mask, the cgroup files under
     `root` for the cgroup `self_cgroup` names, and the environment."""
-    return decide(configured, os.environ if environ is None else environ, affinity_cpus(), cgroup_quota(root, self_cgroup),
+    return decide(configured, os.environ if environ is None else environ, cpus_in_affinity_mask(), cgroup_quota(root, self_cgroup),
                   torch_default)
 
 

@@ -103,6 +103,11 @@ def test_a_bad_train_threads_is_refused(value: str) -> None:
         config.check(cfg)
 
 
+@pytest.mark.parametrize("value", ["1", "16", "null"])
+def test_a_whole_number_or_null_is_a_train_threads(value: str) -> None:
+    config.check(compose_config(*TINY, f"train.threads={value}")[0])
+
+
 def test_a_bad_train_threads_is_one_message_on_the_command_line(tmp_path: Path) -> None:
     result = run_cli("train", *TINY, "train.threads=1.5", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode != 0
