@@ -72,6 +72,7 @@ SCHEDULE_KEYS = (
     "train.channels_last",
     "train.compile",
     "train.batch_gpu",
+    "train.threads",
     "train.ddp_backend",
     "train.curves",
     *(f"train.guard.{key}" for key in ("policy", "worse_by", "patience", "max_rollbacks", "lr", "penalty", "ada_target")),
@@ -189,6 +190,7 @@ class TrainSettings:
     channels_last: bool = MISSING
     compile: bool = MISSING
     curves: bool = MISSING
+    threads: Any = None  # torch's intra-op threads: null = chosen from the CPUs this process may use (ganctl/threads.py); checked in `check_threads`
     ema: EMASettings = field(default_factory=EMASettings)
     ada: AdaSettings = field(default_factory=AdaSettings)
     schedules: Dict[str, Any] = field(default_factory=dict)  # knob -> its cosine over images seen: a `Schedule`'s fields (ganctl/schedules.py)
@@ -365,6 +367,7 @@ def check(cfg: DictConfig) -> None:
         if train[key] < 0:
             raise GanctlError(f"train.{key} must be 0 or more, got {train[key]}.")
     check_precision(train.precision)
+    check_threads(OmegaConf.select(train, "threads"))
     if train.ddp_backend not in DDP_BACKENDS:
         raise GanctlError(f"train.ddp_backend must be one of {', '.join(DDP_BACKENDS)}, got {train.ddp_backend!r}.")
     if train.global_batch_size is not None and train.global_batch_size < 1:
@@ -407,6 +410,15 @@ def check(cfg: DictConfig) -> None:
     for net in ("g", "d"):
         if OmegaConf.select(cfg, f"optimizer.{net}") is not None:
             check_optimizer(cfg.optimizer[net], f"optimizer.{net}")
+
+
+def check_threads(threads: Any) -> None:
+    """train.threads: null (automatic) or a whole number of threads, at least 1. Typed Any in the schema
+    so that every wrong value (0, -2, 1.5, abc) gets this one message, not Hydra's type error."""
+    if threads is None or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        return
+    raise GanctlError(f"train.threads must be a whole number of torch threads, at least 1 (e.g. train.threads=2), or null "
+                      f"to choose from the CPUs this process may use; got {threads!r}.")
 
 
 def check_batch_gpu(batch_gpu: Any, batch_size: int) -> int:

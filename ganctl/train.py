@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from torchvision.utils import make_grid, save_image
 
-from ganctl import checkpoint, config, distributed, finetune, fits, plots, rundir, search, trackers
+from ganctl import checkpoint, config, distributed, finetune, fits, plots, rundir, search, threads, trackers
 from ganctl import data as datasets
 from ganctl.console import console, warn, word
 from ganctl.device import resolve_device
@@ -137,8 +137,9 @@ class RunOutputs:
 
     def __init__(self, run_dir: Path, cfg: DictConfig, choices: dict[str, str], gan: GAN, data_shape: dict[str, int],
                  device: torch.device, resume: Optional[dict[str, Any]], guard: Guard,
-                 lineage: Optional[dict[str, Any]] = None) -> None:
+                 lineage: Optional[dict[str, Any]] = None, cpu_threads: Optional[threads.ThreadChoice] = None) -> None:
         self.run_dir, self.cfg, self.choices, self.gan, self.data_shape, self.device = run_dir, cfg, choices, gan, data_shape, device
+        self.cpu_threads = cpu_threads  # torch's thread count and why, for the summary
         self.lineage = lineage  # a fine-tuned run's (`finetune.Lineage`), in every checkpoint and the summary
         self.guard, self.stopped_by_guard, self.rolled_back_at = guard, False, 0
         resume = resume or {}
@@ -292,7 +293,8 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
     """Train G and D as the config says, writing checkpoints, logs and samples into run_dir."""
     group, device = distributed.setup(resolve_device(cfg.train.device), cfg.train.ddp_backend)
     try:
-        result = train_on(cfg, Path(distributed.broadcast(str(run_dir), group)), choices, resume, group, device)
+        with threads.applied(OmegaConf.select(cfg, "train.threads")) as cpu_threads:  # before anything computes
+            result = train_on(cfg, Path(distributed.broadcast(str(run_dir), group)), choices, resume, group, device, cpu_threads)
     except BaseException:
         distributed.teardown(failed=True)
         raise
@@ -302,9 +304,10 @@ def train(cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optio
 
 def train_on(
     cfg: DictConfig, run_dir: Path, choices: dict[str, str], resume: Optional[dict[str, Any]],
-    group: distributed.Group, device: torch.device,
+    group: distributed.Group, device: torch.device, cpu_threads: threads.ThreadChoice,
 ) -> RunResult:
-    """The training run itself, in one process of `group` (a single process without torchrun)."""
+    """The training run itself, in one process of `group` (a single process without torchrun), with
+    `cpu_threads` torch threads."""
     settings = cfg.train
     prepare_run_dir(run_dir, resume, group)
     batch_size = distributed.per_process_batch(settings.batch_size, settings.global_batch_size, group)
@@ -327,11 +330,11 @@ def train_on(
         return RunResult(run_dir, start_step, {})
     evaluator = build_evaluator(cfg, data, gan, device) if settings.eval_every and group.main else None
     log.info(
-        "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d, %d torch threads",
+        "%s %s: %s, %d images of %dx%dx%d, G %.2fM and D %.2fM parameters, steps %d -> %d, %s",
         "Resuming" if resume else "Training", run_dir, ", ".join(f"{k}={v}" for k, v in choices.items()),
         len(data), data.channels, data.image_size, data.image_size,
         sum(p.numel() for p in gan.generator.parameters()) / 1e6,
-        sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps, torch.get_num_threads(),
+        sum(p.numel() for p in gan.discriminator.parameters()) / 1e6, start_step, settings.steps, cpu_threads.describe(),
     )
     log_versions(device)
     frozen = sum(parameter.numel() for parameter in gan.discriminator.parameters() if not parameter.requires_grad)
@@ -347,7 +350,8 @@ def train_on(
                         trackers=trackers.open_trackers(cfg, run_dir, choices, start_step)) if group.main else NullLogger())
     pruning = search.pruning(cfg) if group.main else None  # an Optuna trial: report to the study, stop when it prunes
     shape = {"channels": data.channels, "image_size": data.image_size, **({"classes": gan.classes} if gan.conditional else {})}
-    outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume, build_guard(cfg, gan, resume, group), lineage)
+    outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume, build_guard(cfg, gan, resume, group), lineage,
+                         cpu_threads)
     means, batches = RunningMeans(), datasets.endless(data, batch_size, labels=gan.conditional)
     step, stopping, last_logged = start_step, False, {}
     ended = "failed"  # what the trackers record unless the loop ends as planned (or by a signal: killed)
@@ -472,6 +476,7 @@ def finish(
         **({"stopped_by_guard": step} if outputs.stopped_by_guard else {}),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),  # CPU results are bit-for-bit the same at the same count
+        **({"torch_threads_reason": outputs.cpu_threads.reason} if outputs.cpu_threads else {}),  # what chose it (ganctl/threads.py)
         "run_dir": str(run_dir),
         **({"lineage": outputs.lineage} if outputs.lineage else {}),
     }

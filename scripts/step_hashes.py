@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -108,6 +109,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="run only the runs whose names start with these")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and a ganctl that chooses its own count keeps it, whatever the shell says
     from ganctl.console import console
 
     console.quiet = True  # the runs' own progress and tables

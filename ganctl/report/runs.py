@@ -20,7 +20,7 @@ from ganctl.errors import GanctlError
 LOG_RECORD = re.compile(r"\[(?P<time>[^\]]+)\]\[(?P<level>[A-Z]+)\] (?P<message>.*)")
 GRID_NAME = re.compile(r"step_(\d+)\.png")
 SESSION = re.compile(r"(Training|Resuming) (?P<dir>.+?): (?P<choices>.*), (?P<images>\d+) images of .* steps (?P<start>\d+) -> (?P<end>\d+), "
-                     r"(?P<threads>\d+) torch threads")
+                     r"(?P<threads>\d+) torch threads?")
 
 
 @dataclass

@@ -1,0 +1,165 @@
+"""How many intra-op threads torch runs with: the CPUs this process may really use.
+
+torch's default is one thread per core it sees. It does not look at a container's CPU quota
+(Docker `--cpus`, Kubernetes limits), SLURM's allocation or processes sharing the machine, and when
+one of its threads waits for a core every parallel region waits for it. ganctl takes the smallest
+of what limits the process:
+
+- the affinity mask (`taskset`, cpusets): `os.sched_getaffinity(0)`;
+- the cgroup CPU quota, v2 (`cpu.max`: "max 100000" or "200000 100000") or v1
+  (`cpu.cfs_quota_us` / `cpu.cfs_period_us`, -1 = none), of the process's own cgroup and its
+  parents, rounded up (a quota of 1.5 CPUs: 2 threads);
+- SLURM's `SLURM_CPUS_PER_TASK` (per task: SLURM shares a node's CPUs out among its tasks itself);
+- elsewhere the launcher's local processes share the machine: the affinity and the quota are divided
+  by `LOCAL_WORLD_SIZE` when set (torchrun with several processes also sets OMP_NUM_THREADS=1
+  itself, which then wins as below);
+
+and never more than torch's own count. What the user says always wins: `train.threads`, then
+`OMP_NUM_THREADS`. No torch import here but in `applied`: the policy is a pure function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Optional
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    count: int
+    reason: str  # what decided it, e.g. "affinity 2 CPUs", "cgroup quota 1.5 CPUs", "train.threads"
+
+    def describe(self) -> str:
+        """'2 torch threads (affinity 2 CPUs)', as train.log says it."""
+        return f"{self.count} torch thread{'s' if self.count != 1 else ''} ({self.reason})"
+
+
+def positive_int(text: Optional[str]) -> Optional[int]:
+    """An environment variable's whole number of at least 1 (OMP_NUM_THREADS may list one per
+    nesting level, "4,2": the first is torch's), or None when unset, empty or not such a number."""
+    try:
+        value = int((text or "").split(",")[0].strip())
+    except ValueError:
+        return None
+    return value if value >= 1 else None
+
+
+def decide(
+    configured: Optional[int], environ: Mapping[str, str], affinity_cpus: int, quota_cpus: Optional[float],
+    torch_default: int,
+) -> ThreadChoice:
+    """The thread count and why, from its inputs alone: `configured` is train.threads (None:
+    automatic), `affinity_cpus` the CPUs in the affinity mask, `quota_cpus` the cgroup quota in CPUs
+    (None: none), `torch_default` the count torch runs with when ganctl sets none."""
+    if configured is not None:
+        return ThreadChoice(configured, "train.threads")
+    omp = positive_int(environ.get("OMP_NUM_THREADS"))
+    if omp is not None:
+        return ThreadChoice(omp, f"OMP_NUM_THREADS={omp}")
+    slurm = positive_int(environ.get("SLURM_CPUS_PER_TASK"))
+    local_processes = positive_int(environ.get("LOCAL_WORLD_SIZE")) or 1
+    shared = f" / LOCAL_WORLD_SIZE={local_processes}" if local_processes > 1 and slurm is None else ""
+    limits = [(affinity_cpus, f"affinity {affinity_cpus} CPU{'s' if affinity_cpus != 1 else ''}")]
+    if quota_cpus is not None:
+        limits.append((math.ceil(quota_cpus), f"cgroup quota {quota_cpus:g} CPU{'s' if quota_cpus != 1 else ''}"))
+    if shared:  # the machine's CPUs shared out among the launcher's local processes
+        limits = [(cpus // local_processes, reason + shared) for cpus, reason in limits]
+    if slurm is not None:  # per task already: SLURM shares out a node's CPUs itself
+        limits.append((slurm, f"SLURM_CPUS_PER_TASK={slurm}"))
+    count, reason = min(limits, key=lambda limit: limit[0])  # the first of equals: the OS's own limits first
+    if count > torch_default:
+        count, reason = torch_default, f"torch's default {torch_default}"
+    return ThreadChoice(max(1, count), reason)
+
+
+def cpus_in_affinity_mask() -> int:
+    """CPUs this process may run on (all of them where the OS has no affinity call, as on macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def own_cgroups(self_cgroup: Path) -> dict[str, str]:
+    """This process's cgroup path per hierarchy from /proc/self/cgroup: "v2" for the unified one
+    ("0::/a/b"), "v1" for the v1 hierarchy holding the cpu controller ("4:cpu,cpuacct:/a/b")."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        return {}
+    paths = {}
+    for line in lines:
+        number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if number == "0" and controllers == "":
+            paths["v2"] = path
+        elif "cpu" in controllers.split(","):
+            paths["v1"] = path
+    return paths
+
+
+def with_parents(base: Path, path: str) -> list[Path]:
+    """base/a/b, base/a and base for path "/a/b": a quota anywhere above a cgroup limits it too. A path
+    that is not under base (the host's name for a container's cgroup) leaves base alone."""
+    parts = [part for part in path.split("/") if part]
+    return [base.joinpath(*parts[:depth]) for depth in range(len(parts), -1, -1)]
+
+
+def read_quota(directory: Path) -> Optional[float]:
+    """The CPUs a cgroup directory's quota allows (None: none set, or no such files)."""
+    try:
+        fields = (directory / "cpu.max").read_text().split()  # v2
+        return None if fields[0] == "max" else int(fields[0]) / int(fields[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        quota = int((directory / "cpu.cfs_quota_us").read_text())  # v1
+        period = int((directory / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cgroup_quota(root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> Optional[float]:
+    """The smallest CPU quota over this process's cgroup and its parents, v2 (files in `root`'s
+    tree) or v1 (in `root`/cpu's, or cpu,cpuacct's), in CPUs; None when no quota is set."""
+    paths = own_cgroups(self_cgroup)
+    directories = with_parents(root, paths.get("v2", "/"))
+    for controller in ("cpu", "cpu,cpuacct"):
+        directories += with_parents(root / controller, paths.get("v1", "/"))
+    quotas = [quota for quota in map(read_quota, directories) if quota is not None]
+    return min(quotas, default=None)
+
+
+def choose(
+    configured: Optional[int], torch_default: int, environ: Optional[Mapping[str, str]] = None,
+    root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP,
+) -> ThreadChoice:
+    """`decide` with its inputs read from this process: the affinity mask, the cgroup files under
+    `root` for the cgroup `self_cgroup` names, and the environment."""
+    return decide(configured, os.environ if environ is None else environ, cpus_in_affinity_mask(), cgroup_quota(root, self_cgroup),
+                  torch_default)
+
+
+@contextlib.contextmanager
+def applied(configured: Optional[int]) -> Iterator[ThreadChoice]:
+    """torch runs with the chosen count inside the block and as before after it (a run in a longer
+    process, as the tests and sweeps train, leaves the count as it found it). The count torch has
+    on entry is its default: its own, or what a sweep's job or a script set before the run."""
+    import torch
+
+    before = torch.get_num_threads()
+    choice = choose(configured, before)
+    if choice.count == before:  # (torch's own state untouched where nothing changes)
+        yield choice
+        return
+    torch.set_num_threads(choice.count)
+    try:
+        yield choice
+    finally:
+        torch.set_num_threads(before)
