@@ -187,7 +187,7 @@ def evaluate(
         if truncation != 1:
             card["options"]["truncation"] = truncation
     write_cards(cards, card_path)
-    print_cards(cards, card_path)
+    print_cards(cards, card_path, finetune.describe(state["lineage"]) if state.get("lineage") else None)
     return cards, card_path
 
 
@@ -383,7 +383,7 @@ def write_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
         raise GanctlError(f"Cannot write the metric cards to {card_path}: {error}") from error
 
 
-def print_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
+def print_cards(cards: list[dict[str, Any]], card_path: Path, lineage: Optional[str] = None) -> None:
     from rich.table import Table
 
     what = f"step {cards[0]['step']}, {cards[0]['generator']} generator" if cards[0]["step"] is not None else cards[0]["generator"]
@@ -401,12 +401,8 @@ def print_cards(cards: list[dict[str, Any]], card_path: Path) -> None:
         changed = json.loads(changes)
         differs = "; ".join(f"{key} {theirs} -> {ours}" for key, (theirs, ours) in changed.items()) if changed else ""
         console.print(f"Protocol: {protocol}" + (f" (from its protocol with {escape(differs)})" if differs else ""))
-    lineage = next((card["lineage"] for card in cards if card.get("lineage")), None)
     if lineage:
-        parent, generations = lineage["parents"][0], len(lineage["parents"])
-        chain = f", {generations} generations back" if generations > 1 else ""
-        console.print(f"A fine-tuned generator: from {escape(str(parent.get('path')))} (step {parent.get('step')}, "
-                      f"xxh3 {str(parent.get('checksum'))[:12]}{chain}); the cards carry its lineage")
+        console.print(f"{escape(lineage)} (every card carries it)")
     for card in cards:
         if card["metric"] == "nearest_l1":
             baseline = card["baseline_test_to_train"]

@@ -176,10 +176,11 @@ def show(path: Path, source: dict[str, Any], transfers: list[Transfer]) -> None:
 def on_card(lineage: Lineage) -> dict[str, Any]:
     """What a metric card says of a fine-tuned generator's origin: each parent (nearest first) by its
     checksum, step, model and data, and what was frozen and re-initialised."""
-    keep = ("path", "checksum", "step", "model", "dataset", "data_fingerprint")
-    return {"parents": [{key: p.get(key) for key in keep} for p in lineage["parents"]],
+    keep = ("path", "checksum", "checksum_kind", "step", "model", "dataset", "data_fingerprint", "imported_from")
+    return {"parents": [{key: p[key] for key in keep if key in p} for p in lineage["parents"]],
             "frozen": dict(lineage.get("frozen") or {}),
-            "reinitialised": sum(len(names) for names in (lineage.get("reinitialised") or {}).values())}
+            "reinitialised": sum(len(names) for names in (lineage.get("reinitialised") or {}).values()),
+            **({"imported": lineage["imported"]} if lineage.get("imported") else {})}
 
 
 def describe(lineage: Lineage) -> str:

@@ -184,7 +184,7 @@ def test_metric_cards_carry_the_lineage(tiny_run: Path, tmp_path: Path) -> None:
     result = run_cli("eval", str(tuned), "--num", "64", "--out", str(tmp_path / "cards.json"))
     assert result.returncode == 0, result.stderr
     assert all(card["lineage"] == expected for card in json.loads((tmp_path / "cards.json").read_text()))
-    assert f"A fine-tuned generator: from {checkpoint.last_path(tiny_run).resolve()}" in " ".join((result.stdout + result.stderr).split())
+    assert f"Lineage: fine-tuned from {checkpoint.last_path(tiny_run).resolve()}" in " ".join((result.stdout + result.stderr).split())
 
 
 def test_init_from_with_resume_is_refused(tiny_run: Path) -> None:
