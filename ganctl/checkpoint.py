@@ -530,7 +530,7 @@ def valid_guard(guard: Any) -> bool:
         return True
     return (isinstance(guard, dict) and all(isinstance(guard.get(k), int) for k in ("branch", "rollbacks", "strikes", "spent"))
             and all(isinstance(guard.get(k), (int, float)) for k in ("lr", "penalty", "ada_shift"))
-            and isinstance(guard.get("decisions", []), list))
+            and isinstance(guard.get("decisions", []), list) and all(isinstance(d, dict) for d in guard.get("decisions", [])))
 
 
 def checksum(path: Path) -> str:

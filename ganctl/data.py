@@ -681,8 +681,8 @@ def labels_file(text: bytes, names: list[str], where: str) -> FileLabels:
     form = 'a dataset.json holds {"labels": [["00000/img00000000.png", 6], ...]} (class indices from 0), or {"labels": null}'
     try:
         listed = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise GanctlError(f"{where} is not valid JSON ({error}): {form}.") from None
+    except (ValueError, RecursionError) as error:  # (UnicodeDecodeError is a ValueError; RecursionError: nested too deep)
+        raise GanctlError(f"{where} is not valid JSON ({type(error).__name__}: {str(error)[:200]}): {form}.") from None
     if not isinstance(listed, dict) or "labels" not in listed:
         raise GanctlError(f"{where} has no \"labels\" entry: {form}.")
     if listed["labels"] is None:

@@ -200,6 +200,10 @@ def test_a_malformed_lineage_is_refused_and_none_is_fine(tiny_run: Path, tmp_pat
     checkpoint.save({**state, "lineage": {"parents": [{"checksum": 3}]}}, tmp_path / "bad.pt")
     with pytest.raises(GanctlError, match="lineage missing or malformed"):
         checkpoint.load(tmp_path / "bad.pt")
+    checkpoint.save({**state, "guard": {"branch": 1, "rollbacks": 1, "strikes": 0, "spent": 0, "lr": 0.5, "penalty": 2.0,
+                                        "ada_shift": 0.0, "decisions": [7]}}, tmp_path / "bad_guard.pt")
+    with pytest.raises(GanctlError, match="guard missing or malformed"):  # a guard's decisions are records
+        checkpoint.load(tmp_path / "bad_guard.pt")
 
 
 def test_summary_shows_the_parent_of_a_fine_tuned_job(tmp_path: Path) -> None:

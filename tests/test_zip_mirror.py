@@ -121,12 +121,13 @@ def no_images(path: Path) -> None:
     (bomb, "looks like a ZIP bomb"),
     (no_images, "holds no images"),
     (bad_json("{not json"), "is not valid JSON"),
+    (bad_json("[" * 100_000), "is not valid JSON"),  # nested past Python's recursion limit
     (bad_json('{"classes": []}'), 'has no "labels" entry'),
     (bad_json('{"labels": [["00000/img00000000.png", 0.5]]}'), "each label is a class index"),
     (bad_json('{"labels": [["00000/img00000000.png"]]}'), "not a list of \\[file name, class index\\] pairs"),
     (bad_json('{"labels": [["elsewhere.png", 0]]}'), "has no label for 1 of the 1 images"),
     (bad_json('{"labels": [["00000/img00000000.png", 0], ["gone.png", 1]]}'), "labels 1 file that is not among the images"),
-], ids=["truncated", "bomb", "no-images", "not-json", "no-labels-key", "fraction", "not-pairs", "unlabelled", "stray"])
+], ids=["truncated", "bomb", "no-images", "not-json", "nested-too-deep", "no-labels-key", "fraction", "not-pairs", "unlabelled", "stray"])
 def test_damaged_archives_and_label_files_get_one_message(tmp_path: Path, write, message: str) -> None:
     write(tmp_path / "data.zip")
     with pytest.raises(GanctlError, match=message):
