@@ -168,10 +168,11 @@ class InMemoryImages:
         """`sample`'s batch and the images' labels (B,), drawn by the same index (no other random draw).
         Mirrored, the index runs over twice the images: the second half are the x-flips."""
         index = torch.randint(len(self) * (2 if self.mirror else 1), (batch_size,), device=self.device)
-        flipped = index >= len(self)
-        index = index % len(self)
-        images = self.images[index.to(self.images.device)].to(self.device).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        flipped = None
         if self.mirror:
+            flipped, index = index >= len(self), index % len(self)
+        images = self.images[index.to(self.images.device)].to(self.device).float().div_(127.5).sub_(1.0)  # (B, C, H, W)
+        if flipped is not None:
             images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
         return images, (self.labels[index] if labels else None)
 
