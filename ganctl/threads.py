@@ -16,6 +16,16 @@ of what limits the process:
 
 and never more than torch's own count. What the user says always wins: `train.threads`, then
 `OMP_NUM_THREADS`. No torch import here but in `applied`: the policy is a pure function.
+
+While a run trains, other processes may take the CPUs it chose threads for. Two threads on two cores
+beside one busy process train the default model at a tenth of their idle speed or less (every parallel
+op waits for the thread that lost its core), where one thread keeps most of its own. So a count chosen
+here, not set by the user, is a ceiling: `Backoff` reads every second how much CPU time other
+processes took on this run's CPUs (/proc/stat's busy time less this process's and its children's,
+the DataLoader workers) and trains with the CPUs they leave, rounded to the nearest whole CPU, at least
+one; two readings in a row decide a change, up or down. train.log records each change and
+summary.json the list. Results are bit-for-bit the same only at the same count: `train.threads=N` (or
+OMP_NUM_THREADS) fixes it.
 """
 
 from __future__ import annotations
@@ -23,11 +33,13 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC = Path("/proc")
 SELF_CGROUP = Path("/proc/self/cgroup")
 
 
@@ -35,6 +47,7 @@ SELF_CGROUP = Path("/proc/self/cgroup")
 class ThreadChoice:
     count: int
     reason: str  # what decided it, e.g. "affinity 2 CPUs", "cgroup quota 1.5 CPUs", "train.threads"
+    ceiling: bool = False  # chosen from the OS's limits, not by the user: Backoff may train with fewer
 
     def describe(self) -> str:
         """'2 torch threads (affinity 2 CPUs)', as train.log says it."""
@@ -76,7 +89,7 @@ def decide(
     count, reason = min(limits, key=lambda limit: limit[0])  # the first of equals: the OS's own limits first
     if count > torch_default:
         count, reason = torch_default, f"torch's default {torch_default}"
-    return ThreadChoice(max(1, count), reason)
+    return ThreadChoice(max(1, count), reason, ceiling=True)
 
 
 def cpus_in_affinity_mask() -> int:
@@ -155,11 +168,109 @@ def applied(configured: Optional[int]) -> Iterator[ThreadChoice]:
 
     before = torch.get_num_threads()
     choice = choose(configured, before)
-    if choice.count == before:  # (torch's own state untouched where nothing changes)
-        yield choice
-        return
-    torch.set_num_threads(choice.count)
+    if choice.count != before:  # (torch's own state untouched where nothing changes)
+        torch.set_num_threads(choice.count)
     try:
         yield choice
     finally:
-        torch.set_num_threads(before)
+        if torch.get_num_threads() != before:  # (Backoff may have changed it too)
+            torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- backing off while others compute
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU seconds so far: `busy`, of every process on the CPUs a run may use; `own`, of the run's process
+    and its children."""
+
+    busy: float
+    own: float
+
+
+def process_seconds(stat: str) -> float:
+    """A /proc/<pid>/stat line's user + system time, in clock ticks (the name in parentheses may hold spaces)."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return float(fields[11]) + float(fields[12])  # utime and stime: the line's 14th and 15th fields
+
+
+def read_cpu_times(cpus: frozenset[int], proc: Path = PROC) -> Optional[CpuTimes]:
+    """The CPU times now, from /proc (None where there is no such file, as on macOS): the busy ticks of
+    `cpus` in /proc/stat (all but idle and iowait; steal too: a virtual CPU the host runs elsewhere
+    stalls the threads on it as a busy neighbour does) and this process's ticks with its children's."""
+    try:
+        busy = 0.0
+        for line in (proc / "stat").read_text().splitlines():
+            name, *ticks = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                user, nice, system, idle, iowait, irq, softirq, steal = (float(tick) for tick in ticks[:8])
+                busy += user + nice + system + irq + softirq + steal
+        own = process_seconds((proc / "self" / "stat").read_text())
+        for children in (proc / "self" / "task").glob("*/children"):
+            for pid in children.read_text().split():
+                with contextlib.suppress(OSError, ValueError, IndexError):  # (a worker that has just exited)
+                    own += process_seconds((proc / pid / "stat").read_text())
+    except (OSError, ValueError, IndexError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    return CpuTimes(busy / tick, own / tick)
+
+
+def others_using(before: CpuTimes, after: CpuTimes, seconds: float) -> float:
+    """CPUs that other processes kept busy between two readings `seconds` apart."""
+    return max(0.0, (after.busy - before.busy) - (after.own - before.own)) / seconds
+
+
+def fair_count(ceiling: int, others: float) -> int:
+    """Threads for the CPUs other processes leave: the nearest whole number, from 1 to `ceiling`."""
+    return min(ceiling, max(1, math.floor(ceiling - others + 0.5)))
+
+
+class Backoff:
+    """Trains with fewer torch threads while other processes keep this run's CPUs busy, and with the
+    chosen count again once they stop (see the module's docstring). `tick(step)` after every step
+    costs a clock read; once a `window` of seconds it reads /proc. Does nothing for a count the user
+    set, for one thread, or where /proc is not there."""
+
+    def __init__(self, choice: ThreadChoice, window: float = 1.0,
+                 read: Optional[Callable[[], Optional[CpuTimes]]] = None, set_threads: Optional[Callable[[int], None]] = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if read is None:
+            cpus = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1))
+            read = lambda: read_cpu_times(cpus)  # noqa: E731
+        if set_threads is None:
+            import torch
+
+            set_threads = torch.set_num_threads
+        self.ceiling = self.count = choice.count
+        self.read, self.set_threads, self.clock, self.window = read, set_threads, clock, window
+        self.changes: list[dict[str, float]] = []  # {"step", "threads", "others"} for each change
+        self.previous = self.count  # what the last reading asked for
+        self.last: Optional[tuple[float, Optional[CpuTimes]]] = None  # (when, CPU times) of the last reading
+        if choice.ceiling and choice.count > 1:
+            self.last = (self.clock(), self.read())
+
+    def tick(self, step: int) -> Optional[str]:
+        """After `step`: a change of thread count when two readings in a row ask for it, and what it says."""
+        if self.last is None or self.last[1] is None:
+            return None
+        now = self.clock()
+        if now - self.last[0] < self.window:
+            return None
+        times = self.read()
+        if times is None:
+            self.last = None
+            return None
+        others = others_using(self.last[1], times, now - self.last[0])
+        self.last = (now, times)
+        target, asked_before = fair_count(self.ceiling, others), self.previous
+        self.previous = target
+        if target == self.count or target != asked_before:  # (one reading alone changes nothing)
+            return None
+        self.set_threads(target)
+        self.changes.append({"step": step, "threads": target, "others": round(others, 2)})
+        message = (f"Step {step}: {target} torch thread{'s' if target != 1 else ''} instead of {self.count}, as other processes "
+                   f"keep {others:.1f} of this run's {self.ceiling} CPUs busy (train.threads=N fixes the count)")
+        self.count = target
+        return message

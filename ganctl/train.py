@@ -140,6 +140,7 @@ class RunOutputs:
                  lineage: Optional[dict[str, Any]] = None, cpu_threads: Optional[threads.ThreadChoice] = None) -> None:
         self.run_dir, self.cfg, self.choices, self.gan, self.data_shape, self.device = run_dir, cfg, choices, gan, data_shape, device
         self.cpu_threads = cpu_threads  # torch's thread count and why, for the summary
+        self.backoff = threads.Backoff(cpu_threads) if cpu_threads else None  # fewer threads while others take the CPUs
         self.lineage = lineage  # a fine-tuned run's (`finetune.Lineage`), in every checkpoint and the summary
         self.guard, self.stopped_by_guard, self.rolled_back_at = guard, False, 0
         resume = resume or {}
@@ -362,6 +363,8 @@ def train_on(
             for step in range(start_step + 1, settings.steps + 1):
                 statistics = gan.step(batches, step)
                 means.add(statistics)
+                if (change := outputs.backoff.tick(step)) is not None:
+                    log.info(change)
                 outputs.divergence.update(step, statistics)
                 stopping = distributed.any_rank(stop.requested is not None, group)  # all ranks stop together
                 try:
@@ -479,6 +482,7 @@ def finish(
         "device": str(device),
         "torch_threads": torch.get_num_threads(),  # CPU results are bit-for-bit the same at the same count
         **({"torch_threads_reason": outputs.cpu_threads.reason} if outputs.cpu_threads else {}),  # what chose it (ganctl/threads.py)
+        **({"torch_threads_changes": outputs.backoff.changes} if outputs.backoff and outputs.backoff.changes else {}),
         "run_dir": str(run_dir),
         **({"lineage": outputs.lineage} if outputs.lineage else {}),
     }
