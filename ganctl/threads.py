@@ -18,14 +18,14 @@ and never more than torch's own count. What the user says always wins: `train.th
 `OMP_NUM_THREADS`. No torch import here but in `applied`: the policy is a pure function.
 
 While a run trains, other processes may take the CPUs it chose threads for. Two threads on two cores
-beside one busy process train the default model at a tenth of their idle speed or less (every parallel
-op waits for the thread that lost its core), where one thread keeps most of its own. So a count chosen
-here, not set by the user, is a ceiling: `Backoff` reads every second how much CPU time other
-processes took on this run's CPUs (/proc/stat's busy time less this process's and its children's,
-the DataLoader workers) and trains with the CPUs they leave, rounded to the nearest whole CPU, at least
-one; two readings in a row decide a change, up or down. train.log records each change and
-summary.json the list. Results are bit-for-bit the same only at the same count: `train.threads=N` (or
-OMP_NUM_THREADS) fixes it.
+train the default model at about a quarter of their idle speed beside one busy process and a tenth
+beside three (every parallel op waits for the thread that lost its core), where one thread keeps most
+of its own (docs/benchmarks.md). So on a CPU device a count chosen here, not set by the user, is a
+ceiling: `Backoff` reads every second how much CPU time other processes took on this run's CPUs
+(/proc/stat's busy time less this process's and its children's, the DataLoader workers) and trains
+with the CPUs they leave, rounded to the nearest whole CPU, at least one; two readings in a row decide
+a change, up or down. train.log records each change and summary.json the list. Results are
+bit-for-bit the same only at the same count: `train.threads=N` (or OMP_NUM_THREADS) fixes it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from typing import Callable, Iterator, Mapping, Optional
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
+WINDOW_SECONDS = 1.0  # how often Backoff reads /proc
 SELF_CGROUP = Path("/proc/self/cgroup")
 
 
@@ -230,10 +231,10 @@ def fair_count(ceiling: int, others: float) -> int:
 class Backoff:
     """Trains with fewer torch threads while other processes keep this run's CPUs busy, and with the
     chosen count again once they stop (see the module's docstring). `tick(step)` after every step
-    costs a clock read; once a `window` of seconds it reads /proc. Does nothing for a count the user
+    costs a clock read; once a `window` of seconds (WINDOW_SECONDS) it reads /proc. Does nothing for a count the user
     set, for one thread, or where /proc is not there."""
 
-    def __init__(self, choice: ThreadChoice, window: float = 1.0,
+    def __init__(self, choice: ThreadChoice, window: Optional[float] = None,
                  read: Optional[Callable[[], Optional[CpuTimes]]] = None, set_threads: Optional[Callable[[int], None]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if read is None:
@@ -244,7 +245,8 @@ class Backoff:
 
             set_threads = torch.set_num_threads
         self.ceiling = self.count = choice.count
-        self.read, self.set_threads, self.clock, self.window = read, set_threads, clock, window
+        self.read, self.set_threads, self.clock = read, set_threads, clock
+        self.window = WINDOW_SECONDS if window is None else window
         self.changes: list[dict[str, float]] = []  # {"step", "threads", "others"} for each change
         self.previous = self.count  # what the last reading asked for
         self.last: Optional[tuple[float, Optional[CpuTimes]]] = None  # (when, CPU times) of the last reading

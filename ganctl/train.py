@@ -140,7 +140,8 @@ class RunOutputs:
                  lineage: Optional[dict[str, Any]] = None, cpu_threads: Optional[threads.ThreadChoice] = None) -> None:
         self.run_dir, self.cfg, self.choices, self.gan, self.data_shape, self.device = run_dir, cfg, choices, gan, data_shape, device
         self.cpu_threads = cpu_threads  # torch's thread count and why, for the summary
-        self.backoff = threads.Backoff(cpu_threads) if cpu_threads else None  # fewer threads while others take the CPUs
+        # fewer CPU threads while other processes take the CPUs (on a CPU device: elsewhere they change no result)
+        self.backoff = threads.Backoff(cpu_threads) if cpu_threads and device.type == "cpu" else None
         self.lineage = lineage  # a fine-tuned run's (`finetune.Lineage`), in every checkpoint and the summary
         self.guard, self.stopped_by_guard, self.rolled_back_at = guard, False, 0
         resume = resume or {}
@@ -363,7 +364,7 @@ def train_on(
             for step in range(start_step + 1, settings.steps + 1):
                 statistics = gan.step(batches, step)
                 means.add(statistics)
-                if (change := outputs.backoff.tick(step)) is not None:
+                if outputs.backoff and (change := outputs.backoff.tick(step)) is not None:
                     log.info(change)
                 outputs.divergence.update(step, statistics)
                 stopping = distributed.any_rank(stop.requested is not None, group)  # all ranks stop together

@@ -14,9 +14,9 @@ the machine does:
   without ganctl's policy;
 - `1 thread`: `train.threads=1`.
 
-The table gives each job's images/s and its share of ganctl's images/s alone (the fair share beside k
-busy processes on n CPUs is n / (n + k) of a machine, here 1 / (1 + k / n)). Not a test: the figures
-depend on the machine and on what else it runs.
+The table gives each job's images/s and its share of ganctl's images/s alone; beside k busy processes
+a process's fair share of the machine is 1 / (1 + k). Not a test: the figures depend on the machine and
+on what else it runs. `--table results.json` prints (and with --docs writes) the table of earlier results.
 """
 
 from __future__ import annotations
@@ -76,13 +76,13 @@ def measure(out: Path, steps: int, loads: list[int], repeats: int, cpus: int) ->
     return rows
 
 
-def table(rows: list[dict], cpus: int, steps: int) -> str:
+def table(rows: list[dict], cpus: int, steps: int, cpu: str) -> str:
     def speeds(way: str, load: int) -> list[float]:
         return [row["images_per_second"] for row in rows if row["way"] == way and row["busy"] == load]
 
     alone = statistics.mean(speeds("ganctl", 0))
     loads = sorted({row["busy"] for row in rows})
-    lines = [f"Default recipe, {steps} steps per job, {cpu_model()}, {cpus} CPUs; images/s of each repeat, and the mean's share "
+    lines = [f"Default recipe, {steps} steps per job, {cpu}, {cpus} CPUs; images/s of each repeat, and the mean's share "
              f"of ganctl's alone ({alone:,.0f} images/s).", "",
              "| busy processes beside it | fair share | ganctl | torch default (fixed) | 1 thread |", "|---|---|---|---|---|"]
     for load in loads:
@@ -90,7 +90,7 @@ def table(rows: list[dict], cpus: int, steps: int) -> str:
         for way in ("ganctl", "torch default", "1 thread"):
             values = speeds(way, load)
             cells.append(f"{' / '.join(f'{value:,.0f}' for value in values)} ({statistics.mean(values) / alone:.0%})")
-        lines.append(f"| {load} | {cpus / (cpus + load):.0%} | " + " | ".join(cells) + " |")
+        lines.append(f"| {load} | {1 / (1 + load):.0%} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -107,12 +107,18 @@ def write_docs(docs: Path, text: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="a folder for the runs and results.json")
+    parser.add_argument("--out", type=Path, help="a folder for the runs and results.json")
+    parser.add_argument("--table", type=Path, help="no runs: the table of this results.json")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--loads", default="0,1,3", help="busy processes beside the run, comma-separated (0 first)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--docs", type=Path, help="write the table into this markdown file, between its markers")
     args = parser.parse_args()
+    if args.table:
+        results = json.loads(args.table.read_text())
+        return show(table(results["rows"], results["cpus"], results["steps"], results["cpu"]), args.docs)
+    if args.out is None:
+        parser.error("--out is needed to measure (or --table to show earlier results)")
     import torch
 
     cpus = torch.get_num_threads()
@@ -122,10 +128,13 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rows = measure(args.out, args.steps, loads, args.repeats, cpus)
     (args.out / "results.json").write_text(json.dumps({"cpu": cpu_model(), "cpus": cpus, "steps": args.steps, "rows": rows}, indent=1))
-    text = table(rows, cpus, args.steps)
+    return show(table(rows, cpus, args.steps, cpu_model()), args.docs)
+
+
+def show(text: str, docs: Path | None) -> int:
     print(text)
-    if args.docs:
-        write_docs(args.docs, text)
+    if docs:
+        write_docs(docs, text)
     return 0
 
 

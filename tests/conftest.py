@@ -22,6 +22,20 @@ def private_caches(tmp_path_factory: pytest.TempPathFactory):
     patch.undo()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fixed_thread_count():
+    """Every run the suite trains, in this process or another, keeps torch's count from start to end
+    (OMP_NUM_THREADS, which ganctl never changes), so that two runs compared bit for bit stay comparable
+    whatever else the machine runs: ganctl's own count takes fewer threads while other processes keep
+    the CPUs busy (threads.Backoff). The tests of that policy set their own environment."""
+    import torch
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     """A DCGAN small enough to train a few steps in about a second on a CPU."""
