@@ -18,16 +18,9 @@ from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
 from ganctl.files import image_format, write_atomically
+from ganctl.sample import direction_file, parse_direction
 from ganctl.sample.shared import chosen_classes, folder_name, load_sampler, picture_path, truncation_suffix
 from ganctl.sampling import Sampler
-
-
-def parse_direction(text: str) -> tuple[Path, int]:
-    """'dirs.npy:3' -> (dirs.npy, 3); 'dirs.npy' -> (dirs.npy, 0)."""
-    path, _, index = text.rpartition(":")
-    if not path or not index.isdigit():
-        return Path(text), 0
-    return Path(path), int(index)
 
 
 def parse_strengths(text: str) -> torch.Tensor:
@@ -48,8 +41,7 @@ def parse_strengths(text: str) -> torch.Tensor:
 
 def read_direction(path: Path, index: int, sampler: Sampler) -> torch.Tensor:
     """Direction `index` of the file: (D,) in z or W, or (num_ws, w_dim) per layer."""
-    if not path.is_file():
-        raise GanctlError(f"--direction {path}: no such file (write one with `ganctl directions RUN --out {path.name}`).")
+    direction_file(path)
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as error:  # np.load fails in many ways on foreign bytes
