@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return compare_main(args)
         if command == "judge":
-            from ganctl.judge import main as judge_main
+            from ganctl.judge_cli import main as judge_main
 
             return judge_main(args)
         if command == "summary":
