@@ -6,6 +6,7 @@ points of `ganctl.evaluate` check their arguments with."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Optional
 
 from ganctl import protocols, rundir
@@ -33,6 +34,17 @@ def checked_scoring(names: Optional[list[str]], num: Optional[int], split: Optio
             raise GanctlError("Nothing to do: --metrics none without --nearest K.")
         return []
     return check_metric_names(names)
+
+
+def checked_folder(folder: str | Path, run: Optional[str | Path], dataset: Optional[str]) -> Path:
+    """--images DIR, and the one thing it is scored against: a run's dataset or --dataset NAME."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise GanctlError(f"--images {folder} is not a directory of image files.")
+    if (run is None) == (dataset is None):
+        raise GanctlError("--images DIR is scored against a dataset: name it with --dataset NAME (e.g. mnist, "
+                          "with --data-root for your own copy) or give a run, whose dataset and metric settings are used.")
+    return folder
 
 
 def checked_psis(psis: list[float]) -> list[float]:
@@ -97,6 +109,7 @@ def main(args: list[str]) -> int:
         if options.nearest or options.truncation_sweep or options.truncation != 1:
             raise GanctlError("--images scores the files as they are: --nearest, --truncation and --truncation-sweep "
                               "are for a checkpoint's generator.")
+        checked_folder(options.images, options.checkpoint, options.dataset)
         checked_scoring(names, options.num, options.split)
         from ganctl.evaluate import evaluate_folder  # torch loads here, after every check that needs none
 

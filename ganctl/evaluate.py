@@ -29,7 +29,7 @@ from ganctl.config import MetricsSettings, auto_feature, dataset_node, todays_de
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
-from ganctl.eval_cli import checked_psis, checked_scoring
+from ganctl.eval_cli import checked_folder, checked_psis, checked_scoring
 from ganctl.files import write_atomically, write_text
 from ganctl.guard import branch_of
 from ganctl.registry import FEATURE_NAMES
@@ -243,12 +243,7 @@ def evaluate_folder(
     cards as a checkpoint's: the dataset (and metric settings) of `run`, or `dataset` (a conf/dataset
     option, with data_root) and today's metric defaults. Images of another size are resized (and the
     cards say how many); cards go to <folder>.metrics.json beside the folder by default."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise GanctlError(f"--images {folder} is not a directory of image files.")
-    if (run is None) == (dataset is None):
-        raise GanctlError("--images DIR is scored against a dataset: name it with --dataset NAME (e.g. mnist, "
-                          "with --data-root for your own copy) or give a run, whose dataset and metric settings are used.")
+    folder = checked_folder(folder, run, dataset)
     names = checked_scoring(names, num, split)
     if run is not None:
         _, state = checkpoint.find(run, use="ganctl eval {} --images DIR")
