@@ -1,57 +1,17 @@
 """`ganctl eval`'s command line: its arguments, parsed and checked before torch loads (a missing
 checkpoint, an unknown metric, a --num below 2 or a psi beyond 1 is answered at once), then handed to
-`ganctl.evaluate`, where the scoring and torch live. `checked_scoring` is also what the Python entry
-points of `ganctl.evaluate` check their arguments with."""
+`ganctl.evaluate`, where the scoring and torch live (its Python entry points check their arguments with
+the same functions of `ganctl.arguments`)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Optional
 
 from ganctl import protocols, rundir
-from ganctl.arguments import at_least, check_psi
-from ganctl.config import check_feature, check_metric_names
+from ganctl.arguments import check_psi, checked_folder, checked_psis, checked_scoring
+from ganctl.config import check_feature
 from ganctl.errors import GanctlError
 from ganctl.registry import FEATURE_NAMES
-
-SPLITS = ("train", "test")
-
-
-def checked_scoring(names: Optional[list[str]], num: Optional[int], split: Optional[str],
-                    nearest: Optional[int] = None) -> Optional[list[str]]:
-    """The metric names asked for (None: the run's own), checked with --num, --split and --nearest (None: a
-    command without it). --metrics none, only with --nearest K, is no metric: []."""
-    at_least("--num", num, 2, " (FID and KID need two images)")
-    if nearest is not None and nearest < 0:
-        raise GanctlError(f"--nearest must be 0 (off) or more, got {nearest}.")
-    if split is not None and split not in SPLITS:
-        raise GanctlError(f"--split must be train or test, got {split!r}.")
-    if names is None:
-        return None
-    if nearest is not None and names == ["none"]:
-        if not nearest:
-            raise GanctlError("Nothing to do: --metrics none without --nearest K.")
-        return []
-    return check_metric_names(names)
-
-
-def checked_folder(folder: str | Path, run: Optional[str | Path], dataset: Optional[str]) -> Path:
-    """--images DIR, and the one thing it is scored against: a run's dataset or --dataset NAME."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise GanctlError(f"--images {folder} is not a directory of image files.")
-    if (run is None) == (dataset is None):
-        raise GanctlError("--images DIR is scored against a dataset: name it with --dataset NAME (e.g. mnist, "
-                          "with --data-root for your own copy) or give a run, whose dataset and metric settings are used.")
-    return folder
-
-
-def checked_psis(psis: list[float]) -> list[float]:
-    """--truncation-sweep's psi values, each from 0 to 1."""
-    if not psis:
-        raise GanctlError("--truncation-sweep takes comma-separated psi values, e.g. 1,0.9,0.8,0.7,0.5.")
-    return [check_psi(psi) for psi in psis]
 
 
 def argument_parser() -> argparse.ArgumentParser:

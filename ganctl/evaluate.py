@@ -25,11 +25,11 @@ from torchvision.utils import make_grid, save_image
 from ganctl import checkpoint, finetune, metrics, protocols
 from ganctl import data as datasets
 from ganctl import latents as latent_space
+from ganctl.arguments import checked_folder, checked_psis, checked_scoring
 from ganctl.config import MetricsSettings, auto_feature, dataset_node, todays_defaults
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
-from ganctl.eval_cli import checked_folder, checked_psis, checked_scoring
 from ganctl.files import write_atomically, write_text
 from ganctl.guard import branch_of
 from ganctl.registry import FEATURE_NAMES
