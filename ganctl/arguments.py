@@ -5,6 +5,7 @@ that also takes these values from Python calls the same checks (one definition e
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,17 @@ def at_least(option: str, value: Optional[int], least: int, why: str = "") -> No
     """`option`'s value is `least` or more (None: not given, nothing to check)."""
     if value is not None and value < least:
         raise GanctlError(f"{option} must be at least {least}{why}, got {value}.")
+
+
+DEVICE_NAME = re.compile(r"auto|(cpu|cuda|mps)(:\d+)?")
+
+
+def check_device(name: str, flag: str = "train.device=") -> str:
+    """A device's name (--device, train.device): auto, cpu, cuda, cuda:N or mps; whether it exists here
+    is `device.resolve_device`'s question. `flag`: how the user gave it, for the message."""
+    if not (isinstance(name, str) and DEVICE_NAME.fullmatch(name)):
+        raise GanctlError(f"{flag}{name} is not a device: use auto, cpu, cuda, cuda:N or mps.")
+    return name
 
 
 def check_fps(fps: float) -> float:

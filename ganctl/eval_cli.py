@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ganctl import protocols, rundir
-from ganctl.arguments import check_psi, checked_folder, checked_psis, checked_scoring
+from ganctl.arguments import check_device, check_psi, checked_folder, checked_psis, checked_scoring
 from ganctl.config import check_feature
 from ganctl.errors import GanctlError
 from ganctl.registry import FEATURE_NAMES
@@ -65,6 +65,7 @@ def main(args: list[str]) -> int:
                "resize": options.resize, "feature_weights": options.feature_weights, "ppl_distance": options.ppl_distance}
     if options.checkpoint is not None:
         rundir.named_checkpoint(options.checkpoint)
+    check_device(options.device, "--device ")
     if options.images is not None:
         if options.nearest or options.truncation_sweep or options.truncation != 1:
             raise GanctlError("--images scores the files as they are: --nearest, --truncation and --truncation-sweep "

@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 
 from ganctl import rundir
-from ganctl.arguments import at_least
+from ganctl.arguments import at_least, check_device
 from ganctl.errors import GanctlError
 
 
@@ -66,6 +66,7 @@ def checked(options: argparse.Namespace) -> Path:
     if out.suffix.lower() != ".npy":
         raise GanctlError(f"--out {out}: directions are written as a numpy .npy file.")
     rundir.named_checkpoint(options.checkpoint)
+    check_device(options.device, "--device ")
     return out
 
 

@@ -16,6 +16,7 @@ import importlib.util
 from pathlib import Path
 
 from ganctl import rundir
+from ganctl.arguments import check_device
 from ganctl.errors import GanctlError
 from ganctl.sample import direction_file
 
@@ -94,6 +95,7 @@ def main(args: list[str]) -> int:
     if options.port is not None and not 0 < options.port < 65536:
         raise GanctlError(f"--port must be from 1 to 65535, got {options.port}.")
     rundir.named_checkpoint(options.checkpoint)  # the mistakes that need no torch, answered before it loads
+    check_device(options.device, "--device ")
     if options.directions is not None:
         direction_file(Path(options.directions).expanduser())
     check_ui_extra()

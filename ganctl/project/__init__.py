@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from ganctl import rundir
+from ganctl.arguments import check_device
 from ganctl.errors import GanctlError
 from ganctl.pictures import check_animation_path
 from ganctl.projection_settings import ProjectionSettings
@@ -65,6 +66,7 @@ def projection_settings(options: argparse.Namespace) -> ProjectionSettings:
 def checked(options: argparse.Namespace) -> Path:
     """Every mistake in the options that needs no torch, refused before any work; the folder to write to."""
     rundir.named_checkpoint(options.checkpoint)
+    check_device(options.device, "--device ")
     out = Path(options.out).expanduser()
     if out.is_file():
         raise GanctlError(f"--out {out} is a file: give a folder to write the latents and pictures to.")

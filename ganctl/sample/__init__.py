@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from ganctl import rundir
-from ganctl.arguments import at_least, check_fps, check_psi, check_threshold, existing_file, parse_seeds
+from ganctl.arguments import at_least, check_device, check_fps, check_psi, check_threshold, existing_file, parse_seeds
 from ganctl.errors import GanctlError
 from ganctl.pictures import check_animation_path
 
@@ -157,6 +157,7 @@ def check_mix_shape(shape: Optional[tuple[int, int]]) -> None:
 def checked(options: argparse.Namespace, mode: str) -> None:
     """Every mistake in the options that needs no torch, refused before torch loads; the modes rely on these."""
     rundir.named_checkpoint(options.checkpoint)
+    check_device(options.device, "--device ")
     check_psi(options.truncation)
     if options.truncation_threshold is not None:
         check_threshold(options.truncation_threshold)
