@@ -122,12 +122,14 @@ def chosen_mode(options: argparse.Namespace) -> str:
     return "arithmetic" if options.terms else "grid"
 
 
-def check_grid(num: Optional[int], nrow: int, latents_file: Optional[str | Path]) -> None:
-    """A grid's counts, and --latents (which sets the count) without --num."""
+def check_grid(num: Optional[int], nrow: int, latents_file: Optional[str | Path], out: Optional[str | Path]) -> None:
+    """A grid's counts, --latents (which sets the count) without --num, and --out a file."""
     at_least("--num", num, 1)
     at_least("--nrow", nrow, 1)
     if latents_file is not None and num is not None:
         raise GanctlError("--latents renders every latent in the file: leave out --num.")
+    if out is not None and Path(out).is_dir():
+        raise GanctlError(f"--out {out} is a directory: give a file name such as {Path(out) / 'grid.png'}.")
 
 
 def check_walk(seeds: Optional[list[int]], frames: Optional[int]) -> None:
@@ -166,7 +168,7 @@ def checked(options: argparse.Namespace, mode: str) -> None:
     if options.fps is not None:
         check_fps(options.fps)
     if mode == "grid":
-        check_grid(options.num, options.nrow, options.latents_file)
+        check_grid(options.num, options.nrow, options.latents_file, options.out)
     elif mode == "walk":
         if options.out is not None:
             check_animation_path(Path(options.out))
