@@ -37,6 +37,7 @@ CASES = {
     "sample: a bad seed list": (["sample", CKPT, "--add", "1,x"], "--add takes comma-separated whole-number seeds"),
     "sample: a missing latents file": (["sample", CKPT, "--latents", "nowhere.npy"], "--latents nowhere.npy: no such file."),
     "sample: an unknown --device": (["sample", CKPT, "--device", "gpu"], "--device gpu is not a device: use auto, cpu"),
+    "sample: a bad --strength": (["sample", CKPT, "--direction", CKPT, "--strength", "-3:3:0"], "--strength takes START:STOP:COUNT"),
     "sample: --fps 0": (["sample", CKPT, "--interpolate", "--seeds", "1,2", "--fps", "0"], "--fps must be more than 0"),
     # eval
     "eval: a mistyped checkpoint": (["eval", "/nonexist.pt"], "Checkpoint not found: /nonexist.pt"),

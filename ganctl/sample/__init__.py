@@ -16,6 +16,7 @@ are answered at once."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -179,6 +180,8 @@ def checked(options: argparse.Namespace, mode: str) -> None:
         mixing_sources(options)
     elif mode == "direction":
         direction_file(parse_direction(options.direction)[0])
+        if options.strength is not None:
+            check_strength(options.strength)
 
 
 def parse_direction(text: str) -> tuple[Path, int]:
@@ -187,6 +190,22 @@ def parse_direction(text: str) -> tuple[Path, int]:
     if not path or not index.isdigit():
         return Path(text), 0
     return Path(path), int(index)
+
+
+def check_strength(text: str) -> str:
+    """--strength: START:STOP:COUNT (COUNT 1 or more), numbers separated by commas, or one number; all finite."""
+    try:
+        if text.count(":") == 2:
+            start, stop, count = text.split(":")
+            numbers, enough = [float(start), float(stop)], int(count) >= 1
+        else:
+            numbers = [float(part) for part in text.split(",") if part.strip()]
+            enough = bool(numbers)
+    except ValueError:
+        numbers, enough = [], False
+    if not enough or not all(math.isfinite(number) for number in numbers):
+        raise GanctlError(f"--strength takes START:STOP:COUNT (e.g. -3:3:7), numbers separated by commas, or one number; got {text!r}.")
+    return text
 
 
 def direction_file(path: Path) -> Path:

@@ -18,25 +18,18 @@ from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
 from ganctl.files import image_format, write_atomically
-from ganctl.sample import direction_file, parse_direction
+from ganctl.sample import check_strength, direction_file, parse_direction
 from ganctl.sample.shared import chosen_classes, folder_name, load_sampler, picture_path, truncation_suffix
 from ganctl.sampling import Sampler
 
 
 def parse_strengths(text: str) -> torch.Tensor:
     """'-3:3:7' -> 7 evenly spaced strengths from -3 to 3; '-2,0,2.5' -> those; '1.5' -> one."""
-    try:
-        if text.count(":") == 2:
-            start, stop, count = text.split(":")
-            if int(count) < 1:
-                raise ValueError
-            return torch.linspace(float(start), float(stop), int(count))
-        values = torch.tensor([float(part) for part in text.split(",") if part.strip()])
-    except ValueError:
-        values = torch.tensor([])
-    if values.numel() == 0 or not torch.isfinite(values).all():
-        raise GanctlError(f"--strength takes START:STOP:COUNT (e.g. -3:3:7), numbers separated by commas, or one number; got {text!r}.")
-    return values
+    check_strength(text)
+    if text.count(":") == 2:
+        start, stop, count = text.split(":")
+        return torch.linspace(float(start), float(stop), int(count))
+    return torch.tensor([float(part) for part in text.split(",") if part.strip()])
 
 
 def read_direction(path: Path, index: int, sampler: Sampler) -> torch.Tensor:
