@@ -66,6 +66,8 @@ def main(args: list[str]) -> int:
     if options.checkpoint is not None:
         rundir.named_checkpoint(options.checkpoint)
     check_device(options.device, "--device ")
+    if options.protocol is not None:
+        protocols.get(options.protocol)  # (its one check, which evaluate's metric_settings makes too)
     if options.images is not None:
         if options.nearest or options.truncation_sweep or options.truncation != 1:
             raise GanctlError("--images scores the files as they are: --nearest, --truncation and --truncation-sweep "

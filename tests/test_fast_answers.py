@@ -45,6 +45,7 @@ CASES = {
     "eval: --num 1": (["eval", CKPT, "--num", "1"], "--num must be at least 2 (FID and KID need two images), got 1."),
     "eval: a psi beyond 1 in a sweep": (["eval", CKPT, "--truncation-sweep", "1,2"], "--truncation must be a number from 0"),
     "eval: --images that is no folder": (["eval", "--images", "nowhere", "--dataset", "mnist"], "--images nowhere is not a directory"),
+    "eval: an unknown protocol": (["eval", CKPT, "--protocol", "fid50k"], "Unknown protocol 'fid50k'"),
     "eval: a --resize not in its list": (["eval", CKPT, "--resize", "bicubic"], "invalid choice: 'bicubic'"),
     "eval: an unknown backbone": (["eval", CKPT, "--feature", "resnet"], "metrics.feature must be one of"),
     # export, import
