@@ -76,6 +76,9 @@ def run(cfg: DictConfig, hydra_cfg: DictConfig):
     if cfg.resume is not None and cfg.init_from is not None:
         raise GanctlError("resume= continues a run and init_from= starts a new one from a checkpoint's weights: pass one "
                           "of them, not both.")
+    for path in (cfg.resume, cfg.init_from):  # a mistyped path is answered before torch loads (config.check may load it)
+        if path is not None:
+            rundir.named_checkpoint(path)
     if cfg.resume is None:
         with_protocol(cfg, list(hydra_cfg.overrides.task))
         config.check(cfg)  # its value checks need no torch: a mistake is answered before torch loads

@@ -46,7 +46,7 @@ from ganctl.console import warn, word
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.rundir import (  # noqa: F401  (the paths of a run directory, used through this module too)
-    absolute, best_path, has_checkpoints, last_path, no_checkpoint, resolve, run_dir_of, step_files, step_of, step_path,
+    absolute, best_path, has_checkpoints, last_path, named_checkpoint, no_checkpoint, resolve, run_dir_of, step_files, step_of, step_path,
 )
 
 FORMAT = "ganctl-checkpoint"
@@ -438,10 +438,8 @@ def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, Checkpo
     newest intact checkpoint (its last.pt; when that is missing or damaged, its newest intact
     step_<N>.pt, with a warning that says so). A file that fails to load is refused with the newest
     intact checkpoint beside it, as the command `use` (its `{}` the path)."""
-    path = Path(path).expanduser()
+    path = named_checkpoint(path)
     if path.is_dir():
-        if not has_checkpoints(path):
-            raise no_checkpoint(path)
         found, passed_over = newest_intact(path)
         if found is None:
             raise GanctlError(f"No intact checkpoint in {path}: {' '.join(passed_over)} Use a checkpoint from elsewhere, "
@@ -449,7 +447,6 @@ def find(path: str | Path, use: str = "ganctl sample {}") -> tuple[Path, Checkpo
         if found.path != last_path(path):
             warn(f"{' '.join(passed_over)} Using {found.path} (step {found.state['step']}), the newest intact checkpoint in {path}.")
         return found.path, found.state
-    path = resolve(path)
     try:
         return path, load(path)
     except GanctlError as error:

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return sample_main(args)
         if command == "eval":
-            from ganctl.evaluate import main as eval_main
+            from ganctl.eval_cli import main as eval_main
 
             return eval_main(args)
         if command == "compare":
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return compare_main(args)
         if command == "judge":
-            from ganctl.judge import main as judge_main
+            from ganctl.judge_cli import main as judge_main
 
             return judge_main(args)
         if command == "summary":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ganctl.arguments import check_device
 from ganctl.errors import GanctlError
 
 
@@ -16,16 +17,11 @@ def resolve_device(name: str, flag: str = "train.device=") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    given = f"{flag}{name}"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise GanctlError(f"{given} is not a device: use auto, cpu, cuda, cuda:N or mps.") from None
+    given = f"{flag}{check_device(name, flag)}"
+    device = torch.device(name)
     fix = f"Use {flag}auto or {flag}cpu."
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise GanctlError(f"{given}, but no such CUDA GPU is visible here. {fix}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise GanctlError(f"{given}, but Apple's MPS backend is not available here. {fix}")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise GanctlError(f"{given} is not supported: use auto, cpu, cuda, cuda:N or mps.")
     return device

@@ -11,7 +11,6 @@ with a card per class.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import replace
@@ -26,7 +25,8 @@ from torchvision.utils import make_grid, save_image
 from ganctl import checkpoint, finetune, metrics, protocols
 from ganctl import data as datasets
 from ganctl import latents as latent_space
-from ganctl.config import MetricsSettings, auto_feature, check_feature, check_metric_names, dataset_node, todays_defaults
+from ganctl.arguments import checked_folder, checked_psis, checked_scoring
+from ganctl.config import MetricsSettings, auto_feature, dataset_node, todays_defaults
 from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
@@ -139,17 +139,8 @@ def evaluate(
     """Score a checkpoint; returns the cards and the file they were written to. With `nearest` and
     the run's own metric names (not asked for by name), metrics that need Inception weights this
     machine does not have are skipped, and said so, rather than stopping the memorisation check."""
-    if num is not None and num < 2:
-        raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
-    if nearest < 0:
-        raise GanctlError(f"--nearest must be 0 (off) or more, got {nearest}.")
-    if split is not None and split not in ("train", "test"):
-        raise GanctlError(f"--split must be train or test, got {split!r}.")
     asked_by_name = names is not None
-    if names is not None:
-        names = [] if names == ["none"] else check_metric_names(names)
-    if names == [] and not nearest:
-        raise GanctlError("Nothing to do: --metrics none without --nearest K.")
+    names = checked_scoring(names, num, split, nearest)
     truncation = latent_space.check_psi(truncation)
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {}")
     ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
@@ -252,18 +243,8 @@ def evaluate_folder(
     cards as a checkpoint's: the dataset (and metric settings) of `run`, or `dataset` (a conf/dataset
     option, with data_root) and today's metric defaults. Images of another size are resized (and the
     cards say how many); cards go to <folder>.metrics.json beside the folder by default."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise GanctlError(f"--images {folder} is not a directory of image files.")
-    if (run is None) == (dataset is None):
-        raise GanctlError("--images DIR is scored against a dataset: name it with --dataset NAME (e.g. mnist, "
-                          "with --data-root for your own copy) or give a run, whose dataset and metric settings are used.")
-    if num is not None and num < 2:
-        raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
-    if split is not None and split not in ("train", "test"):
-        raise GanctlError(f"--split must be train or test, got {split!r}.")
-    if names is not None:
-        names = check_metric_names(names)
+    folder = checked_folder(folder, run, dataset)
+    names = checked_scoring(names, num, split)
     if run is not None:
         _, state = checkpoint.find(run, use="ganctl eval {} --images DIR")
         stored, node = state["config"], OmegaConf.create(state["config"]["dataset"])
@@ -314,14 +295,10 @@ def truncation_sweep(
 
     from ganctl.pictures import pyplot
 
-    if not psis:
-        raise GanctlError("--truncation-sweep takes comma-separated psi values, e.g. 1,0.9,0.8,0.7,0.5.")
-    psis = [latent_space.check_psi(psi) for psi in psis]
-    if num is not None and num < 2:
-        raise GanctlError(f"--num must be at least 2 (FID and KID need two images), got {num}.")
+    psis = checked_psis(psis)
+    names = checked_scoring(names, num, split)
     ckpt_path, state = checkpoint.find(path, use="ganctl eval {} --truncation-sweep")
     ckpt_path = checkpoint.absolute(ckpt_path)  # a link to checkpoints/ stays in the run's name
-    names = check_metric_names(names) if names is not None else None
     settings = metric_settings(state["config"], names=names, num_fake=num, split=split, seed=seed, inception_weights=inception_weights,
                                **(measure or {}))
     table_path = Path(out) if out else ckpt_path.with_name(f"{ckpt_path.stem}.truncation.csv")
@@ -410,71 +387,3 @@ def print_cards(cards: list[dict[str, Any]], card_path: Path, lineage: Optional[
             console.print(f"Nearest training images: mean distance {card['value']:.4f}{scale} "
                           f"(much lower than that suggests memorisation). Grid: {card['grid']}")
     console.print(f"Metric cards written to {card_path}")
-
-
-def main(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ganctl eval", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Score a ganctl checkpoint (or a folder of images): FID, KID, IS, precision, recall, density, "
-                    "coverage, nearest training images.",
-        epilog="examples:\n  ganctl eval RUN --metrics fid,precision,recall\n  ganctl eval RUN --protocol fid50k_full\n"
-               "  ganctl eval RUN --feature dinov2 --resize clean     # FD-DINOv2 (its weights file: docs/metrics.md)\n"
-               "  ganctl eval RUN --feature judge:judge.pt             # a judge from ganctl judge train\n"
-               "  ganctl eval RUN --nearest 16\n"
-               "  ganctl eval RUN --truncation-sweep 1,0.9,0.7,0.5\n  ganctl eval --images DIR --dataset mnist\n"
-               "  ganctl eval RUN --images DIR                  # against the run's dataset, with its metric settings")
-    parser.add_argument("checkpoint", nargs="?", help="a checkpoint .pt file, or a run directory (its checkpoints/last.pt)")
-    parser.add_argument("--metrics", help="comma-separated: fid,kid,is,precision,recall,density,coverage,class_balance,"
-                                          "judge_accuracy,ppl_zend,ppl_wend, or none (default: the run's metrics.names)")
-    parser.add_argument("--num", type=int, help="generated images to score (default: the run's metrics.num_fake; "
-                                                "--images: every image, or the first N)")
-    parser.add_argument("--split", help="real images to compare with: train | test (default: the run's metrics.split)")
-    parser.add_argument("--seed", type=int, help="seed of the latents (default: the run's metrics.seed)")
-    parser.add_argument("--truncation", type=float, default=1.0, metavar="PSI", help="score samples truncated at psi (default 1: none)")
-    parser.add_argument("--truncation-sweep", metavar="PSIS",
-                        help="score at each of these psi values (e.g. 1,0.9,0.7,0.5): a table (.csv) and its plot (.png)")
-    parser.add_argument("--nearest", type=int, default=0, metavar="K",
-                        help="also find the nearest training image of K samples: a grid and the mean distance")
-    parser.add_argument("--images", metavar="DIR", help="score the image files in DIR (from any tool) instead of a generator")
-    parser.add_argument("--dataset", help="--images: the dataset option to compare with (e.g. mnist, cifar10, folder), "
-                                          "when no checkpoint names it")
-    parser.add_argument("--data-root", help="--images --dataset: the dataset's dataset.root")
-    parser.add_argument("--protocol", help=f"a named protocol: {', '.join(protocols.PROTOCOLS)} (its settings, then any flag "
-                                           "on top: the cards then say custom)")
-    parser.add_argument("--feature", help=f"the backbone: {', '.join(FEATURE_NAMES)}, or judge:FILE (default: the run's metrics.feature)")
-    parser.add_argument("--resize", choices=("tf1", "clean"), help="how images reach a pretrained backbone's size: tf1 "
-                                                                   "(TensorFlow 1.x bilinear) or clean (clean-fid's PIL bicubic)")
-    parser.add_argument("--ppl-distance", choices=("lpips", "discriminator", "judge"),
-                        help="what ppl_zend / ppl_wend measure with (default: the run's metrics.ppl_distance)")
-    parser.add_argument("--inception-weights", help=f"a local {metrics.INCEPTION_FILE} (else ${metrics.WEIGHTS_ENV}, then torch's cache)")
-    parser.add_argument("--feature-weights", help="a local weights file of --feature dinov2 or clip (else $GANCTL_DINOV2_WEIGHTS "
-                                                  "or $GANCTL_CLIP_WEIGHTS, then torch's cache)")
-    parser.add_argument("--out", help="file for the metric cards (default <checkpoint>.metrics.json next to it)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
-    parser.add_argument("--no-ema", dest="ema", action="store_false", help="score the raw generator, not its EMA")
-    options = parser.parse_args(args)
-    names = [name.strip() for name in options.metrics.split(",") if name.strip()] if options.metrics is not None else None
-    measure = {"protocol": options.protocol, "feature": check_feature(options.feature) if options.feature is not None else None,
-               "resize": options.resize, "feature_weights": options.feature_weights, "ppl_distance": options.ppl_distance}
-    if options.images is not None:
-        if options.nearest or options.truncation_sweep or options.truncation != 1:
-            raise GanctlError("--images scores the files as they are: --nearest, --truncation and --truncation-sweep "
-                              "are for a checkpoint's generator.")
-        evaluate_folder(options.images, options.checkpoint, options.dataset, options.data_root, names, options.num,
-                        options.split, options.device, options.inception_weights, options.out, measure)
-        return 0
-    if options.checkpoint is None:
-        raise GanctlError("ganctl eval needs a checkpoint or run directory (or --images DIR --dataset NAME).")
-    if options.dataset or options.data_root:
-        raise GanctlError("--dataset and --data-root go with --images DIR; a checkpoint is scored against its own dataset.")
-    if options.truncation_sweep is not None:
-        try:
-            psis = [float(part) for part in options.truncation_sweep.split(",") if part.strip()]
-        except ValueError:
-            raise GanctlError(f"--truncation-sweep takes comma-separated numbers from 0 to 1, got {options.truncation_sweep!r}.") from None
-        truncation_sweep(options.checkpoint, psis, names, options.num, options.split, options.seed, options.device,
-                         options.ema, options.inception_weights, options.out, measure)
-        return 0
-    evaluate(options.checkpoint, names, options.num, options.split, options.seed, options.device, options.ema,
-             options.inception_weights, options.nearest, options.out, options.truncation, measure)
-    return 0

@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+from ganctl import rundir
 from ganctl.console import console
 from ganctl.errors import GanctlError
 
@@ -199,6 +200,7 @@ def export(path: str | Path, format: str, out: Optional[str | Path] = None, ema:
     """Export the checkpoint's generator to `format` (onnx | torchscript | safetensors), checked."""
     if format not in FORMATS:
         raise GanctlError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}.")
+    rundir.named_checkpoint(path)  # a mistyped path is answered before torch loads
     import torch
 
     from ganctl import checkpoint

@@ -10,7 +10,7 @@ A judge file is plain weights with a card: `torch.save` of a dict of containers 
 with weights_only), holding the network's settings (never a class path), its class names, its
 state dict and its card: the data's fingerprint, the held-out images and its accuracy on them.
 `judge:digits` names the judge ganctl ships for the bundled digits (ganctl/assets/digits_judge.pt,
-trained by `ganctl judge train mnist` with the defaults below).
+trained by `ganctl judge train mnist` with the defaults of `judge_recipe.Recipe`).
 
 As a backbone (metrics.feature=judge:FILE) it maps uint8 images (B, C, H, W) to (its 128-d
 penultimate features, its class logits): the features feed FD, KID, precision/recall, density and
@@ -37,26 +37,13 @@ from rich.markup import escape
 
 from ganctl.console import console, word
 from ganctl.errors import GanctlError
+from ganctl.judge_recipe import Recipe
 
 FORMAT, VERSION = "ganctl-judge", 1
 BUNDLED = "digits"  # judge:digits
 BUNDLED_FILE = "assets/digits_judge.pt"
 PREFIX = "judge:"
 PRESENT_SHARE = 0.02  # a class is "present" among the samples with at least 2% of them
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How `ganctl judge train` trains a judge; stored in its card."""
-
-    epochs: int = 12
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    width: int = 16
-    feature_dim: int = 128
-    seed: int = 0
-    held_out_share: float = 0.1  # of the images, when the dataset has no test split
 
 
 class JudgeNet(nn.Module):
@@ -353,29 +340,9 @@ def dataset_splits(dataset: str, data_root: Optional[str], image_size: Optional[
     return train, test, test.description
 
 
-def train_main(args: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ganctl judge train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a small classifier on labelled images: a judge whose features and verdicts score generators "
-                    "(ganctl eval RUN --feature judge:FILE).",
-        epilog="examples:\n  ganctl judge train mnist --out judge.pt                # the bundled digits\n"
-               "  ganctl judge train my_images/ --out judge.pt           # class subfolders, or dataset.json labels\n"
-               "  ganctl judge train cifar10 --data-root data --out cifar_judge.pt")
-    parser.add_argument("dataset", help="a conf/dataset option (mnist, cifar10, ...) or a folder of labelled images")
-    parser.add_argument("--out", required=True, help="the judge file to write (e.g. judge.pt)")
-    parser.add_argument("--data-root", help="a dataset option's dataset.root")
-    parser.add_argument("--image-size", type=int, help="the judge's input size (default: the option's; 32 for a folder)")
-    parser.add_argument("--channels", type=int, default=3, choices=(1, 3), help="a folder's channels (default 3)")
-    parser.add_argument("--epochs", type=int, default=Recipe.epochs, help=f"passes over the training images (default {Recipe.epochs})")
-    parser.add_argument("--seed", type=int, default=Recipe.seed, help="its random numbers (default 0)")
-    options = parser.parse_args(args)
-    if options.epochs < 1:
-        raise GanctlError(f"--epochs must be at least 1, got {options.epochs}.")
-    if options.image_size is not None and options.image_size < 8:
-        raise GanctlError(f"--image-size must be at least 8 pixels, got {options.image_size}.")
+def train_and_save(options: argparse.Namespace) -> int:
+    """`ganctl judge train`, its options checked (`ganctl.judge_cli`): train, test and write a judge."""
     out = Path(options.out)
-    if out.is_dir():
-        raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'judge.pt'}.")
     recipe = Recipe(epochs=options.epochs, seed=options.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train, test, held_out = dataset_splits(options.dataset, options.data_root, options.image_size, options.channels, recipe.held_out_share)
@@ -395,14 +362,3 @@ def train_main(args: list[str]) -> int:
     console.print(f"Held-out accuracy {held_out_accuracy:.2%} on {len(test.labels)} images ({held_out}). Judge written to {out}.\n"
                   f"Score a run with it:\n  ganctl eval RUN --feature {escape(word(f'judge:{out}'))}")
     return 0
-
-
-def main(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
-        console.print("usage: ganctl judge train DATASET --out judge.pt [--data-root DIR] [--image-size N] [--epochs E]\n\n"
-                      "Train a judge (a small classifier) on labelled images; score generators with it: "
-                      "ganctl eval RUN --feature judge:judge.pt. `ganctl judge train --help` for the flags.")
-        return 0 if args else 2
-    if args[0] != "train":
-        raise GanctlError(f"ganctl judge {args[0]}: the one subcommand is train (ganctl judge train DATASET --out judge.pt).")
-    return train_main(args[1:])

@@ -32,22 +32,10 @@ from typing import Optional, Sequence
 
 import torch
 
+from ganctl.arguments import check_psi, check_threshold, existing_file
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.models.capabilities import StyleGenerator, TruncatingGenerator
-
-
-def check_psi(psi: float) -> float:
-    if not (isinstance(psi, (int, float)) and math.isfinite(psi) and 0 <= psi <= 1):
-        raise GanctlError(f"--truncation must be a number from 0 (every sample the average) to 1 (no truncation), got {psi!r}.")
-    return float(psi)
-
-
-def check_threshold(threshold: float) -> float:
-    if not (isinstance(threshold, (int, float)) and not math.isnan(threshold) and threshold >= 0):
-        raise GanctlError(f"--truncation-threshold is a number of standard deviations, 0 or more (BigGAN's truncation: "
-                          f"0 every sample the mode, inf none), got {threshold!r}.")
-    return float(threshold)
 
 
 def threshold_mass(threshold: float) -> float:
@@ -134,17 +122,6 @@ def walk(points: torch.Tensor, frames: int, between=slerp) -> torch.Tensor:
     return torch.cat([*legs, points[-1:]])
 
 
-def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
-    """'1,2,3' -> [1, 2, 3]; one clear error otherwise."""
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise GanctlError(f"{option} takes comma-separated whole-number seeds such as 1,2,3, got {text!r}.") from None
-    if not seeds or any(seed < 0 for seed in seeds):
-        raise GanctlError(f"{option} takes comma-separated seeds of 0 or more such as 1,2,3, got {text!r}.")
-    return seeds
-
-
 SPACES = ("z", "w", "w+")
 
 
@@ -229,8 +206,7 @@ def read_saved_latents(path: str | Path, latent_dim: int, w_shape: Optional[tupl
 def file_contents(path: Path, where: str) -> tuple[torch.Tensor, dict]:
     """The float32 tensor of latents a .npy or .pt file holds, and the rest of its record (a dict that
     `save_latents` wrote: space, labels, noise; empty for a bare tensor or array)."""
-    if not path.is_file():
-        raise GanctlError(f"{where}: no such file.")
+    existing_file(path, where)
     suffix = path.suffix.lower()
     record: dict = {}
     try:

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ganctl.arguments import check_fps
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically, write_by_name
 
@@ -44,8 +45,7 @@ def write_animation(frames: Sequence[np.ndarray], path: Path, fps: float = 8.0) 
 
     if not frames:
         raise GanctlError("No frames to write.")
-    if fps <= 0:
-        raise GanctlError(f"--fps must be more than 0, got {fps}.")
+    check_fps(fps)
     path = check_animation_path(Path(path))
     try:
         if path.suffix.lower() == ".gif":

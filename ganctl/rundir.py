@@ -98,15 +98,23 @@ def resolve(path: str | os.PathLike) -> Path:
     return path
 
 
-def resume_dir(resume: str | os.PathLike) -> Path:
-    """The run directory `resume=<path>` continues in: a run directory itself (holding some
-    checkpoint: which one, `checkpoint.find` decides), or the run a checkpoint file belongs to."""
-    path = Path(resume).expanduser()
+def named_checkpoint(path: str | os.PathLike) -> Path:
+    """What a command's checkpoint argument names, checked before anything loads (a mistyped path is
+    answered without torch): a checkpoint file, or a run directory holding some checkpoint (which one,
+    `checkpoint.find` decides)."""
+    path = Path(path).expanduser()
     if path.is_dir():
         if not has_checkpoints(path):
             raise no_checkpoint(path)
-        return path.resolve()
-    return run_dir_of(resolve(path))
+        return path
+    return resolve(path)
+
+
+def resume_dir(resume: str | os.PathLike) -> Path:
+    """The run directory `resume=<path>` continues in: a run directory itself (holding some
+    checkpoint: which one, `checkpoint.find` decides), or the run a checkpoint file belongs to."""
+    path = named_checkpoint(resume)
+    return path.resolve() if path.is_dir() else run_dir_of(path)
 
 
 def refuse_new_run_over(run_dir: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ganctl import judge, metrics
+from ganctl import judge, judge_cli, metrics
 from ganctl.data import DIGITS, InMemoryImages, bundled_mnist
 from ganctl.errors import GanctlError
 from helpers import run_cli
@@ -62,7 +62,7 @@ def test_a_judge_trained_on_class_folders_and_on_dataset_json(tmp_path: Path) ->
     assert (card["train_images"], card["held_out_images"]) == (21, 3) and len(card["data"]) == 64
     listed = bars(tmp_path / "flat", flat=True)
     (tmp_path / "flat" / "dataset.json").write_text(json.dumps({"labels": [[name, label + 3] for name, label in listed]}))
-    assert judge.train_main([str(tmp_path / "flat"), "--out", str(tmp_path / "json.pt"), "--image-size", "16", "--channels", "1",
+    assert judge_cli.train_main([str(tmp_path / "flat"), "--out", str(tmp_path / "json.pt"), "--image-size", "16", "--channels", "1",
                              "--epochs", "2"]) == 0
     from_json = judge.load(tmp_path / "json.pt")
     assert from_json.classes == ["3", "4"]  # the labels' values
@@ -70,7 +70,7 @@ def test_a_judge_trained_on_class_folders_and_on_dataset_json(tmp_path: Path) ->
     assert judge.accuracy(from_json.net, held_out) == from_json.card["accuracy"]  # the card reports the held-out images
     with pytest.raises(GanctlError, match="lists missing.png, which cannot be read"):
         (tmp_path / "flat" / "dataset.json").write_text(json.dumps({"labels": [["missing.png", 0]]}))
-        judge.train_main([str(tmp_path / "flat"), "--out", str(tmp_path / "x.pt")])
+        judge_cli.train_main([str(tmp_path / "flat"), "--out", str(tmp_path / "x.pt")])
 
 
 def test_a_judge_file_is_checked(tmp_path: Path) -> None:

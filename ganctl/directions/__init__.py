@@ -20,11 +20,17 @@ Directions live where G is edited: in z for Gaussian-latent generators, in W for
 latents are mapped to W first); a difference of per-layer latents (W+) is one per layer, (1, num_ws,
 w_dim). The file is a numpy array of one direction a row.
 
-This module parses the arguments; torch loads with `find`, after them: `ganctl directions --help` stays fast."""
+This module parses the arguments and checks what needs no torch (`checked`); torch loads with `find`,
+after them: `ganctl directions --help` and a mistyped path are answered at once."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ganctl import rundir
+from ganctl.arguments import at_least, check_device
+from ganctl.errors import GanctlError
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -47,8 +53,26 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def checked(options: argparse.Namespace) -> Path:
+    """Every mistake in the options that needs no torch, refused before torch loads; the file to write."""
+    out = Path(options.out).expanduser()
+    labelled = options.positive is not None or options.negative is not None
+    if labelled and (options.positive is None or options.negative is None):
+        raise GanctlError("--positive and --negative go together: the direction is mean(positive) - mean(negative).")
+    if labelled and options.classes:
+        raise GanctlError("--positive/--negative and --classes are two ways to one direction: give one of them.")
+    at_least("--top", options.top, 1)
+    at_least("--samples", options.samples, 1)
+    if out.suffix.lower() != ".npy":
+        raise GanctlError(f"--out {out}: directions are written as a numpy .npy file.")
+    rundir.named_checkpoint(options.checkpoint)
+    check_device(options.device, "--device ")
+    return out
+
+
 def main(args: list[str]) -> int:
     options = argument_parser().parse_args(args)
+    checked(options)
     from ganctl.directions.find import directions
 
     directions(options)

@@ -14,6 +14,7 @@ from ganctl import checkpoint
 from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.device import resolve_device
+from ganctl.directions import checked
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.models.capabilities import FirstLayerGenerator
@@ -89,8 +90,7 @@ def class_direction(sampler: Sampler, names: str, samples: int, seed: int) -> tu
 
 
 def save_directions(out: Path, directions: torch.Tensor) -> None:
-    if out.suffix.lower() != ".npy":
-        raise GanctlError(f"--out {out}: directions are written as a numpy .npy file.")
+    """Write the directions to `out`, a .npy file (`checked` made sure)."""
     try:
         write_atomically(out, lambda f: np.save(f, directions.numpy()))
     except OSError as error:
@@ -98,18 +98,8 @@ def save_directions(out: Path, directions: torch.Tensor) -> None:
 
 
 def directions(options: argparse.Namespace) -> Path:
-    out = Path(options.out).expanduser()
-    labelled = options.positive is not None or options.negative is not None
-    if labelled and (options.positive is None or options.negative is None):
-        raise GanctlError("--positive and --negative go together: the direction is mean(positive) - mean(negative).")
-    if labelled and options.classes:
-        raise GanctlError("--positive/--negative and --classes are two ways to one direction: give one of them.")
-    if options.top < 1:
-        raise GanctlError(f"--top must be at least 1, got {options.top}.")
-    if options.samples < 1:
-        raise GanctlError(f"--samples must be at least 1, got {options.samples}.")
-    if out.suffix.lower() != ".npy":
-        raise GanctlError(f"--out {out}: directions are written as a numpy .npy file.")
+    out = checked(options)
+    labelled = options.positive is not None
     ckpt_path, state = checkpoint.find(options.checkpoint, use="ganctl directions {} ...")
     sampler = Sampler.from_checkpoint(state, resolve_device(options.device, "--device "), options.ema)
     space = "W" if sampler.has_styles else "z"

@@ -6,14 +6,19 @@ same settings. It needs the optional Gradio extra, `pip install 'ganctl[ui]'`.
     images  the images, from a checkpoint's `Sampler` (no Gradio)
     app     the Gradio page over them, and serving it
 
-torch and Gradio load after the arguments are parsed: `ganctl explore --help` stays fast."""
+torch and Gradio load after the arguments are parsed and checked: `ganctl explore --help` and a mistyped
+path are answered at once."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
 
+from ganctl import rundir
+from ganctl.arguments import check_device
 from ganctl.errors import GanctlError
+from ganctl.sample import direction_file
 
 UI_EXTRA = "pip install 'ganctl[ui]'"
 
@@ -45,8 +50,6 @@ def check_ui_extra() -> None:
 
 def explorer_of(path: str, device: str = "auto", ema: bool = True, directions: str | None = None):
     """The Explorer of a checkpoint (or a run directory's newest intact one), and the page's title."""
-    from pathlib import Path
-
     from ganctl import checkpoint
     from ganctl.device import resolve_device
     from ganctl.explore.images import Explorer
@@ -70,8 +73,6 @@ def explorer_of(path: str, device: str = "auto", ema: bool = True, directions: s
 def edit_directions(sampler, file: str | None) -> list:
     """The directions of --directions FILE, each checked as `ganctl sample --direction FILE:K` checks it, or
     without it the SeFa directions `ganctl directions RUN` writes by default (none when G has no first layer to factorise)."""
-    from pathlib import Path
-
     import numpy as np
 
     from ganctl.directions import argument_parser as directions_parser
@@ -93,6 +94,10 @@ def main(args: list[str]) -> int:
     options = argument_parser().parse_args(args)
     if options.port is not None and not 0 < options.port < 65536:
         raise GanctlError(f"--port must be from 1 to 65535, got {options.port}.")
+    rundir.named_checkpoint(options.checkpoint)  # the mistakes that need no torch, answered before it loads
+    check_device(options.device, "--device ")
+    if options.directions is not None:
+        direction_file(Path(options.directions).expanduser())
     check_ui_extra()
     explorer, title = explorer_of(options.checkpoint, options.device, options.ema, options.directions)
     from ganctl.explore.app import serve

@@ -8,11 +8,19 @@ PSNR and SSIM (torchmetrics) of each reconstruction against its target, and thei
 Images are read as the run's dataset reads image files (`ganctl.data.decode_image`): any size and
 channel count, converted to the run's channels, the shorter side resized to its size, centre-cropped.
 
-This module parses the arguments; torch loads with `command`, after them: `ganctl project --help` stays fast."""
+This module parses the arguments and checks what needs no torch (`checked`); torch loads with `command`,
+after them: `ganctl project --help` and a mistyped path are answered at once."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ganctl import rundir
+from ganctl.arguments import check_device
+from ganctl.errors import GanctlError
+from ganctl.pictures import check_animation_path
+from ganctl.projection_settings import ProjectionSettings
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -48,8 +56,33 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def projection_settings(options: argparse.Namespace) -> ProjectionSettings:
+    """The settings the options ask for, checked."""
+    return ProjectionSettings(steps=options.steps, starts=4 if options.starts is None else options.starts,
+                              per_layer=options.space == "w+", perceptual_weight=options.perceptual_weight,
+                              frames=min(options.steps, 60) if options.video else 0, seed=options.seed).check()
+
+
+def checked(options: argparse.Namespace) -> Path:
+    """Every mistake in the options that needs no torch, refused before any work; the folder to write to."""
+    rundir.named_checkpoint(options.checkpoint)
+    check_device(options.device, "--device ")
+    out = Path(options.out).expanduser()
+    if out.is_file():
+        raise GanctlError(f"--out {out} is a file: give a folder to write the latents and pictures to.")
+    if options.video == "mp4":
+        check_animation_path(out / "x.mp4", "--video")
+    projection_settings(options)
+    for argument in options.images:
+        path = Path(argument).expanduser()
+        if not (path.is_dir() or path.is_file()):
+            raise GanctlError(f"{path}: no such file or folder.")
+    return out
+
+
 def main(args: list[str]) -> int:
     options = argument_parser().parse_args(args)
+    checked(options)
     from ganctl.project.command import project
 
     project(options)

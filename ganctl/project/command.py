@@ -22,16 +22,16 @@ from ganctl.data import decode_image, find_images
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
-from ganctl.pictures import captioned, check_animation_path, grid_frame, write_animation
-from ganctl.projection import (Combined, DiscriminatorDistance, LPIPSDistance, NoDistance, Projection, Projector,
-                               ProjectionSettings)
+from ganctl.pictures import captioned, grid_frame, write_animation
+from ganctl.project import checked, projection_settings
+from ganctl.projection import Combined, DiscriminatorDistance, LPIPSDistance, NoDistance, Projection, Projector
 from ganctl.sample.shared import chosen_classes, folder_name
 from ganctl.sampling import Sampler, critic_from_checkpoint
 
 
 def image_files(arguments: list[str]) -> list[Path]:
-    """The image files the arguments name (folders searched recursively); one message for a missing
-    path or a folder without images."""
+    """The image files the arguments name (folders searched recursively; `checked` refused missing
+    paths); one message for a folder without images."""
     files = []
     for argument in arguments:
         path = Path(argument).expanduser()
@@ -40,10 +40,8 @@ def image_files(arguments: list[str]) -> list[Path]:
             if not found:
                 raise GanctlError(f"{path} holds no image files (.png, .jpg, ...): give image files or a folder of them.")
             files += found
-        elif path.is_file():
-            files.append(path)
         else:
-            raise GanctlError(f"{path}: no such file or folder.")
+            files.append(path)
     return list(dict.fromkeys(files))
 
 
@@ -142,11 +140,7 @@ def report(out: Path, names: list[str], files: list[Path], psnr: torch.Tensor, s
 
 
 def project(options: argparse.Namespace) -> Path:
-    out = Path(options.out).expanduser()
-    if out.is_file():
-        raise GanctlError(f"--out {out} is a file: give a folder to write the latents and pictures to.")
-    if options.video == "mp4":
-        check_animation_path(out / "x.mp4", "--video")
+    out = checked(options)
     files = image_files(options.images)
     ckpt_path, state = checkpoint.find(options.checkpoint, use="ganctl project {} ...")
     device = resolve_device(options.device, "--device ")
@@ -156,9 +150,7 @@ def project(options: argparse.Namespace) -> Path:
     targets = read_targets(files, state["data"]["channels"], state["data"]["image_size"])  # (N, C, H, W) uint8
     distance = NoDistance() if options.perceptual_weight == 0 else perceptual_distance(
         state, sampler, options.perceptual_weights, options.perceptual, device)
-    settings = ProjectionSettings(steps=options.steps, starts=options.starts or 4, per_layer=options.space == "w+",
-                                  perceptual_weight=options.perceptual_weight, frames=min(options.steps, 60) if options.video else 0,
-                                  seed=options.seed)
+    settings = projection_settings(options)
     tried = "" if classes is None or len(classes) == 1 else f", trying each of {len(classes)} classes"
     console.print(f"Projecting {len(files)} image{'s' if len(files) > 1 else ''} into step {state['step']}'s generator "
                   f"({'W+' if settings.per_layer else 'W' if sampler.has_styles else 'z'}, {settings.steps} steps{tried}); "

@@ -31,6 +31,10 @@ def main(argv: list[str]) -> int:
                         help="config for what the pickle does not say, e.g. dataset=mnist (default: dataset=folder at the "
                              "pickle's training-set path)")
     args = parser.parse_intermixed_args(argv)
+    pickle = Path(args.pickle).expanduser()
+    if not pickle.is_file():  # answered before torch loads
+        raise GanctlError(f"Cannot read {pickle}: {'it is a directory' if pickle.is_dir() else 'no such file'}. "
+                          f"`ganctl import` reads the network-snapshot-*.pkl files of stylegan2-ada-pytorch ({FILES}).")
     out = Path(args.out)
     if out.is_dir():
         raise GanctlError(f"--out {out} is a directory: give a file name such as {out / 'model.pt'}.")

@@ -9,21 +9,27 @@ mode they ask for; each mode lives in its own module, with what the modes share 
     direction   --direction FILE:K --strength A:B:N: latents walked along a direction (`ganctl directions`)
     shared      G from the checkpoint, the classes --class names, default picture paths
 
-torch loads with the mode's module, after the arguments are parsed: `ganctl sample --help` stays fast."""
+torch loads with the mode's module, after the arguments are parsed and checked (`checked`): `ganctl sample --help`
+and every mistake that needs no torch (a missing checkpoint, a count below 1, a psi beyond 1, flags of two modes)
+are answered at once."""
 
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
+from typing import Optional
 
+from ganctl import rundir
+from ganctl.arguments import at_least, check_device, check_fps, check_psi, check_threshold, existing_file, parse_seeds
 from ganctl.errors import GanctlError
+from ganctl.pictures import check_animation_path
 
 
 class Term(argparse.Action):
     """--add / --subtract: terms of the latent arithmetic, in the order given."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        from ganctl.latents import parse_seeds
-
         terms = list(getattr(namespace, self.dest) or [])
         terms.append((1 if option_string == "--add" else -1, parse_seeds(values, option_string)))
         setattr(namespace, self.dest, terms)
@@ -117,6 +123,96 @@ def chosen_mode(options: argparse.Namespace) -> str:
     return "arithmetic" if options.terms else "grid"
 
 
+def check_grid(num: Optional[int], nrow: int, latents_file: Optional[str | Path], out: Optional[str | Path]) -> None:
+    """A grid's counts, --latents (which sets the count) without --num, and --out a file."""
+    at_least("--num", num, 1)
+    at_least("--nrow", nrow, 1)
+    if latents_file is not None and num is not None:
+        raise GanctlError("--latents renders every latent in the file: leave out --num.")
+    if out is not None and Path(out).is_dir():
+        raise GanctlError(f"--out {out} is a directory: give a file name such as {Path(out) / 'grid.png'}.")
+
+
+def check_walk(seeds: Optional[list[int]], frames: Optional[int]) -> None:
+    """A walk's seeds (--interpolate: 2 or more) and its frames between them."""
+    if seeds is not None and len(seeds) < 2:
+        raise GanctlError(f"--interpolate walks between at least 2 seeds (--seeds 1,2,3), got {len(seeds)}.")
+    at_least("--frames", frames, 1)
+
+
+def mixing_sources(options: argparse.Namespace) -> tuple[Optional[list[int]], Optional[list[int]]]:
+    """The seeds of a style-mixing grid's rows and columns (--mix-rows, --mix-cols), or (None, None) for --mix ROWS COLS."""
+    if options.mix is not None and (options.mix_rows or options.mix_cols):
+        raise GanctlError("--mix ROWS COLS draws its sources from --seed; --mix-rows/--mix-cols name them: give one or the other.")
+    if options.mix is None and (options.mix_rows is None or options.mix_cols is None):
+        raise GanctlError("A style-mixing grid needs both --mix-rows SEEDS and --mix-cols SEEDS (or --mix ROWS COLS).")
+    if options.mix is not None:
+        check_mix_shape(tuple(options.mix))
+        return None, None
+    return parse_seeds(options.mix_rows, "--mix-rows"), parse_seeds(options.mix_cols, "--mix-cols")
+
+
+def check_mix_shape(shape: Optional[tuple[int, int]]) -> None:
+    if shape is not None and (shape[0] < 1 or shape[1] < 1):
+        raise GanctlError(f"--mix ROWS COLS takes at least 1 row and 1 column, got {shape[0]} {shape[1]}.")
+
+
+def checked(options: argparse.Namespace, mode: str) -> None:
+    """Every mistake in the options that needs no torch, refused before torch loads; the modes rely on these."""
+    rundir.named_checkpoint(options.checkpoint)
+    check_device(options.device, "--device ")
+    check_psi(options.truncation)
+    if options.truncation_threshold is not None:
+        check_threshold(options.truncation_threshold)
+    if options.latents_file is not None:
+        existing_file(options.latents_file, f"--latents {options.latents_file}")
+    if options.fps is not None:
+        check_fps(options.fps)
+    if mode == "grid":
+        check_grid(options.num, options.nrow, options.latents_file, options.out)
+    elif mode == "walk":
+        if options.out is not None:
+            check_animation_path(Path(options.out))
+        if options.interpolate and options.seeds is None:
+            raise GanctlError("--interpolate walks between seeds: give them with --seeds 1,2,3.")
+        check_walk(parse_seeds(options.seeds) if options.interpolate else None, options.frames)
+    elif mode == "mix":
+        mixing_sources(options)
+    elif mode == "direction":
+        direction_file(parse_direction(options.direction)[0])
+        if options.strength is not None:
+            check_strength(options.strength)
+
+
+def parse_direction(text: str) -> tuple[Path, int]:
+    """'dirs.npy:3' -> (dirs.npy, 3); 'dirs.npy' -> (dirs.npy, 0)."""
+    path, _, index = text.rpartition(":")
+    if not path or not index.isdigit():
+        return Path(text), 0
+    return Path(path), int(index)
+
+
+def check_strength(text: str) -> str:
+    """--strength: START:STOP:COUNT (COUNT 1 or more), numbers separated by commas, or one number; all finite."""
+    try:
+        if text.count(":") == 2:
+            start, stop, count = text.split(":")
+            numbers, enough = [float(start), float(stop)], int(count) >= 1
+        else:
+            numbers = [float(part) for part in text.split(",") if part.strip()]
+            enough = bool(numbers)
+    except ValueError:
+        numbers, enough = [], False
+    if not enough or not all(math.isfinite(number) for number in numbers):
+        raise GanctlError(f"--strength takes START:STOP:COUNT (e.g. -3:3:7), numbers separated by commas, or one number; got {text!r}.")
+    return text
+
+
+def direction_file(path: Path) -> Path:
+    """A file of directions --direction names, which must exist."""
+    return existing_file(path, f"--direction {path}", f" (write one with `ganctl directions RUN --out {path.name}`)")
+
+
 def joined_strength(args: list[str]) -> list[str]:
     """`--strength -3:3:7` as `--strength=-3:3:7`: argparse takes a value starting with '-' (that is not a
     plain number) for an option, and strengths usually start below zero."""
@@ -131,6 +227,7 @@ def joined_strength(args: list[str]) -> list[str]:
 def main(args: list[str]) -> int:
     options = argument_parser().parse_args(joined_strength(args))
     mode = chosen_mode(options)
+    checked(options, mode)
     if mode == "walk":
         from ganctl.sample.walks import run
     elif mode == "mix":

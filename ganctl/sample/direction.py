@@ -18,38 +18,23 @@ from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
 from ganctl.files import image_format, write_atomically
+from ganctl.sample import check_strength, direction_file, parse_direction
 from ganctl.sample.shared import chosen_classes, folder_name, load_sampler, picture_path, truncation_suffix
 from ganctl.sampling import Sampler
 
 
-def parse_direction(text: str) -> tuple[Path, int]:
-    """'dirs.npy:3' -> (dirs.npy, 3); 'dirs.npy' -> (dirs.npy, 0)."""
-    path, _, index = text.rpartition(":")
-    if not path or not index.isdigit():
-        return Path(text), 0
-    return Path(path), int(index)
-
-
 def parse_strengths(text: str) -> torch.Tensor:
     """'-3:3:7' -> 7 evenly spaced strengths from -3 to 3; '-2,0,2.5' -> those; '1.5' -> one."""
-    try:
-        if text.count(":") == 2:
-            start, stop, count = text.split(":")
-            if int(count) < 1:
-                raise ValueError
-            return torch.linspace(float(start), float(stop), int(count))
-        values = torch.tensor([float(part) for part in text.split(",") if part.strip()])
-    except ValueError:
-        values = torch.tensor([])
-    if values.numel() == 0 or not torch.isfinite(values).all():
-        raise GanctlError(f"--strength takes START:STOP:COUNT (e.g. -3:3:7), numbers separated by commas, or one number; got {text!r}.")
-    return values
+    check_strength(text)
+    if text.count(":") == 2:
+        start, stop, count = text.split(":")
+        return torch.linspace(float(start), float(stop), int(count))
+    return torch.tensor([float(part) for part in text.split(",") if part.strip()])
 
 
 def read_direction(path: Path, index: int, sampler: Sampler) -> torch.Tensor:
     """Direction `index` of the file: (D,) in z or W, or (num_ws, w_dim) per layer."""
-    if not path.is_file():
-        raise GanctlError(f"--direction {path}: no such file (write one with `ganctl directions RUN --out {path.name}`).")
+    direction_file(path)
     try:
         array = np.load(path, allow_pickle=False)
     except Exception as error:  # np.load fails in many ways on foreign bytes

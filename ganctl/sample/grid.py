@@ -23,6 +23,7 @@ from ganctl.console import console
 from ganctl.device import resolve_device
 from ganctl.errors import GanctlError
 from ganctl.files import empty_folder, image_format, write_atomically
+from ganctl.sample import check_grid
 from ganctl.sample.shared import chosen_classes, folder_name, truncation_suffix
 from ganctl.sampling import Sampler
 
@@ -60,16 +61,9 @@ def sample(
     render these latents (N, latent_dim) instead of those of `seed`, or a file that `ganctl project` wrote
     (W / W+ latents, their classes and noise maps); `truncation`: psi (1: none); `threshold`: BigGAN's
     truncation threshold instead (Gaussian latents)."""
-    if num is not None and num < 1:
-        raise GanctlError(f"--num must be at least 1, got {num}.")
-    if nrow < 1:
-        raise GanctlError(f"--nrow must be at least 1, got {nrow}.")
-    if latents_file is not None and num is not None:
-        raise GanctlError("--latents renders every latent in the file: leave out --num.")
+    check_grid(num, nrow, latents_file, out)
     images_dir = empty_folder(images_dir, "--images-dir") if images_dir else None  # a new set never mixes with an old one
     ckpt_path, state = checkpoint.find(path, use="ganctl sample {}")
-    if out is not None and Path(out).is_dir():
-        raise GanctlError(f"--out {out} is a directory: give a file name such as {Path(out) / 'grid.png'}.")
     threshold = None if threshold is None else latent_space.check_threshold(threshold)
     sampler = Sampler.from_checkpoint(state, resolve_device(device, "--device "), ema, latent_space.check_psi(truncation), threshold)
     saved = None if latents_file is None else read_file_latents(sampler, latents_file)

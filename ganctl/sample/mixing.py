@@ -15,6 +15,7 @@ from ganctl import latents as latent_space
 from ganctl.console import console
 from ganctl.errors import GanctlError
 from ganctl.files import image_format, write_atomically
+from ganctl.sample import check_mix_shape, mixing_sources
 from ganctl.sample.shared import chosen_classes, folder_name, load_sampler, picture_path
 
 
@@ -63,9 +64,8 @@ def style_mixing(
                           f"NAME (one of {', '.join(sampler.classes[:10])}{' ...' if len(sampler.classes) > 10 else ''}).")
     chosen = mixed_layers(layers, sampler.style_resolutions)
     if shape is not None:
+        check_mix_shape(shape)
         num_rows, num_columns = shape
-        if num_rows < 1 or num_columns < 1:
-            raise GanctlError(f"--mix ROWS COLS takes at least 1 row and 1 column, got {num_rows} {num_columns}.")
         latents = sampler.latents(num_rows + num_columns, seed)  # (R + C, latent_dim): the rows', then the columns'
         source = f"seed{seed}_{num_rows}x{num_columns}"
     else:
@@ -101,11 +101,6 @@ def style_mixing(
 
 
 def run(options: argparse.Namespace) -> Path:
-    if options.mix is not None and (options.mix_rows or options.mix_cols):
-        raise GanctlError("--mix ROWS COLS draws its sources from --seed; --mix-rows/--mix-cols name them: give one or the other.")
-    if options.mix is None and (options.mix_rows is None or options.mix_cols is None):
-        raise GanctlError("A style-mixing grid needs both --mix-rows SEEDS and --mix-cols SEEDS (or --mix ROWS COLS).")
-    rows = latent_space.parse_seeds(options.mix_rows, "--mix-rows") if options.mix is None else None
-    columns = latent_space.parse_seeds(options.mix_cols, "--mix-cols") if options.mix is None else None
+    rows, columns = mixing_sources(options)
     return style_mixing(options.checkpoint, rows, columns, tuple(options.mix) if options.mix else None, options.mix_layers,
                         options.seed, options.out, options.classes, options.truncation, options.device, options.ema)

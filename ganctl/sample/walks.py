@@ -16,6 +16,8 @@ from ganctl.console import console
 from ganctl.errors import GanctlError
 from ganctl.files import write_atomically
 from ganctl.pictures import check_animation_path, grid_frame, write_animation
+from ganctl.arguments import parse_seeds
+from ganctl.sample import check_walk
 from ganctl.sample.shared import chosen_classes, default_picture, load_sampler, truncation_suffix
 from ganctl.sampling import Sampler
 
@@ -75,10 +77,7 @@ def interpolate(
     `frames` frames from each to the next, as a GIF/MP4 and a PNG strip: in z by spherical interpolation,
     or in W (`space`; the default where G has it) in straight lines between the seeds' styles. A
     conditional G shows the chosen classes side by side in each frame (every class by default)."""
-    if len(seeds) < 2:
-        raise GanctlError(f"--interpolate walks between at least 2 seeds (--seeds 1,2,3), got {len(seeds)}.")
-    if frames < 1:
-        raise GanctlError(f"--frames must be at least 1, got {frames}.")
+    check_walk(seeds, frames)
     ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --interpolate", threshold)
     chosen = walk_space(sampler, space)
     suffix = truncation_suffix(truncation, threshold) + ("" if chosen == walk_space(sampler, None) else f"_{chosen}")
@@ -104,8 +103,7 @@ def class_walk(
     changes. One frame per class, as a GIF/MP4 and a PNG strip; with frames > 1, `frames` frames from
     each class to the next, in straight lines between the classes' styles in W (the label is a point
     of W there, where z has no line between labels)."""
-    if frames < 1:
-        raise GanctlError(f"--frames must be at least 1, got {frames}.")
+    check_walk(None, frames)
     ckpt_path, state, sampler = load_sampler(path, device, ema, truncation, "ganctl sample {} --class-walk", threshold)
     if walk_space(sampler, space) == "z" and frames > 1:
         raise GanctlError("--class-walk --frames N interpolates between classes in W, which needs a generator with a "
@@ -141,8 +139,6 @@ def run(options: argparse.Namespace) -> Path:
     if options.class_walk:
         return class_walk(options.checkpoint, options.seed, options.classes, options.out, given(options.fps, 2.0), options.truncation,
                           options.device, options.ema, int(given(options.frames, 1)), options.space, options.truncation_threshold)
-    if options.seeds is None:
-        raise GanctlError("--interpolate walks between seeds: give them with --seeds 1,2,3.")
-    return interpolate(options.checkpoint, latent_space.parse_seeds(options.seeds), int(given(options.frames, 16)),
+    return interpolate(options.checkpoint, parse_seeds(options.seeds), int(given(options.frames, 16)),
                        options.out, given(options.fps, 8.0), options.classes, options.truncation, options.device, options.ema,
                        options.space, options.truncation_threshold)
