@@ -7,7 +7,9 @@ the configured size and channels, in one of three forms that `build` turns into 
   index there, with no DataLoader and no per-sample Python work in the training loop;
 - `Decoded`: the same, with the images' class labels and names where the dataset has them, and a
   fingerprint when one was cheaper to compute than hashing the pixels;
-- `ImageFiles`: a folder too large to hold in memory, streamed through a torch DataLoader with workers.
+- `Undecoded`: a folder's (or archive's) image files, which `build` decodes into memory or streams as
+  `ImageFiles` through a torch DataLoader with workers: one rule, `holding`, decides from host and
+  device memory, and where the decoded tensor lives.
 
 Every source offers `channels`, `image_size`, `len()`, `sample(batch_size)` (floats in [-1, 1], like
 G's tanh), `batches(batch_size)` (every image once, in order, as uint8) and `fingerprint`; and for
@@ -18,7 +20,9 @@ give each image's label beside it. Labels are class indices (B,), int64, on the 
 Decoding a folder of images is slow, so its result is cached as an .npz file in the cache directory
 (`dataset.cache`, else $GANCTL_CACHE_DIR, $XDG_CACHE_HOME/ganctl or ~/.cache/ganctl), keyed by the
 files' paths, sizes, modification and status-change times and the decoding settings; the next run loads
-it in a moment, once it has checked that the file was written for these files and holds their shape.
+it in a moment, once it has checked that the file was written for these files and holds their shape,
+reading it piece by piece into the tensor the images are kept in. Before decoding, the run says where
+the cache goes and how large it is; a disk without room for it (and 1 GiB to spare) gets none.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import struct
 import zipfile
 import zlib
@@ -35,11 +40,12 @@ from dataclasses import dataclass
 from importlib import resources
 from itertools import chain, count as numbers
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import IO, Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
 from PIL import Image
+from rich.markup import escape
 from torchvision.transforms.v2 import functional as TF
 
 from ganctl.registry import build as instantiate, plain
@@ -52,7 +58,6 @@ log = logging.getLogger("ganctl")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 CACHE_FORMAT = 1  # bump when decoding changes what a cache file would hold
-IN_MEMORY_LIMIT = 4 * 2**30  # bytes; `in_memory: auto` streams datasets larger than this (or RAM / 4)
 QUICKDRAW_PIXELS = 28 * 28
 
 
@@ -65,6 +70,7 @@ class Decoded:
     labels: Optional[torch.Tensor] = None  # (N,) class indices into `classes`
     classes: Optional[list[str]] = None  # the class names
     unlabelled: str = ""  # without labels: why the dataset has none (for the message that refuses conditioning)
+    where: Optional[torch.device] = None  # the device `holding` decoded them onto; None: host memory, placed by `placement`
 
 
 def build(
@@ -80,10 +86,13 @@ def build(
     if not isinstance(mirror, bool):
         raise GanctlError(f"dataset.mirror must be true or false, got {mirror!r}.")
     result = instantiate(settings, "dataset", split=split)
+    if isinstance(result, Undecoded):  # a folder or archive: held in memory or streamed, by the device's memory too
+        result = decoded_or_streamed(result, device)
     if isinstance(result, ImageFiles):
         source: Union[InMemoryImages, StreamingImages] = StreamingImages(result, device, mirror)
     elif isinstance(result, Decoded):
-        source = InMemoryImages(result.images, device, result.fingerprint, result.labels, result.classes, result.unlabelled, mirror)
+        source = InMemoryImages(result.images, device, result.fingerprint, result.labels, result.classes, result.unlabelled,
+                                mirror, result.where)
     else:
         source = InMemoryImages(result, device, mirror=mirror)
     if labels:
@@ -112,33 +121,146 @@ def require_labels(source: Union["InMemoryImages", "StreamingImages"]) -> None:
         )
 
 
-def placement(nbytes: int, device: torch.device) -> torch.device:
-    """Where a decoded dataset of `nbytes` is kept: on the training device, unless that is a GPU
-    without room for it (a quarter of its free memory at most: the networks need the rest), then in
-    host memory, each batch copied over as it is drawn (said once)."""
+# ----------------------------------------------------------------------------- where the images are held
+# One rule decides, for a folder (or archive) of images, whether they are decoded into memory or streamed
+# from the files, and where the decoded tensor lives (`holding`); the README's Datasets section states it.
+
+IN_MEMORY_LIMIT = 4 * 2**30  # bytes; `in_memory: auto` streams a larger dataset (`true` holds one where memory allows)
+GPU_SHARE = 4  # on the training GPU when the images take at most 1/4 of its free memory: the networks need the rest
+RAM_SHARE = 4  # `auto`: in host memory when they take at most 1/4 of its RAM ...
+AVAILABLE_SHARE = 2  # ... and (`auto` or `true`) at most 1/2 of the memory available now: the run needs the rest
+
+
+@dataclass(frozen=True)
+class Holding:
+    """What `holding` decided: the device the decoded images are kept on (None: streamed from the
+    files), why, and whether that is said as a warning (it overrides `in_memory: true`, or a GPU had
+    no room for them)."""
+
+    where: Optional[torch.device]
+    reason: str
+    warning: bool = False
+
+    def message(self, count: int, nbytes: int, root: Union[Path, str]) -> str:
+        """The one line that names the choice and why."""
+        if self.where is None:
+            return f"Streaming {count:,} images from {root}: {self.reason}"
+        return f"Holding {count:,} images ({amount(nbytes)}) in memory on {self.where}: {self.reason}"
+
+
+def amount(nbytes: float) -> str:
+    """Bytes for people: KiB below a MiB, MiB below a GiB, else GiB."""
+    if nbytes < 2**20:
+        return f"{nbytes / 2**10:.1f} KiB"
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def holding(nbytes: int, ram: Optional[int], available: Optional[int], device_free: Optional[int],
+            device: torch.device = torch.device("cpu"), in_memory: Union[str, bool] = "auto") -> Holding:
+    """Where `nbytes` of decoded uint8 images are kept for training on `device`; a pure function of the
+    host's RAM, the host memory `available` now and the training GPU's free memory (`device_free`;
+    None on a CPU). A None for a host figure means unknown, and that limit is not applied.
+
+    - `in_memory: false` streams.
+    - `auto` streams anything over IN_MEMORY_LIMIT (4 GiB).
+    - On a GPU: on the GPU when they take at most a quarter of its free memory (decoding and the
+      cache fill the GPU's tensor batch by batch, so host memory holds a batch, not the dataset).
+    - Otherwise in host memory (each batch copied to a GPU as it is drawn), when they take at most half
+      of the memory available now and, with `auto`, at most a quarter of the RAM.
+    - Otherwise streamed: `true` then says so as a warning."""
+    if in_memory is False:
+        return Holding(None, "dataset.in_memory=false")
+    if in_memory not in (True, "auto"):
+        raise GanctlError(f"dataset.in_memory must be auto, true or false, got {in_memory!r}.")
+    auto = in_memory == "auto"
+    if auto and nbytes > IN_MEMORY_LIMIT:
+        return Holding(None, f"they would take {amount(nbytes)}, more than the {amount(IN_MEMORY_LIMIT)} that "
+                             "dataset.in_memory=auto holds (dataset.in_memory=true holds more where memory allows)")
+    if device_free is not None and nbytes <= device_free // GPU_SHARE:
+        return Holding(device, f"at most a quarter of the {amount(device_free)} free on {device} (the networks need the rest)")
+    on_gpu = "" if device_free is None else f"more than a quarter of the {amount(device_free)} free on {device} (the networks need the rest), "
+    limits = [(ram // RAM_SHARE, f"a quarter of the {amount(ram)} of RAM")] if auto and ram is not None else []
+    if available is not None:
+        limits.append((available // AVAILABLE_SHARE, f"half of the {amount(available)} of host memory available now"))
+    over = [what for limit, what in limits if nbytes > limit]
+    if not over:
+        if device_free is not None:
+            return Holding(torch.device("cpu"), f"they would take {on_gpu}so they stay in host memory, and each batch "
+                                                "is copied to the GPU as it is drawn", warning=True)
+        within = [amount(IN_MEMORY_LIMIT)] * auto + [what for _, what in limits]
+        host = device if device.type != "cuda" else torch.device("cpu")  # (Apple's MPS shares host memory)
+        return Holding(host, f"they take at most {', '.join(within[:-1]) + ' and ' if len(within) > 1 else ''}"
+                             f"{within[-1] if within else 'what this machine says it has'}")
+    if in_memory is True:
+        return Holding(None, f"dataset.in_memory=true, but the decoded images take {amount(nbytes)}, {on_gpu}more than "
+                             f"{' and '.join(over)}: streaming them from the files instead (a smaller dataset.max_items "
+                             "or dataset.image_size fits in memory)", warning=True)
+    return Holding(None, f"they would take {amount(nbytes)}, {on_gpu}more than {' and '.join(over)}")
+
+
+def device_free_memory(device: torch.device) -> Optional[int]:
+    """The training GPU's free memory in bytes; None on a CPU (host memory is the rule's other input)."""
     from ganctl.fits import free_memory
 
-    free = free_memory(device) if device.type == "cuda" else None
-    if free is None or nbytes <= free // 4:
-        return device
-    warn(f"The dataset's {nbytes / 2**30:.2f} GiB of images would take more than a quarter of the "
-         f"{free / 2**30:.2f} GiB free on {device}: they stay in host memory, and each batch is copied to the GPU.")
-    return torch.device("cpu")
+    return free_memory(device) if device.type == "cuda" else None
+
+
+def host_ram() -> Optional[int]:
+    """Bytes of RAM this machine has, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of host memory a new allocation can have now without swapping (Linux's MemAvailable, else
+    the free pages), or None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def placement(nbytes: int, device: torch.device) -> torch.device:
+    """Where a dataset already decoded into host memory (torchvision's, Quick, Draw!) is kept: the
+    rule's GPU step (`holding`); without room there it stays in host memory, said once."""
+    decided = holding(nbytes, None, None, device_free_memory(device), device, True)
+    if decided.warning:
+        warn(f"Holding the dataset's {amount(nbytes)} of images in memory on {decided.where}: {decided.reason}")
+    return decided.where or torch.device("cpu")
+
+
+def say(message: str, warning: bool = False) -> None:
+    """A choice made about the data: to the run's log and the terminal, as a warning when it overrides the user."""
+    if warning:
+        warn(message)
+    else:
+        log.info(message)
+        console.print(escape(message))
 
 
 class InMemoryImages:
     """A whole dataset as one uint8 tensor (N, C, H, W) on the device, or in host memory when the GPU
-    has no room for it (`placement`), and its labels (N,) when it has them; `sample` draws a batch."""
+    has no room for it (`holding`, `placement`), and its labels (N,) when it has them; `sample` draws a
+    batch. `where`: the device the rule already put the images on (None: decide here)."""
 
     def __init__(
         self, images: torch.Tensor, device: torch.device, fingerprint: str | None = None,
         labels: Optional[torch.Tensor] = None, classes: Optional[list[str]] = None, unlabelled: str = "",
-        mirror: bool = False,
+        mirror: bool = False, where: Optional[torch.device] = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"expected a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         self.device = device
-        self.images = images.to(placement(images.nbytes, device))
+        self.images = images.to(where if where is not None else placement(images.nbytes, device))
         self.channels, self.image_size = images.shape[1], images.shape[2]
         self._fingerprint = fingerprint
         if labels is not None and (classes is None or labels.shape != (images.shape[0],)):
@@ -536,44 +658,64 @@ def image_folder(
     settings = {"dataset": name, "split": split, "channels": channels, "image_size": image_size,
                 "max_items": max_items, "format": CACHE_FORMAT}
     prefix, key = files_key(files, root, settings)
-    return decoded_or_streamed(name, ImageFiles(files, root, channels, image_size, key, strict, labels), prefix, cache, in_memory)
+    return Undecoded(ImageFiles(files, root, channels, image_size, key, strict, labels), name, prefix, cache, in_memory)
 
 
-def decoded_or_streamed(name: str, source: "ImageFiles", prefix: str, cache: Union[str, bool, None],
-                        in_memory: Union[str, bool]) -> Union[Decoded, "ImageFiles"]:
-    """`source`'s images decoded into memory (from the cache when it holds them, under the key
-    `source.fingerprint`; older keys with `prefix` are dropped), or `source` itself to stream."""
-    root, files, labels, strict = source.root, source.files, source.labels, source.strict
-    if not keep_in_memory(in_memory, len(files) * source.channels * source.image_size**2):
-        log.info("Streaming %d images from %s (dataset.in_memory=%s)", len(files), root, in_memory)
+@dataclass
+class Undecoded:
+    """A folder's (or archive's) image files and the settings that say how to hold them: `build`
+    decides with the training device's memory whether to decode them into memory or stream them."""
+
+    source: ImageFiles
+    name: str  # the dataset option, for the progress bar
+    prefix: str  # the cache key's part that names the dataset and settings: older keys with it are dropped
+    cache: Union[str, bool, None]
+    in_memory: Union[str, bool]
+
+
+def decoded_or_streamed(files: Undecoded, device: torch.device) -> Union[Decoded, ImageFiles]:
+    """The images decoded into memory where `holding` puts them (from the cache when it holds them,
+    under the key `source.fingerprint`), or the files themselves to stream; the choice said in one line."""
+    source = files.source
+    root, labels, strict = source.root, source.labels, source.strict
+    nbytes = len(source) * source.channels * source.image_size**2
+    decided = holding(nbytes, host_ram(), available_memory(), device_free_memory(device), device, files.in_memory)
+    say(decided.message(len(source), nbytes, root), decided.warning)
+    if decided.where is None:
         return source
-    directory = cache_dir(cache)
+    directory = cache_dir(files.cache)
     if directory:
         for stray in remove_stale(directory, ".*.npz.*.tmp"):  # a cache write that was killed (they are large)
             log.info("Removed %s, left by an interrupted cache write", stray)
-    cached = load_cache(directory, source) if directory else None
-    if cached is not None and (labels.labels is None or cached[1] is not None):
+    cached = load_cache(directory, source, decided.where) if directory else None
+    if cached is not None and labels.labels is not None and cached[1] is None:
+        cached = None  # cached by a ganctl that kept no labels: decoded again (its images let go first)
+    if cached is not None:
         images, decoded_labels, bad = cached
-    else:  # not cached, or cached by a ganctl that kept no labels
-        images, decoded_labels, bad = decode_all(source, f"{name}: {root}")
-        if directory:
-            save_cache(directory, prefix, source.fingerprint, images, decoded_labels, bad)
-    report_unreadable(bad, root, strict, len(files))
+    else:
+        path = directory / f"{source.fingerprint}.npz" if directory else None
+        writing = path is not None and cache_room(path, cache_size(len(source), nbytes), announce=True)
+        images, decoded_labels, bad = decode_all(source, f"{files.name}: {root}", decided.where)
+        if writing:
+            save_cache(directory, files.prefix, source.fingerprint, images, decoded_labels, bad)
+    report_unreadable(bad, root, strict, len(source))
     if len(images) == 0:
-        raise GanctlError(f"None of the {len(files)} image files under {root} could be read; they are not images PIL can open.")
+        raise GanctlError(f"None of the {len(source)} image files under {root} could be read; they are not images PIL can open.")
     if labels.labels is None:
-        return Decoded(images, source.fingerprint, unlabelled=labels.unlabelled)
-    return Decoded(images, source.fingerprint, decoded_labels, labels.classes)
+        return Decoded(images, source.fingerprint, unlabelled=labels.unlabelled, where=decided.where)
+    return Decoded(images, source.fingerprint, decoded_labels, labels.classes, where=decided.where)
 
 
-def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode every file once (DataLoader workers for large folders) with a progress bar: the images,
-    their labels (-1 without), and the unreadable files."""
+def decode_all(source: ImageFiles, description: str, where: torch.device = torch.device("cpu"),
+               ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode every file once (DataLoader workers for large folders) with a progress bar into one
+    tensor on `where` (batch by batch: on a GPU, host memory holds a batch, not the dataset): the
+    images, their labels (-1 without), and the unreadable files."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     workers = loader_workers(len(source))
     loader = torch.utils.data.DataLoader(source, batch_size=64, num_workers=workers, collate_fn=collate)
-    images = torch.empty(len(source), source.channels, source.image_size, source.image_size, dtype=torch.uint8)
+    images = torch.empty(len(source), source.channels, source.image_size, source.image_size, dtype=torch.uint8, device=where)
     labels = torch.empty(len(source), dtype=torch.long)
     count, bad = 0, []
     columns = (TextColumn("[bold]decoding"), MofNCompleteColumn(), BarColumn(), TimeRemainingColumn(), TextColumn(description))
@@ -588,46 +730,6 @@ def decode_all(source: ImageFiles, description: str) -> tuple[torch.Tensor, torc
             progress.advance(task, len(batch) + len(unreadable))
     log.info("Decoded %d images (%d unreadable) with %d workers: %s", count, len(bad), workers, description)
     return images[:count], labels[:count], bad
-
-
-def keep_in_memory(in_memory: Union[str, bool], nbytes: int) -> bool:
-    """Whether to decode the images into memory (`nbytes` as uint8). `auto`: when they take at most
-    4 GiB and a quarter of the machine's RAM. Never when they would take more than half the memory
-    available now (the run needs the rest): `true` then streams them, and says so."""
-    if in_memory is False:
-        return False
-    if in_memory not in (True, "auto"):
-        raise GanctlError(f"dataset.in_memory must be auto, true or false, got {in_memory!r}.")
-    available = available_memory()
-    if available is not None and nbytes > available // 2:
-        if in_memory is True:
-            warn(f"dataset.in_memory=true, but the decoded images take {nbytes / 2**30:.2f} GiB and this machine has "
-                 f"{available / 2**30:.2f} GiB of memory available: streaming them from the files instead (a smaller "
-                 "dataset.max_items or dataset.image_size fits in memory)")
-        return False
-    if in_memory is True:
-        return True
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not on every platform
-        ram = 4 * IN_MEMORY_LIMIT
-    return nbytes <= min(IN_MEMORY_LIMIT, ram // 4)
-
-
-def available_memory() -> Optional[int]:
-    """Bytes of host memory a new allocation can have now without swapping (Linux's MemAvailable, else
-    the free pages), or None where the system does not say."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def folder(
@@ -789,7 +891,7 @@ def zipped(
     for name in names:
         digest.update(name.encode() + b"\0")
     source = ZipImages(names, path, channels, image_size, f"{prefix}-{digest.hexdigest()[:32]}", strict, labels)
-    return decoded_or_streamed("zip", source, prefix, cache, in_memory)
+    return Undecoded(source, "zip", prefix, cache, in_memory)
 
 
 def check_member(info: zipfile.ZipInfo, path: Path) -> None:
@@ -956,28 +1058,73 @@ def cache_dir(setting: Union[str, bool, None]) -> Optional[Path]:
     return Path(xdg).expanduser() / "ganctl" if xdg else Path.home() / ".cache" / "ganctl"
 
 
-def load_cache(directory: Path, source: "ImageFiles") -> Optional[tuple[torch.Tensor, Optional[torch.Tensor], list[str]]]:
+CACHE_CHUNK = 2**20  # bytes of pixels read or written at a time: the cache never needs a second copy of the images
+CACHE_DISK_MARGIN = 2**30  # bytes that must stay free on the cache's disk after writing it, or it is not written
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def load_cache(directory: Path, source: "ImageFiles", where: torch.device = torch.device("cpu"),
+               ) -> Optional[tuple[torch.Tensor, Optional[torch.Tensor], list[str]]]:
     """The cached (images, labels, unreadable paths) of `source` (its fingerprint is the cache key), or
     None. What the file holds is checked before it is used: the key it was written for, one image of
     the source's shape per readable file, labels in range. Anything else (a damaged file, another
     dataset's, an .npz that is not ganctl's) is ignored, and rewritten after decoding. labels is None
-    in a file written before ganctl kept them."""
+    in a file written before ganctl kept them. The pixels are read piece by piece straight into the
+    tensor they are kept in, on `where`: the images are never held twice, in host memory or on a GPU."""
     path = directory / f"{source.fingerprint}.npz"
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as arrays:
-            if "key" not in arrays.files or str(arrays["key"]) != source.fingerprint:
+        with zipfile.ZipFile(path) as arrays:
+            names = set(arrays.namelist())
+            if "key.npy" not in names or str(small_array(arrays, "key.npy")) != source.fingerprint:
                 raise ValueError("it was not written for these files")
-            bad = arrays["unreadable"].tolist()
-            images = torch.from_numpy(arrays["images"])  # read once, not copied: the largest thing a run holds
-            labels = torch.from_numpy(arrays["labels"].astype(np.int64)) if "labels" in arrays.files else None
+            bad = small_array(arrays, "unreadable.npy").tolist()
+            labels = torch.from_numpy(small_array(arrays, "labels.npy").astype(np.int64)) if "labels.npy" in names else None
+            with arrays.open("images.npy") as member:
+                shape = cached_shape(member, len(source) - len(bad), source)
+                images = torch.empty(shape, dtype=torch.uint8, device=where)
+                read_pixels(member, images)
         check_cached(images, labels, bad, source)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         warn(f"ignoring the cache file {path} ({error}); decoding again")
         return None
     log.info("Loaded %d decoded images from the cache %s", len(images), path)
     return images, labels, bad
+
+
+def small_array(arrays: zipfile.ZipFile, name: str) -> np.ndarray:
+    with arrays.open(name) as member:
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def cached_shape(member: IO[bytes], count: int, source: "ImageFiles") -> tuple[int, ...]:
+    """The image array's shape from its .npy header, refused (ValueError) unless it is uint8 in C
+    order and of the shape decoding `source` gives: nothing is allocated for a file that is not."""
+    version = np.lib.format.read_magic(member)
+    if version not in NPY_HEADERS:
+        raise ValueError(f"its images are in .npy format {version}, not 1.0 or 2.0")
+    shape, fortran_order, dtype = NPY_HEADERS[version](member)
+    expected = (count, source.channels, source.image_size, source.image_size)
+    if dtype != np.uint8 or fortran_order or tuple(shape) != expected:
+        raise ValueError(f"it holds {dtype} images of shape {tuple(shape)}, not uint8 {expected}")
+    return expected
+
+
+def read_pixels(member: IO[bytes], images: torch.Tensor) -> None:
+    """Fill `images` (uint8, on any device) from the file, CACHE_CHUNK bytes at a time."""
+    flat = images.view(-1)
+    host = flat.numpy() if images.device.type == "cpu" else None  # (numpy's assignment: the fastest copy here)
+    for start in range(0, flat.numel(), CACHE_CHUNK):
+        size = min(CACHE_CHUNK, flat.numel() - start)
+        chunk = member.read(size)
+        if len(chunk) != size:
+            raise ValueError("it ends before its last image (a write that did not finish)")
+        pixels = np.frombuffer(chunk, dtype=np.uint8)
+        if host is not None:
+            host[start : start + size] = pixels
+        else:  # to the GPU, from a writable copy of the piece
+            flat[start : start + size].copy_(torch.from_numpy(pixels.copy()))
 
 
 def check_cached(images: torch.Tensor, labels: Optional[torch.Tensor], bad: list[str], source: "ImageFiles") -> None:
@@ -996,16 +1143,64 @@ def check_cached(images: torch.Tensor, labels: Optional[torch.Tensor], bad: list
 
 
 def save_cache(directory: Path, prefix: str, key: str, images: torch.Tensor, labels: torch.Tensor, bad: list[str]) -> None:
-    """Write atomically (temporary file, then rename), and drop older versions of the same dataset."""
+    """Write the .npz atomically (temporary file, then rename), the images piece by piece from wherever
+    they are kept, once the disk is known to have room for it (`cache_room`); drop older versions of
+    the same dataset. Whatever stops the write leaves no file of it behind."""
     path = directory / f"{key}.npz"
+    small = {"labels": labels.cpu().numpy(), "key": np.array(key), "unreadable": np.array(bad, dtype=str)}
+    if not cache_room(path, images.nbytes + sum(array.nbytes for array in small.values()) + 4096):
+        return
+
+    def write(f: IO[bytes]) -> None:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as arrays:  # np.savez's layout: np.load reads it
+            with arrays.open("images.npy", "w", force_zip64=True) as member:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                          "shape": tuple(images.shape)}
+                np.lib.format.write_array_header_1_0(member, header)
+                rows = max(1, CACHE_CHUNK // max(images[0].numel(), 1)) if len(images) else 1
+                for start in range(0, len(images), rows):
+                    member.write(images[start : start + rows].cpu().contiguous().numpy().tobytes())
+            for name, array in small.items():
+                with arrays.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+
     try:
-        write_atomically(path, lambda f: np.savez(f, images=images.numpy(), labels=labels.numpy(), key=np.array(key),
-                                                  unreadable=np.array(bad, dtype=str)))
+        write_atomically(path, write)
         for old in directory.glob(f"{prefix}-*.npz"):
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as error:  # a read-only or full disk costs a re-decode next time, not the run
         warn(f"could not write the dataset cache {path} ({error}); set dataset.cache=<folder> or dataset.cache=false")
+
+
+def cache_size(count: int, nbytes: int) -> int:
+    """About the bytes of a cache file of `count` images taking `nbytes`: the pixels, an int64 label each, headers."""
+    return nbytes + 8 * count + 4096
+
+
+def cache_room(path: Path, size: int, announce: bool = False) -> bool:
+    """Whether the disk that holds `path` has room for a cache file of `size` bytes with CACHE_DISK_MARGIN
+    to spare. Without, a warning names the size and the free space (the run goes on, uncached);
+    `announce` also says where the cache goes and how large it is when it fits."""
+    free = disk_free(path.parent)
+    if free is not None and size + CACHE_DISK_MARGIN > free:
+        warn(f"not caching the decoded images: the cache file {path} would take {amount(size)}, and its disk has "
+             f"{amount(free)} free (ganctl leaves {amount(CACHE_DISK_MARGIN)} free). Training goes on; the next run decodes "
+             "again. Free some space, or point dataset.cache at a larger disk (dataset.cache=false: no cache).")
+        return False
+    if announce:
+        say(f"Caching the decoded images in {path} ({amount(size)}"
+            + (f"; {amount(free)} free there)" if free is not None else ")"))
+    return True
+
+
+def disk_free(folder: Path) -> Optional[int]:
+    """Bytes free on the disk that holds `folder` (or its nearest existing parent), or None where unknown."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    try:
+        return None if existing is None else shutil.disk_usage(existing).free
+    except OSError:
+        return None
 
 
 # ----------------------------------------------------------------------------- streaming
