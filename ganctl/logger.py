@@ -195,7 +195,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_row("wall time", f"{summary['wall_seconds']:.1f} s")
     table.add_row("images/s", f"{summary['images_per_second']:.0f}")
     for name, value in summary["losses"].items():
-        table.add_row(name, f"{value:.4f}")
+        if value is not None:  # (none where the run trained no step: a guard that stopped it as it resumed)
+            table.add_row(name, f"{value:.4f}")
     for name, value in summary.get("statistics", {}).items():  # the regularisers, D's distance estimate, ADA, ACGAN
         if name.startswith(SUMMARY_TABLE):
             table.add_row(name, f"{value:.4f}")

@@ -202,6 +202,21 @@ class RunOutputs:
         if self.guard.active and step < self.cfg.train.steps:  # (the last evaluation is the run's result: nothing left to guard)
             self.follow(self.guard.after_evaluation(step, card["value"], previous, checkpoint.best_path(self.run_dir).is_file()), logger)
 
+    def judge_where_the_last_leg_ended(self, resume: Optional[dict[str, Any]], logger: RunLogger | NullLogger) -> None:
+        """A run resumed past the step its last leg ended at: that step's evaluation was the leg's result, so
+        `evaluate` left it to the guard unjudged; the guard judges it now, before the first new step, as in a
+        run that had not ended there (which would roll back or stop at that step), so that both go on alike."""
+        if not (self.guard.active and resume and resume["step"] == resume["config"]["train"]["steps"] < self.cfg.train.steps):
+            return
+        step = resume["step"]
+        card = next((card for card in self.cards if card["metric"] == self.cfg.metrics.best and card["step"] == step), None)
+        if card is None:  # (no evaluation at that step)
+            return
+        previous = None if self.best and self.best["step"] == step else self.best  # the best before that evaluation
+        self.follow(self.guard.after_evaluation(step, card["value"], previous, checkpoint.best_path(self.run_dir).is_file()), logger)
+        if self.rolled_back_at == step or self.stopped_by_guard:
+            self.save(step, periodic=False)  # (last.pt as the run that had gone on holds it)
+
     def diverged(self, step: int, error: Diverged, logger: RunLogger | NullLogger) -> None:
         """A divergence in a guarded run: roll back to best.pt (else last.pt, the last finite state) or stop."""
         if not self.guard.active:
@@ -357,11 +372,13 @@ def train_on(
     outputs = RunOutputs(run_dir, cfg, choices, gan, shape, device, resume, build_guard(cfg, gan, resume, group), lineage,
                          cpu_threads)
     means, batches = RunningMeans(), datasets.endless(data, batch_size, labels=gan.conditional)
+    outputs.judge_where_the_last_leg_ended(resume, logger)
+    last_step = start_step if outputs.stopped_by_guard else settings.steps
     step, stopping, last_logged = start_step, False, {}
     ended = "failed"  # what the trackers record unless the loop ends as planned (or by a signal: killed)
     with GracefulStop() as stop:
         try:
-            for step in range(start_step + 1, settings.steps + 1):
+            for step in range(start_step + 1, last_step + 1):
                 statistics = gan.step(batches, step)
                 means.add(statistics)
                 if outputs.backoff and (change := outputs.backoff.tick(step)) is not None:

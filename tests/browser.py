@@ -56,7 +56,9 @@ def browser_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
 
 
 # Whether an <img> is decoded, and whether its pixels are more than one colour (a blank image is one).
-IMAGE_STATE = """img => {
+IMAGE_STATE = """async img => {
+  // (a busy machine may still be loading it: wait for its decoding, up to 30 s; a broken image rejects)
+  await Promise.race([img.decode().catch(() => {}), new Promise(resolve => setTimeout(resolve, 30000))]);
   if (!img.complete || img.naturalWidth === 0) { return {decoded: false, colours: 0}; }
   const canvas = document.createElement("canvas");
   canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;

@@ -173,9 +173,12 @@ def test_the_same_run_makes_the_same_decisions(guarded: Path, tmp_path: Path) ->
     assert all(torch.equal(first["generator"][name], value) for name, value in second["generator"].items())
 
 
-def test_a_resumed_guarded_run_continues_its_branch_exactly(guarded: Path, tmp_path: Path) -> None:
-    rollback = decisions(guarded)[0]["step"]
-    stop_at = next(step for step in (4, 6) if step > rollback)  # a checkpoint after the first rollback (ckpt_every=2)
+@pytest.mark.parametrize("ended", ["after the first rollback", "where the guard acted"])
+def test_a_resumed_guarded_run_continues_its_branch_exactly(guarded: Path, tmp_path: Path, ended: str) -> None:
+    """Resumed from a run that ended after the first rollback, or just where the straight run's guard acted
+    last (an evaluation that was the shorter run's result, judged when the run goes on)."""
+    acted = [decision["step"] for decision in json.loads((guarded / "summary.json").read_text())["guard"]["decisions"]]
+    stop_at = acted[-1] if ended == "where the guard acted" else next(step for step in (4, 6) if step > acted[0])
     run(tmp_path, *PROVOKED, *GUARDED, f"train.steps={stop_at}")
     resumed = run(tmp_path, "train.steps=8", resume=checkpoint.load(checkpoint.last_path(tmp_path)))
     assert resumed.summary["guard"]["decisions"] == json.loads((guarded / "summary.json").read_text())["guard"]["decisions"]
