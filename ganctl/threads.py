@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Mapping, Optional
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
 WINDOW_SECONDS = 1.0  # how often Backoff reads /proc
-SELF_CGROUP = Path("/proc/self/cgroup")
+SELF_CGROUP = PROC / "self" / "cgroup"
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,15 @@ def decide(
     return ThreadChoice(max(1, count), reason, ceiling=True)
 
 
-def cpus_in_affinity_mask() -> int:
-    """CPUs this process may run on (all of them where the OS has no affinity call, as on macOS)."""
+def affinity_mask() -> frozenset[int]:
+    """The CPUs this process may run on (all of them where the OS has no affinity call, as on macOS)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return frozenset(os.sched_getaffinity(0))
+    return frozenset(range(os.cpu_count() or 1))
+
+
+def cpus_in_affinity_mask() -> int:
+    return len(affinity_mask())
 
 
 def own_cgroups(self_cgroup: Path) -> dict[str, str]:
@@ -231,14 +235,14 @@ def fair_count(ceiling: int, others: float) -> int:
 class Backoff:
     """Trains with fewer torch threads while other processes keep this run's CPUs busy, and with the
     chosen count again once they stop (see the module's docstring). `tick(step)` after every step
-    costs a clock read; once a `window` of seconds (WINDOW_SECONDS) it reads /proc. Does nothing for a count the user
-    set, for one thread, or where /proc is not there."""
+    costs a clock read; once a `window` of seconds (WINDOW_SECONDS) it reads /proc. Does nothing for a
+    count the user set, for one thread, or where /proc is not there."""
 
     def __init__(self, choice: ThreadChoice, window: Optional[float] = None,
                  read: Optional[Callable[[], Optional[CpuTimes]]] = None, set_threads: Optional[Callable[[int], None]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if read is None:
-            cpus = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1))
+            cpus = affinity_mask()
             read = lambda: read_cpu_times(cpus)  # noqa: E731
         if set_threads is None:
             import torch
@@ -249,13 +253,12 @@ class Backoff:
         self.window = WINDOW_SECONDS if window is None else window
         self.changes: list[dict[str, float]] = []  # {"step", "threads", "others"} for each change
         self.previous = self.count  # what the last reading asked for
-        self.last: Optional[tuple[float, Optional[CpuTimes]]] = None  # (when, CPU times) of the last reading
-        if choice.ceiling and choice.count > 1:
-            self.last = (self.clock(), self.read())
+        reading = self.read() if choice.ceiling and choice.count > 1 else None
+        self.last = (self.clock(), reading) if reading else None  # (when, CPU times) of the last reading; None: off
 
     def tick(self, step: int) -> Optional[str]:
         """After `step`: a change of thread count when two readings in a row ask for it, and what it says."""
-        if self.last is None or self.last[1] is None:
+        if self.last is None:
             return None
         now = self.clock()
         if now - self.last[0] < self.window:

@@ -200,7 +200,11 @@ class RunOutputs:
             self.best = {"metric": card["metric"], "value": card["value"], "step": step}
             checkpoint.save(self.state(step), checkpoint.best_path(self.run_dir))
         if self.guard.active and step < self.cfg.train.steps:  # (the last evaluation is the run's result: nothing left to guard)
-            self.follow(self.guard.after_evaluation(step, card["value"], previous, checkpoint.best_path(self.run_dir).is_file()), logger)
+            self.judge(step, card["value"], previous, logger)
+
+    def judge(self, step: int, value: float, previous: Optional[dict[str, Any]], logger: RunLogger | NullLogger) -> None:
+        """The guard's decision on an evaluation of `value` at `step` against the best before it, carried out."""
+        self.follow(self.guard.after_evaluation(step, value, previous, checkpoint.best_path(self.run_dir).is_file()), logger)
 
     def judge_where_the_last_leg_ended(self, resume: Optional[dict[str, Any]], logger: RunLogger | NullLogger) -> None:
         """A run resumed past the step its last leg ended at: that step's evaluation was the leg's result, so
@@ -213,7 +217,7 @@ class RunOutputs:
         if card is None:  # (no evaluation at that step)
             return
         previous = None if self.best and self.best["step"] == step else self.best  # the best before that evaluation
-        self.follow(self.guard.after_evaluation(step, card["value"], previous, checkpoint.best_path(self.run_dir).is_file()), logger)
+        self.judge(step, card["value"], previous, logger)
         if self.rolled_back_at == step or self.stopped_by_guard:
             self.save(step, periodic=False)  # (last.pt as the run that had gone on holds it)
 
