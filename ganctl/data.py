@@ -1086,7 +1086,7 @@ def load_cache(directory: Path, source: "ImageFiles", where: torch.device = torc
                 images = torch.empty(shape, dtype=torch.uint8, device=where)
                 read_pixels(member, images)
         check_cached(images, labels, bad, source)
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:  # (RuntimeError: an encrypted member)
         warn(f"ignoring the cache file {path} ({error}); decoding again")
         return None
     log.info("Loaded %d decoded images from the cache %s", len(images), path)

@@ -305,11 +305,22 @@ def write_names(root: Path) -> list[str]:
     return [p.relative_to(root).as_posix() for p in data.find_images(root) if p.name != "corrupt.png"]
 
 
-def test_a_damaged_cache_file_is_decoded_again(tmp_path: Path, cache_in_tmp: Path) -> None:
+def unknown_compression(archive: bytes) -> bytes:
+    """A ZIP whose members claim compression method 99, which no reader knows (local and central headers)."""
+    for signature, offset in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = archive.find(signature)
+        while start >= 0:
+            archive = archive[: start + offset] + (99).to_bytes(2, "little") + archive[start + offset + 2 :]
+            start = archive.find(signature, start + 4)
+    return archive
+
+
+@pytest.mark.parametrize("damage", [lambda archive: archive[:100], unknown_compression], ids=["truncated", "unknown compression"])
+def test_a_damaged_cache_file_is_decoded_again(tmp_path: Path, cache_in_tmp: Path, damage) -> None:
     write_mixed_folder(tmp_path / "images")
     first = load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8")
     (cached,) = cache_in_tmp.glob("*.npz")
-    cached.write_bytes(cached.read_bytes()[:100])
+    cached.write_bytes(damage(cached.read_bytes()))
     again = load("folder", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=8")
     assert torch.equal(again.images, first.images)
 
